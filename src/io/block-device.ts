@@ -1,0 +1,19 @@
+/**
+ * BlockDevice: the only way the core touches storage. Offsets and lengths are in bytes and
+ * must be multiples of 512 (the md sector) unless a device says otherwise; every read and
+ * write is complete or throws (short transfers are retried or turned into EIO).
+ */
+export interface BlockDevice {
+  /** Human-readable identity: the path for files and block devices. */
+  readonly name: string;
+  /** Size in bytes (a multiple of 512 for block devices; files are truncated down to 512). */
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  read(buf: Uint8Array, offsetBytes: number): Promise<void>;
+  write(buf: Uint8Array, offsetBytes: number): Promise<void>;
+  /** Durability barrier: everything written before returns survives a crash (fdatasync). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const SECTOR_BYTES = 512;

@@ -1,0 +1,4 @@
+export { type BlockDevice, SECTOR_BYTES } from './block-device.js';
+export { type FaultRule, FaultyBlockDevice } from './fault-device.js';
+export { FileBlockDevice, type OpenOptions, openDevice } from './file-device.js';
+export { MemoryBlockDevice } from './memory-device.js';

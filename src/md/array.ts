@@ -1,0 +1,650 @@
+/**
+ * The array core ("mddev"): members, assembly decisions, superblock updates, the request path
+ * into a personality, and the initial/after-crash sync.
+ *
+ * Assembly follows mdadm + the kernel: members are grouped by array UUID, the superblock with
+ * the highest events defines the array, active members older than (events − 1) are left out
+ * as stale, corrupt or foreign members are refused, and an array that is missing members
+ * starts only when asked to (--run). Nothing is written to a member that was not accepted.
+ */
+import { assert, TsmdError } from '../errors.js';
+import { BITMAP_SB_BYTES, bitmapAreaBytes, encodeBitmapSuper } from '../format/bitmap.js';
+import {
+  deviceRole,
+  encodeSuperblock,
+  Feature,
+  isActiveRole,
+  MAX_SECTOR,
+  Role,
+  type Superblock1,
+  sbBytes,
+  setNameText,
+  uuidText,
+} from '../format/superblock.js';
+import type { BlockDevice } from '../io/block-device.js';
+import type { Raid456Geometry } from '../raid/geometry/raid456.js';
+import type { MemberIo, Personality } from '../raid/personality.js';
+import { Raid456Personality } from '../raid/raid456.js';
+import { ReshapeView } from '../raid/reshape-view.js';
+import {
+  LinearPersonality,
+  Raid0Personality,
+  Raid1Personality,
+  Raid10Personality,
+} from '../raid/striped.js';
+import {
+  bitmapMatches,
+  type LoadedBitmap,
+  type LoadedSuperblock,
+  loadBitmaps,
+  loadSuperblock,
+} from './sb-io.js';
+
+export interface Member {
+  dev: BlockDevice;
+  loaded: LoadedSuperblock;
+  devNumber: number;
+  /** active slot, or null for a spare */
+  slot: number | null;
+  faulty: boolean;
+  /** sectors already recovered when the member is being rebuilt; null = in sync */
+  recoveryOffset: number | null;
+  bitmaps: LoadedBitmap[];
+}
+
+export interface AssembleOptions {
+  /** start even when members are missing (mdadm --run) */
+  run?: boolean;
+  /** accept members whose events are behind (mdadm --force) */
+  force?: boolean;
+  readOnly?: boolean;
+  /** only members of this array */
+  uuid?: Uint8Array;
+  /** clock for utime, seconds */
+  nowSeconds?: () => number;
+  /** called for messages mdadm would print (stale member left out, started degraded...) */
+  log?: (msg: string) => void;
+}
+
+export interface AssemblyReport {
+  accepted: string[];
+  stale: string[];
+  spares: string[];
+  missingSlots: number[];
+  degraded: boolean;
+}
+
+function sbLevelName(level: number): string {
+  if (level === -1) return 'linear';
+  return `raid${level}`;
+}
+
+export class MdArray {
+  readonly members: Member[];
+  /** superblock of the freshest member: array-wide fields */
+  readonly sb: Superblock1;
+  readonly personality: Personality;
+  readonly report: AssemblyReport;
+  readonly readOnly: boolean;
+  private dirty = false;
+  private closed = false;
+  private sbUpdate: Promise<void> | null = null;
+  private sbNeedsWrite = false;
+  private readonly now: () => number;
+  private readonly log: (msg: string) => void;
+  private readonly reshapeBlocked: boolean;
+  private readonly initialResyncOffset: bigint;
+  private resyncDone = false;
+
+  private constructor(
+    members: Member[],
+    sb: Superblock1,
+    report: AssemblyReport,
+    opts: AssembleOptions,
+    build: (io: MemberIo) => Personality,
+  ) {
+    this.members = members;
+    this.sb = sb;
+    this.report = report;
+    this.readOnly = !!opts.readOnly;
+    this.now = opts.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
+    this.log = opts.log ?? (() => {});
+    this.personality = build(this.memberIo());
+    this.reshapeBlocked = (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0;
+    this.initialResyncOffset = sb.resyncOffset;
+  }
+
+  get uuid(): string {
+    return uuidText(this.sb.setUuid);
+  }
+  get name(): string {
+    return setNameText(this.sb);
+  }
+  get level(): number {
+    return this.sb.level;
+  }
+  get raidDisks(): number {
+    return this.sb.raidDisks;
+  }
+  get sizeBytes(): number {
+    return this.personality.arraySectors * 512;
+  }
+  get events(): bigint {
+    return this.sb.events;
+  }
+  get reshapeActive(): boolean {
+    return this.reshapeBlocked;
+  }
+  /** slots with a working, in-sync member */
+  get workingSlots(): number[] {
+    return this.members
+      .filter((m) => m.slot !== null && !m.faulty && m.recoveryOffset === null)
+      .map((m) => m.slot!);
+  }
+  get degraded(): boolean {
+    return this.workingSlots.length < this.sb.raidDisks;
+  }
+
+  private slotMember(slot: number): Member | null {
+    for (const m of this.members) if (m.slot === slot && !m.faulty) return m;
+    return null;
+  }
+
+  private memberIo(): MemberIo {
+    const slots = this.sb.raidDisks;
+    const io: MemberIo = {
+      slots,
+      available: (slot, deviceSector, sectors) => {
+        const m = this.slotMember(slot);
+        if (!m) return false;
+        if (m.recoveryOffset === null) return true;
+        if (deviceSector === undefined) return false;
+        return deviceSector + (sectors ?? 1) <= m.recoveryOffset;
+      },
+      read: async (slot, deviceSector, buf) => {
+        const m = this.slotMember(slot);
+        if (!m) throw new TsmdError('ENODEV', `slot ${slot} has no working member`);
+        await m.dev.read(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512);
+      },
+      write: async (slot, deviceSector, buf) => {
+        const m = this.slotMember(slot);
+        if (!m) throw new TsmdError('ENODEV', `slot ${slot} has no working member`);
+        if (this.readOnly) throw new TsmdError('EROFS', 'array is read-only');
+        await m.dev.write(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512);
+      },
+      flush: async (slot) => {
+        const m = this.slotMember(slot);
+        if (m) await m.dev.flush();
+      },
+      reportError: (slot, op, err) => {
+        const m = this.slotMember(slot);
+        if (!m) return;
+        m.faulty = true;
+        this.sbNeedsWrite = true;
+        const why = err instanceof Error ? err.message : String(err);
+        this.log(`md: ${op} error on ${m.dev.name} (slot ${slot}): ${why}; marking it faulty`);
+      },
+    };
+    return io;
+  }
+
+  /**
+   * Assemble from explicit devices. The array takes ownership of the devices: they are closed
+   * by close(), or right away when assembly is refused.
+   */
+  static async assemble(devs: BlockDevice[], opts: AssembleOptions = {}): Promise<MdArray> {
+    try {
+      return await MdArray.assembleInner(devs, opts);
+    } catch (e) {
+      await Promise.all(devs.map((d) => d.close().catch(() => {})));
+      throw e;
+    }
+  }
+
+  private static async assembleInner(devs: BlockDevice[], opts: AssembleOptions): Promise<MdArray> {
+    const log = opts.log ?? (() => {});
+    if (devs.length === 0) throw new TsmdError('EINVAL', 'no devices given to assemble');
+    const loaded: Array<{ dev: BlockDevice; l: LoadedSuperblock }> = [];
+    for (const dev of devs) {
+      const l = await loadSuperblock(dev);
+      if (!l) throw new TsmdError('EBADSB', `no md superblock on ${dev.name} - assembly aborted`);
+      if (l.problems.length > 0) {
+        throw new TsmdError('EBADSB', `${dev.name}: superblock refused: ${l.problems.join('; ')}`);
+      }
+      if (opts.uuid && uuidText(l.sb.setUuid) !== uuidText(opts.uuid)) {
+        throw new TsmdError(
+          'EINVAL',
+          `${dev.name} belongs to array ${uuidText(l.sb.setUuid)}, not ${uuidText(opts.uuid)}`,
+        );
+      }
+      loaded.push({ dev, l });
+    }
+    const first = loaded[0]!.l.sb;
+    for (const { dev, l } of loaded) {
+      if (uuidText(l.sb.setUuid) !== uuidText(first.setUuid)) {
+        throw new TsmdError(
+          'EINVAL',
+          `superblock on ${dev.name} (array ${uuidText(l.sb.setUuid)}) doesn't match others (array ${uuidText(first.setUuid)}) - assembly aborted`,
+        );
+      }
+    }
+    // the freshest superblock defines the array
+    const fresh = loaded.reduce((a, b) => (b.l.sb.events > a.l.sb.events ? b : a)).l.sb;
+    for (const { dev, l } of loaded) {
+      const s = l.sb;
+      if (s.level !== fresh.level || s.layout !== fresh.layout || s.chunkSize !== fresh.chunkSize) {
+        if (s.events === fresh.events || isActiveRole(deviceRole(s))) {
+          throw new TsmdError(
+            'EINVAL',
+            `${dev.name}: geometry (${sbLevelName(s.level)}, layout ${s.layout}, chunk ${s.chunkSize}) disagrees with the array (${sbLevelName(fresh.level)}, layout ${fresh.layout}, chunk ${fresh.chunkSize}) - assembly aborted`,
+          );
+        }
+      }
+    }
+    const report: AssemblyReport = {
+      accepted: [],
+      stale: [],
+      spares: [],
+      missingSlots: [],
+      degraded: false,
+    };
+    const members: Member[] = [];
+    const bySlot = new Map<number, Member>();
+    const sortedByEvents = [...loaded].sort((a, b) =>
+      a.l.sb.events > b.l.sb.events ? -1 : a.l.sb.events < b.l.sb.events ? 1 : 0,
+    );
+    for (const { dev, l } of sortedByEvents) {
+      const dn = l.sb.devNumber;
+      const role = dn < fresh.maxDev ? fresh.devRoles[dn]! : Role.SPARE;
+      const ownRole = deviceRole(l.sb);
+      const behind = l.sb.events + 1n < fresh.events;
+      if (role === Role.FAULTY) {
+        log(`${dev.name} is marked faulty in the array; not using it`);
+        report.stale.push(dev.name);
+        continue;
+      }
+      if (isActiveRole(role) && role < fresh.raidDisks) {
+        if (behind && !opts.force) {
+          log(`kicking non-fresh ${dev.name} from array (events ${l.sb.events} < ${fresh.events})`);
+          report.stale.push(dev.name);
+          continue;
+        }
+        if (bySlot.has(role)) {
+          log(
+            `${dev.name} claims slot ${role} which ${bySlot.get(role)!.dev.name} already holds; not using it`,
+          );
+          report.stale.push(dev.name);
+          continue;
+        }
+        const recovering =
+          (l.sb.featureMap & Feature.RECOVERY_OFFSET) !== 0 ? Number(l.sb.recoveryOffset) : null;
+        const m: Member = {
+          dev,
+          loaded: l,
+          devNumber: dn,
+          slot: role,
+          faulty: false,
+          recoveryOffset: recovering,
+          bitmaps: [],
+        };
+        bySlot.set(role, m);
+        members.push(m);
+        report.accepted.push(dev.name);
+      } else {
+        if (isActiveRole(ownRole) && behind) {
+          // it thinks it is active but the array has moved on without it: stale
+          log(`kicking non-fresh ${dev.name} from array (events ${l.sb.events} < ${fresh.events})`);
+          report.stale.push(dev.name);
+          continue;
+        }
+        members.push({
+          dev,
+          loaded: l,
+          devNumber: dn,
+          slot: null,
+          faulty: false,
+          recoveryOffset: null,
+          bitmaps: [],
+        });
+        report.spares.push(dev.name);
+      }
+    }
+    for (let s = 0; s < fresh.raidDisks; s++) if (!bySlot.has(s)) report.missingSlots.push(s);
+    for (const m of members) m.bitmaps = await loadBitmaps(m.dev, m.loaded).catch(() => []);
+
+    const build = (io: MemberIo) => buildPersonality(fresh, members, io);
+    const arr = new MdArray(
+      members,
+      { ...fresh, devRoles: fresh.devRoles.slice() },
+      report,
+      opts,
+      build,
+    );
+    const available = Array.from({ length: fresh.raidDisks }, (_, s) => {
+      const m = bySlot.get(s);
+      return !!m && m.recoveryOffset === null;
+    });
+    if (!arr.personality.canRun(available)) {
+      throw new TsmdError(
+        'EIO',
+        `${sbLevelName(fresh.level)} array ${uuidText(fresh.setUuid)}: only ${available.filter(Boolean).length} of ${fresh.raidDisks} members usable - not enough to start the array`,
+      );
+    }
+    report.degraded = available.some((a) => !a);
+    if (report.degraded && !opts.run) {
+      throw new TsmdError(
+        'EBUSY',
+        `array ${uuidText(fresh.setUuid)} assembled from ${available.filter(Boolean).length} drive(s) (out of ${fresh.raidDisks}), but not started: it would run degraded - use --run to start it anyway`,
+      );
+    }
+    if (report.degraded)
+      log(
+        `array ${uuidText(fresh.setUuid)} has been started degraded (${available.filter(Boolean).length}/${fresh.raidDisks})`,
+      );
+    return arr;
+  }
+
+  // ---- request path ----
+
+  private checkIo(buf: Uint8Array, offsetBytes: number, write: boolean): void {
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (write && this.readOnly) throw new TsmdError('EROFS', 'array is read-only');
+    if (offsetBytes % 512 !== 0 || buf.length % 512 !== 0) {
+      throw new TsmdError('EINVAL', `I/O at ${offsetBytes}+${buf.length} is not 512-byte aligned`);
+    }
+  }
+
+  async read(buf: Uint8Array, offsetBytes: number): Promise<void> {
+    this.checkIo(buf, offsetBytes, false);
+    await this.personality.read(buf, offsetBytes / 512);
+    await this.settleSuperblocks();
+  }
+
+  async write(buf: Uint8Array, offsetBytes: number): Promise<void> {
+    this.checkIo(buf, offsetBytes, true);
+    if (this.reshapeBlocked) {
+      throw new TsmdError(
+        'EBUSY',
+        'a reshape is in progress: writes wait for the reshape engine (tsmd --grow --continue)',
+      );
+    }
+    if (!this.dirty) await this.markDirty();
+    await this.personality.write(buf, offsetBytes / 512);
+    await this.settleSuperblocks();
+  }
+
+  async flush(): Promise<void> {
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    await this.personality.flush();
+    await this.settleSuperblocks();
+  }
+
+  /** If a member failed, record it on the others before the I/O is acknowledged. */
+  private async settleSuperblocks(): Promise<void> {
+    while (this.sbNeedsWrite) {
+      this.sbNeedsWrite = false;
+      this.sb.events += 1n;
+      await this.writeSuperblocks();
+    }
+  }
+
+  /** First write after open: record "active" (resync needed after a crash) on every member. */
+  private async markDirty(): Promise<void> {
+    if (this.sbUpdate) return this.sbUpdate;
+    this.sbUpdate = (async () => {
+      this.sb.events += 1n;
+      this.sb.resyncOffset = 0n;
+      this.dirty = true;
+      // until the write-intent bitmap runs, a crash must resync everything: all bits dirty
+      await this.writeSuperblocks({ bitmapBits: 'all' });
+    })();
+    try {
+      await this.sbUpdate;
+    } finally {
+      this.sbUpdate = null;
+    }
+  }
+
+  /** Write the array state to every working member (bitmap header first, then superblock). */
+  async writeSuperblocks(opts: { bitmapBits?: 'all' | 'none' } = {}): Promise<void> {
+    assert(!this.readOnly, 'superblock write on a read-only array');
+    this.sb.utime = BigInt(this.now());
+    const roles = new Array<number>(this.sb.maxDev).fill(Role.SPARE);
+    let maxDev = this.sb.maxDev;
+    for (const m of this.members) if (m.devNumber >= maxDev) maxDev = m.devNumber + 1;
+    if (maxDev > roles.length)
+      roles.push(...new Array<number>(maxDev - roles.length).fill(Role.SPARE));
+    for (const m of this.members) {
+      roles[m.devNumber] = m.faulty ? Role.FAULTY : m.slot === null ? Role.SPARE : m.slot;
+    }
+    this.sb.devRoles = roles;
+    this.sb.maxDev = maxDev;
+    const jobs = this.members
+      .filter((m) => !m.faulty)
+      .map(async (m) => {
+        const own = m.loaded.sb;
+        const sb: Superblock1 = {
+          ...this.sb,
+          devNumber: m.devNumber,
+          deviceUuid: own.deviceUuid,
+          devFlags: own.devFlags,
+          dataOffset: own.dataOffset,
+          dataSize: own.dataSize,
+          superOffset: own.superOffset,
+          bitmapOffset: own.bitmapOffset,
+          bblogShift: own.bblogShift,
+          bblogSize: own.bblogSize,
+          bblogOffset: own.bblogOffset,
+          newOffset: own.newOffset,
+          cntCorrectedRead: own.cntCorrectedRead,
+          recoveryOffset: m.recoveryOffset === null ? 0n : BigInt(m.recoveryOffset),
+          featureMap:
+            m.recoveryOffset === null
+              ? this.sb.featureMap & ~Feature.RECOVERY_OFFSET
+              : this.sb.featureMap | Feature.RECOVERY_OFFSET,
+          devRoles: roles,
+          pad3: new Uint8Array(32),
+        };
+        try {
+          await this.writeBitmapHeader(m, opts.bitmapBits);
+          const block = encodeSuperblock(sb);
+          const n = Math.ceil(sbBytes(sb.maxDev) / 512) * 512;
+          await m.dev.write(block.subarray(0, n), m.loaded.sbStartSector * 512);
+          await m.dev.flush();
+          m.loaded = { ...m.loaded, sb, raw: block };
+        } catch (e) {
+          m.faulty = true;
+          this.sbNeedsWrite = true;
+          this.log(
+            `md: superblock write failed on ${m.dev.name}: ${(e as Error).message}; marking it faulty`,
+          );
+        }
+      });
+    await Promise.all(jobs);
+  }
+
+  private async writeBitmapHeader(m: Member, bits?: 'all' | 'none'): Promise<void> {
+    const b = m.bitmaps[0];
+    if (!b || !bitmapMatches(b.sup, m.loaded.sb)) return;
+    b.sup.events = this.sb.events;
+    if (bits === 'none') b.sup.eventsCleared = this.sb.events;
+    const area = new Uint8Array(bits ? bitmapAreaBytes(b.nbits) : 512);
+    if (!bits) {
+      const head = new Uint8Array(512);
+      await m.dev.read(head, b.startSector * 512);
+      area.set(head);
+    } else {
+      area.fill(0xff, BITMAP_SB_BYTES);
+      if (bits === 'none')
+        for (let i = 0; i < b.nbits; i++) area[BITMAP_SB_BYTES + (i >>> 3)]! &= ~(1 << (i & 7));
+      b.bits = area.slice(BITMAP_SB_BYTES, BITMAP_SB_BYTES + Math.ceil(b.nbits / 8));
+    }
+    area.set(encodeBitmapSuper(b.sup), 0);
+    await m.dev.write(area, b.startSector * 512);
+  }
+
+  // ---- sync ----
+
+  /** Slots that hold a member being rebuilt. */
+  get rebuildingSlots(): number[] {
+    return this.members
+      .filter((m) => m.slot !== null && !m.faulty && m.recoveryOffset !== null)
+      .map((m) => m.slot!);
+  }
+
+  /**
+   * Bring the array to a fully redundant state now: recover members being rebuilt, put a spare
+   * into an empty slot, and resync when the array was not shut down cleanly. Progress is
+   * checkpointed in the superblocks (recovery_offset / resync_offset) every `checkpointSectors`.
+   */
+  async syncNow(
+    opts: { checkpointSectors?: number; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<{ recovered: number; resynced: number }> {
+    assert(!this.readOnly, 'sync on a read-only array');
+    if (this.reshapeBlocked)
+      throw new TsmdError('EBUSY', 'a reshape is in progress; it must finish first');
+    const p = this.personality;
+    if (p.maxDegraded === 0) return { recovered: 0, resynced: 0 };
+    const step = 2048 * 16; // 16 MiB of resync space per round
+    const checkpoint = opts.checkpointSectors ?? 2048 * 256;
+    let recovered = 0;
+    let resynced = 0;
+    // activate spares into empty slots
+    for (const slot of this.report.missingSlots.slice()) {
+      if (this.slotMember(slot)) continue;
+      const spare = this.members.find((m) => m.slot === null && !m.faulty);
+      if (!spare) break;
+      spare.slot = slot;
+      spare.recoveryOffset = 0;
+      this.report.missingSlots = this.report.missingSlots.filter((s) => s !== slot);
+      this.log(`md: recovery of slot ${slot} onto ${spare.dev.name} started`);
+    }
+    for (;;) {
+      const rebuild = this.rebuildingSlots;
+      if (rebuild.length === 0) break;
+      const set = new Set(rebuild);
+      const start = Math.min(...rebuild.map((s) => this.slotMember(s)!.recoveryOffset!));
+      let pos = start;
+      let sinceCheckpoint = 0;
+      this.sb.events += 1n;
+      await this.writeSuperblocks();
+      while (pos < p.syncSectors) {
+        const n = Math.min(step, p.syncSectors - pos);
+        await p.syncRegion(pos, n, set);
+        pos += n;
+        recovered += n;
+        sinceCheckpoint += n;
+        opts.onProgress?.(pos, p.syncSectors);
+        if (this.rebuildingSlots.length !== rebuild.length) break; // a member failed meanwhile
+        if (sinceCheckpoint >= checkpoint && pos < p.syncSectors) {
+          for (const s of rebuild) this.slotMember(s)!.recoveryOffset = pos;
+          await this.writeSuperblocks();
+          sinceCheckpoint = 0;
+        }
+      }
+      if (pos >= p.syncSectors) {
+        for (const s of rebuild) {
+          const m = this.slotMember(s);
+          if (m) m.recoveryOffset = null;
+        }
+        this.sb.events += 1n;
+        await this.writeSuperblocks();
+        this.log(`md: recovery done (${rebuild.length} member(s))`);
+      }
+    }
+    if (this.sb.resyncOffset !== MAX_SECTOR && !this.degraded) {
+      let pos = Number(this.sb.resyncOffset);
+      let sinceCheckpoint = 0;
+      while (pos < p.syncSectors) {
+        const n = Math.min(step, p.syncSectors - pos);
+        await p.syncRegion(pos, n, new Set());
+        pos += n;
+        resynced += n;
+        sinceCheckpoint += n;
+        opts.onProgress?.(pos, p.syncSectors);
+        if (sinceCheckpoint >= checkpoint && pos < p.syncSectors && !this.dirty) {
+          this.sb.resyncOffset = BigInt(pos);
+          await this.writeSuperblocks();
+          sinceCheckpoint = 0;
+        }
+      }
+      this.resyncDone = true;
+      if (!this.dirty) {
+        this.sb.resyncOffset = MAX_SECTOR;
+        this.sb.events += 1n;
+        await this.writeSuperblocks({ bitmapBits: 'none' });
+      }
+    }
+    return { recovered, resynced };
+  }
+
+  /** Stop: flush, and record a clean shutdown on every member (mdadm --stop). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.readOnly && (this.dirty || this.sbNeedsWrite)) {
+        await this.personality.flush();
+        await this.settleSuperblocks();
+        // clean unless a resync was pending at open and has not been done since
+        const inSync = this.initialResyncOffset === MAX_SECTOR || this.resyncDone;
+        this.sb.events += 1n;
+        this.sb.resyncOffset = inSync ? MAX_SECTOR : this.initialResyncOffset;
+        // bits may be cleared only when every member got every write
+        await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded ? 'none' : undefined });
+      }
+    } finally {
+      this.closed = true;
+      await Promise.all(this.members.map((m) => m.dev.close().catch(() => {})));
+    }
+  }
+}
+
+/** Build the personality for the array's geometry (old/new split when a reshape is active). */
+function buildPersonality(sb: Superblock1, members: Member[], io: MemberIo): Personality {
+  const memberSectorsBySlot = (): number[] => {
+    const sizes: number[] = [];
+    for (let s = 0; s < sb.raidDisks; s++) {
+      const m = members.find((x) => x.slot === s);
+      sizes.push(m ? Number(m.loaded.sb.dataSize) : 0);
+    }
+    return sizes;
+  };
+  const component = Number(sb.size);
+  const make = (
+    level: number,
+    layout: number,
+    chunk: number,
+    disks: number,
+    mio: MemberIo,
+  ): Personality => {
+    switch (level) {
+      case -1:
+        return new LinearPersonality(mio, memberSectorsBySlot());
+      case 0: {
+        const lay = (sb.featureMap & Feature.RAID0_LAYOUT) !== 0 ? layout : 1;
+        return new Raid0Personality(mio, memberSectorsBySlot(), chunk, lay);
+      }
+      case 1:
+        return new Raid1Personality(mio, component);
+      case 4:
+      case 5:
+      case 6: {
+        const g: Raid456Geometry = { level, raidDisks: disks, layout, chunkSectors: chunk };
+        return new Raid456Personality(mio, g, component);
+      }
+      case 10:
+        return new Raid10Personality(mio, {
+          raidDisks: disks,
+          layout,
+          chunkSectors: chunk,
+          componentSectors: component,
+        });
+      default:
+        throw new TsmdError('ENOTSUP', `raid level ${sb.level} is not supported`);
+    }
+  };
+  if ((sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0) {
+    return new ReshapeView(sb, io, make);
+  }
+  return make(sb.level, sb.layout, sb.chunkSize, sb.raidDisks, io);
+}

@@ -1,0 +1,86 @@
+/**
+ * The personality seam (Linux: struct md_personality). A level knows how array sectors map to
+ * member sectors and how to keep redundancy; the core (md/) owns members, superblocks and
+ * failure policy and hands the level a MemberIo.
+ */
+import type { ErrorCode } from '../errors.js';
+
+export interface MemberIo {
+  /** Number of slots (raid_disks). */
+  readonly slots: number;
+  /** Is the member in this slot present and in sync for this member sector range? */
+  available(slot: number, deviceSector?: number, sectors?: number): boolean;
+  /** Read from a member's data area (sector relative to data_offset). Throws on error. */
+  read(slot: number, deviceSector: number, buf: Uint8Array): Promise<void>;
+  write(slot: number, deviceSector: number, buf: Uint8Array): Promise<void>;
+  flush(slot: number): Promise<void>;
+  /**
+   * A member I/O failed. The core decides (fail the member, count read errors...). After this
+   * returns, available(slot) tells whether the personality may still use the member.
+   */
+  reportError(slot: number, op: 'read' | 'write', err: unknown): void;
+}
+
+export interface Personality {
+  readonly level: number;
+  readonly arraySectors: number;
+  /** How many members may be missing while data stays readable, in the best case. */
+  readonly maxDegraded: number;
+  /** Can the array serve all data with only these slots available? */
+  canRun(available: readonly boolean[]): boolean;
+  /** Read/write whole sectors of the array (offset and length multiples of 512). */
+  read(buf: Uint8Array, arraySector: number): Promise<void>;
+  write(buf: Uint8Array, arraySector: number): Promise<void>;
+  flush(): Promise<void>;
+  /** Size of the resync address space: member sectors (raid1/4/5/6) or array sectors (raid10). */
+  readonly syncSectors: number;
+  /**
+   * Make [start, start+sectors) of the resync space consistent (the personality's part of
+   * md's sync_request): with `rebuild` empty, a resync (mirrors copied from the first good one,
+   * parity recomputed); otherwise a recovery that writes the rebuilt content of those slots.
+   * Returns the number of sectors whose redundancy had to be rewritten (for check counts).
+   */
+  syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void>;
+}
+
+export class IoError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * Async locks on integer keys (stripes), acquired in ascending order so that multi-stripe
+ * requests cannot deadlock. Bounded by the number of concurrent requests.
+ */
+export class KeyedLocks {
+  private readonly tails = new Map<number, Promise<void>>();
+
+  async acquire(keys: number[]): Promise<() => void> {
+    const sorted = [...new Set(keys)].sort((a, b) => a - b);
+    const releases: Array<() => void> = [];
+    for (const k of sorted) {
+      const prev = this.tails.get(k) ?? Promise.resolve();
+      let release!: () => void;
+      const mine = new Promise<void>((r) => {
+        release = r;
+      });
+      const tail = prev.then(() => mine);
+      this.tails.set(k, tail);
+      await prev;
+      releases.push(() => {
+        release();
+        if (this.tails.get(k) === tail) this.tails.delete(k);
+      });
+    }
+    return () => {
+      for (const r of releases) r();
+    };
+  }
+
+  get held(): number {
+    return this.tails.size;
+  }
+}

@@ -1,0 +1,469 @@
+/**
+ * RAID4/5/6 request path. Each request is cut into stripes; a stripe is processed under a
+ * per-stripe lock:
+ *   - write, all members working: read-modify-write or reconstruct-write, whichever reads
+ *     fewer sectors (a full-stripe write reads nothing);
+ *   - write, degraded: read what is there, rebuild the missing blocks, apply, recompute parity;
+ *   - read: straight from the data member; from parity when the member is missing or fails.
+ * Parity maths: ./parity (P = XOR, Q = Σ g^slot·D over GF(2^8)).
+ */
+import { TsmdError } from '../errors.js';
+import {
+  dataDisksPerStripe,
+  type Raid456Geometry,
+  raid456ArraySectors,
+  type StripeMap,
+  stripeMap,
+} from './geometry/raid456.js';
+import {
+  genP,
+  genPQ,
+  gfMulXorBlock,
+  gfPow2,
+  recoverOneDataFromP,
+  recoverOneDataFromQ,
+  recoverTwoData,
+  xorInto,
+} from './parity/index.js';
+import { KeyedLocks, type MemberIo, type Personality } from './personality.js';
+
+const SECTOR = 512;
+
+interface StripeSpan {
+  stripe: number;
+  /** byte offset of this stripe's part in the request buffer */
+  bufOffset: number;
+  /** per data index dd: written chunk-relative sector range, or null */
+  ranges: Array<{ lo: number; hi: number; bufOffset: number } | null>;
+  rlo: number;
+  rhi: number;
+}
+
+export class Raid456Personality implements Personality {
+  readonly level: number;
+  readonly arraySectors: number;
+  readonly maxDegraded: number;
+  readonly geometry: Raid456Geometry;
+  private readonly io: MemberIo;
+  private readonly D: number;
+  private readonly C: number;
+  private readonly locks = new KeyedLocks();
+  /** counters for tests and metrics */
+  readonly stats = { rmw: 0, rcw: 0, fullStripe: 0, degradedWrites: 0, reconstructReads: 0 };
+
+  constructor(io: MemberIo, g: Raid456Geometry, componentSectors: number) {
+    if (io.slots !== g.raidDisks)
+      throw new TsmdError('EINVAL', 'member count does not match raid_disks');
+    this.io = io;
+    this.geometry = g;
+    this.level = g.level;
+    this.D = dataDisksPerStripe(g);
+    this.C = g.chunkSectors;
+    this.arraySectors = raid456ArraySectors(g, componentSectors);
+    this.maxDegraded = g.level === 6 ? 2 : 1;
+  }
+
+  canRun(available: readonly boolean[]): boolean {
+    return available.filter((a) => !a).length <= this.maxDegraded;
+  }
+
+  private checkRange(buf: Uint8Array, arraySector: number): void {
+    if (buf.length % SECTOR !== 0)
+      throw new TsmdError('EINVAL', `request length ${buf.length} is not a multiple of 512`);
+    if (arraySector < 0 || arraySector + buf.length / SECTOR > this.arraySectors) {
+      throw new TsmdError(
+        'ENOSPC',
+        `request at sector ${arraySector} (+${buf.length / SECTOR}) beyond the array end (${this.arraySectors})`,
+      );
+    }
+  }
+
+  /** Split [arraySector, +sectors) into per-stripe spans. */
+  private spans(arraySector: number, sectors: number): StripeSpan[] {
+    const { D, C } = this;
+    const out: StripeSpan[] = [];
+    let pos = arraySector;
+    const end = arraySector + sectors;
+    while (pos < end) {
+      const stripe = Math.floor(pos / (C * D));
+      const stripeStart = stripe * C * D;
+      const stripeEnd = Math.min(end, stripeStart + C * D);
+      const ranges: StripeSpan['ranges'] = new Array(D).fill(null);
+      let rlo = C;
+      let rhi = 0;
+      for (let dd = 0; dd < D; dd++) {
+        const cs = stripeStart + dd * C;
+        const lo = Math.max(pos, cs);
+        const hi = Math.min(stripeEnd, cs + C);
+        if (lo >= hi) continue;
+        ranges[dd] = { lo: lo - cs, hi: hi - cs, bufOffset: (lo - arraySector) * SECTOR };
+        rlo = Math.min(rlo, lo - cs);
+        rhi = Math.max(rhi, hi - cs);
+      }
+      out.push({ stripe, bufOffset: (pos - arraySector) * SECTOR, ranges, rlo, rhi });
+      pos = stripeEnd;
+    }
+    return out;
+  }
+
+  async read(buf: Uint8Array, arraySector: number): Promise<void> {
+    this.checkRange(buf, arraySector);
+    const jobs: Promise<void>[] = [];
+    for (const sp of this.spans(arraySector, buf.length / SECTOR)) {
+      const sm = stripeMap(this.geometry, sp.stripe);
+      sp.ranges.forEach((r, dd) => {
+        if (!r) return;
+        jobs.push(this.readChunkPart(buf, sp.stripe, sm, dd, r));
+      });
+    }
+    await Promise.all(jobs);
+  }
+
+  private async readChunkPart(
+    buf: Uint8Array,
+    stripe: number,
+    sm: StripeMap,
+    dd: number,
+    r: { lo: number; hi: number; bufOffset: number },
+  ): Promise<void> {
+    const disk = sm.dataDisks[dd]!;
+    const view = buf.subarray(r.bufOffset, r.bufOffset + (r.hi - r.lo) * SECTOR);
+    const devSector = stripe * this.C + r.lo;
+    if (this.io.available(disk, devSector, r.hi - r.lo)) {
+      try {
+        await this.io.read(disk, devSector, view);
+        return;
+      } catch (e) {
+        this.io.reportError(disk, 'read', e);
+      }
+    }
+    this.stats.reconstructReads++;
+    const release = await this.locks.acquire([stripe]);
+    try {
+      const blocks = await this.readStripeRows(stripe, sm, r.lo, r.hi, 3);
+      view.set(blocks.data[dd]!);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Read rows [lo, hi) of every member of the stripe and rebuild whatever is missing, so that
+   * data[dd], p and q (raid6) are all complete. Retries when a member fails during the read.
+   */
+  private async readStripeRows(
+    stripe: number,
+    sm: StripeMap,
+    lo: number,
+    hi: number,
+    attempts: number,
+    skip?: ReadonlySet<number>,
+  ): Promise<{ data: Uint8Array[]; p: Uint8Array; q: Uint8Array | null }> {
+    const len = (hi - lo) * SECTOR;
+    const devSector = stripe * this.C + lo;
+    const is6 = this.level === 6;
+    for (let attempt = 0; ; attempt++) {
+      const data: Uint8Array[] = sm.dataDisks.map(() => new Uint8Array(len));
+      const p = new Uint8Array(len);
+      const q = is6 ? new Uint8Array(len) : null;
+      const missingData: number[] = [];
+      let pOk = true;
+      let qOk = is6;
+      let failed = false;
+      const reads: Promise<void>[] = [];
+      const readOne = (disk: number, target: Uint8Array, onMissing: () => void) => {
+        if (skip?.has(disk) || !this.io.available(disk, devSector, hi - lo)) {
+          onMissing();
+          return;
+        }
+        reads.push(
+          this.io.read(disk, devSector, target).catch((e) => {
+            this.io.reportError(disk, 'read', e);
+            failed = true;
+          }),
+        );
+      };
+      sm.dataDisks.forEach((disk, dd) => {
+        readOne(disk, data[dd]!, () => {
+          missingData.push(dd);
+        });
+      });
+      readOne(sm.pDisk, p, () => {
+        pOk = false;
+      });
+      if (q)
+        readOne(sm.qDisk, q, () => {
+          qOk = false;
+        });
+      await Promise.all(reads);
+      if (failed) {
+        if (attempt + 1 >= attempts)
+          throw new TsmdError('EIO', `stripe ${stripe}: too many member errors`);
+        continue;
+      }
+      this.recover(sm, data, p, q, missingData, pOk, qOk, stripe);
+      return { data, p, q };
+    }
+  }
+
+  private slotList(sm: StripeMap, data: Uint8Array[]): Array<Uint8Array | null> {
+    if (this.level !== 6) return data;
+    const slots: Array<Uint8Array | null> = new Array(sm.syndromeSlots).fill(null);
+    data.forEach((b, dd) => {
+      slots[sm.qSlots[dd]!] = b;
+    });
+    return slots;
+  }
+
+  private recover(
+    sm: StripeMap,
+    data: Uint8Array[],
+    p: Uint8Array,
+    q: Uint8Array | null,
+    missingData: number[],
+    pOk: boolean,
+    qOk: boolean,
+    stripe: number,
+  ): void {
+    const lost = missingData.length + (pOk ? 0 : 1) + (q && !qOk ? 1 : 0);
+    if (lost > this.maxDegraded) {
+      throw new TsmdError(
+        'EIO',
+        `stripe ${stripe}: ${lost} members missing, more than raid${this.level} can rebuild`,
+      );
+    }
+    const slots = this.slotList(sm, data);
+    const slotOf = (dd: number) => (this.level === 6 ? sm.qSlots[dd]! : dd);
+    if (missingData.length === 1) {
+      const dd = missingData[0]!;
+      if (pOk) recoverOneDataFromP(slots, slotOf(dd), p);
+      else recoverOneDataFromQ(slots, slotOf(dd), q!);
+    } else if (missingData.length === 2) {
+      recoverTwoData(slots, slotOf(missingData[0]!), slotOf(missingData[1]!), p, q!);
+    }
+    if (!pOk || (q && !qOk)) {
+      if (q) genPQ(slots, p, q);
+      else genP(slots, p);
+    }
+  }
+
+  async write(buf: Uint8Array, arraySector: number): Promise<void> {
+    this.checkRange(buf, arraySector);
+    await Promise.all(
+      this.spans(arraySector, buf.length / SECTOR).map((sp) => this.writeStripe(buf, sp)),
+    );
+  }
+
+  private async writeStripe(buf: Uint8Array, sp: StripeSpan): Promise<void> {
+    const release = await this.locks.acquire([sp.stripe]);
+    try {
+      const sm = stripeMap(this.geometry, sp.stripe);
+      for (let attempt = 0; attempt <= this.maxDegraded + 1; attempt++) {
+        const r = await this.tryWriteStripe(buf, sp, sm);
+        if (r === 'done') return;
+      }
+      throw new TsmdError('EIO', `stripe ${sp.stripe}: write could not be completed`);
+    } finally {
+      release();
+    }
+  }
+
+  private memberDisks(sm: StripeMap): number[] {
+    const d = [...sm.dataDisks, sm.pDisk];
+    if (this.level === 6) d.push(sm.qDisk);
+    return d;
+  }
+
+  /** One attempt; 'retry' when a member failed during the reads (state has changed). */
+  private async tryWriteStripe(
+    buf: Uint8Array,
+    sp: StripeSpan,
+    sm: StripeMap,
+  ): Promise<'done' | 'retry'> {
+    const { rlo, rhi } = sp;
+    const len = rhi - rlo;
+    const rowSector = sp.stripe * this.C;
+    const is6 = this.level === 6;
+    const nParity = is6 ? 2 : 1;
+    const allUp = this.memberDisks(sm).every((d) => this.io.available(d, rowSector + rlo, len));
+    const newData = (dd: number) => {
+      const r = sp.ranges[dd]!;
+      return buf.subarray(r.bufOffset, r.bufOffset + (r.hi - r.lo) * SECTOR);
+    };
+
+    let data: Uint8Array[];
+    let p: Uint8Array;
+    let q: Uint8Array | null;
+    if (allUp) {
+      let written = 0;
+      for (const r of sp.ranges) if (r) written += r.hi - r.lo;
+      const rcwReads = this.D * len - written;
+      const rmwReads = written + nParity * len;
+      if (rcwReads === 0 || rcwReads <= rmwReads) {
+        if (rcwReads === 0) this.stats.fullStripe++;
+        else this.stats.rcw++;
+        // reconstruct-write: read the parts of R that are not overwritten
+        data = sm.dataDisks.map(() => new Uint8Array(len * SECTOR));
+        let failed = false;
+        await Promise.all(
+          sm.dataDisks.map(async (disk, dd) => {
+            const r = sp.ranges[dd];
+            const target = data[dd]!;
+            const reads: Array<[number, number]> = [];
+            if (!r) reads.push([rlo, rhi]);
+            else {
+              if (r.lo > rlo) reads.push([rlo, r.lo]);
+              if (r.hi < rhi) reads.push([r.hi, rhi]);
+            }
+            for (const [a, b] of reads) {
+              try {
+                await this.io.read(
+                  disk,
+                  rowSector + a,
+                  target.subarray((a - rlo) * SECTOR, (b - rlo) * SECTOR),
+                );
+              } catch (e) {
+                this.io.reportError(disk, 'read', e);
+                failed = true;
+              }
+            }
+            if (r) target.set(newData(dd), (r.lo - rlo) * SECTOR);
+          }),
+        );
+        if (failed) return 'retry';
+        p = new Uint8Array(len * SECTOR);
+        q = is6 ? new Uint8Array(len * SECTOR) : null;
+        if (q) genPQ(this.slotList(sm, data), p, q);
+        else genP(data, p);
+      } else {
+        this.stats.rmw++;
+        // read-modify-write: old data of the written parts, old parity over R
+        p = new Uint8Array(len * SECTOR);
+        q = is6 ? new Uint8Array(len * SECTOR) : null;
+        const old: Array<Uint8Array | null> = sp.ranges.map((r) =>
+          r ? new Uint8Array((r.hi - r.lo) * SECTOR) : null,
+        );
+        let failed = false;
+        const rd = async (disk: number, sector: number, target: Uint8Array) => {
+          try {
+            await this.io.read(disk, sector, target);
+          } catch (e) {
+            this.io.reportError(disk, 'read', e);
+            failed = true;
+          }
+        };
+        const jobs: Promise<void>[] = [rd(sm.pDisk, rowSector + rlo, p)];
+        if (q) jobs.push(rd(sm.qDisk, rowSector + rlo, q));
+        sp.ranges.forEach((r, dd) => {
+          if (r) jobs.push(rd(sm.dataDisks[dd]!, rowSector + r.lo, old[dd]!));
+        });
+        await Promise.all(jobs);
+        if (failed) return 'retry';
+        sp.ranges.forEach((r, dd) => {
+          if (!r) return;
+          const delta = old[dd]!;
+          xorInto(delta, newData(dd));
+          const off = (r.lo - rlo) * SECTOR;
+          xorInto(p.subarray(off, off + delta.length), delta);
+          if (q) gfMulXorBlock(q.subarray(off, off + delta.length), delta, gfPow2(sm.qSlots[dd]!));
+        });
+        data = [];
+      }
+    } else {
+      this.stats.degradedWrites++;
+      const blocks = await this.readStripeRows(sp.stripe, sm, rlo, rhi, 3);
+      data = blocks.data;
+      sp.ranges.forEach((r, dd) => {
+        if (r) data[dd]!.set(newData(dd), (r.lo - rlo) * SECTOR);
+      });
+      p = blocks.p;
+      q = blocks.q;
+      if (q) genPQ(this.slotList(sm, data), p, q);
+      else genP(data, p);
+    }
+
+    // write new data, then parity; a failed member write degrades the stripe
+    const writes: Promise<void>[] = [];
+    let lostWrites = 0;
+    const wr = (disk: number, sector: number, src: Uint8Array) => {
+      if (!this.io.available(disk)) return;
+      writes.push(
+        this.io.write(disk, sector, src).catch((e) => {
+          this.io.reportError(disk, 'write', e);
+          lostWrites++;
+        }),
+      );
+    };
+    sp.ranges.forEach((r, dd) => {
+      if (r) wr(sm.dataDisks[dd]!, rowSector + r.lo, newData(dd));
+    });
+    wr(sm.pDisk, rowSector + rlo, p);
+    if (q) wr(sm.qDisk, rowSector + rlo, q);
+    await Promise.all(writes);
+    if (lostWrites > 0) {
+      const down = this.memberDisks(sm).filter((d) => !this.io.available(d)).length;
+      if (down > this.maxDegraded) {
+        throw new TsmdError('EIO', `stripe ${sp.stripe}: write lost on too many members`);
+      }
+    }
+    return 'done';
+  }
+
+  get syncSectors(): number {
+    return this.arraySectors / this.D;
+  }
+
+  /**
+   * Resync (recompute P/Q from the data) or recovery (rebuild the blocks of the slots in
+   * `rebuild` from the others) of member rows [start, start+sectors).
+   */
+  async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
+    const end = Math.min(this.syncSectors, start + sectors);
+    let pos = start;
+    while (pos < end) {
+      const stripe = Math.floor(pos / this.C);
+      const lo = pos - stripe * this.C;
+      const hi = Math.min(this.C, end - stripe * this.C);
+      const release = await this.locks.acquire([stripe]);
+      try {
+        const sm = stripeMap(this.geometry, stripe);
+        const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, rebuild);
+        if (rebuild.size === 0) {
+          // resync: parity follows the data
+          if (blocks.q) genPQ(this.slotList(sm, blocks.data), blocks.p, blocks.q);
+          else genP(blocks.data, blocks.p);
+        }
+        const row = stripe * this.C + lo;
+        const writes: Array<[number, Uint8Array]> = [];
+        if (rebuild.size === 0) {
+          writes.push([sm.pDisk, blocks.p]);
+          if (blocks.q) writes.push([sm.qDisk, blocks.q]);
+        } else {
+          sm.dataDisks.forEach((d, dd) => {
+            if (rebuild.has(d)) writes.push([d, blocks.data[dd]!]);
+          });
+          if (rebuild.has(sm.pDisk)) writes.push([sm.pDisk, blocks.p]);
+          if (blocks.q && rebuild.has(sm.qDisk)) writes.push([sm.qDisk, blocks.q]);
+        }
+        await Promise.all(
+          writes.map(async ([d, b]) => {
+            try {
+              await this.io.write(d, row, b);
+            } catch (e) {
+              this.io.reportError(d, 'write', e);
+            }
+          }),
+        );
+      } finally {
+        release();
+      }
+      pos = stripe * this.C + hi;
+    }
+  }
+
+  async flush(): Promise<void> {
+    const jobs: Promise<void>[] = [];
+    for (let i = 0; i < this.io.slots; i++) if (this.io.available(i)) jobs.push(this.io.flush(i));
+    await Promise.all(jobs);
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * Personalities without parity: linear, raid0 (no redundancy), raid1 and raid10 (mirrors).
+ * Requests are cut at chunk (or member) boundaries and the pieces issued concurrently.
+ */
+import { TsmdError } from '../errors.js';
+import { linearArraySectors, linearMap } from './geometry/linear.js';
+import { type Raid0Zone, raid0ArraySectors, raid0Map, raid0Zones } from './geometry/raid0.js';
+import {
+  decodeRaid10Layout,
+  type Raid10Geometry,
+  raid10ArraySectors,
+  raid10Map,
+  raid10Validate,
+} from './geometry/raid10.js';
+import type { MemberIo, Personality } from './personality.js';
+
+const SECTOR = 512;
+
+interface Piece {
+  /** byte offset within the request buffer */
+  bufOffset: number;
+  sectors: number;
+  targets: Array<{ disk: number; deviceSector: number }>;
+}
+
+function checkRange(p: Personality, buf: Uint8Array, arraySector: number): void {
+  if (buf.length % SECTOR !== 0)
+    throw new TsmdError('EINVAL', `request length ${buf.length} is not a multiple of 512`);
+  if (arraySector < 0 || arraySector * SECTOR + buf.length > p.arraySectors * SECTOR) {
+    throw new TsmdError(
+      'ENOSPC',
+      `request at sector ${arraySector} (+${buf.length / SECTOR}) beyond the array end (${p.arraySectors})`,
+    );
+  }
+}
+
+/** Read a piece from one of its targets, trying the others on error (mirrors). */
+async function readPiece(
+  io: MemberIo,
+  buf: Uint8Array,
+  piece: Piece,
+  start: number,
+): Promise<void> {
+  const view = buf.subarray(piece.bufOffset, piece.bufOffset + piece.sectors * SECTOR);
+  const n = piece.targets.length;
+  let lastErr: unknown = null;
+  for (let i = 0; i < n; i++) {
+    const t = piece.targets[(start + i) % n]!;
+    if (!io.available(t.disk, t.deviceSector, piece.sectors)) continue;
+    try {
+      await io.read(t.disk, t.deviceSector, view);
+      return;
+    } catch (e) {
+      lastErr = e;
+      io.reportError(t.disk, 'read', e);
+    }
+  }
+  throw new TsmdError('EIO', `no working copy of array data at piece offset ${piece.bufOffset}`, {
+    cause: lastErr,
+  });
+}
+
+/** Write a piece to all its available targets; fails only if no copy could be written. */
+async function writePiece(io: MemberIo, buf: Uint8Array, piece: Piece): Promise<void> {
+  const view = buf.subarray(piece.bufOffset, piece.bufOffset + piece.sectors * SECTOR);
+  let ok = 0;
+  let lastErr: unknown = null;
+  await Promise.all(
+    piece.targets.map(async (t) => {
+      if (!io.available(t.disk)) return;
+      try {
+        await io.write(t.disk, t.deviceSector, view);
+        ok++;
+      } catch (e) {
+        lastErr = e;
+        io.reportError(t.disk, 'write', e);
+      }
+    }),
+  );
+  if (ok === 0) throw new TsmdError('EIO', 'write failed on every copy', { cause: lastErr });
+}
+
+abstract class PieceMapped implements Personality {
+  abstract readonly level: number;
+  abstract readonly arraySectors: number;
+  abstract readonly maxDegraded: number;
+  protected readonly io: MemberIo;
+  private rr = 0;
+
+  constructor(io: MemberIo) {
+    this.io = io;
+  }
+
+  abstract canRun(available: readonly boolean[]): boolean;
+  /** Targets of array sector s and how many sectors from s stay contiguous on them. */
+  protected abstract map(s: number): {
+    sectors: number;
+    targets: Array<{ disk: number; deviceSector: number }>;
+  };
+
+  protected pieces(arraySector: number, totalSectors: number): Piece[] {
+    const out: Piece[] = [];
+    let done = 0;
+    while (done < totalSectors) {
+      const m = this.map(arraySector + done);
+      const n = Math.min(m.sectors, totalSectors - done);
+      out.push({ bufOffset: done * SECTOR, sectors: n, targets: m.targets });
+      done += n;
+    }
+    return out;
+  }
+
+  async read(buf: Uint8Array, arraySector: number): Promise<void> {
+    checkRange(this, buf, arraySector);
+    const start = this.rr++;
+    await Promise.all(
+      this.pieces(arraySector, buf.length / SECTOR).map((p) => readPiece(this.io, buf, p, start)),
+    );
+  }
+
+  async write(buf: Uint8Array, arraySector: number): Promise<void> {
+    checkRange(this, buf, arraySector);
+    await Promise.all(
+      this.pieces(arraySector, buf.length / SECTOR).map((p) => writePiece(this.io, buf, p)),
+    );
+  }
+
+  async flush(): Promise<void> {
+    const jobs: Promise<void>[] = [];
+    for (let i = 0; i < this.io.slots; i++) if (this.io.available(i)) jobs.push(this.io.flush(i));
+    await Promise.all(jobs);
+  }
+
+  get syncSectors(): number {
+    return this.arraySectors;
+  }
+
+  /**
+   * Mirror sync over array sectors: read one good copy of each piece, write it to the other
+   * copies (resync) or to the copies on the slots being rebuilt (recovery).
+   */
+  async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
+    if (this.maxDegraded === 0) return; // linear / raid0: nothing to sync
+    const end = Math.min(this.syncSectors, start + sectors);
+    let pos = start;
+    while (pos < end) {
+      const m = this.map(pos);
+      const n = Math.min(m.sectors, end - pos);
+      const buf = new Uint8Array(n * SECTOR);
+      const sources = m.targets.filter((t) => !rebuild.has(t.disk));
+      await readPiece(this.io, buf, { bufOffset: 0, sectors: n, targets: sources }, 0);
+      const dests =
+        rebuild.size > 0 ? m.targets.filter((t) => rebuild.has(t.disk)) : m.targets.slice(1);
+      await Promise.all(
+        dests.map(async (t) => {
+          try {
+            await this.io.write(t.disk, t.deviceSector, buf);
+          } catch (e) {
+            this.io.reportError(t.disk, 'write', e);
+          }
+        }),
+      );
+      pos += n;
+    }
+  }
+}
+
+export class LinearPersonality extends PieceMapped {
+  readonly level = -1;
+  readonly arraySectors: number;
+  readonly maxDegraded = 0;
+  private readonly memberSectors: number[];
+  private readonly starts: number[];
+
+  constructor(io: MemberIo, memberSectors: number[]) {
+    super(io);
+    this.memberSectors = [...memberSectors];
+    this.arraySectors = linearArraySectors(this.memberSectors);
+    this.starts = [];
+    let acc = 0;
+    for (const s of this.memberSectors) {
+      this.starts.push(acc);
+      acc += s;
+    }
+  }
+
+  canRun(available: readonly boolean[]): boolean {
+    return available.every(Boolean);
+  }
+
+  protected map(s: number) {
+    const m = linearMap(this.memberSectors, s);
+    const left = this.memberSectors[m.disk]! - m.deviceSector;
+    return { sectors: left, targets: [m] };
+  }
+}
+
+export class Raid0Personality extends PieceMapped {
+  readonly level = 0;
+  readonly arraySectors: number;
+  readonly maxDegraded = 0;
+  readonly zones: Raid0Zone[];
+  private readonly chunkSectors: number;
+  private readonly layout: number;
+
+  constructor(io: MemberIo, memberSectors: number[], chunkSectors: number, layout: number) {
+    super(io);
+    this.chunkSectors = chunkSectors;
+    this.layout = layout;
+    this.zones = raid0Zones(memberSectors, chunkSectors);
+    this.arraySectors = raid0ArraySectors(this.zones);
+  }
+
+  canRun(available: readonly boolean[]): boolean {
+    return available.every(Boolean);
+  }
+
+  protected map(s: number) {
+    const m = raid0Map(this.zones, this.chunkSectors, this.layout, s);
+    const left = this.chunkSectors - (s % this.chunkSectors);
+    return { sectors: left, targets: [m] };
+  }
+}
+
+export class Raid1Personality extends PieceMapped {
+  readonly level = 1;
+  readonly arraySectors: number;
+  readonly maxDegraded: number;
+  private readonly disks: number;
+
+  constructor(io: MemberIo, componentSectors: number) {
+    super(io);
+    this.disks = io.slots;
+    this.arraySectors = componentSectors;
+    this.maxDegraded = this.disks - 1;
+  }
+
+  canRun(available: readonly boolean[]): boolean {
+    return available.some(Boolean);
+  }
+
+  protected map(s: number) {
+    // one piece per 1 MiB so that large reads spread over the mirrors
+    const span = 2048 - (s % 2048);
+    const targets = [];
+    for (let d = 0; d < this.disks; d++) targets.push({ disk: d, deviceSector: s });
+    return { sectors: span, targets };
+  }
+}
+
+export class Raid10Personality extends PieceMapped {
+  readonly level = 10;
+  readonly arraySectors: number;
+  readonly maxDegraded: number;
+  private readonly g: Raid10Geometry;
+
+  constructor(io: MemberIo, g: Raid10Geometry) {
+    super(io);
+    raid10Validate(g);
+    this.g = g;
+    this.arraySectors = raid10ArraySectors(g);
+    const l = decodeRaid10Layout(g.layout);
+    this.maxDegraded = l.near * l.far - 1;
+  }
+
+  canRun(available: readonly boolean[]): boolean {
+    // every array chunk needs one available copy; checking one chunk row per disk position is
+    // enough because the copy pattern repeats with the disk count
+    const rows = this.g.raidDisks * 2;
+    for (let c = 0; c < rows && c * this.g.chunkSectors < this.arraySectors; c++) {
+      const copies = raid10Map(this.g, c * this.g.chunkSectors);
+      if (!copies.some((t) => available[t.disk])) return false;
+    }
+    return true;
+  }
+
+  protected map(s: number) {
+    const left = this.g.chunkSectors - (s % this.g.chunkSectors);
+    return { sectors: left, targets: raid10Map(this.g, s) };
+  }
+}
