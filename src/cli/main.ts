@@ -1,0 +1,611 @@
+/**
+ * `tsmd`: mdadm's command line over tsmd. Exit codes follow mdadm: 0 success, 1 failure,
+ * 2 bad usage. Messages go to stderr prefixed "tsmd: " (mdadm prints "mdadm: ").
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { createInterface } from 'node:readline/promises';
+import { isTsmdError, TsmdError } from '../errors.js';
+import { BITMAP_SB_BYTES, decodeBitmapSuper } from '../format/bitmap.js';
+import { Feature, MAX_SECTOR, parseUuid } from '../format/superblock.js';
+import type { BlockDevice } from '../io/block-device.js';
+import { openDevice } from '../io/file-device.js';
+import { MdArray } from '../md/array.js';
+import { createArray, zeroSuperblock } from '../md/create.js';
+import { type Level, planCreate } from '../md/create-plan.js';
+import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
+import { parseLayout } from '../raid/geometry/names.js';
+import {
+  type ParsedArgs,
+  parseArgs,
+  parseIntStrict,
+  parseLevel,
+  parseSizeKiB,
+  UsageError,
+} from './args.js';
+import {
+  type DetailInput,
+  type DetailMember,
+  detailFieldsFromSuperblock,
+  formatDetail,
+  formatDetailBrief,
+} from './report/detail.js';
+import { formatExamine, formatExamineScan } from './report/examine.js';
+import { formatExamineBitmap } from './report/examine-bitmap.js';
+
+export const VERSION = '0.1.0';
+
+export interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  /** is stdin an interactive terminal (may we ask "Continue creating array?") */
+  interactive: boolean;
+  ask: (question: string) => Promise<string>;
+  env: NodeJS.ProcessEnv;
+}
+
+const USAGE = `Usage: tsmd mode [md-device] [options] <component-devices>
+
+tsmd manages Linux md-compatible software RAID arrays (mdadm's vocabulary).
+
+Modes:
+  -C, --create        create a new array (members: files or block devices)
+  -A, --assemble      assemble a previously created array (in-process until the node daemon)
+  -E, --examine       print the md superblock of members
+  -X, --examine-bitmap  print the write-intent bitmap of members
+      --examine-badblocks  list the bad-block log of members
+      --zero-superblock    erase md superblocks from members
+  -D, --detail        with --assemble: report the assembled array as mdadm --detail does
+
+Create options:
+  -l, --level=        linear, raid0, raid1, raid4, raid5, raid6, raid10
+  -n, --raid-devices= number of active devices ("missing" stands for an absent one)
+  -x, --spare-devices= number of spare devices
+  -c, --chunk=        chunk size (K by default; M, G suffixes)        [512K]
+  -p, --layout=       raid5/6 algorithm, raid10 nN/fN/oN, raid0 original/alternate
+  -z, --size=         space to use on each device (K by default)
+  -N, --name=         array name                 --homehost=   host name for the name
+  -u, --uuid=         array UUID                 -e, --metadata=1.0|1.1|1.2   [1.2]
+  -b, --bitmap=internal|none|clustered           --bitmap-chunk=  bitmap chunk
+      --nodes=        clustered bitmap slots     --cluster-name=  cluster name
+      --assume-clean  skip the initial resync    --data-offset=   data offset (K)
+  -W, --write-mostly  following devices are write-mostly (raid1)
+  -R, --run           do not ask before overwriting devices that look used
+  -f, --force         same, and create raid5 without the recovery-onto-last trick
+
+General: -v, --verbose  -q, --quiet  -s, --scan  -b, --brief  -h, --help  -V, --version
+`;
+
+function optStr(a: ParsedArgs, name: string): string | undefined {
+  const v = a.opts.get(name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+function flag(a: ParsedArgs, name: string): boolean {
+  return a.opts.has(name);
+}
+
+/** md device name → array name, as mdadm derives it (/dev/md0 → 0, /dev/md/home → home). */
+export function nameFromMdDevice(md: string): string {
+  let m = /^(?:\/dev\/)?md\/(.+)$/.exec(md);
+  if (m) return m[1]!;
+  m = /^(?:\/dev\/)?md_?(d?\d+)$/.exec(md);
+  if (m) return m[1]!;
+  const base = md.split('/').pop() ?? md;
+  return base.replace(/^md/, '') || base;
+}
+
+/** set_name from name and homehost (§2.1). */
+export function setNameFor(name: string, homehost: string | null): string {
+  if (homehost && !name.includes(':') && homehost.length + 1 + name.length < 32)
+    return `${homehost}:${name}`;
+  return name.slice(0, 31);
+}
+
+async function openAll(paths: string[], readOnly: boolean): Promise<BlockDevice[]> {
+  const devs: BlockDevice[] = [];
+  try {
+    for (const p of paths) devs.push(await openDevice(p, { readOnly, exclusive: !readOnly }));
+    return devs;
+  } catch (e) {
+    await Promise.all(devs.map((d) => d.close()));
+    throw e;
+  }
+}
+
+async function cmdCreate(a: ParsedArgs, io: Io): Promise<number> {
+  const md = a.mdDevice;
+  if (!md) throw new UsageError('an md device must be given in this mode');
+  const levelText = optStr(a, 'level');
+  if (!levelText) throw new UsageError('a RAID level is needed to create an array.');
+  const level = parseLevel(levelText) as Level;
+  const rdText = optStr(a, 'raid-devices');
+  if (!rdText) throw new UsageError('no raid-devices specified.');
+  const raidDisks = parseIntStrict(rdText, 'number of raid devices', 1, 1920);
+  const spares = optStr(a, 'spare-devices')
+    ? parseIntStrict(optStr(a, 'spare-devices')!, 'number of spare-devices', 0, 1920)
+    : 0;
+  const devices = a.devices;
+  if (devices.length > raidDisks + spares) {
+    throw new UsageError(
+      `You have listed more devices (${devices.length}) than are in the array(${raidDisks + spares})!`,
+    );
+  }
+  if (devices.length < raidDisks + spares) {
+    throw new UsageError("You haven't given enough devices (real or missing) to create this array");
+  }
+  const metaText = optStr(a, 'metadata') ?? '1.2';
+  const metadata = (
+    {
+      '1': '1.2',
+      '1.2': '1.2',
+      '1.02': '1.2',
+      default: '1.2',
+      '1.1': '1.1',
+      '1.01': '1.1',
+      '1.0': '1.0',
+      '1.00': '1.0',
+    } as const
+  )[metaText as '1'];
+  if (!metadata)
+    throw new UsageError(
+      `unrecognised metadata identifier: ${metaText} (tsmd writes 1.0, 1.1 and 1.2)`,
+    );
+  const chunkKiB = optStr(a, 'chunk') ? parseSizeKiB(optStr(a, 'chunk')!, 'chunk size') : undefined;
+  const layoutText = optStr(a, 'layout') ?? optStr(a, 'parity');
+  let layout: number | undefined;
+  if (layoutText !== undefined) {
+    try {
+      layout = parseLayout(level, layoutText, raidDisks);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  const sizeText = optStr(a, 'size');
+  const sizeKiB = sizeText && sizeText !== 'max' ? parseSizeKiB(sizeText, 'size') : undefined;
+  const bitmapText = optStr(a, 'bitmap') ?? 'none';
+  if (!['internal', 'none', 'clustered'].includes(bitmapText)) {
+    throw new UsageError(`--bitmap=${bitmapText}: tsmd supports internal, clustered and none`);
+  }
+  const bitmap = bitmapText as 'internal' | 'none' | 'clustered';
+  const bitmapChunkBytes = optStr(a, 'bitmap-chunk')
+    ? parseSizeKiB(optStr(a, 'bitmap-chunk')!, 'bitmap chunk') * 1024
+    : undefined;
+  const nodes = optStr(a, 'nodes')
+    ? parseIntStrict(optStr(a, 'nodes')!, 'nodes', 2, 32)
+    : undefined;
+  if (nodes !== undefined && bitmap !== 'clustered')
+    throw new UsageError('--nodes only makes sense with --bitmap=clustered');
+  const clusterName = optStr(a, 'cluster-name') ?? optStr(a, 'home-cluster');
+  let homehost: string | null = optStr(a, 'homehost') ?? io.env.TSMD_HOMEHOST ?? hostname();
+  if (homehost === '<none>' || homehost === '') homehost = null;
+  const name = optStr(a, 'name') ?? nameFromMdDevice(md);
+  const uuid = optStr(a, 'uuid') ? parseUuid(optStr(a, 'uuid')!) : randomBytes(16);
+  const dataOffsetText = optStr(a, 'data-offset');
+  const dataOffsetSectors = dataOffsetText
+    ? parseSizeKiB(dataOffsetText, 'data offset') * 2
+    : undefined;
+  const writeMostly = flag(a, 'write-mostly');
+  if (writeMostly && level !== 1)
+    throw new UsageError('--write-mostly is only meaningful for raid1');
+
+  const force = flag(a, 'force');
+  const run = flag(a, 'run');
+  const paths = devices;
+  const opened: Array<BlockDevice | null> = [];
+  try {
+    for (const p of paths) {
+      if (p === 'missing') opened.push(null);
+      else opened.push(await openDevice(p, { exclusive: true }));
+    }
+  } catch (e) {
+    await Promise.all(opened.map((d) => d?.close()));
+    throw e;
+  }
+  const members = opened.map((d) => ({
+    sizeSectors: d ? Math.floor(d.sizeBytes / 512) : null,
+    writeMostly,
+  }));
+  const baseOptions = {
+    level,
+    raidDisks,
+    metadata,
+    chunkKiB,
+    layout,
+    sizeKiB,
+    setName: setNameFor(name, homehost),
+    uuid,
+    deviceUuids: members.map(() => randomBytes(16)),
+    bitmap,
+    bitmapChunkBytes,
+    nodes,
+    clusterName,
+    assumeClean: flag(a, 'assume-clean'),
+    force,
+    dataOffsetSectors,
+    nowSeconds: Math.floor(Date.now() / 1000),
+  } as const;
+  // validate before touching anything (mdadm prints its size/chunk notes here)
+  let plan: ReturnType<typeof planCreate>;
+  try {
+    plan = planCreate({ ...baseOptions, members });
+  } catch (e) {
+    await Promise.all(opened.map((d) => d?.close()));
+    throw e;
+  }
+  if (!a.quiet) {
+    if (!optStr(a, 'chunk') && plan.chunkSectors > 0 && level !== -1)
+      io.err(`tsmd: chunk size defaults to ${plan.chunkSectors / 2}K\n`);
+    if (!sizeText && level !== 0 && level !== -1)
+      io.err(`tsmd: size set to ${plan.componentSectors / 2}K\n`);
+  }
+  const result = await createArray(
+    opened,
+    { ...baseOptions, members },
+    {
+      confirmOverwrite: async (found) => {
+        for (const f of found) io.err(`tsmd: ${f.device} ${f.what}\n`);
+        if (run || force) return true;
+        if (!io.interactive) {
+          io.err('tsmd: refusing to overwrite without --run (no terminal to ask on)\n');
+          return false;
+        }
+        const ans = await io.ask('Continue creating array? ');
+        return /^y(es)?$/i.test(ans.trim());
+      },
+      initialSync: true,
+      log: (m) => {
+        if (a.verbose) io.err(`tsmd: ${m}\n`);
+      },
+    },
+  );
+  if (!a.quiet) {
+    const p = result.plan;
+    const what = p.recoverOntoLast
+      ? ', recovered onto the last member'
+      : p.needsResync
+        ? ', initial resync done'
+        : '';
+    io.err(
+      `tsmd: array ${md} created (${paths.length} devices, ${(p.arraySectors / 2).toFixed(0)}K${what}).\n`,
+    );
+  }
+  return 0;
+}
+
+async function readBitmapHeader(dev: BlockDevice, sector: number) {
+  const buf = new Uint8Array(512);
+  await dev.read(buf, sector * 512);
+  return decodeBitmapSuper(buf.subarray(0, BITMAP_SB_BYTES));
+}
+
+async function cmdExamine(a: ParsedArgs, io: Io): Promise<number> {
+  if (a.devices.length === 0) throw new UsageError('No devices to examine');
+  const homehost = optStr(a, 'homehost') ?? io.env.TSMD_HOMEHOST ?? hostname();
+  const brief = flag(a, 'brief') || flag(a, 'scan');
+  let rc = 0;
+  const found: Array<{ name: string; sb: import('../format/superblock.js').Superblock1 }> = [];
+  for (const path of a.devices) {
+    let dev: BlockDevice;
+    try {
+      dev = await openDevice(path, { readOnly: true });
+    } catch (e) {
+      io.err(`tsmd: cannot open ${path}: ${(e as Error).message}\n`);
+      rc = 1;
+      continue;
+    }
+    try {
+      const l = await loadSuperblock(dev);
+      if (!l) {
+        io.err(`tsmd: No md superblock detected on ${path}.\n`);
+        rc = 1;
+        continue;
+      }
+      if (brief) {
+        found.push({ name: path, sb: l.sb });
+        continue;
+      }
+      let bitmap = null;
+      if (l.sb.featureMap & Feature.BITMAP_OFFSET) {
+        const at = l.sbStartSector + l.sb.bitmapOffset;
+        if (at >= 0 && (at + 1) * 512 <= dev.sizeBytes) bitmap = await readBitmapHeader(dev, at);
+      }
+      io.out(
+        formatExamine({
+          deviceName: path,
+          sb: l.sb,
+          raw: l.raw,
+          devSectors: l.devSectors,
+          homehost,
+          bitmap,
+        }),
+      );
+    } finally {
+      await dev.close();
+    }
+  }
+  if (brief && found.length) io.out(formatExamineScan(found, { verbose: a.verbose > 0 }));
+  return rc;
+}
+
+async function cmdExamineBitmap(a: ParsedArgs, io: Io): Promise<number> {
+  if (a.devices.length === 0) throw new UsageError('No devices to examine');
+  let rc = 0;
+  for (const path of a.devices) {
+    const dev = await openDevice(path, { readOnly: true });
+    try {
+      const l = await loadSuperblock(dev);
+      if (l && l.sb.featureMap & Feature.BITMAP_OFFSET) {
+        const bms = await loadBitmaps(dev, l);
+        io.out(
+          formatExamineBitmap({
+            fileName: path,
+            sb: l.sb,
+            slots: bms.map((b) => ({ sup: b.sup, bits: b.bits })),
+            brief: flag(a, 'brief'),
+          }),
+        );
+      } else if (l) {
+        io.err(`tsmd: ${path} is an md member without an internal bitmap\n`);
+        rc = 1;
+      } else {
+        // an external bitmap file: header at offset 0
+        const sup = await readBitmapHeader(dev, 0);
+        const nb = Math.ceil(Number(sup.syncSize) / Math.max(1, sup.chunkSize / 512));
+        const bits = new Uint8Array(
+          Math.min(Math.ceil(nb / 8), Math.max(0, dev.sizeBytes - BITMAP_SB_BYTES)),
+        );
+        if (bits.length)
+          await dev
+            .read(bits.subarray(0, bits.length - (bits.length % 512)), BITMAP_SB_BYTES)
+            .catch(() => {});
+        io.out(formatExamineBitmap({ fileName: path, sb: null, slots: [{ sup, bits }] }));
+        if (sup.magic !== 0x6d746962) rc = 1;
+      }
+    } finally {
+      await dev.close();
+    }
+  }
+  return rc;
+}
+
+async function cmdExamineBadblocks(a: ParsedArgs, io: Io): Promise<number> {
+  const { loadBadBlocks } = await import('../md/sb-io.js');
+  let rc = 0;
+  for (const path of a.devices) {
+    const dev = await openDevice(path, { readOnly: true });
+    try {
+      const l = await loadSuperblock(dev);
+      if (!l) {
+        io.err(`tsmd: No md superblock detected on ${path}.\n`);
+        rc = 1;
+        continue;
+      }
+      if (!l.sb.bblogSize) {
+        io.err(`tsmd: ${path} has no bad-block log\n`);
+        continue;
+      }
+      const list = await loadBadBlocks(dev, l);
+      io.out(`Bad-blocks on ${path}:\n`);
+      for (const b of list)
+        io.out(`${String(b.sector).padStart(20)} for ${b.lengthSectors} sectors\n`);
+      if (list.length === 0 && !(l.sb.featureMap & Feature.BAD_BLOCKS)) io.out('');
+    } finally {
+      await dev.close();
+    }
+  }
+  return rc;
+}
+
+async function cmdZero(a: ParsedArgs, io: Io): Promise<number> {
+  if (a.devices.length === 0) throw new UsageError('No devices given for --zero-superblock');
+  let rc = 0;
+  for (const path of a.devices) {
+    const dev = await openDevice(path, { exclusive: true });
+    try {
+      const did = await zeroSuperblock(dev);
+      if (!did) {
+        if (!flag(a, 'force')) {
+          io.err(`tsmd: Unrecognised md component device - ${path}\n`);
+          rc = 1;
+        }
+      } else if (a.verbose) io.err(`tsmd: zeroed superblock on ${path}\n`);
+    } finally {
+      await dev.close();
+    }
+  }
+  return rc;
+}
+
+/** mdadm --detail's view of an array assembled in this process. */
+export function detailOf(arr: MdArray, devName: string, homehost?: string): DetailInput {
+  const members: DetailMember[] = [];
+  const sorted = [...arr.members].sort(
+    (x, y) => (x.slot ?? 1e9) - (y.slot ?? 1e9) || x.devNumber - y.devNumber,
+  );
+  for (const m of sorted) {
+    const wm = m.loaded.sb.devFlags & 1 ? ['writemostly'] : [];
+    let state: string[];
+    if (m.faulty) state = ['faulty'];
+    else if (m.slot === null) state = ['spare'];
+    else if (m.recoveryOffset !== null) state = ['spare', 'rebuilding'];
+    else state = ['active', 'sync'];
+    members.push({
+      number: m.devNumber,
+      major: 0,
+      minor: 0,
+      raidDevice: m.faulty ? null : m.slot,
+      state: [...state, ...wm],
+      path: m.dev.name,
+    });
+  }
+  for (const slot of arr.report.missingSlots) {
+    if (arr.members.some((m) => m.slot === slot && !m.faulty)) continue;
+    members.push({
+      number: null,
+      major: 0,
+      minor: 0,
+      raidDevice: slot,
+      state: ['removed'],
+      path: null,
+    });
+  }
+  members.sort((x, y) => (x.raidDevice ?? 1e9) - (y.raidDevice ?? 1e9));
+  const first = arr.members.find((m) => m.slot !== null) ?? arr.members[0]!;
+  const bm = first.bitmaps[0]?.sup ?? null;
+  const base = detailFieldsFromSuperblock(
+    { ...first.loaded.sb, events: arr.sb.events, devRoles: arr.sb.devRoles, utime: arr.sb.utime },
+    bm,
+  );
+  return {
+    devName,
+    ...base,
+    clean: arr.sb.resyncOffset === MAX_SECTOR,
+    arraySizeBytes: arr.sizeBytes,
+    members,
+    homehost,
+    sync: arr.reshapeActive
+      ? {
+          action: 'reshape',
+          percent: Math.floor(
+            (Number(arr.sb.reshapePosition) * 100) / Math.max(1, arr.personality.arraySectors),
+          ),
+        }
+      : null,
+  };
+}
+
+async function cmdAssemble(a: ParsedArgs, io: Io): Promise<number> {
+  const md = a.mdDevice;
+  if (!md) throw new UsageError('an md device must be given in this mode');
+  if (a.devices.length === 0) {
+    if (flag(a, 'scan'))
+      throw new TsmdError(
+        'ENOTSUP',
+        '--assemble --scan needs the node daemon (tsmd daemon); list the member devices instead',
+      );
+    throw new UsageError(`no devices given for ${md}`);
+  }
+  const readOnly = flag(a, 'readonly') || a.misc === 'readonly' || a.misc === 'detail';
+  const devs = await openAll(a.devices, readOnly);
+  const uuidText = optStr(a, 'uuid');
+  const arr = await MdArray.assemble(devs, {
+    run: flag(a, 'run'),
+    force: flag(a, 'force'),
+    readOnly,
+    uuid: uuidText ? parseUuid(uuidText) : undefined,
+    log: (m) => io.err(`tsmd: ${m}\n`),
+  });
+  try {
+    const working = arr.workingSlots.length;
+    const spares = arr.members.filter((m) => m.slot === null).length;
+    const of = working < arr.raidDisks ? ` (out of ${arr.raidDisks})` : '';
+    const sp = spares ? ` and ${spares} spare${spares > 1 ? 's' : ''}` : '';
+    if (!a.quiet)
+      io.err(
+        `tsmd: ${md} has been started with ${working} drive${working === 1 ? '' : 's'}${of}${sp}.\n`,
+      );
+    if (arr.reshapeActive && !a.quiet)
+      io.err(
+        `tsmd: ${md}: a reshape is in progress (position ${Number(arr.sb.reshapePosition) / 2}K); data is readable, writes wait for the reshape engine\n`,
+      );
+    if (a.misc === 'detail') {
+      const homehost = optStr(a, 'homehost') ?? io.env.TSMD_HOMEHOST ?? hostname();
+      const d = detailOf(arr, md, homehost);
+      io.out(
+        flag(a, 'brief') || flag(a, 'scan')
+          ? formatDetailBrief(d, { verbose: a.verbose > 0 })
+          : formatDetail(d),
+      );
+    }
+  } finally {
+    await arr.close();
+  }
+  return 0;
+}
+
+export async function main(argv: string[], io: Io): Promise<number> {
+  let a: ParsedArgs;
+  try {
+    a = parseArgs(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`tsmd: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  try {
+    if (a.help || argv.length === 0) {
+      io.out(USAGE);
+      return argv.length === 0 ? 2 : 0;
+    }
+    if (a.version) {
+      io.err(`tsmd - v${VERSION} - mdadm 4.2 compatible command line\n`);
+      return 0;
+    }
+    switch (a.mode) {
+      case 'create':
+        return await cmdCreate(a, io);
+      case 'assemble':
+        return await cmdAssemble(a, io);
+      case 'misc':
+        switch (a.misc) {
+          case 'examine':
+            return await cmdExamine(a, io);
+          case 'examine-bitmap':
+            return await cmdExamineBitmap(a, io);
+          case 'examine-badblocks':
+            return await cmdExamineBadblocks(a, io);
+          case 'zero-superblock':
+            return await cmdZero(a, io);
+          case 'detail':
+            io.err(
+              `tsmd: ${a.devices[0] ?? 'array'} is not running in a node daemon; for an in-process report use: tsmd --assemble <md> <members...> --detail\n`,
+            );
+            return 1;
+          default:
+            io.err(
+              `tsmd: --${a.misc} needs the node daemon (tsmd daemon), which this build does not have yet\n`,
+            );
+            return 1;
+        }
+      case null:
+        throw new UsageError(
+          'no mode given: use --create, --assemble, --examine, ... (see tsmd --help)',
+        );
+      default:
+        io.err(
+          `tsmd: --${a.mode} mode needs the node daemon (tsmd daemon), which this build does not have yet\n`,
+        );
+        return 1;
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`tsmd: ${e.message}\n`);
+      return 2;
+    }
+    if (isTsmdError(e)) {
+      io.err(`tsmd: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+export function processIo(): Io {
+  return {
+    out: (s) => process.stdout.write(s),
+    err: (s) => process.stderr.write(s),
+    interactive: !!process.stdin.isTTY,
+    ask: async (q) => {
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return await rl.question(q);
+      } finally {
+        rl.close();
+      }
+    },
+    env: process.env,
+  };
+}
