@@ -548,7 +548,9 @@ export class MdArray {
           if (m) m.recoveryOffset = null;
         }
         this.sb.events += 1n;
-        await this.writeSuperblocks();
+        // every member now holds every write: the bits can go (not while still degraded)
+        const clear = !this.degraded && this.sb.resyncOffset === MAX_SECTOR && !this.dirty;
+        await this.writeSuperblocks({ bitmapBits: clear ? 'none' : undefined });
         this.log(`md: recovery done (${rebuild.length} member(s))`);
       }
     }
