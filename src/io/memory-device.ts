@@ -11,18 +11,31 @@ export class MemoryBlockDevice implements BlockDevice {
   readonly name: string;
   readonly sizeBytes: number;
   readonly readOnly: boolean;
-  private readonly pages = new Map<number, Uint8Array>();
+  private readonly pages: Map<number, Uint8Array>;
   private closed = false;
   /** Counters, handy for tests that assert how much I/O was done. */
   readonly stats = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, flushes: 0 };
 
-  constructor(name: string, sizeBytes: number, opts: { readOnly?: boolean } = {}) {
+  constructor(
+    name: string,
+    sizeBytes: number,
+    opts: { readOnly?: boolean; pages?: Map<number, Uint8Array> } = {},
+  ) {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0 || sizeBytes % 512 !== 0) {
       throw new TsmdError('EINVAL', `memory device size ${sizeBytes} must be a multiple of 512`);
     }
     this.name = name;
     this.sizeBytes = sizeBytes;
     this.readOnly = !!opts.readOnly;
+    this.pages = opts.pages ?? new Map();
+  }
+
+  /** A new open handle on the same storage (like opening the file again after close). */
+  reopen(opts: { readOnly?: boolean } = {}): MemoryBlockDevice {
+    return new MemoryBlockDevice(this.name, this.sizeBytes, {
+      readOnly: opts.readOnly,
+      pages: this.pages,
+    });
   }
 
   private check(buf: Uint8Array, off: number): void {
