@@ -9,7 +9,7 @@ import { isTsmdError, TsmdError } from '../errors.js';
 import { BITMAP_SB_BYTES, decodeBitmapSuper } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, parseUuid } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
-import { openDevice } from '../io/file-device.js';
+import { FileBlockDevice, openDevice } from '../io/file-device.js';
 import { MdArray } from '../md/array.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { type Level, planCreate } from '../md/create-plan.js';
@@ -430,10 +430,11 @@ export function detailOf(arr: MdArray, devName: string, homehost?: string): Deta
     else if (m.slot === null) state = ['spare'];
     else if (m.recoveryOffset !== null) state = ['spare', 'rebuilding'];
     else state = ['active', 'sync'];
+    const mm = m.dev instanceof FileBlockDevice ? m.dev.majorMinor : { major: 0, minor: 0 };
     members.push({
       number: m.devNumber,
-      major: 0,
-      minor: 0,
+      major: mm.major,
+      minor: mm.minor,
       raidDevice: m.faulty ? null : m.slot,
       state: [...state, ...wm],
       path: m.dev.name,

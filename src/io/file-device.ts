@@ -50,6 +50,8 @@ export class FileBlockDevice implements BlockDevice {
   readonly readOnly: boolean;
   readonly isBlockDevice: boolean;
   readonly rdev: number;
+  /** st_dev: the device of the filesystem holding a regular file */
+  readonly stDev: number;
   private fh: FileHandle | null;
 
   private constructor(
@@ -59,6 +61,7 @@ export class FileBlockDevice implements BlockDevice {
     readOnly: boolean,
     isBlockDevice: boolean,
     rdev: number,
+    stDev: number,
   ) {
     this.name = name;
     this.fh = fh;
@@ -66,6 +69,12 @@ export class FileBlockDevice implements BlockDevice {
     this.readOnly = readOnly;
     this.isBlockDevice = isBlockDevice;
     this.rdev = rdev;
+    this.stDev = stDev;
+  }
+
+  /** major:minor to show for this member: the node's own for block devices, else the filesystem's. */
+  get majorMinor(): { major: number; minor: number } {
+    return majorMinor(this.isBlockDevice ? this.rdev : this.stDev);
   }
 
   static async open(path: string, opts: OpenOptions = {}): Promise<FileBlockDevice> {
@@ -89,7 +98,7 @@ export class FileBlockDevice implements BlockDevice {
     }
     let size = isBlk ? await blockDeviceBytes(st.rdev) : Number(st.size);
     size -= size % 512;
-    return new FileBlockDevice(path, fh, size, !!opts.readOnly, isBlk, st.rdev);
+    return new FileBlockDevice(path, fh, size, !!opts.readOnly, isBlk, st.rdev, st.dev);
   }
 
   private handle(): FileHandle {

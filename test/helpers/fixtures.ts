@@ -14,6 +14,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 export function sharedDir(): string {
   const candidates = [
     process.env.TSMD_SHARED,
+    process.env.TSMD_SHARED_DIR,
     resolve(here, '../../../shared'), // dist/test/helpers -> repo/..
     resolve(here, '../../../../shared'),
     '/work/shared',
