@@ -440,18 +440,8 @@ export function detailOf(arr: MdArray, devName: string, homehost?: string): Deta
       path: m.dev.name,
     });
   }
-  for (const slot of arr.report.missingSlots) {
-    if (arr.members.some((m) => m.slot === slot && !m.faulty)) continue;
-    members.push({
-      number: null,
-      major: 0,
-      minor: 0,
-      raidDevice: slot,
-      state: ['removed'],
-      path: null,
-    });
-  }
-  members.sort((x, y) => (x.raidDevice ?? 1e9) - (y.raidDevice ?? 1e9));
+  // the kernel lists devices by number; the formatter adds the 'removed' rows for empty slots
+  members.sort((x, y) => (x.number ?? 1e9) - (y.number ?? 1e9));
   const first = arr.members.find((m) => m.slot !== null) ?? arr.members[0]!;
   const bm = first.bitmaps[0]?.sup ?? null;
   const base = detailFieldsFromSuperblock(
@@ -465,15 +455,17 @@ export function detailOf(arr: MdArray, devName: string, homehost?: string): Deta
     arraySizeBytes: arr.sizeBytes,
     members,
     homehost,
-    sync: arr.reshapeActive
-      ? {
-          action: 'reshape',
-          percent: Math.floor(
-            (Number(arr.sb.reshapePosition) * 100) / Math.max(1, arr.personality.arraySectors),
-          ),
-        }
-      : null,
+    sync: arr.reshapeActive ? { action: 'reshape', percent: reshapePercent(arr) } : null,
   };
+}
+
+/** Reshape progress as /proc/mdstat shows it: per-member position over the component size. */
+function reshapePercent(arr: MdArray): number {
+  const sb = arr.sb;
+  const parity = sb.newLevel === 6 ? 2 : sb.newLevel === 4 || sb.newLevel === 5 ? 1 : 0;
+  const dataDisks = sb.newLevel === 1 ? 1 : sb.raidDisks - parity;
+  const perMember = Number(sb.reshapePosition) / Math.max(1, dataDisks);
+  return Math.floor((perMember * 100) / Math.max(1, Number(sb.size)));
 }
 
 async function cmdAssemble(a: ParsedArgs, io: Io): Promise<number> {
