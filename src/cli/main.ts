@@ -487,6 +487,7 @@ async function cmdAssemble(a: ParsedArgs, io: Io): Promise<number> {
     force: flag(a, 'force'),
     readOnly,
     uuid: uuidText ? parseUuid(uuidText) : undefined,
+    name: optStr(a, 'name'),
     log: (m) => io.err(`tsmd: ${m}\n`),
   });
   try {

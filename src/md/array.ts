@@ -23,7 +23,7 @@ import {
 } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { Raid456Geometry } from '../raid/geometry/raid456.js';
-import type { MemberIo, Personality } from '../raid/personality.js';
+import { KeyedLocks, type MemberIo, type Personality } from '../raid/personality.js';
 import { Raid456Personality } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import {
@@ -58,8 +58,10 @@ export interface AssembleOptions {
   /** accept members whose events are behind (mdadm --force) */
   force?: boolean;
   readOnly?: boolean;
-  /** only members of this array */
+  /** search the devices for the members of this array (others are skipped, not refused) */
   uuid?: Uint8Array;
+  /** search by array name (set_name, with or without the "homehost:" part) */
+  name?: string;
   /** clock for utime, seconds */
   nowSeconds?: () => number;
   /** called for messages mdadm would print (stale member left out, started degraded...) */
@@ -95,6 +97,7 @@ export class MdArray {
   private readonly reshapeBlocked: boolean;
   private readonly initialResyncOffset: bigint;
   private resyncDone = false;
+  private readonly edgeLocks = new KeyedLocks();
 
   private constructor(
     members: Member[],
@@ -205,19 +208,37 @@ export class MdArray {
     const log = opts.log ?? (() => {});
     if (devs.length === 0) throw new TsmdError('EINVAL', 'no devices given to assemble');
     const loaded: Array<{ dev: BlockDevice; l: LoadedSuperblock }> = [];
+    // with --uuid or --name the devices are a pool to search; otherwise every one must belong
+    const searching = opts.uuid !== undefined || opts.name !== undefined;
+    const matches = (sb: LoadedSuperblock['sb']): boolean => {
+      if (opts.uuid && uuidText(sb.setUuid) !== uuidText(opts.uuid)) return false;
+      if (opts.name !== undefined) {
+        const n = setNameText(sb);
+        if (n !== opts.name && !n.endsWith(`:${opts.name}`)) return false;
+      }
+      return true;
+    };
     for (const dev of devs) {
       const l = await loadSuperblock(dev);
-      if (!l) throw new TsmdError('EBADSB', `no md superblock on ${dev.name} - assembly aborted`);
+      if (!l) {
+        if (searching) {
+          log(`no md superblock on ${dev.name}; skipping it`);
+          continue;
+        }
+        throw new TsmdError('EBADSB', `no md superblock on ${dev.name} - assembly aborted`);
+      }
+      if (searching && !matches(l.sb)) {
+        log(`${dev.name} has wrong uuid or name (array ${uuidText(l.sb.setUuid)}); skipping it`);
+        continue;
+      }
       if (l.problems.length > 0) {
         throw new TsmdError('EBADSB', `${dev.name}: superblock refused: ${l.problems.join('; ')}`);
       }
-      if (opts.uuid && uuidText(l.sb.setUuid) !== uuidText(opts.uuid)) {
-        throw new TsmdError(
-          'EINVAL',
-          `${dev.name} belongs to array ${uuidText(l.sb.setUuid)}, not ${uuidText(opts.uuid)}`,
-        );
-      }
       loaded.push({ dev, l });
+    }
+    if (loaded.length === 0) {
+      const what = opts.uuid ? `uuid ${uuidText(opts.uuid)}` : `name ${opts.name}`;
+      throw new TsmdError('ENODEV', `no devices found for the array with ${what}`);
     }
     const first = loaded[0]!.l.sb;
     for (const { dev, l } of loaded) {
@@ -312,6 +333,9 @@ export class MdArray {
     for (let s = 0; s < fresh.raidDisks; s++) if (!bySlot.has(s)) report.missingSlots.push(s);
     for (const m of members) m.bitmaps = await loadBitmaps(m.dev, m.loaded).catch(() => []);
 
+    // devices that are not members (stale, faulty, skipped) are closed now: never written
+    const used = new Set(members.map((m) => m.dev));
+    await Promise.all(devs.filter((d) => !used.has(d)).map((d) => d.close().catch(() => {})));
     const build = (io: MemberIo) => buildPersonality(fresh, members, io);
     const arr = new MdArray(
       members,
@@ -349,17 +373,38 @@ export class MdArray {
   private checkIo(buf: Uint8Array, offsetBytes: number, write: boolean): void {
     if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
     if (write && this.readOnly) throw new TsmdError('EROFS', 'array is read-only');
-    if (offsetBytes % 512 !== 0 || buf.length % 512 !== 0) {
-      throw new TsmdError('EINVAL', `I/O at ${offsetBytes}+${buf.length} is not 512-byte aligned`);
+    if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0) {
+      throw new TsmdError('EINVAL', `invalid offset ${offsetBytes}`);
+    }
+    if (offsetBytes + buf.length > this.sizeBytes) {
+      throw new TsmdError(
+        'ENOSPC',
+        `I/O at ${offsetBytes}+${buf.length} goes beyond the end of the array (${this.sizeBytes} bytes)`,
+      );
     }
   }
 
+  /** Read any byte range (sector-aligned requests go straight through). */
   async read(buf: Uint8Array, offsetBytes: number): Promise<void> {
     this.checkIo(buf, offsetBytes, false);
-    await this.personality.read(buf, offsetBytes / 512);
+    if (buf.length === 0) return;
+    if (offsetBytes % 512 === 0 && buf.length % 512 === 0) {
+      await this.personality.read(buf, offsetBytes / 512);
+    } else {
+      const first = Math.floor(offsetBytes / 512);
+      const last = Math.ceil((offsetBytes + buf.length) / 512);
+      const tmp = new Uint8Array((last - first) * 512);
+      await this.personality.read(tmp, first);
+      const skip = offsetBytes - first * 512;
+      buf.set(tmp.subarray(skip, skip + buf.length));
+    }
     await this.settleSuperblocks();
   }
 
+  /**
+   * Write any byte range. Partial sectors at the edges are read, patched and written back
+   * under a per-sector lock, so concurrent unaligned writers never lose each other's bytes.
+   */
   async write(buf: Uint8Array, offsetBytes: number): Promise<void> {
     this.checkIo(buf, offsetBytes, true);
     if (this.reshapeBlocked) {
@@ -368,8 +413,26 @@ export class MdArray {
         'a reshape is in progress: writes wait for the reshape engine (tsmd --grow --continue)',
       );
     }
+    if (buf.length === 0) return;
     if (!this.dirty) await this.markDirty();
-    await this.personality.write(buf, offsetBytes / 512);
+    if (offsetBytes % 512 === 0 && buf.length % 512 === 0) {
+      await this.personality.write(buf, offsetBytes / 512);
+    } else {
+      const first = Math.floor(offsetBytes / 512);
+      const last = Math.ceil((offsetBytes + buf.length) / 512);
+      const release = await this.edgeLocks.acquire([first, last - 1]);
+      try {
+        const tmp = new Uint8Array((last - first) * 512);
+        const skip = offsetBytes - first * 512;
+        // only the edge sectors need their old contents
+        await this.personality.read(tmp.subarray(0, 512), first);
+        if (last - first > 1) await this.personality.read(tmp.subarray(tmp.length - 512), last - 1);
+        tmp.set(buf, skip);
+        await this.personality.write(tmp, first);
+      } finally {
+        release();
+      }
+    }
     await this.settleSuperblocks();
   }
 

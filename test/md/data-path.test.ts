@@ -230,6 +230,24 @@ describe('data path, every level', () => {
           }
         }
       };
+      // unaligned writes (partial sectors are read, patched and written back)
+      for (let i = 0; i < 30; i++) {
+        const len = 1 + Math.floor(rnd() * 3000);
+        const off = Math.floor(rnd() * (size - len));
+        const data = randomBytes(len);
+        await arr.write(data, off);
+        model.set(data, off);
+      }
+      // concurrent unaligned writes sharing sectors must not lose each other's bytes
+      {
+        const base = Math.floor(size / 3 / 512) * 512;
+        const parts = Array.from({ length: 6 }, (_, k) => ({
+          off: base + 100 + k * 300,
+          data: randomBytes(300),
+        }));
+        await Promise.all(parts.map((p) => arr.write(p.data, p.off)));
+        for (const p of parts) model.set(p.data, p.off);
+      }
       // a few concurrent writes to disjoint ranges too
       await write(arr, 120);
       const conc = Array.from({ length: 8 }, (_, k) => {

@@ -7,7 +7,8 @@ import { describe, test } from 'node:test';
 import { isTsmdError } from '../../src/errors.js';
 import { openDevice } from '../../src/io/file-device.js';
 import { MdArray } from '../../src/md/array.js';
-import { checkPattern, fixtureMembers } from '../helpers/fixtures.js';
+import { loadSuperblock } from '../../src/md/sb-io.js';
+import { checkPattern, fillPattern, fixtureMembers } from '../helpers/fixtures.js';
 
 const KEY2 = 0xa5a5a5a5a5a5a5a5n;
 
@@ -136,3 +137,67 @@ describe('kernel fixtures: assemble and read the pattern', () => {
     });
   }
 });
+
+describe('finding members in a pool of devices', () => {
+  test('--uuid picks one array out of members of several', async () => {
+    const pool = [
+      ...fixtureMembers('raid1-2disk-bitmap'),
+      ...fixtureMembers('raid6-5disk'),
+      ...fixtureMembers('raid0-3disk-chunk64'),
+    ];
+    const dev = await openDevice(fixtureMembers('raid6-5disk')[0]!, { readOnly: true });
+    const uuid = (await loadSuperblock(dev))!.sb.setUuid;
+    await dev.close();
+    const log: string[] = [];
+    const arr = await MdArray.assemble(
+      await Promise.all(pool.map((p) => openDevice(p, { readOnly: true }))),
+      { readOnly: true, uuid, log: (m) => log.push(m) },
+    );
+    try {
+      assert.equal(arr.members.length, 5);
+      assert.equal(arr.degraded, false);
+      assert.equal(log.filter((l) => /wrong uuid/.test(l)).length, 5);
+      const buf = new Uint8Array(1 << 20);
+      await arr.read(buf, 0);
+      assert.equal(checkPattern(buf, 0), -1);
+    } finally {
+      await arr.close();
+    }
+    await assert.rejects(
+      MdArray.assemble(
+        await Promise.all(pool.slice(0, 2).map((p) => openDevice(p, { readOnly: true }))),
+        { readOnly: true, uuid },
+      ),
+      (e) => isTsmdError(e, 'ENODEV'),
+    );
+  });
+
+  test('reads at any byte offset and length', async () => {
+    const { arr } = await open('raid5-4disk-ls-chunk64');
+    try {
+      for (const [off, len] of [
+        [1, 7],
+        [511, 2],
+        [4095, 70000],
+        [65535, 1],
+        [arr.sizeBytes - 3, 3],
+      ] as const) {
+        const buf = new Uint8Array(len);
+        await arr.read(buf, off);
+        const w0 = Math.floor(off / 8) * 8;
+        const whole = new Uint8Array(Math.ceil((off + len - w0) / 8) * 8);
+        fillPatternInto(whole, w0);
+        assert.deepEqual(buf, whole.subarray(off - w0, off - w0 + len), `read ${off}+${len}`);
+      }
+      await assert.rejects(arr.read(new Uint8Array(2), arr.sizeBytes - 1), (e) =>
+        isTsmdError(e, 'ENOSPC'),
+      );
+    } finally {
+      await arr.close();
+    }
+  });
+});
+
+function fillPatternInto(buf: Uint8Array, off: number): void {
+  fillPattern(buf, off);
+}
