@@ -303,12 +303,17 @@ export class Raid456Personality implements Personality {
         if (rcwReads === 0) this.stats.fullStripe++;
         else this.stats.rcw++;
         // reconstruct-write: read the parts of R that are not overwritten
-        data = sm.dataDisks.map(() => new Uint8Array(len * SECTOR));
+        // a chunk overwritten across all of R is used straight from the request (no copy)
+        data = sm.dataDisks.map((_, dd) => {
+          const r = sp.ranges[dd];
+          return r && r.lo === rlo && r.hi === rhi ? newData(dd) : new Uint8Array(len * SECTOR);
+        });
         let failed = false;
         await Promise.all(
           sm.dataDisks.map(async (disk, dd) => {
             const r = sp.ranges[dd];
             const target = data[dd]!;
+            if (r && r.lo === rlo && r.hi === rhi) return; // fully overwritten: nothing to read
             const reads: Array<[number, number]> = [];
             if (!r) reads.push([rlo, rhi]);
             else {

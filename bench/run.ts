@@ -1,0 +1,11 @@
+/**
+ * npm run bench: every benchmark, each printing ratios against a baseline measured in the
+ * same run. Not part of the test suite. `--quick` for a short run.
+ */
+import { runArrayBench } from './array.js';
+import { runParityBench } from './parity.js';
+
+const quick = process.argv.includes('--quick');
+console.log(`tsmd benchmarks (node ${process.version}, ${quick ? 'quick' : 'full'} run)`);
+await runParityBench({ quick });
+await runArrayBench({ quick });
