@@ -137,12 +137,12 @@ async function cmdCreate(a: ParsedArgs, io: Io): Promise<number> {
   const metaText = optStr(a, 'metadata') ?? '1.2';
   const metadata = (
     {
-      '1': '1.2',
-      '1.2': '1.2',
-      '1.02': '1.2',
+      1: '1.2',
+      1.2: '1.2',
+      1.02: '1.2',
       default: '1.2',
-      '1.1': '1.1',
-      '1.01': '1.1',
+      1.1: '1.1',
+      1.01: '1.1',
       '1.0': '1.0',
       '1.00': '1.0',
     } as const

@@ -28,9 +28,11 @@ export class FaultyBlockDevice implements BlockDevice {
   get name(): string {
     return this.inner.name;
   }
+
   get sizeBytes(): number {
     return this.inner.sizeBytes;
   }
+
   get readOnly(): boolean {
     return this.inner.readOnly;
   }

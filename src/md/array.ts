@@ -120,30 +120,38 @@ export class MdArray {
   get uuid(): string {
     return uuidText(this.sb.setUuid);
   }
+
   get name(): string {
     return setNameText(this.sb);
   }
+
   get level(): number {
     return this.sb.level;
   }
+
   get raidDisks(): number {
     return this.sb.raidDisks;
   }
+
   get sizeBytes(): number {
     return this.personality.arraySectors * 512;
   }
+
   get events(): bigint {
     return this.sb.events;
   }
+
   get reshapeActive(): boolean {
     return this.reshapeBlocked;
   }
+
   /** slots with a working, in-sync member */
   get workingSlots(): number[] {
     return this.members
       .filter((m) => m.slot !== null && !m.faulty && m.recoveryOffset === null)
       .map((m) => m.slot!);
   }
+
   get degraded(): boolean {
     return this.workingSlots.length < this.sb.raidDisks;
   }

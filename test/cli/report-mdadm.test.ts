@@ -135,7 +135,7 @@ function makeCase(seed: number): Case {
   const devSectors = r.pick([65536, 131072, 131072 + 24, 4194304, 8589934592]);
   const sbStart = sbLocation(minor, devSectors);
   const level = r.pick([-5, -4, -1, 0, 1, 1, 4, 5, 5, 6, 10, 10, 7]);
-  let layout = 0;
+  let layout: number;
   if (level === 5 || level === 6)
     layout = r.pick([0, 1, 2, 3, 4, 5, 8, 9, 10, 16, 17, 18, 19, 20, 99]);
   else if (level === 10) layout = r.pick([0x102, 0x201, 0x10201, 0x103, 0x202, 0x101, 0x302]);

@@ -53,7 +53,7 @@ export function fixtureMembers(name: string): string[] {
       // xz -dc | cp --sparse=always keeps the 32 MiB images sparse
       execFileSync('sh', [
         '-c',
-        `xz -dc "$1" | cp --sparse=always /dev/stdin "$2.tmp" && mv "$2.tmp" "$2"`,
+        'xz -dc "$1" | cp --sparse=always /dev/stdin "$2.tmp" && mv "$2.tmp" "$2"',
         'sh',
         join(src, f),
         dst,

@@ -83,11 +83,13 @@ class Buffers {
     this.owned.push(b);
     return b;
   }
+
   from(src: Uint8Array, inArena: boolean): Uint8Array {
     const b = this.make(src.length, inArena);
     b.set(src);
     return b;
   }
+
   release(): void {
     for (const b of this.owned) arena.free(b);
     this.owned.length = 0;

@@ -121,7 +121,7 @@ export function parseLayout(level: number, text: string, raidDisks?: number): nu
       const copies = m ? Number(m[2]) : 0;
       if (!m || copies < 1 || copies > 200) {
         fail(
-          `layout for raid10 must be 'nNN', 'oNN' or 'fNN' where NN is a number (1-200), ` +
+          'layout for raid10 must be \'nNN\', \'oNN\' or \'fNN\' where NN is a number (1-200), ' +
             `not ${text}`,
         );
       }

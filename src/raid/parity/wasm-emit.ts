@@ -149,39 +149,47 @@ export class FunctionBuilder {
     this.depth++;
     return { depth: this.depth };
   }
+
   loop(): Label {
     this.op(OP.loop).op(0x40);
     this.depth++;
     return { depth: this.depth };
   }
+
   if_(): Label {
     this.op(OP.if).op(0x40);
     this.depth++;
     return { depth: this.depth };
   }
+
   else_(): this {
     return this.op(OP.else);
   }
+
   end(): this {
     assert(this.depth > 0, 'end() without an open block');
     this.depth--;
     return this.op(OP.end);
   }
+
   br(l: Label): this {
     assert(l.depth <= this.depth, 'br to a closed label');
     this.op(OP.br);
     uleb(this.code, this.depth - l.depth);
     return this;
   }
+
   brIf(l: Label): this {
     assert(l.depth <= this.depth, 'br_if to a closed label');
     this.op(OP.brIf);
     uleb(this.code, this.depth - l.depth);
     return this;
   }
+
   return_(): this {
     return this.op(OP.return);
   }
+
   drop(): this {
     return this.op(OP.drop);
   }
@@ -192,11 +200,13 @@ export class FunctionBuilder {
     uleb(this.code, i);
     return this;
   }
+
   set(i: number): this {
     this.op(OP.localSet);
     uleb(this.code, i);
     return this;
   }
+
   tee(i: number): this {
     this.op(OP.localTee);
     uleb(this.code, i);
@@ -209,71 +219,91 @@ export class FunctionBuilder {
     sleb(this.code, v);
     return this;
   }
+
   i32Load(offset = 0): this {
     this.op(OP.i32Load);
     this.memarg(2, offset);
     return this;
   }
+
   i32Load8U(offset = 0): this {
     this.op(OP.i32Load8U);
     this.memarg(0, offset);
     return this;
   }
+
   i32Store(offset = 0): this {
     this.op(OP.i32Store);
     this.memarg(2, offset);
     return this;
   }
+
   i32Store8(offset = 0): this {
     this.op(OP.i32Store8);
     this.memarg(0, offset);
     return this;
   }
+
   i32Eqz(): this {
     return this.op(OP.i32Eqz);
   }
+
   i32Eq(): this {
     return this.op(OP.i32Eq);
   }
+
   i32Ne(): this {
     return this.op(OP.i32Ne);
   }
+
   i32LtU(): this {
     return this.op(OP.i32LtU);
   }
+
   i32GtU(): this {
     return this.op(OP.i32GtU);
   }
+
   i32LeU(): this {
     return this.op(OP.i32LeU);
   }
+
   i32GeU(): this {
     return this.op(OP.i32GeU);
   }
+
   i32Add(): this {
     return this.op(OP.i32Add);
   }
+
   i32Sub(): this {
     return this.op(OP.i32Sub);
   }
+
   i32Mul(): this {
     return this.op(OP.i32Mul);
   }
+
   i32And(): this {
     return this.op(OP.i32And);
   }
+
   i32Or(): this {
     return this.op(OP.i32Or);
   }
+
   i32Xor(): this {
     return this.op(OP.i32Xor);
   }
+
   i32Shl(): this {
     return this.op(OP.i32Shl);
   }
+
   i32ShrS(): this {
     return this.op(OP.i32ShrS);
   }
+
   i32ShrU(): this {
     return this.op(OP.i32ShrU);
   }
@@ -285,47 +315,60 @@ export class FunctionBuilder {
     this.memarg(4, offset);
     return this;
   }
+
   v128Store(offset = 0): this {
     this.simd(SIMD.v128Store);
     this.memarg(4, offset);
     return this;
   }
+
   /** v128.const with all sixteen lanes equal to `byte`. */
   v128ConstSplat8(byte: number): this {
     this.simd(SIMD.v128Const);
     for (let i = 0; i < 16; i++) this.code.push(byte & 0xff);
     return this;
   }
+
   i8x16Splat(): this {
     return this.simd(SIMD.i8x16Splat);
   }
+
   i8x16Swizzle(): this {
     return this.simd(SIMD.i8x16Swizzle);
   }
+
   i8x16LtS(): this {
     return this.simd(SIMD.i8x16LtS);
   }
+
   i8x16Shl(): this {
     return this.simd(SIMD.i8x16Shl);
   }
+
   i8x16ShrS(): this {
     return this.simd(SIMD.i8x16ShrS);
   }
+
   i8x16ShrU(): this {
     return this.simd(SIMD.i8x16ShrU);
   }
+
   i8x16Add(): this {
     return this.simd(SIMD.i8x16Add);
   }
+
   v128Not(): this {
     return this.simd(SIMD.v128Not);
   }
+
   v128And(): this {
     return this.simd(SIMD.v128And);
   }
+
   v128Or(): this {
     return this.simd(SIMD.v128Or);
   }
+
   v128Xor(): this {
     return this.simd(SIMD.v128Xor);
   }
