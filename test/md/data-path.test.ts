@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
-import { createArray } from '../../src/md/create.js';
-import type { CreateOptions, Level } from '../../src/md/create-plan.js';
+import { memoryArray } from '../helpers/arrays.js';
+import type { Level } from '../../src/md/create-plan.js';
 import { raid10Map } from '../../src/raid/geometry/raid10.js';
 import { stripeMap } from '../../src/raid/geometry/raid456.js';
 import type { Raid456Personality } from '../../src/raid/raid456.js';
@@ -102,23 +102,9 @@ const cfgs: Cfg[] = [
   { name: 'raid10 f3', level: 10, disks: 5, chunkKiB: 8, layout: 0x301, sizesMiB: [3, 3, 3, 3, 3] },
 ];
 
-async function makeArray(c: Cfg): Promise<MemoryBlockDevice[]> {
-  const devs = c.sizesMiB.map((m, i) => new MemoryBlockDevice(`mem${i}`, m * 1024 * 1024));
-  const opts: Omit<CreateOptions, 'members'> = {
-    level: c.level,
-    raidDisks: c.disks,
-    metadata: '1.2',
-    chunkKiB: c.chunkKiB,
-    layout: c.layout,
-    setName: 'test:data',
-    uuid: randomBytes(16),
-    deviceUuids: devs.map(() => randomBytes(16)),
-    bitmap: c.bitmap ?? 'none',
-    assumeClean: c.assumeClean,
-    nowSeconds: 1_700_000_000,
-  };
-  await createArray(devs, opts, { confirmOverwrite: async () => false });
-  return devs;
+function makeArray(c: Cfg): Promise<MemoryBlockDevice[]> {
+  const { level, sizesMiB, disks: raidDisks, chunkKiB, layout, bitmap, assumeClean } = c;
+  return memoryArray({ level, sizesMiB, raidDisks, chunkKiB, layout, bitmap, assumeClean });
 }
 
 async function assemble(

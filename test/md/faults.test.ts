@@ -12,31 +12,13 @@ import { Role } from '../../src/format/superblock.js';
 import { FaultyBlockDevice } from '../../src/io/fault-device.js';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
-import { createArray } from '../../src/md/create.js';
 import type { Level } from '../../src/md/create-plan.js';
+import { memoryArray } from '../helpers/arrays.js';
 
 const MiB = 1024 * 1024;
 
-async function make(level: Level, n: number, layout?: number): Promise<MemoryBlockDevice[]> {
-  const devs = Array.from({ length: n }, (_, i) => new MemoryBlockDevice(`m${i}`, 4 * MiB));
-  await createArray(
-    devs,
-    {
-      level,
-      raidDisks: n,
-      metadata: '1.2',
-      chunkKiB: level === 1 ? undefined : 16,
-      layout,
-      setName: 't:f',
-      uuid: randomBytes(16),
-      deviceUuids: devs.map(() => randomBytes(16)),
-      bitmap: 'none',
-      assumeClean: true,
-      nowSeconds: 1_700_000_000,
-    },
-    { confirmOverwrite: async () => false },
-  );
-  return devs;
+function make(level: Level, n: number, layout?: number): Promise<MemoryBlockDevice[]> {
+  return memoryArray({ level, sizesMiB: new Array(n).fill(4), chunkKiB: 16, layout, assumeClean: true });
 }
 
 async function withFaults(devs: MemoryBlockDevice[], run = false) {
@@ -86,7 +68,7 @@ describe('member failure', () => {
         devs.map((d) => d.reopen()),
         { run: true },
       );
-      assert.equal(again.sb.devRoles[again.members.find((m) => m.dev.name === 'm0')!.devNumber], 0);
+      assert.equal(again.sb.devRoles[again.members.find((m) => m.dev.name === 'mem0')!.devNumber], 0);
       assert.equal(again.report.stale.length, 1, 'the failed member is not used again');
       const back2 = new Uint8Array(again.sizeBytes);
       await again.read(back2, 0);

@@ -6,32 +6,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
-import { createArray } from '../../src/md/create.js';
+import { memoryArray } from '../helpers/arrays.js';
 import type { Level } from '../../src/md/create-plan.js';
 import type { Raid456Personality } from '../../src/raid/raid456.js';
 
 const KiB = 1024;
 
 async function open(level: Level, disks: number) {
-  const devs = Array.from({ length: disks }, (_, i) => new MemoryBlockDevice(`m${i}`, 4 * 1024 * KiB));
-  await createArray(
-    devs,
-    {
-      level,
-      raidDisks: disks,
-      metadata: '1.2',
-      chunkKiB: 64,
-      setName: 't:w',
-      uuid: randomBytes(16),
-      deviceUuids: devs.map(() => randomBytes(16)),
-      bitmap: 'none',
-      assumeClean: true,
-      nowSeconds: 1,
-    },
-    { confirmOverwrite: async () => false },
-  );
+  const devs = await memoryArray({ level, sizesMiB: new Array(disks).fill(4), chunkKiB: 64, assumeClean: true });
   const handles = devs.map((d) => d.reopen());
   const arr = await MdArray.assemble(handles);
   await arr.write(new Uint8Array(4096), 0); // first write marks the array dirty (superblock I/O)

@@ -143,6 +143,15 @@ export function parseLayout(level: number, text: string, raidDisks?: number): nu
 }
 
 /**
+ * map_num() over maps.c's r5layout / r6layout / r0layout: the first name of a value, as mdadm
+ * prints it; undefined when mdadm has none ("-unknown-").
+ */
+export function mdadmLayoutName(table: 'r5' | 'r6' | 'r0', layout: number): string | undefined {
+  const t = table === 'r5' ? R5_LAYOUT : table === 'r6' ? R6_LAYOUT : R0_LAYOUT;
+  return t.find(([, v]) => v === layout)?.[0];
+}
+
+/**
  * Exactly what mdadm 4.2's print_r10_layout writes after "Layout :" (note the leading space
  * before each part, and no space before "NO REDUNDANCY"): " near=2", " far=2", " offset=2",
  * " near=2, far=2", "NO REDUNDANCY".

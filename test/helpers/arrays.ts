@@ -1,0 +1,38 @@
+/** Arrays on in-memory members for engine tests (created exactly as tsmd --create would). */
+import { randomBytes } from 'node:crypto';
+import { MemoryBlockDevice } from '../../src/io/memory-device.js';
+import { createArray } from '../../src/md/create.js';
+import type { Level } from '../../src/md/create-plan.js';
+
+export interface MemArrayOptions {
+  level: Level;
+  /** member sizes in MiB (one per device); the first `raidDisks` are active */
+  sizesMiB: number[];
+  raidDisks?: number;
+  chunkKiB?: number;
+  layout?: number;
+  bitmap?: 'none' | 'internal';
+  assumeClean?: boolean;
+}
+
+export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice[]> {
+  const devs = o.sizesMiB.map((m, i) => new MemoryBlockDevice(`mem${i}`, m * 1024 * 1024));
+  await createArray(
+    devs,
+    {
+      level: o.level,
+      raidDisks: o.raidDisks ?? devs.length,
+      metadata: '1.2',
+      chunkKiB: o.level === 1 ? undefined : o.chunkKiB,
+      layout: o.layout,
+      setName: 'test:mem',
+      uuid: randomBytes(16),
+      deviceUuids: devs.map(() => randomBytes(16)),
+      bitmap: o.bitmap ?? 'none',
+      assumeClean: o.assumeClean,
+      nowSeconds: 1_700_000_000,
+    },
+    { confirmOverwrite: async () => false },
+  );
+  return devs;
+}
