@@ -5,7 +5,7 @@
  * one active member supplies the name / uuid / events block and the reshape lines.
  */
 import type { BitmapSuper } from '../../format/bitmap.js';
-import { Feature, MAX_SECTOR, type Superblock1 } from '../../format/superblock.js';
+import { Feature, MAX_SECTOR, type Superblock1, uuidText } from '../../format/superblock.js';
 import { printQuoted } from './examine.js';
 import { humanSize, mdCtime, sbSeconds } from './human.js';
 import { levelName, r0LayoutName, r5LayoutName, r6LayoutName, r10LayoutText } from './names.js';
@@ -273,12 +273,7 @@ function big(v: bigint | number): bigint {
 }
 
 function uuidField(u: Uint8Array): string {
-  let s = '';
-  for (let i = 0; i < 16; i++) {
-    if (i > 0 && (i & 3) === 0) s += ':';
-    s += (u[i] ?? 0).toString(16).padStart(2, '0');
-  }
-  return s;
+  return uuidText(u);
 }
 
 function tableRow(d: DetailInput, disk: Disk): string {

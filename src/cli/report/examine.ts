@@ -3,7 +3,7 @@
  * brief_examine_super1, Examine.c), line for line, from decoded structures.
  */
 import type { BitmapSuper } from '../../format/bitmap.js';
-import { Feature, pplOffset, Role, type Superblock1 } from '../../format/superblock.js';
+import { Feature, pplOffset, Role, type Superblock1, uuidText } from '../../format/superblock.js';
 import { humanSize, mdCtime, sbSeconds } from './human.js';
 import {
   int32,
@@ -55,12 +55,7 @@ export interface ExamineInput {
 }
 
 function uuidField(u: Uint8Array): string {
-  let s = '';
-  for (let i = 0; i < 16; i++) {
-    if (i > 0 && (i & 3) === 0) s += ':';
-    s += (u[i] ?? 0).toString(16).padStart(2, '0');
-  }
-  return s;
+  return uuidText(u);
 }
 
 export function versionText(sb: Superblock1): string {
