@@ -1,0 +1,210 @@
+/**
+ * The NBD server of tsmd: fixed newstyle handshake, optional TLS (STARTTLS), any number of
+ * listeners (TCP and Unix sockets), every connection served by an NbdConnection.
+ */
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createSecureContext } from 'node:tls';
+import { assert, isTsmdError, TsmdError } from '../errors.js';
+import { BufferPool } from './buffer-pool.js';
+import { type ConnectionConfig, emptyStats, type LogFn, NbdConnection, type NbdServerStats } from './connection.js';
+import type { ExportRegistry } from './target.js';
+
+export type { CommandName, LogFn, NbdServerStats } from './connection.js';
+
+export interface NbdServerOptions {
+  exports: ExportRegistry;
+  /**
+   * x509, PEM strings. require = refuse plain clients (ERR_TLS_REQD); verifyPeer = clients
+   * must present a certificate signed by `ca` (default false).
+   */
+  tls?: { key: string; cert: string; ca?: string; require: boolean; verifyPeer?: boolean };
+  /** default 32 MiB; larger WRITE payloads are read, discarded and refused with EINVAL */
+  maxPayloadBytes?: number;
+  /** bound on concurrent requests per connection (default 64); back-pressure pauses the socket */
+  maxInflightPerConnection?: number;
+  /** bound on the READ/WRITE bytes in flight per connection (default 128 MiB; one request always fits) */
+  maxInflightBytesPerConnection?: number;
+  /** drop clients that stall during the handshake (default 30 s) */
+  handshakeTimeoutMs?: number;
+  /** at most this many client connections at a time (default 1024) */
+  maxConnections?: number;
+  log?: LogFn;
+}
+
+export interface ListenAddress {
+  host?: string;
+  port?: number;
+  path?: string;
+}
+
+const MiB = 1024 * 1024;
+
+export class NbdServer {
+  private readonly cfg: ConnectionConfig;
+  private readonly maxConnections: number;
+  private readonly listeners: { server: Server; path?: string }[] = [];
+  private readonly conns = new Set<NbdConnection>();
+  private readonly st: NbdServerStats = emptyStats();
+  private closing: Promise<void> | undefined;
+
+  constructor(opts: NbdServerOptions) {
+    const maxPayloadBytes = opts.maxPayloadBytes ?? 32 * MiB;
+    if (!Number.isSafeInteger(maxPayloadBytes) || maxPayloadBytes < 4096 || maxPayloadBytes > 0xffffffff) {
+      throw new TsmdError('EINVAL', `maxPayloadBytes ${maxPayloadBytes} must be an integer between 4096 and 2^32-1`);
+    }
+    const maxInflight = opts.maxInflightPerConnection ?? 64;
+    if (!Number.isSafeInteger(maxInflight) || maxInflight < 1) {
+      throw new TsmdError('EINVAL', `maxInflightPerConnection ${maxInflight} must be a positive integer`);
+    }
+    const maxInflightBytes = opts.maxInflightBytesPerConnection ?? 128 * MiB;
+    const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 30_000;
+    if (!(handshakeTimeoutMs > 0)) throw new TsmdError('EINVAL', 'handshakeTimeoutMs must be positive');
+    let tls: ConnectionConfig['tls'];
+    if (opts.tls) {
+      let context;
+      try {
+        context = createSecureContext({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca });
+      } catch (e) {
+        throw new TsmdError('EINVAL', `NBD TLS key/certificate rejected: ${(e as Error).message}`, { cause: e });
+      }
+      tls = { context, require: opts.tls.require, verifyPeer: !!opts.tls.verifyPeer };
+      if (tls.verifyPeer && !opts.tls.ca) {
+        throw new TsmdError('EINVAL', 'NBD TLS verifyPeer needs a ca certificate to check clients against');
+      }
+    }
+    this.maxConnections = opts.maxConnections ?? 1024;
+    this.cfg = {
+      exports: opts.exports,
+      tls,
+      maxPayloadBytes,
+      maxInflight,
+      maxInflightBytes,
+      handshakeTimeoutMs,
+      log: opts.log ?? (() => {}),
+      stats: this.st,
+      pool: new BufferPool(64 * MiB),
+    };
+  }
+
+  /** Starts one more listener (port 0 = ephemeral). Resolves with the bound address. */
+  async listen(where: { host: string; port: number } | { path: string }): Promise<ListenAddress> {
+    if (this.closing) throw new TsmdError('EINVAL', 'NBD server is closed; create a new one to listen again');
+    const server = createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
+    server.maxConnections = this.maxConnections;
+    try {
+      await listenOnce(server, where);
+    } catch (e) {
+      // a Unix socket left behind by a process that died: nobody answers on it, so replace it
+      if ('path' in where && isTsmdError(e, 'EBUSY') && (await isStaleSocket(where.path))) {
+        this.cfg.log('warn', 'nbd: removing a stale Unix socket', { path: where.path });
+        unlinkSync(where.path);
+        await listenOnce(server, where);
+      } else {
+        throw e;
+      }
+    }
+    server.on('error', (e) => this.cfg.log('error', 'nbd: listener error', { err: e.message }));
+    const path = 'path' in where ? where.path : undefined;
+    this.listeners.push({ server, path });
+    const addr = server.address();
+    if (path !== undefined) {
+      this.cfg.log('info', 'nbd: listening', { path });
+      return { path };
+    }
+    assert(addr !== null && typeof addr === 'object', 'TCP listener has an address');
+    this.cfg.log('info', 'nbd: listening', { host: addr.address, port: addr.port });
+    return { host: addr.address, port: addr.port };
+  }
+
+  /** Stop accepting; in-flight requests complete; idle clients are disconnected. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const stopped = this.listeners.map(
+      (l) =>
+        new Promise<void>((resolve) => {
+          l.server.close(() => resolve());
+        }),
+    );
+    for (const c of this.conns) c.shutdown();
+    await Promise.all([...stopped, ...[...this.conns].map((c) => c.done)]);
+    for (const l of this.listeners) {
+      // Node removes its Unix socket on close; be sure, without touching anything else
+      if (l.path !== undefined && existsSync(l.path) && lstatSync(l.path).isSocket()) {
+        try {
+          unlinkSync(l.path);
+        } catch {
+          // already gone
+        }
+      }
+    }
+    this.cfg.log('info', 'nbd: server closed', {});
+  }
+
+  /** Client connections open right now. */
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  /** A snapshot of the counters (for the daemon's metrics). */
+  get stats(): NbdServerStats {
+    const s = this.st;
+    return {
+      ...s,
+      connectionsCurrent: this.conns.size,
+      requests: { ...s.requests },
+      errors: { ...s.errors },
+    };
+  }
+
+  private onConnection(sock: Socket): void {
+    if (this.closing) {
+      sock.destroy();
+      return;
+    }
+    this.st.connectionsTotal++;
+    const conn = new NbdConnection(sock, this.cfg);
+    this.conns.add(conn);
+    this.cfg.log('debug', 'nbd: client connected', { peer: sock.remoteAddress ?? 'unix', connections: this.conns.size });
+    void conn.done.then(() => {
+      this.conns.delete(conn);
+    });
+  }
+}
+
+function listenOnce(server: Server, where: { host: string; port: number } | { path: string }): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (e: NodeJS.ErrnoException) => {
+      const at = 'path' in where ? where.path : `${where.host}:${where.port}`;
+      reject(new TsmdError(e.code === 'EADDRINUSE' ? 'EBUSY' : 'EIO', `NBD server cannot listen on ${at}: ${e.message}`, { cause: e }));
+    };
+    server.once('error', onError);
+    const done = () => {
+      server.off('error', onError);
+      resolve();
+    };
+    if ('path' in where) server.listen(where.path, done);
+    else server.listen(where.port, where.host, done);
+  });
+}
+
+/** A Unix socket file nobody listens on (connection refused). */
+function isStaleSocket(path: string): Promise<boolean> {
+  try {
+    if (!lstatSync(path).isSocket()) return Promise.resolve(false);
+  } catch {
+    return Promise.resolve(false);
+  }
+  return new Promise((resolve) => {
+    const c = connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(false);
+    });
+    c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+  });
+}
