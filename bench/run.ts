@@ -3,9 +3,11 @@
  * same run. Not part of the test suite. `--quick` for a short run.
  */
 import { runArrayBench } from './array.js';
+import { runNbdBench } from './nbd.js';
 import { runParityBench } from './parity.js';
 
 const quick = process.argv.includes('--quick');
 console.log(`tsmd benchmarks (node ${process.version}, ${quick ? 'quick' : 'full'} run)`);
 await runParityBench({ quick });
 await runArrayBench({ quick });
+await runNbdBench({ quick });

@@ -27,7 +27,8 @@ export type MiscAction =
   | 'readwrite'
   | 'wait'
   | 'run'
-  | 'action';
+  | 'action'
+  | 'status';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -84,6 +85,7 @@ const LONG: OptSpec[] = [
   { long: 'wait', arg: 'none', mode: 'misc', misc: 'wait' },
   { long: 'action', arg: 'required', mode: 'misc', misc: 'action' },
   { long: 'run', arg: 'none' },
+  { long: 'status', arg: 'none', mode: 'misc', misc: 'status' },
   // general
   { long: 'help', arg: 'none' },
   { long: 'version', arg: 'none' },
@@ -331,6 +333,11 @@ export function parseArgs(argv: string[]): ParsedArgs {
     else positional.push(a);
   }
 
+  // `mdadm --run /dev/md0`, `mdadm --readonly /dev/md0`: misc mode without a mode flag
+  if (out.mode === null && (out.misc || out.opts.has('run')) && positional.length > 0) {
+    out.mode = 'misc';
+    if (!out.misc) out.misc = 'run';
+  }
   const modeTakesMd =
     out.mode === 'create' ||
     out.mode === 'assemble' ||

@@ -4,13 +4,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { resolve as pathResolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { isTsmdError, TsmdError } from '../errors.js';
 import { BITMAP_SB_BYTES, decodeBitmapSuper } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, parseUuid } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import { FileBlockDevice, openDevice } from '../io/file-device.js';
-import { MdArray } from '../md/array.js';
+import { ArrayRegistry } from '../daemon/registry.js';
+import type { MdArray } from '../md/array.js';
+import { cmdAssembleLive, cmdManageLive, cmdMiscLive, type Ctx, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { type Level, planCreate } from '../md/create-plan.js';
 import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
@@ -23,13 +26,7 @@ import {
   parseSizeKiB,
   UsageError,
 } from './args.js';
-import {
-  type DetailInput,
-  type DetailMember,
-  detailFieldsFromSuperblock,
-  formatDetail,
-  formatDetailBrief,
-} from './report/detail.js';
+import { type DetailInput, type DetailMember, detailFieldsFromSuperblock } from './report/detail.js';
 import { formatExamine, formatExamineScan } from './report/examine.js';
 import { formatExamineBitmap } from './report/examine-bitmap.js';
 
@@ -102,18 +99,7 @@ export function setNameFor(name: string, homehost: string | null): string {
   return name.slice(0, 31);
 }
 
-async function openAll(paths: string[], readOnly: boolean): Promise<BlockDevice[]> {
-  const devs: BlockDevice[] = [];
-  try {
-    for (const p of paths) devs.push(await openDevice(p, { readOnly, exclusive: !readOnly }));
-    return devs;
-  } catch (e) {
-    await Promise.all(devs.map((d) => d.close()));
-    throw e;
-  }
-}
-
-async function cmdCreate(a: ParsedArgs, io: Io): Promise<number> {
+async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in this mode');
   const levelText = optStr(a, 'level');
@@ -192,6 +178,11 @@ async function cmdCreate(a: ParsedArgs, io: Io): Promise<number> {
   const force = flag(a, 'force');
   const run = flag(a, 'run');
   const paths = devices;
+  for (const p of paths) {
+    const r = ctx.registry.byMember(p);
+    if (r) throw new TsmdError('EBUSY', `${p} is in use by the running array ${r.devPath}`);
+  }
+  if (ctx.daemon && ctx.registry.find(md)) throw new TsmdError('EEXIST', `${md} is already active`);
   const opened: Array<BlockDevice | null> = [];
   try {
     for (const p of paths) {
@@ -259,16 +250,14 @@ async function cmdCreate(a: ParsedArgs, io: Io): Promise<number> {
       },
     },
   );
-  if (!a.quiet) {
-    const p = result.plan;
-    const what = p.recoverOntoLast
-      ? ', recovered onto the last member'
-      : p.needsResync
-        ? ', initial resync done'
-        : '';
-    io.err(
-      `tsmd: array ${md} created (${paths.length} devices, ${(p.arraySectors / 2).toFixed(0)}K${what}).\n`,
-    );
+  const p = result.plan;
+  if (ctx.daemon) {
+    // mdadm --create starts the array; the sync already ran (there is no background engine yet)
+    await startArray(ctx, md, paths.filter((x) => x !== 'missing'), { run: true }, io);
+    if (!a.quiet) io.err(`tsmd: array ${md} started.\n`);
+  } else if (!a.quiet) {
+    const what = p.recoverOntoLast ? ', recovered onto the last member' : p.needsResync ? ', initial resync done' : '';
+    io.err(`tsmd: array ${md} created (${paths.length} devices, ${(p.arraySectors / 2).toFixed(0)}K${what}).\n`);
   }
   return 0;
 }
@@ -397,10 +386,16 @@ async function cmdExamineBadblocks(a: ParsedArgs, io: Io): Promise<number> {
   return rc;
 }
 
-async function cmdZero(a: ParsedArgs, io: Io): Promise<number> {
+async function cmdZero(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   if (a.devices.length === 0) throw new UsageError('No devices given for --zero-superblock');
   let rc = 0;
   for (const path of a.devices) {
+    const running = ctx.registry.byMember(path);
+    if (running) {
+      io.err(`tsmd: Couldn't open ${path} for write - not zeroing (it is a member of the running array ${running.devPath})\n`);
+      rc = 1;
+      continue;
+    }
     const dev = await openDevice(path, { exclusive: true });
     try {
       const did = await zeroSuperblock(dev);
@@ -468,57 +463,23 @@ function reshapePercent(arr: MdArray): number {
   return Math.floor((perMember * 100) / Math.max(1, Number(sb.size)));
 }
 
-async function cmdAssemble(a: ParsedArgs, io: Io): Promise<number> {
-  const md = a.mdDevice;
-  if (!md) throw new UsageError('an md device must be given in this mode');
-  if (a.devices.length === 0) {
-    if (flag(a, 'scan'))
-      throw new TsmdError(
-        'ENOTSUP',
-        '--assemble --scan needs the node daemon (tsmd daemon); list the member devices instead',
-      );
-    throw new UsageError(`no devices given for ${md}`);
-  }
-  const readOnly = flag(a, 'readonly') || a.misc === 'readonly' || a.misc === 'detail';
-  const devs = await openAll(a.devices, readOnly);
-  const uuidText = optStr(a, 'uuid');
-  const arr = await MdArray.assemble(devs, {
-    run: flag(a, 'run'),
-    force: flag(a, 'force'),
-    readOnly,
-    uuid: uuidText ? parseUuid(uuidText) : undefined,
-    name: optStr(a, 'name'),
-    log: (m) => io.err(`tsmd: ${m}\n`),
-  });
-  try {
-    const working = arr.workingSlots.length;
-    const spares = arr.members.filter((m) => m.slot === null).length;
-    const of = working < arr.raidDisks ? ` (out of ${arr.raidDisks})` : '';
-    const sp = spares ? ` and ${spares} spare${spares > 1 ? 's' : ''}` : '';
-    if (!a.quiet)
-      io.err(
-        `tsmd: ${md} has been started with ${working} drive${working === 1 ? '' : 's'}${of}${sp}.\n`,
-      );
-    if (arr.reshapeActive && !a.quiet)
-      io.err(
-        `tsmd: ${md}: a reshape is in progress (position ${Number(arr.sb.reshapePosition) / 2}K); data is readable, writes wait for the reshape engine\n`,
-      );
-    if (a.misc === 'detail') {
-      const homehost = optStr(a, 'homehost') ?? io.env.TSMD_HOMEHOST ?? hostname();
-      const d = detailOf(arr, md, homehost);
-      io.out(
-        flag(a, 'brief') || flag(a, 'scan')
-          ? formatDetailBrief(d, { verbose: a.verbose > 0 })
-          : formatDetail(d),
-      );
-    }
-  } finally {
-    await arr.close();
-  }
-  return 0;
+const MD_NAME = /^(?:\/dev\/)?md(?:\d+|\/.+)$|^md_d\d+$/;
+
+/** Make member paths absolute (the daemon runs commands for clients in other directories). */
+function resolvePaths(a: ParsedArgs, cwd: string): void {
+  const fix = (d: string) => (d === 'missing' || d.startsWith('/') ? d : pathResolve(cwd, d));
+  const membersAreMd = a.mode === 'misc' && (a.misc === 'detail' || a.misc === 'stop' || a.misc === 'readonly' || a.misc === 'readwrite' || a.misc === 'run' || a.misc === 'wait' || a.misc === 'action');
+  if (!membersAreMd) a.devices = a.devices.map((d) => (a.misc === 'query' && MD_NAME.test(d) ? d : fix(d)));
+  for (const op of a.manageOps) op.devices = op.devices.map(fix);
+  const conf = a.opts.get('config');
+  if (typeof conf === 'string') a.opts.set('config', fix(conf));
 }
 
-export async function main(argv: string[], io: Io): Promise<number> {
+export function defaultCtx(): Ctx {
+  return { registry: new ArrayRegistry(), daemon: false, detailOf };
+}
+
+export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Promise<number> {
   let a: ParsedArgs;
   try {
     a = parseArgs(argv);
@@ -529,6 +490,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
     throw e;
   }
+  resolvePaths(a, ctx.cwd ?? process.cwd());
   try {
     if (a.help || argv.length === 0) {
       io.out(USAGE);
@@ -540,9 +502,11 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
     switch (a.mode) {
       case 'create':
-        return await cmdCreate(a, io);
+        return await cmdCreate(a, io, ctx);
       case 'assemble':
-        return await cmdAssemble(a, io);
+        return await cmdAssembleLive(a, io, ctx);
+      case 'manage':
+        return await cmdManageLive(a, io, ctx);
       case 'misc':
         switch (a.misc) {
           case 'examine':
@@ -552,17 +516,13 @@ export async function main(argv: string[], io: Io): Promise<number> {
           case 'examine-badblocks':
             return await cmdExamineBadblocks(a, io);
           case 'zero-superblock':
-            return await cmdZero(a, io);
-          case 'detail':
-            io.err(
-              `tsmd: ${a.devices[0] ?? 'array'} is not running in a node daemon; for an in-process report use: tsmd --assemble <md> <members...> --detail\n`,
-            );
-            return 1;
+            return await cmdZero(a, io, ctx);
+          case 'status':
+            if (!ctx.mdstat) throw new TsmdError('ENODEV', 'no node daemon is reachable: the mdstat file is written by "tsmd daemon"');
+            io.out(ctx.mdstat());
+            return 0;
           default:
-            io.err(
-              `tsmd: --${a.misc} needs the node daemon (tsmd daemon), which this build does not have yet\n`,
-            );
-            return 1;
+            return await cmdMiscLive(a, io, ctx);
         }
       case null:
         throw new UsageError(

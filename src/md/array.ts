@@ -97,6 +97,8 @@ export class MdArray {
   private readonly reshapeBlocked: boolean;
   private readonly initialResyncOffset: bigint;
   private resyncDone = false;
+  /** md's "ro" mode set by --readonly on a running array (devices stay open read-write) */
+  private softReadOnly = false;
   private readonly edgeLocks = new KeyedLocks();
 
   private constructor(
@@ -380,7 +382,7 @@ export class MdArray {
 
   private checkIo(buf: Uint8Array, offsetBytes: number, write: boolean): void {
     if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
-    if (write && this.readOnly) throw new TsmdError('EROFS', 'array is read-only');
+    if (write && (this.readOnly || this.softReadOnly)) throw new TsmdError('EROFS', 'array is read-only');
     if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0) {
       throw new TsmdError('EINVAL', `invalid offset ${offsetBytes}`);
     }
@@ -552,6 +554,163 @@ export class MdArray {
     }
     area.set(encodeBitmapSuper(b.sup), 0);
     await m.dev.write(area, b.startSector * 512);
+  }
+
+  // ---- management (mdadm --manage, --readonly, --readwrite) ----
+
+  get isReadOnly(): boolean {
+    return this.readOnly || this.softReadOnly;
+  }
+
+  get isDirty(): boolean {
+    return this.dirty;
+  }
+
+  /** started after an unclean shutdown and not resynced since (md: resync pending) */
+  get resyncPending(): boolean {
+    return this.initialResyncOffset !== MAX_SECTOR && !this.resyncDone && this.personality.maxDegraded > 0;
+  }
+
+  get isClean(): boolean {
+    return !this.dirty && this.sb.resyncOffset === MAX_SECTOR;
+  }
+
+  /** --readonly / --readwrite on a running array. Going read-only records a clean state. */
+  async setReadOnly(ro: boolean): Promise<void> {
+    if (!ro && this.readOnly) throw new TsmdError('EROFS', 'the members were opened read-only; stop and assemble without --readonly');
+    if (ro === this.softReadOnly) return;
+    if (ro) {
+      await this.personality.flush();
+      await this.markClean();
+    }
+    this.softReadOnly = ro;
+  }
+
+  /** Record a clean state now (the kernel's safe_mode transition) if nothing is pending. */
+  async markClean(): Promise<void> {
+    if (this.readOnly || !this.dirty) return;
+    await this.settleSuperblocks();
+    const inSync = this.initialResyncOffset === MAX_SECTOR || this.resyncDone;
+    this.sb.events += 1n;
+    this.sb.resyncOffset = inSync ? MAX_SECTOR : this.initialResyncOffset;
+    await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded ? 'none' : undefined });
+    this.dirty = false;
+  }
+
+  private memberByPath(path: string): Member {
+    const m = this.members.find((x) => x.dev.name === path);
+    if (!m) throw new TsmdError('ENODEV', `${path} is not a member of this array`);
+    return m;
+  }
+
+  /** mdadm --fail: mark a member faulty; the array goes on degraded if it can. */
+  async failMember(path: string): Promise<void> {
+    const m = this.memberByPath(path);
+    if (m.faulty) return;
+    if (m.slot !== null && m.recoveryOffset === null) {
+      const avail = Array.from({ length: this.sb.raidDisks }, (_, s) => this.workingSlots.includes(s) && s !== m.slot);
+      if (!this.personality.canRun(avail)) {
+        throw new TsmdError('EBUSY', `set ${path} faulty refused: the array cannot run without it`);
+      }
+    }
+    m.faulty = true;
+    this.log(`md: ${path} set faulty (slot ${m.slot ?? 'spare'})`);
+    this.sb.events += 1n;
+    await this.writeSuperblocks();
+  }
+
+  /** mdadm --remove: only a faulty or spare member can go; its slot becomes empty. */
+  async removeMember(path: string): Promise<void> {
+    const m = this.memberByPath(path);
+    if (!m.faulty && m.slot !== null) {
+      throw new TsmdError('EBUSY', `hot remove failed for ${path}: Device or resource busy (fail it first)`);
+    }
+    this.members.splice(this.members.indexOf(m), 1);
+    if (m.slot !== null && !this.report.missingSlots.includes(m.slot) && !this.slotMember(m.slot)) {
+      this.report.missingSlots.push(m.slot);
+    }
+    await m.dev.close().catch(() => {});
+    this.log(`md: unbind ${path}`);
+    this.sb.events += 1n;
+    await this.writeSuperblocks();
+  }
+
+  /**
+   * mdadm --add / --add-spare: a new member joins as a spare (superblock written on it).
+   * A device that was a member of this array and is still current goes back into its slot
+   * (--re-add semantics); one that missed writes needs the recovery of the sync engine.
+   */
+  async addMember(dev: BlockDevice, opts: { reAdd?: boolean; nowSeconds?: number; deviceUuid: Uint8Array }): Promise<'spare' | 're-added'> {
+    if (this.members.some((m) => m.dev.name === dev.name)) throw new TsmdError('EBUSY', `${dev.name} is already a member`);
+    const existing = await loadSuperblock(dev);
+    if (existing && existing.problems.length === 0 && uuidText(existing.sb.setUuid) === uuidText(this.sb.setUuid)) {
+      const role = deviceRole(existing.sb);
+      const freeSlot = isActiveRole(role) && role < this.sb.raidDisks && !this.slotMember(role);
+      const numberFree = !this.members.some((m) => m.devNumber === existing.sb.devNumber);
+      if (freeSlot && numberFree && existing.sb.events + 1n >= this.sb.events) {
+        const bitmaps = await loadBitmaps(dev, existing).catch(() => []);
+        this.members.push({ dev, loaded: existing, devNumber: existing.sb.devNumber, slot: role, faulty: false, recoveryOffset: null, bitmaps });
+        this.report.missingSlots = this.report.missingSlots.filter((s) => s !== role);
+        this.sb.events += 1n;
+        await this.writeSuperblocks();
+        this.log(`md: re-added ${dev.name} to slot ${role}`);
+        return 're-added';
+      }
+      if (opts.reAdd) {
+        throw new TsmdError(
+          'EBUSY',
+          freeSlot
+            ? `--re-add for ${dev.name} needs a resync of what changed since it left (events ${existing.sb.events} < ${this.sb.events}): that recovery comes with the sync engine`
+            : `--re-add for ${dev.name} to array ${this.uuid} is not possible: its slot is in use`,
+        );
+      }
+    } else if (opts.reAdd) {
+      throw new TsmdError('EINVAL', `--re-add for ${dev.name} to array ${this.uuid} is not possible: it was not a member`);
+    }
+    if (dev.readOnly) throw new TsmdError('EROFS', `${dev.name} is read-only`);
+    // a new spare: lowest free device number from raid_disks up (the kernel's choice)
+    let dn = this.sb.raidDisks;
+    while (this.members.some((m) => m.devNumber === dn)) dn++;
+    const template = this.members.find((m) => !m.faulty)?.loaded;
+    if (!template) throw new TsmdError('ENODEV', 'no working member to copy the layout from');
+    const devSectors = Math.floor(dev.sizeBytes / 512);
+    const own = template.sb;
+    const dataOffset = Number(own.dataOffset);
+    const minor = template.minor;
+    const sbStart = minor === 0 ? Math.floor((devSectors - 16) / 8) * 8 : template.sbStartSector;
+    const needed = this.personality.maxDegraded === 0 ? 0 : Number(this.sb.size);
+    const dataSize = minor === 0 ? sbStart - (template.sbStartSector - Number(own.dataSize)) : devSectors - dataOffset;
+    if (dataSize < needed || dataSize <= 0) {
+      throw new TsmdError('ENOSPC', `${dev.name} is too small: ${dataSize} data sectors, the array needs ${needed}`);
+    }
+    const sb: Superblock1 = {
+      ...own,
+      devNumber: dn,
+      deviceUuid: opts.deviceUuid,
+      devFlags: 0,
+      dataSize: BigInt(dataSize),
+      superOffset: BigInt(sbStart),
+      recoveryOffset: 0n,
+      cntCorrectedRead: 0,
+      devRoles: this.sb.devRoles.slice(),
+    };
+    const loaded: LoadedSuperblock = { sb, raw: encodeSuperblock({ ...sb }), minor, sbStartSector: sbStart, devSectors, problems: [] };
+    const member: Member = { dev, loaded, devNumber: dn, slot: null, faulty: false, recoveryOffset: null, bitmaps: [] };
+    // an internal bitmap area on the new member, copied from a working member
+    const src = this.members.find((m) => !m.faulty && m.bitmaps.length > 0);
+    if (src && own.featureMap & Feature.BITMAP_OFFSET) {
+      const b = src.bitmaps[0]!;
+      const area = new Uint8Array(bitmapAreaBytes(b.nbits) * Math.max(1, src.bitmaps.length));
+      await src.dev.read(area, b.startSector * 512);
+      const at = sbStart + own.bitmapOffset;
+      await dev.write(area, at * 512);
+      member.bitmaps = await loadBitmaps(dev, loaded).catch(() => []);
+    }
+    this.members.push(member);
+    this.sb.events += 1n;
+    await this.writeSuperblocks();
+    this.log(`md: bind ${dev.name} as a spare (device number ${dn})`);
+    return 'spare';
   }
 
   // ---- sync ----

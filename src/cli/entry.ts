@@ -1,0 +1,205 @@
+/**
+ * bin/tsmd: `tsmd daemon ...` runs the node daemon; any other command is mdadm's grammar. When
+ * a daemon answers on the run directory's control socket, the command runs there (where the
+ * arrays live) and its output is printed here; otherwise it runs in this process.
+ */
+import { existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { controlCall } from '../daemon/control.js';
+import { controlPath, Daemon, defaultRunDir } from '../daemon/daemon.js';
+import { TsmdError } from '../errors.js';
+import { openDevice } from '../io/file-device.js';
+import { detectUse } from '../md/create.js';
+import { parseArgs, UsageError } from './args.js';
+import { main, processIo, VERSION } from './main.js';
+
+const DAEMON_USAGE = `Usage: tsmd daemon [options]
+
+  --run-dir=DIR        control socket, pid file and mdstat live here (TSMD_RUN_DIR)
+  --listen=HOST:PORT   NBD listener (default 127.0.0.1:10809; port 0 = any free port)
+  --unix=PATH          also serve NBD on a Unix socket
+  --no-nbd             do not serve NBD
+  --tls-cert=FILE --tls-key=FILE [--tls-ca=FILE] [--tls=require]
+                       NBD over TLS (x509); --tls=require refuses plain clients
+  --metrics=HOST:PORT  Prometheus metrics on http://HOST:PORT/metrics
+  --log-level=LEVEL    pino level (info)
+  --demo[=DIR]         create (first start) or assemble a RAID5 of four 64 MiB sparse files
+                       in DIR (default ./demo-data) and export it as md0
+`;
+
+function takeOpt(args: string[], name: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === `--${name}`) {
+      const v = args[i + 1];
+      args.splice(i, 2);
+      return v;
+    }
+    if (a.startsWith(`--${name}=`)) {
+      args.splice(i, 1);
+      return a.slice(name.length + 3);
+    }
+  }
+  return undefined;
+}
+
+function takeFlag(args: string[], name: string): boolean {
+  const i = args.indexOf(`--${name}`);
+  if (i < 0) return false;
+  args.splice(i, 1);
+  return true;
+}
+
+function hostPort(text: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
+  if (!m) throw new UsageError(`${what} wants HOST:PORT, got ${text}`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port: Number(m[3]) };
+}
+
+async function runDaemon(args: string[]): Promise<number> {
+  const io = processIo();
+  if (takeFlag(args, 'help')) {
+    io.out(DAEMON_USAGE);
+    return 0;
+  }
+  const runDir = resolve(takeOpt(args, 'run-dir') ?? defaultRunDir());
+  const listen = takeOpt(args, 'listen');
+  const unix = takeOpt(args, 'unix');
+  const noNbd = takeFlag(args, 'no-nbd');
+  const cert = takeOpt(args, 'tls-cert');
+  const key = takeOpt(args, 'tls-key');
+  const ca = takeOpt(args, 'tls-ca');
+  const tlsMode = takeOpt(args, 'tls');
+  const metrics = takeOpt(args, 'metrics');
+  const logLevel = takeOpt(args, 'log-level');
+  let demo: string | undefined;
+  const di = args.findIndex((a) => a === '--demo' || a.startsWith('--demo='));
+  if (di >= 0) {
+    demo = args[di]!.includes('=') ? args[di]!.slice(7) : 'demo-data';
+    args.splice(di, 1);
+  }
+  if (args.length) throw new UsageError(`tsmd daemon: unknown argument ${args[0]} (see tsmd daemon --help)`);
+  if ((cert && !key) || (key && !cert)) throw new UsageError('--tls-cert and --tls-key go together');
+  if (tlsMode && tlsMode !== 'require' && tlsMode !== 'on') throw new UsageError('--tls is "on" or "require"');
+  const tls = cert && key ? { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8'), ca: ca ? readFileSync(ca, 'utf8') : undefined, require: tlsMode === 'require' } : undefined;
+  if (tlsMode === 'require' && !tls) throw new UsageError('--tls=require needs --tls-cert and --tls-key');
+  const nbdAt = listen ? hostPort(listen, '--listen') : { host: '127.0.0.1', port: 10809 };
+  const d = await Daemon.start({
+    runDir,
+    nbd: noNbd ? false : { ...nbdAt, path: unix, tls },
+    metrics: metrics ? hostPort(metrics, '--metrics') : false,
+    logLevel,
+  });
+  const onSignal = (sig: string) => {
+    d.log.info({ signal: sig }, 'signal received');
+    d.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  if (demo !== undefined) await startDemo(d, resolve(demo));
+  // stay up until a signal or a shutdown request
+  return await new Promise<number>(() => {});
+}
+
+/** npm start's demo: a RAID5 of four sparse files, created on first start, exported as md0. */
+async function startDemo(d: Daemon, dir: string): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const files = [0, 1, 2, 3].map((i) => join(dir, `disk${i}.img`));
+  const fresh = !files.every((f) => existsSync(f));
+  if (fresh) {
+    for (const f of files) {
+      writeFileSync(f, '');
+      truncateSync(f, 64 * 1024 * 1024);
+    }
+  }
+  const argv = fresh
+    ? ['--create', '/dev/md0', '--level=5', '--raid-devices=4', '--chunk=64', '--bitmap=internal', '--run', '--homehost=tsmd-demo', ...files]
+    : ['--assemble', '/dev/md0', ...files];
+  const rep = await controlCall(controlPath(d.runDir), { op: 'mdadm', argv, cwd: dir });
+  process.stderr.write(rep.stderr ?? '');
+  if (rep.code !== 0) throw new TsmdError('EIO', `demo array could not be started (exit ${rep.code})`);
+  const at = d.nbdAddress;
+  process.stderr.write(
+    `tsmd demo: RAID5 of ${files.length} files in ${dir} served on nbd://${at?.host ?? '127.0.0.1'}:${at?.port ?? 10809}/md0\n` +
+      `  try: nbdinfo nbd://127.0.0.1:${at?.port ?? 10809}/md0    (Ctrl-C stops the daemon cleanly)\n`,
+  );
+}
+
+/** Forward an mdadm command to the daemon; returns null when no daemon answers. */
+async function forward(argv: string[], runDir: string): Promise<number | null> {
+  const path = controlPath(runDir);
+  if (!existsSync(path)) return null;
+  try {
+    await controlCall(path, { op: 'ping' }, 3000);
+  } catch {
+    return null;
+  }
+  const io = processIo();
+  // mdadm asks before overwriting devices that look used; only this end has the terminal
+  let a: ReturnType<typeof parseArgs> | null;
+  try {
+    a = parseArgs(argv);
+  } catch {
+    a = null; // the daemon reports the usage error
+  }
+  if (a?.mode === 'create' && !a.opts.has('run') && !a.opts.has('force') && io.interactive) {
+    const used: string[] = [];
+    for (const p of a.devices) {
+      if (p === 'missing') continue;
+      try {
+        const dev = await openDevice(p, { readOnly: true });
+        try {
+          const what = await detectUse(dev);
+          if (what) used.push(`tsmd: ${p} ${what}\n`);
+        } finally {
+          await dev.close();
+        }
+      } catch {
+        // the daemon reports it
+      }
+    }
+    if (used.length) {
+      for (const u of used) io.err(u);
+      if (!/^y(es)?$/i.test((await io.ask('Continue creating array? ')).trim())) {
+        io.err('tsmd: create aborted.\n');
+        return 1;
+      }
+      argv = [...argv, '--run'];
+    }
+  }
+  const env: Record<string, string> = {};
+  for (const k of ['TSMD_HOMEHOST', 'TSMD_CONF', 'TZ']) if (process.env[k] !== undefined) env[k] = process.env[k]!;
+  const rep = await controlCall(path, { op: 'mdadm', argv, cwd: process.cwd(), env });
+  if (rep.stdout) process.stdout.write(rep.stdout);
+  if (rep.stderr) process.stderr.write(rep.stderr);
+  return rep.code ?? 1;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const io = processIo();
+  try {
+    if (argv[0] === 'daemon') return await runDaemon(argv.slice(1));
+    if (argv[0] === 'version' || argv.includes('--version') || argv.includes('-V')) {
+      io.err(`tsmd - v${VERSION} - mdadm 4.2 compatible command line\n`);
+      return 0;
+    }
+    const args = [...argv];
+    const runDir = takeOpt(args, 'run-dir') ?? defaultRunDir();
+    const forwarded = await forward(args, resolve(runDir));
+    if (forwarded !== null) return forwarded;
+    return await main(args, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`tsmd: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof TsmdError) {
+      io.err(`tsmd: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,437 @@
+/**
+ * mdadm commands that act on running arrays: --assemble (start), --stop, --detail, --query,
+ * --run, --readonly, --readwrite, --wait, --manage (--add, --add-spare, --re-add, --remove,
+ * --fail). They run where the arrays live: inside the node daemon (`tsmd daemon`), or, without
+ * a daemon, in this process for the length of one command.
+ */
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
+import { type ArrayRegistry, type RunningArray } from '../daemon/registry.js';
+import { TsmdError } from '../errors.js';
+import { parseUuid, setNameText, uuidText } from '../format/superblock.js';
+import type { BlockDevice } from '../io/block-device.js';
+import { openDevice } from '../io/file-device.js';
+import { MdArray } from '../md/array.js';
+import { loadSuperblock } from '../md/sb-io.js';
+import { type ParsedArgs, UsageError } from './args.js';
+import { formatDetail, formatDetailBrief } from './report/detail.js';
+
+export interface LiveIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  env: NodeJS.ProcessEnv;
+}
+
+export interface Ctx {
+  registry: ArrayRegistry;
+  /** true inside the node daemon: started arrays keep running after the command */
+  daemon: boolean;
+  /** the mdstat text (daemon) */
+  mdstat?: () => string;
+  /** the client's working directory: relative device paths are resolved against it */
+  cwd?: string;
+  /** build the --detail input (kept in main.ts with the other report glue) */
+  detailOf: (arr: MdArray, devName: string, homehost?: string) => Parameters<typeof formatDetail>[0];
+}
+
+function optStr(a: ParsedArgs, name: string): string | undefined {
+  const v = a.opts.get(name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+function flag(a: ParsedArgs, name: string): boolean {
+  return a.opts.has(name);
+}
+
+// ---- mdadm.conf ----
+
+export interface ConfArray {
+  dev: string;
+  uuid?: string;
+  name?: string;
+  devices?: string[];
+}
+
+export interface MdadmConf {
+  deviceGlobs: string[];
+  arrays: ConfArray[];
+  homehost?: string;
+}
+
+/** Parse mdadm.conf: DEVICE, ARRAY and HOMEHOST lines (continuation lines start with blanks). */
+export function parseMdadmConf(text: string): MdadmConf {
+  const conf: MdadmConf = { deviceGlobs: [], arrays: [] };
+  const logical: string[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/#.*$/, '');
+    if (!line.trim()) continue;
+    if (/^\s/.test(line) && logical.length) logical[logical.length - 1] += ` ${line.trim()}`;
+    else logical.push(line.trim());
+  }
+  for (const l of logical) {
+    const words = l.split(/\s+/);
+    const kw = words[0]!.toUpperCase();
+    if (kw.startsWith('DEV')) conf.deviceGlobs.push(...words.slice(1));
+    else if (kw.startsWith('HOMEHOST')) conf.homehost = words[1];
+    else if (kw.startsWith('ARR')) {
+      const a: ConfArray = { dev: '' };
+      for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        if (eq < 0) {
+          if (!a.dev) a.dev = w;
+          continue;
+        }
+        const k = w.slice(0, eq).toLowerCase();
+        const v = w.slice(eq + 1);
+        if (k === 'uuid') a.uuid = v;
+        else if (k === 'name') a.name = v;
+        else if (k === 'devices') a.devices = v.split(',');
+      }
+      if (!a.dev) throw new TsmdError('EINVAL', `mdadm.conf: ARRAY line without a device: ${l}`);
+      conf.arrays.push(a);
+    }
+  }
+  return conf;
+}
+
+function globToRegExp(seg: string): RegExp {
+  const re = seg.replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]');
+  return new RegExp(`^${re.replace(/\[\^\/\]\*/g, '[^/]*')}$`);
+}
+
+/** Expand a path glob with * and ? in any segment (no **). */
+export function expandGlob(pattern: string): string[] {
+  if (!/[*?[]/.test(pattern)) {
+    try {
+      statSync(pattern);
+      return [pattern];
+    } catch {
+      return [];
+    }
+  }
+  const parts = pattern.split('/');
+  let bases = [pattern.startsWith('/') ? '/' : '.'];
+  for (const part of parts) {
+    if (part === '') continue;
+    const next: string[] = [];
+    for (const b of bases) {
+      if (!/[*?]/.test(part)) {
+        next.push(join(b, part));
+        continue;
+      }
+      const re = globToRegExp(part);
+      let names: string[];
+      try {
+        names = readdirSync(b);
+      } catch {
+        continue;
+      }
+      for (const n of names.sort()) if (re.test(n)) next.push(join(b, n));
+    }
+    bases = next;
+  }
+  return bases.filter((p) => {
+    try {
+      statSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+export function readConf(a: ParsedArgs, env: NodeJS.ProcessEnv): MdadmConf {
+  const path = optStr(a, 'config') ?? env.TSMD_CONF ?? ['/etc/mdadm/mdadm.conf', '/etc/mdadm.conf'].find((p) => {
+    try {
+      return statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  });
+  if (!path) throw new TsmdError('ENOENT', 'no mdadm.conf found (give --config=FILE)');
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new TsmdError('ENOENT', `cannot read ${path}: ${(e as Error).message}`);
+  }
+  const conf = parseMdadmConf(text);
+  // relative DEVICE globs are relative to the config file
+  conf.deviceGlobs = conf.deviceGlobs.map((g) => (g.startsWith('/') || g === 'partitions' || g === 'containers' ? g : join(dirname(path), g)));
+  return conf;
+}
+
+function candidateDevices(conf: MdadmConf): string[] {
+  const out = new Set<string>();
+  for (const g of conf.deviceGlobs.length ? conf.deviceGlobs : ['partitions']) {
+    if (g === 'partitions') {
+      try {
+        for (const line of readFileSync('/proc/partitions', 'utf8').split('\n').slice(2)) {
+          const name = line.trim().split(/\s+/)[3];
+          if (name) out.add(`/dev/${name}`);
+        }
+      } catch {
+        // no /proc/partitions: nothing to scan
+      }
+    } else if (g !== 'containers') for (const p of expandGlob(g)) out.add(p);
+  }
+  return [...out];
+}
+
+// ---- assemble / start ----
+
+function startedMessage(md: string, arr: MdArray): string {
+  const working = arr.workingSlots.length;
+  const spares = arr.members.filter((m) => m.slot === null).length;
+  const of = working < arr.raidDisks ? ` (out of ${arr.raidDisks})` : '';
+  const sp = spares ? ` and ${spares} spare${spares > 1 ? 's' : ''}` : '';
+  return `tsmd: ${md} has been started with ${working} drive${working === 1 ? '' : 's'}${of}${sp}.\n`;
+}
+
+async function openPaths(paths: string[], readOnly: boolean): Promise<BlockDevice[]> {
+  const devs: BlockDevice[] = [];
+  try {
+    for (const p of paths) devs.push(await openDevice(p, { readOnly, exclusive: !readOnly }));
+    return devs;
+  } catch (e) {
+    await Promise.all(devs.map((d) => d.close()));
+    throw e;
+  }
+}
+
+/** Start an array from member paths and register it. */
+export async function startArray(
+  ctx: Ctx,
+  md: string,
+  paths: string[],
+  opts: { run?: boolean; force?: boolean; readOnly?: boolean; uuid?: Uint8Array; name?: string },
+  io: LiveIo,
+): Promise<RunningArray> {
+  for (const p of paths) {
+    const r = ctx.registry.byMember(p);
+    if (r) throw new TsmdError('EBUSY', `${p} is already in use by ${r.devPath} (${r.mdName})`);
+  }
+  const names = ctx.registry.allocate(md);
+  const devs = await openPaths(paths, !!opts.readOnly);
+  const arr = await MdArray.assemble(devs, { ...opts, log: (m) => io.err(`tsmd: ${m}\n`) });
+  const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
+  ctx.registry.add(r);
+  return r;
+}
+
+export async function cmdAssembleLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
+  const readOnly = flag(a, 'readonly') || a.misc === 'readonly' || (!ctx.daemon && a.misc === 'detail');
+  const common = { run: flag(a, 'run'), force: flag(a, 'force'), readOnly };
+  const jobs: Array<{ md: string; paths: string[]; uuid?: Uint8Array; name?: string }> = [];
+  if (flag(a, 'scan') || (a.devices.length === 0 && a.mdDevice !== null && (optStr(a, 'uuid') || optStr(a, 'name')))) {
+    const conf = readConf(a, io.env);
+    const pool = candidateDevices(conf);
+    const wanted = a.mdDevice ? conf.arrays.filter((x) => x.dev === a.mdDevice) : conf.arrays;
+    if (a.mdDevice && wanted.length === 0) {
+      if (optStr(a, 'uuid') || optStr(a, 'name')) wanted.push({ dev: a.mdDevice, uuid: optStr(a, 'uuid'), name: optStr(a, 'name') });
+      else throw new TsmdError('ENOENT', `${a.mdDevice} not identified in config file`);
+    }
+    if (wanted.length === 0) throw new TsmdError('ENOENT', 'no ARRAY lines in the config file');
+    for (const w of wanted) {
+      if (ctx.registry.find(w.dev)) continue;
+      const paths = w.devices ? w.devices.flatMap(expandGlob) : pool;
+      jobs.push({ md: w.dev, paths, uuid: w.uuid ? parseUuid(w.uuid) : undefined, name: w.name ?? (w.uuid ? undefined : undefined) });
+    }
+    if (jobs.some((j) => !j.uuid && !j.name)) throw new TsmdError('EINVAL', 'an ARRAY line needs UUID= or name= to be found by --scan');
+  } else {
+    const md = a.mdDevice;
+    if (!md) throw new UsageError('an md device must be given in this mode');
+    if (a.devices.length === 0) throw new UsageError(`no devices given for ${md}`);
+    const uuid = optStr(a, 'uuid');
+    jobs.push({ md, paths: a.devices, uuid: uuid ? parseUuid(uuid) : undefined, name: optStr(a, 'name') });
+  }
+  let rc = 0;
+  for (const j of jobs) {
+    let r: RunningArray;
+    try {
+      // in a --scan pool, devices of other arrays (or in use) are simply not candidates
+      const paths = jobs.length > 1 || flag(a, 'scan') ? j.paths.filter((p) => !ctx.registry.byMember(p)) : j.paths;
+      r = await startArray(ctx, j.md, paths, { ...common, uuid: j.uuid, name: j.name }, io);
+    } catch (e) {
+      if (jobs.length === 1) throw e;
+      io.err(`tsmd: ${j.md}: ${(e as Error).message}\n`);
+      rc = 1;
+      continue;
+    }
+    const arr = r.array;
+    if (!a.quiet) io.err(startedMessage(j.md, arr));
+    if (arr.reshapeActive && !a.quiet) {
+      io.err(`tsmd: ${j.md}: a reshape is in progress (position ${Number(arr.sb.reshapePosition) / 2}K); data is readable, writes wait for the reshape engine\n`);
+    }
+    if (a.misc === 'detail') printDetail(a, io, ctx, r);
+    if (!ctx.daemon) {
+      ctx.registry.remove(r.mdName);
+      await arr.close();
+    }
+  }
+  return rc;
+}
+
+function homehostOf(a: ParsedArgs, io: LiveIo): string {
+  return optStr(a, 'homehost') ?? io.env.TSMD_HOMEHOST ?? hostname();
+}
+
+function printDetail(a: ParsedArgs, io: LiveIo, ctx: Ctx, r: RunningArray): void {
+  const d = ctx.detailOf(r.array, r.devPath.startsWith('/dev/') ? r.devPath : `/dev/${r.devPath}`, homehostOf(a, io));
+  io.out(flag(a, 'brief') || flag(a, 'scan') ? formatDetailBrief(d, { verbose: a.verbose > 0 }) : formatDetail(d));
+}
+
+// ---- misc mode on running arrays ----
+
+function targets(a: ParsedArgs, ctx: Ctx): RunningArray[] {
+  if (flag(a, 'scan') && a.devices.length === 0) return ctx.registry.list();
+  if (a.devices.length === 0) throw new UsageError('no md device given');
+  return a.devices.map((d) => ctx.registry.get(d));
+}
+
+function notRunning(ctx: Ctx, what: string): TsmdError {
+  return new TsmdError(
+    'ENODEV',
+    ctx.daemon
+      ? `${what} is not an active md array`
+      : `${what} is not running: no node daemon is reachable (start one with "tsmd daemon", or use tsmd --assemble <md> <members...> --detail for an in-process report)`,
+  );
+}
+
+export async function cmdMiscLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
+  const lookup = (d: string) => {
+    const r = ctx.registry.find(d);
+    if (!r) throw notRunning(ctx, d);
+    return r;
+  };
+  switch (a.misc) {
+    case 'detail': {
+      if (flag(a, 'scan') && a.devices.length === 0) {
+        for (const r of ctx.registry.list()) printDetail(a, io, ctx, r);
+        return 0;
+      }
+      if (a.devices.length === 0) throw new UsageError('no md device given for --detail');
+      let rc = 0;
+      for (const d of a.devices) {
+        const r = ctx.registry.find(d);
+        if (!r) {
+          io.err(`tsmd: ${notRunning(ctx, d).message}\n`);
+          rc = 1;
+          continue;
+        }
+        printDetail(a, io, ctx, r);
+        // mdadm --detail --test: 1 degraded, 2 unusable
+        if (flag(a, 'test') && r.array.degraded) rc = Math.max(rc, 1);
+      }
+      return rc;
+    }
+    case 'query': {
+      let rc = 0;
+      for (const d of a.devices) {
+        const r = ctx.registry.find(d);
+        if (r) {
+          const arr = r.array;
+          const lvl = arr.level === -1 ? 'linear' : `raid${arr.level}`;
+          io.out(`${d}: ${(arr.sizeBytes / 2 ** 20).toFixed(2)}MiB ${lvl} ${arr.raidDisks} devices, ${arr.members.filter((m) => m.slot === null).length} spare. Use mdadm --detail for more detail.\n`);
+          continue;
+        }
+        const byMember = ctx.registry.byMember(d);
+        if (byMember) {
+          const m = byMember.array.members.find((x) => x.dev.name === d)!;
+          io.out(`${d}: device ${m.devNumber} in ${byMember.array.raidDisks} device active raid${byMember.array.level} ${byMember.devPath}.  Use mdadm --examine for more detail.\n`);
+          continue;
+        }
+        try {
+          const dev = await openDevice(d, { readOnly: true });
+          try {
+            const l = await loadSuperblock(dev);
+            if (l) io.out(`${d}: is not an md array\n${d}: device ${l.sb.devNumber} in ${l.sb.raidDisks} device undetected raid${l.sb.level} ${setNameText(l.sb)}.  Use mdadm --examine for more detail.\n`);
+            else {
+              io.out(`${d}: is not an md array\n${d}: No md super block found, not an md component.\n`);
+              rc = 1;
+            }
+          } finally {
+            await dev.close();
+          }
+        } catch (e) {
+          io.err(`tsmd: cannot open ${d}: ${(e as Error).message}\n`);
+          rc = 1;
+        }
+      }
+      return rc;
+    }
+    case 'stop': {
+      const list = flag(a, 'scan') && a.devices.length === 0 ? ctx.registry.list() : a.devices.map(lookup);
+      for (const r of list) {
+        await r.array.close();
+        ctx.registry.remove(r.mdName);
+        if (!a.quiet) io.err(`tsmd: stopped ${r.devPath}\n`);
+      }
+      return 0;
+    }
+    case 'readonly':
+    case 'readwrite':
+      for (const r of targets(a, ctx)) {
+        await r.array.setReadOnly(a.misc === 'readonly');
+        ctx.registry.changed();
+      }
+      return 0;
+    case 'run':
+      // arrays here are started by --assemble/--create; --run on a running array is a no-op
+      for (const d of a.devices) lookup(d);
+      return 0;
+    case 'wait':
+      for (const d of a.devices) lookup(d);
+      // no background sync runs yet: nothing to wait for (mdadm returns 1 then)
+      return 1;
+    default:
+      throw new UsageError(`--${a.misc} is not supported`);
+  }
+}
+
+export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
+  const md = a.mdDevice;
+  if (!md) throw new UsageError('an md device must be given in --manage mode');
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  const arr = r.array;
+  for (const op of a.manageOps) {
+    if (op.devices.length === 0) throw new UsageError(`--${op.op} needs a device`);
+    for (const d of op.devices) {
+      switch (op.op) {
+        case 'fail':
+        case 'set-faulty':
+          await arr.failMember(d);
+          if (!a.quiet) io.err(`tsmd: set ${d} faulty in ${md}\n`);
+          break;
+        case 'remove':
+          await arr.removeMember(d);
+          if (!a.quiet) io.err(`tsmd: hot removed ${d} from ${md}\n`);
+          break;
+        case 'add':
+        case 'add-spare':
+        case 're-add': {
+          const other = ctx.registry.byMember(d);
+          if (other) throw new TsmdError('EBUSY', `${d} is in use by ${other.devPath}`);
+          const dev = await openDevice(d, { exclusive: true });
+          try {
+            const how = await arr.addMember(dev, { reAdd: op.op === 're-add', deviceUuid: randomBytes(16) });
+            if (!a.quiet) io.err(`tsmd: ${how === 're-added' ? 're-added' : 'added'} ${d}\n`);
+          } catch (e) {
+            await dev.close();
+            throw e;
+          }
+          break;
+        }
+        default:
+          throw new UsageError(`--${op.op} is not supported yet`);
+      }
+      ctx.registry.changed();
+    }
+  }
+  return 0;
+}
+
+export { uuidText };

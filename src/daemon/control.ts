@@ -1,0 +1,115 @@
+/**
+ * The control socket: newline-delimited JSON over a Unix socket (mode 0600), the way mdadm
+ * talks to the kernel through ioctls and sysfs. One request per line, one reply per request.
+ *
+ *   → {"id":1,"op":"mdadm","argv":["--detail","/dev/md0"],"cwd":"/root","env":{...}}
+ *   ← {"id":1,"code":0,"stdout":"...","stderr":""}
+ *   → {"id":2,"op":"ping"}   ← {"id":2,"pid":123,"version":"0.1.0"}
+ */
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { TsmdError } from '../errors.js';
+
+export const MAX_REQUEST_BYTES = 1 << 20;
+
+export interface ControlRequest {
+  id: number;
+  op: 'ping' | 'mdadm' | 'shutdown';
+  argv?: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+export interface ControlReply {
+  id: number;
+  code?: number;
+  stdout?: string;
+  stderr?: string;
+  pid?: number;
+  version?: string;
+  error?: string;
+}
+
+export type ControlHandler = (req: ControlRequest) => Promise<Omit<ControlReply, 'id'>>;
+
+/** Serve the control protocol on a Unix socket. */
+export function serveControl(path: string, handler: ControlHandler, onError: (e: unknown) => void): Server {
+  const server = createServer((sock: Socket) => {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => sock.destroy());
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > MAX_REQUEST_BYTES) {
+        sock.end(`${JSON.stringify({ id: 0, error: 'request too large' })}\n`);
+        sock.destroy();
+        return;
+      }
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let req: ControlRequest;
+        try {
+          req = JSON.parse(line) as ControlRequest;
+          if (typeof req !== 'object' || req === null || typeof req.id !== 'number') throw new Error('bad request');
+        } catch {
+          sock.write(`${JSON.stringify({ id: 0, error: 'malformed request' })}\n`);
+          continue;
+        }
+        handler(req).then(
+          (rep) => {
+            if (!sock.destroyed) sock.write(`${JSON.stringify({ id: req.id, ...rep })}\n`);
+          },
+          (e: unknown) => {
+            onError(e);
+            if (!sock.destroyed) sock.write(`${JSON.stringify({ id: req.id, error: e instanceof Error ? e.message : String(e) })}\n`);
+          },
+        );
+      }
+    });
+  });
+  return server;
+}
+
+/** One request to a daemon; rejects with ENODEV when nothing listens. */
+export function controlCall(path: string, req: Omit<ControlRequest, 'id'>, timeoutMs = 0): Promise<ControlReply> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    let buf = '';
+    let timer: NodeJS.Timeout | null = null;
+    if (timeoutMs > 0) {
+      timer = setTimeout(() => {
+        sock.destroy();
+        reject(new TsmdError('ETIMEDOUT', `the node daemon at ${path} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+    }
+    const done = (fn: () => void) => {
+      if (timer) clearTimeout(timer);
+      fn();
+    };
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(`${JSON.stringify({ id: 1, ...req })}\n`));
+    sock.on('data', (c: string) => {
+      buf += c;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      sock.end();
+      try {
+        const rep = JSON.parse(buf.slice(0, nl)) as ControlReply;
+        done(() => (rep.error ? reject(new TsmdError('EIO', `node daemon: ${rep.error}`)) : resolve(rep)));
+      } catch (e) {
+        done(() => reject(e));
+      }
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      done(() =>
+        reject(
+          e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
+            ? new TsmdError('ENODEV', `no node daemon listens on ${path}`)
+            : new TsmdError('EIO', `control socket ${path}: ${e.message}`),
+        ),
+      );
+    });
+    sock.on('close', () => done(() => reject(new TsmdError('EIO', 'the node daemon closed the control socket without answering'))));
+  });
+}

@@ -1,0 +1,432 @@
+/**
+ * The tsmd node daemon: holds the running arrays (the kernel's role for mdadm), serves them over
+ * NBD, answers mdadm commands on the control socket, keeps <run-dir>/mdstat current, exports
+ * Prometheus metrics, and on SIGTERM/SIGINT stops every array cleanly.
+ */
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import type { Server } from 'node:net';
+import { join, resolve } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { detailOf, main, VERSION } from '../cli/main.js';
+import { TsmdError } from '../errors.js';
+import type { MdArray } from '../md/array.js';
+import { NbdServer } from '../nbd/server.js';
+import type { BlockTarget, ExportRegistry, NbdExport } from '../nbd/target.js';
+import { controlCall, type ControlRequest, serveControl } from './control.js';
+import { mdstatText } from './mdstat-view.js';
+import { ArrayRegistry, type RunningArray } from './registry.js';
+
+export interface DaemonOptions {
+  runDir: string;
+  /** NBD listener; false = none. Default 127.0.0.1:10809 */
+  nbd?: { host: string; port: number; path?: string; tls?: { key: string; cert: string; ca?: string; require: boolean } } | false;
+  /** Prometheus metrics listener; default none */
+  metrics?: { host: string; port: number } | false;
+  logLevel?: string;
+  /** log destination (default stderr) */
+  logFd?: number;
+}
+
+/** Default run directory: TSMD_RUN_DIR, else /run/tsmd for root, else a per-user temp dir. */
+export function defaultRunDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.TSMD_RUN_DIR) return resolve(env.TSMD_RUN_DIR);
+  if (process.getuid?.() === 0) return '/run/tsmd';
+  return join(env.XDG_RUNTIME_DIR ?? '/tmp', `tsmd-${process.getuid?.() ?? 'user'}`);
+}
+
+export function controlPath(runDir: string): string {
+  return join(runDir, 'control.sock');
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** MdArray as an NBD block target, with I/O metrics. */
+function targetOf(r: RunningArray, m: DaemonMetrics): BlockTarget {
+  const arr: MdArray = r.array;
+  const labels = { array: r.mdName };
+  const timed = async <T>(op: string, bytes: number, fn: () => Promise<T>): Promise<T> => {
+    const end = m.latency.startTimer({ ...labels, op });
+    try {
+      const v = await fn();
+      m.ops.inc({ ...labels, op });
+      if (bytes) m.bytes.inc({ ...labels, op }, bytes);
+      return v;
+    } catch (e) {
+      m.errors.inc({ ...labels, op });
+      throw e;
+    } finally {
+      end();
+    }
+  };
+  return {
+    get sizeBytes() {
+      return arr.sizeBytes;
+    },
+    get readOnly() {
+      return arr.isReadOnly || arr.reshapeActive;
+    },
+    blockSize: { min: 512, preferred: 4096, max: 32 * 1024 * 1024 },
+    read: (buf, off) => timed('read', buf.length, () => arr.read(buf, off)),
+    write: (buf, off) => timed('write', buf.length, () => arr.write(buf, off)),
+    flush: () => timed('flush', 0, () => arr.flush()),
+    // TRIM is a hint: md passes discards down, but contents are undefined afterwards either way
+    trim: async () => {},
+    writeZeroes: (off, len) =>
+      timed('write_zeroes', len, async () => {
+        const chunk = new Uint8Array(Math.min(len, 1 << 20));
+        for (let done = 0; done < len; done += chunk.length) {
+          await arr.write(chunk.subarray(0, Math.min(chunk.length, len - done)), off + done);
+        }
+      }),
+    cache: async () => {},
+  };
+}
+
+interface DaemonMetrics {
+  registry: Registry;
+  ops: Counter<string>;
+  bytes: Counter<string>;
+  errors: Counter<string>;
+  latency: Histogram<string>;
+}
+
+function makeMetrics(d: Daemon): DaemonMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'tsmd_process_' });
+  const ops = new Counter({ name: 'tsmd_io_ops_total', help: 'Completed I/O requests by array and operation', labelNames: ['array', 'op'], registers: [registry] });
+  const bytes = new Counter({ name: 'tsmd_io_bytes_total', help: 'Bytes transferred by array and operation', labelNames: ['array', 'op'], registers: [registry] });
+  const errors = new Counter({ name: 'tsmd_io_errors_total', help: 'Failed I/O requests by array and operation', labelNames: ['array', 'op'], registers: [registry] });
+  const latency = new Histogram({
+    name: 'tsmd_io_latency_seconds',
+    help: 'I/O latency by array and operation',
+    labelNames: ['array', 'op'],
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'tsmd_array_info',
+    help: 'Running arrays (value 1) with their level and state',
+    labelNames: ['array', 'name', 'level', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of d.registry.list()) {
+        const a = r.array;
+        const state = a.reshapeActive ? 'reshaping' : a.degraded ? 'degraded' : a.isReadOnly ? 'readonly' : a.isClean ? 'clean' : 'active';
+        this.set({ array: r.mdName, name: r.exportName, level: a.level === -1 ? 'linear' : `raid${a.level}`, state }, 1);
+      }
+    },
+  });
+  new Gauge({
+    name: 'tsmd_array_degraded',
+    help: 'Number of missing or failed slots (0 = fully redundant)',
+    labelNames: ['array'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of d.registry.list()) this.set({ array: r.mdName }, r.array.raidDisks - r.array.workingSlots.length);
+    },
+  });
+  new Gauge({
+    name: 'tsmd_array_members',
+    help: 'Members by state (active, spare, faulty, rebuilding)',
+    labelNames: ['array', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of d.registry.list()) {
+        const c = { active: 0, spare: 0, faulty: 0, rebuilding: 0 };
+        for (const m of r.array.members) {
+          if (m.faulty) c.faulty++;
+          else if (m.slot === null) c.spare++;
+          else if (m.recoveryOffset !== null) c.rebuilding++;
+          else c.active++;
+        }
+        for (const [state, n] of Object.entries(c)) this.set({ array: r.mdName, state }, n);
+      }
+    },
+  });
+  new Gauge({
+    name: 'tsmd_array_size_bytes',
+    help: 'Array size in bytes',
+    labelNames: ['array'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of d.registry.list()) this.set({ array: r.mdName }, r.array.sizeBytes);
+    },
+  });
+  new Gauge({
+    name: 'tsmd_array_sync_progress_ratio',
+    help: 'Progress of the running resync/recovery/reshape (0..1); absent when idle',
+    labelNames: ['array', 'action'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of d.registry.list()) {
+        const a = r.array;
+        if (a.reshapeActive) {
+          const dataDisks = Math.max(1, a.raidDisks - (a.sb.newLevel === 6 ? 2 : a.sb.newLevel >= 4 ? 1 : 0));
+          this.set({ array: r.mdName, action: 'reshape' }, Number(a.sb.reshapePosition) / dataDisks / Math.max(1, Number(a.sb.size)));
+        }
+      }
+    },
+  });
+  new Gauge({
+    name: 'tsmd_nbd_connections',
+    help: 'Open NBD connections',
+    registers: [registry],
+    collect() {
+      this.set(d.nbd?.connections ?? 0);
+    },
+  });
+  return { registry, ops, bytes, errors, latency };
+}
+
+export class Daemon {
+  readonly runDir: string;
+  readonly registry = new ArrayRegistry();
+  readonly log: Logger;
+  nbd: NbdServer | null = null;
+  nbdAddress: { host?: string; port?: number; path?: string } | null = null;
+  metricsAddress: { host: string; port: number } | null = null;
+  private control: Server | null = null;
+  private http: HttpServer | null = null;
+  private metrics: DaemonMetrics;
+  private stopping: Promise<void> | null = null;
+  /** management commands run one at a time (as mdadm's would against the kernel) */
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly targets = new Map<string, BlockTarget>();
+
+  private constructor(opts: DaemonOptions) {
+    this.runDir = resolve(opts.runDir);
+    this.log = pino({ name: 'tsmd', level: opts.logLevel ?? 'info' }, pino.destination({ fd: opts.logFd ?? 2, sync: true }));
+    this.metrics = makeMetrics(this);
+  }
+
+  get pidPath(): string {
+    return join(this.runDir, 'tsmd.pid');
+  }
+
+  get mdstatPath(): string {
+    return join(this.runDir, 'mdstat');
+  }
+
+  get controlPath(): string {
+    return controlPath(this.runDir);
+  }
+
+  get infoPath(): string {
+    return join(this.runDir, 'daemon.json');
+  }
+
+  /** Take the run directory: refuse when another daemon owns it, clean up after a dead one. */
+  private async claimRunDir(): Promise<void> {
+    mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(this.pidPath, 'wx', 0o644);
+        writeSync(fd, `${process.pid}\n`);
+        closeSync(fd);
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const pid = Number.parseInt(readFileSync(this.pidPath, 'utf8').trim(), 10);
+      let answering: boolean;
+      try {
+        await controlCall(this.controlPath, { op: 'ping' }, 2000);
+        answering = true;
+      } catch {
+        answering = false;
+      }
+      if ((Number.isFinite(pid) && pid !== process.pid && pidAlive(pid)) || answering) {
+        throw new TsmdError('EBUSY', `another tsmd daemon (pid ${pid}) is running on ${this.runDir}`);
+      }
+      this.log.warn({ pid }, 'removing the pid file and socket of a daemon that is gone');
+      for (const p of [this.pidPath, this.controlPath]) {
+        try {
+          unlinkSync(p);
+        } catch {
+          // already gone
+        }
+      }
+    }
+    throw new TsmdError('EBUSY', `cannot take ${this.pidPath}`);
+  }
+
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const d = new Daemon(opts);
+    await d.claimRunDir();
+    try {
+      try {
+        unlinkSync(d.controlPath);
+      } catch {
+        // no stale socket
+      }
+      d.control = serveControl(d.controlPath, (req) => d.handle(req), (e) => d.log.error({ err: e }, 'control request failed'));
+      await new Promise<void>((res, rej) => {
+        d.control!.once('error', rej);
+        d.control!.listen(d.controlPath, () => res());
+      });
+      chmodSync(d.controlPath, 0o600);
+      d.registry.onChange(() => d.onRegistryChange());
+      if (opts.nbd !== false) {
+        const nbdOpts = opts.nbd ?? { host: '127.0.0.1', port: 10809 };
+        d.nbd = new NbdServer({
+          exports: d.exportRegistry(),
+          tls: nbdOpts.tls,
+          log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) =>
+            d.log[level]({ ...fields, component: 'nbd' }, msg),
+        });
+        d.nbdAddress = await d.nbd.listen({ host: nbdOpts.host, port: nbdOpts.port });
+        if (nbdOpts.path) await d.nbd.listen({ path: nbdOpts.path });
+      }
+      if (opts.metrics) {
+        d.http = createHttpServer((req, res) => {
+          if (req.url !== '/metrics') {
+            res.writeHead(404).end('not found\n');
+            return;
+          }
+          d.metrics.registry.metrics().then(
+            (text) => res.writeHead(200, { 'content-type': d.metrics.registry.contentType }).end(text),
+            (e: unknown) => res.writeHead(500).end(String(e)),
+          );
+        });
+        await new Promise<void>((res) => d.http!.listen(opts.metrics ? opts.metrics.port : 0, opts.metrics ? opts.metrics.host : '127.0.0.1', () => res()));
+        const a = d.http.address();
+        if (a && typeof a === 'object') d.metricsAddress = { host: a.address, port: a.port };
+      }
+      d.writeMdstat();
+      // where this daemon listens (ports may have been chosen by the OS)
+      writeFileSync(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
+      d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, pid: process.pid }, 'tsmd daemon started');
+      return d;
+    } catch (e) {
+      await d.stop().catch(() => {});
+      throw e;
+    }
+  }
+
+  private exportRegistry(): ExportRegistry {
+    const toExport = (r: RunningArray): NbdExport => {
+      let t = this.targets.get(r.mdName);
+      if (!t) {
+        t = targetOf(r, this.metrics);
+        this.targets.set(r.mdName, t);
+      }
+      const lvl = r.array.level === -1 ? 'linear' : `raid${r.array.level}`;
+      return { name: r.exportName, description: `${r.devPath} (${lvl}, ${r.array.raidDisks} devices, uuid ${r.array.uuid})`, target: t };
+    };
+    return {
+      list: () => this.registry.list().map(toExport),
+      get: (name: string) => {
+        const r = this.registry.list().find((x) => x.exportName === name || x.mdName === name);
+        return r ? toExport(r) : undefined;
+      },
+    };
+  }
+
+  private onRegistryChange(): void {
+    const live = new Set(this.registry.list().map((r) => r.mdName));
+    for (const k of [...this.targets.keys()]) if (!live.has(k)) this.targets.delete(k);
+    this.writeMdstat();
+  }
+
+  mdstat(): string {
+    return mdstatText(this.registry.list());
+  }
+
+  /** Rewrite <run-dir>/mdstat atomically (write + rename), as readers expect a whole file. */
+  writeMdstat(): void {
+    try {
+      const tmp = `${this.mdstatPath}.tmp`;
+      writeFileSync(tmp, this.mdstat());
+      renameSync(tmp, this.mdstatPath);
+    } catch (e) {
+      this.log.error({ err: e }, 'cannot write the mdstat file');
+    }
+  }
+
+  private async handle(req: ControlRequest) {
+    switch (req.op) {
+      case 'ping':
+        return { pid: process.pid, version: VERSION };
+      case 'shutdown':
+        setImmediate(() => void this.stop());
+        return { code: 0 };
+      case 'mdadm': {
+        const run = this.queue.then(() => this.runMdadm(req));
+        this.queue = run.catch(() => {});
+        return run;
+      }
+      default:
+        throw new TsmdError('EINVAL', `unknown control operation ${String((req as { op: unknown }).op)}`);
+    }
+  }
+
+  private async runMdadm(req: ControlRequest): Promise<{ code: number; stdout: string; stderr: string }> {
+    let stdout = '';
+    let stderr = '';
+    const env = { ...process.env, ...(req.env ?? {}) };
+    const code = await main(
+      req.argv ?? [],
+      {
+        out: (s) => {
+          stdout += s;
+        },
+        err: (s) => {
+          stderr += s;
+        },
+        interactive: false,
+        ask: async () => 'n',
+        env,
+      },
+      { registry: this.registry, daemon: true, detailOf, mdstat: () => this.mdstat(), cwd: req.cwd },
+    );
+    this.log.info({ argv: req.argv, code }, 'mdadm command');
+    this.writeMdstat();
+    return { code, stdout, stderr };
+  }
+
+  /** Stop everything: NBD (in-flight requests finish), arrays (clean superblocks), files. */
+  stop(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = (async () => {
+        this.log.info('stopping');
+        if (this.nbd) await this.nbd.close().catch((e: unknown) => this.log.error({ err: e }, 'nbd close'));
+        if (this.control) await new Promise<void>((res) => this.control!.close(() => res()));
+        if (this.http) await new Promise<void>((res) => this.http!.close(() => res()));
+        await this.queue.catch(() => {});
+        for (const r of this.registry.list()) {
+          try {
+            await r.array.close();
+            this.log.info({ array: r.mdName }, 'array stopped cleanly');
+          } catch (e) {
+            this.log.error({ err: e, array: r.mdName }, 'array stop failed');
+          }
+          this.registry.remove(r.mdName);
+        }
+        for (const p of [this.controlPath, this.pidPath, this.infoPath, this.mdstatPath, `${this.mdstatPath}.tmp`]) {
+          try {
+            unlinkSync(p);
+          } catch {
+            // not there
+          }
+        }
+        this.log.info('stopped');
+        this.log.flush?.();
+      })();
+    }
+    return this.stopping;
+  }
+}

@@ -1,0 +1,62 @@
+/** Run a tsmd node daemon as a child process, as a user would (bin/tsmd daemon). */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { run, tsmdBin, type RunResult } from './tools.js';
+
+export interface DaemonInfo {
+  pid: number;
+  nbd: { host: string; port: number } | null;
+  metrics: { host: string; port: number } | null;
+}
+
+export interface TestDaemon {
+  proc: ChildProcess;
+  runDir: string;
+  info: DaemonInfo;
+  /** accumulated stderr (pino JSON lines) */
+  logs: () => string;
+  /** run the CLI against this daemon */
+  tsmd: (args: string[]) => RunResult;
+  /** SIGTERM (or another signal) and wait for the exit code */
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export async function startDaemon(runDir: string, extra: string[] = []): Promise<TestDaemon> {
+  // a daemon killed with SIGKILL leaves its daemon.json behind: wait for the new one's
+  rmSync(join(runDir, 'daemon.json'), { force: true });
+  const proc = spawn(process.execPath, [tsmdBin, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0', ...extra], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, TZ: 'UTC' },
+  });
+  let err = '';
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', (c: string) => {
+    err += c;
+  });
+  const exited = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
+  const infoPath = join(runDir, 'daemon.json');
+  const t0 = Date.now();
+  while (!existsSync(infoPath)) {
+    if (proc.exitCode !== null) throw new Error(`daemon exited early (${proc.exitCode}):\n${err}`);
+    if (Date.now() - t0 > 15000) {
+      proc.kill('SIGKILL');
+      throw new Error(`daemon did not start within 15 s:\n${err}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const info = JSON.parse(readFileSync(infoPath, 'utf8')) as DaemonInfo;
+  return {
+    proc,
+    runDir,
+    info,
+    logs: () => err,
+    tsmd: (args) => run(process.execPath, [tsmdBin, '--run-dir', runDir, ...args]),
+    stop: async (signal = 'SIGTERM') => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+    exited,
+  };
+}
