@@ -54,7 +54,12 @@ export class ArrayRegistry {
 
   /** Find a running array by any accepted name. */
   find(text: string): RunningArray | undefined {
-    const p = parseMdName(text);
+    let p: ReturnType<typeof parseMdName>;
+    try {
+      p = parseMdName(text);
+    } catch {
+      return undefined; // not an md name at all (e.g. a member path)
+    }
     if (p.mdName) return this.byMd.get(p.mdName);
     for (const r of this.byMd.values()) if (r.exportName === p.name || r.devPath === text) return r;
     return undefined;
