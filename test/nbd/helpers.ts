@@ -4,6 +4,7 @@
  * the test process, so the clients must not block its event loop), a raw protocol client,
  * and a seeded PRNG.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -550,4 +551,219 @@ export async function connectGo(
   const c = await RawClient.connect(where);
   const info = await c.go(name, opts);
   return { c, ...info };
+}
+
+// ------------------------------------------------------------------ hostile clients
+
+/**
+ * What the hostile clients of `hostileClient` attack: a server (in this process or a daemon),
+ * its endpoints and exports. Writes to `shared` are never valid and complete (bad flags, beyond
+ * the end, oversize, read-only, or a truncated payload followed by a disconnect), so its data
+ * must come out unchanged; anything goes on `scratch`.
+ */
+export interface FuzzTarget {
+  endpoints: ReadonlyArray<{ port: number } | { path: string }>;
+  /** the export whose data must not change */
+  shared: string;
+  /** the first goodBytes of `shared` belong to a well-behaved client: truncated writes aim past them */
+  goodBytes: number;
+  /** an export that takes any valid request */
+  scratch: string;
+  /** a read-only export, if the server has one */
+  readOnly?: string;
+  /** the server's maximum payload (READ/WRITE lengths above it are refused) */
+  maxPayloadBytes: number;
+}
+
+function fuzzOptBytes(opt: number, data: Buffer): Buffer {
+  const h = Buffer.alloc(16);
+  NBD.IHAVEOPT.copy(h);
+  h.writeUInt32BE(opt, 8);
+  h.writeUInt32BE(data.length, 12);
+  return Buffer.concat([h, data]);
+}
+
+/** Read whatever comes back for a moment, then drop the connection. */
+async function fuzzDrain(c: RawClient, ms: number): Promise<void> {
+  await c.waitClosed(ms);
+  c.destroy();
+}
+
+/**
+ * One hostile client in the handshake phase: garbage, unknown client flags, option headers with
+ * random (huge) lengths, GO/INFO with lying lengths, sequences cut at a random byte, unknown
+ * options then a good GO, bad option magic, stalls.
+ */
+export async function handshakeAttack(p: Prng, t: FuzzTarget): Promise<void> {
+  const c = await RawClient.connect(p.pick(t.endpoints));
+  const kind = p.int(8);
+  try {
+    if (kind === 0) {
+      // garbage instead of client flags and options
+      await c.read(18);
+      c.write(p.bytes(p.int(300)));
+      await fuzzDrain(c, 30);
+      return;
+    }
+    if (kind === 1) {
+      // unknown client flags
+      await c.handshake(p.u32() | 4);
+      assert.ok(await c.waitClosed(2000), 'unknown client flags: disconnected');
+      return;
+    }
+    await c.handshake(p.int(4) === 0 ? 1 : 3);
+    if (kind === 2) {
+      // an option header with a random option and a random (maybe huge) length, partly sent
+      const h = Buffer.alloc(16);
+      NBD.IHAVEOPT.copy(h);
+      h.writeUInt32BE(p.u32(), 8);
+      h.writeUInt32BE(p.int(2) ? p.u32() : p.int(70000), 12);
+      c.write(Buffer.concat([h, p.bytes(p.int(2000))]));
+      await fuzzDrain(c, 20);
+    } else if (kind === 3) {
+      // GO/INFO with lying lengths and random info requests
+      const name = p.pick([t.shared, t.scratch, t.readOnly ?? 'nope', 'nope', '', 'x'.repeat(5000)]);
+      const data = RawClient.goData(name, Array.from({ length: p.int(6) }, () => p.int(70000) & 0xffff));
+      if (p.int(2)) data.writeUInt32BE(p.u32(), 0);
+      if (p.int(3) === 0) data.writeUInt16BE(p.int(65536), 4 + Math.min(Buffer.byteLength(name), data.length - 6));
+      const opt = p.pick([NBD.OPT.INFO, NBD.OPT.GO]);
+      const replies = await c.option(opt, data);
+      const last = replies.at(-1)!;
+      assert.ok(last.type === NBD.REP.ACK || last.type & 0x80000000, 'final reply');
+    } else if (kind === 4) {
+      // a correct option sequence cut at a random byte
+      const seq = Buffer.concat([
+        fuzzOptBytes(NBD.OPT.STRUCTURED_REPLY, Buffer.alloc(0)),
+        fuzzOptBytes(NBD.OPT.LIST, Buffer.alloc(0)),
+        fuzzOptBytes(NBD.OPT.GO, RawClient.goData(t.shared, [3])),
+      ]);
+      c.write(seq.subarray(0, p.int(seq.length)));
+    } else if (kind === 5) {
+      // unknown/unsupported options, then a good GO on the same connection
+      for (let i = 0; i < 1 + p.int(4); i++) {
+        const opt = p.pick([0, 4, 9, 10, 11, 12, 77, p.u32()]);
+        if (opt === NBD.OPT.EXPORT_NAME || opt === NBD.OPT.ABORT || opt === NBD.OPT.GO || opt === NBD.OPT.STARTTLS) continue;
+        const r = await c.option(opt, p.bytes(p.int(100)));
+        assert.ok(r.at(-1)!.type & 0x80000000 || r.at(-1)!.type === NBD.REP.ACK);
+      }
+      const go = await c.option(NBD.OPT.GO, RawClient.goData(t.scratch, []));
+      assert.equal(go.at(-1)!.type, NBD.REP.ACK);
+    } else if (kind === 6) {
+      // bad option magic
+      const h = fuzzOptBytes(NBD.OPT.LIST, Buffer.alloc(0));
+      h[p.int(8)] ^= 1 + p.int(255);
+      c.write(h);
+      assert.ok(await c.waitClosed(2000), 'bad option magic: disconnected');
+    } else {
+      // stall: the handshake timeout ends it (not waited for)
+      await fuzzDrain(c, 10);
+    }
+  } finally {
+    c.destroy();
+  }
+}
+
+/**
+ * One hostile client in the transmission phase: bad request magic, unknown commands and flags,
+ * reads and writes beyond the end or above the maximum payload, truncated write payloads with
+ * an abrupt disconnect, floods of unread replies, DISC with requests in flight; anything goes
+ * on the scratch export. None of it may change `shared`.
+ */
+export async function transmissionAttack(p: Prng, t: FuzzTarget): Promise<void> {
+  const names = t.readOnly === undefined ? [t.shared, t.shared, t.scratch] : [t.shared, t.shared, t.scratch, t.readOnly];
+  const name = p.pick(names);
+  const ro = name === t.readOnly;
+  const { c, size } = await connectGo(p.pick(t.endpoints), name, { structured: p.int(2) === 1, infos: p.int(2) ? [3] : [] });
+  const onShared = name === t.shared;
+  const max = t.maxPayloadBytes;
+  try {
+    for (let i = 0; i < 1 + p.int(6); i++) {
+      const kind = p.int(10);
+      const cookie = BigInt(p.u32());
+      if (kind === 0) {
+        // garbage where a request header belongs (never the request magic)
+        const g = p.bytes(28 + p.int(100));
+        g[0] = 0x26;
+        c.write(g);
+        assert.ok(await c.waitClosed(2000), 'bad request magic: disconnected');
+        return;
+      }
+      if (kind === 1) {
+        // unknown commands with random flags, offsets, lengths (no payload)
+        const type = p.pick([8, 9, 42, 255, 0xffff, NBD.CMD.BLOCK_STATUS]);
+        c.send(type, p.int(65536), cookie, BigInt(p.u32()) * BigInt(p.u32()), p.u32());
+        const r = await c.readReply();
+        assert.equal(r.error, NBD.ERR.EINVAL);
+      } else if (kind === 2) {
+        // reads: beyond the end, huge lengths, odd flags
+        const off = p.pick([size, size - 512, p.u32() * 4096, 2 ** 60]);
+        const len = p.pick([512, 4096, max + 512, 0xffffffff]);
+        c.send(NBD.CMD.READ, p.pick([0, NBD.FLAG.FUA, 0x40]), cookie, BigInt(off), len);
+        const r = await c.readReply();
+        assert.ok(r.error === NBD.ERR.EINVAL || (r.error === 0 && off + len <= size), `read ${off}+${len}: ${r.error}`);
+      } else if (kind === 3) {
+        // writes beyond the end, with their payload: refused, payload skipped, connection kept
+        const len = 512 * (2 + p.int(64));
+        c.send(NBD.CMD.WRITE, 0, cookie, size - p.int(2) * 512, len, p.bytes(len));
+        const r = await c.readReply();
+        assert.equal(r.error, ro ? NBD.ERR.EPERM : NBD.ERR.ENOSPC);
+      } else if (kind === 4) {
+        // writes with unknown flags, or larger than the maximum payload
+        const len = p.int(2) ? max + 512 * (1 + p.int(1000)) : 4096;
+        const flags = len > max ? 0 : 0x80 << p.int(8);
+        const off = onShared ? p.int(size / 512) * 512 : 0;
+        if (len > 4 * MiB && p.int(4) !== 0) {
+          // a big server limit: mostly send only part of the oversize payload, then vanish
+          c.send(NBD.CMD.WRITE, flags, cookie, off, len, Buffer.alloc(p.int(MiB), 0xee));
+          return;
+        }
+        c.send(NBD.CMD.WRITE, flags, cookie, off, len, Buffer.alloc(len, 0xee));
+        const r = await c.readReply(15_000);
+        // unknown flags are refused first, then read-only, then the size
+        assert.equal(r.error, ro && flags === 0 ? NBD.ERR.EPERM : NBD.ERR.EINVAL);
+      } else if (kind === 5) {
+        // a valid write header with a truncated payload, then an abrupt disconnect
+        const big = p.int(8) === 0;
+        let len = big ? 512 * (1 + p.int(Math.min(max, 16 * MiB) / 512)) : 4096 * (1 + p.int(64));
+        if (onShared) len = Math.min(len, size - t.goodBytes);
+        else len = Math.min(len, size);
+        const off = onShared ? t.goodBytes + p.int((size - t.goodBytes - len) / 512 + 1) * 512 : 0;
+        c.send(NBD.CMD.WRITE, 0, cookie, off, len, Buffer.alloc(p.int(len), 0xdd));
+        return;
+      } else if (kind === 6) {
+        // trims and zeroes beyond the end
+        const cmd = p.pick([NBD.CMD.TRIM, NBD.CMD.WRITE_ZEROES]);
+        c.send(cmd, 0, cookie, size, 512);
+        const r = await c.readReply();
+        assert.ok(r.error === NBD.ERR.EINVAL || r.error === NBD.ERR.ENOSPC || r.error === NBD.ERR.EPERM, `${cmd}: ${r.error}`);
+      } else if (kind === 7) {
+        // a flood of reads whose replies are never read, then gone
+        for (let k = 0; k < 50 + p.int(200); k++) c.send(NBD.CMD.READ, 0, BigInt(k), 0, 65536);
+        return;
+      } else if (kind === 8) {
+        // DISC with requests in flight, then more bytes the server must ignore
+        c.send(NBD.CMD.READ, 0, cookie, 0, 4096);
+        c.send(NBD.CMD.DISC, 0, cookie + 1n, 0, 0);
+        c.write(p.bytes(p.int(64)));
+        await c.readReply().catch(() => undefined);
+        assert.ok(await c.waitClosed(2000), 'closed after DISC');
+        return;
+      } else if (name === t.scratch) {
+        // anything goes on the scratch export
+        const len = 512 * p.int(64);
+        const off = p.int(2) ? p.int(Math.max(1, (size - len) / 512)) * 512 : p.int(size);
+        const cmd = p.pick([NBD.CMD.WRITE, NBD.CMD.TRIM, NBD.CMD.WRITE_ZEROES, NBD.CMD.CACHE, NBD.CMD.FLUSH]);
+        c.send(cmd, p.pick([0, NBD.FLAG.FUA]), cookie, off, len, cmd === NBD.CMD.WRITE ? p.bytes(len) : undefined);
+        await c.readReply();
+      }
+    }
+  } finally {
+    c.destroy();
+  }
+}
+
+/** One hostile client: a handshake or a transmission attack, chosen by the PRNG. */
+export async function hostileClient(p: Prng, t: FuzzTarget): Promise<void> {
+  if (p.int(2)) await handshakeAttack(p, t);
+  else await transmissionAttack(p, t);
 }
