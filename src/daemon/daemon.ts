@@ -29,6 +29,9 @@ export interface DaemonOptions {
   logFd?: number;
 }
 
+/** md's safe_mode_delay: an array idle this long is marked clean (kernel default 200 ms). */
+export const SAFE_MODE_DELAY_MS = 200;
+
 /** Default run directory: TSMD_RUN_DIR, else /run/tsmd for root, else a per-user temp dir. */
 export function defaultRunDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.TSMD_RUN_DIR) return resolve(env.TSMD_RUN_DIR);
@@ -206,6 +209,8 @@ export class Daemon {
   /** management commands run one at a time (as mdadm's would against the kernel) */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly targets = new Map<string, BlockTarget>();
+  private safeModeTimer: NodeJS.Timeout | null = null;
+  private readonly lastSeq = new Map<string, number>();
 
   private constructor(opts: DaemonOptions) {
     this.runDir = resolve(opts.runDir);
@@ -306,6 +311,8 @@ export class Daemon {
         const a = d.http.address();
         if (a && typeof a === 'object') d.metricsAddress = { host: a.address, port: a.port };
       }
+      d.safeModeTimer = setInterval(() => d.safeModeTick(), SAFE_MODE_DELAY_MS);
+      d.safeModeTimer.unref();
       d.writeMdstat();
       // where this daemon listens (ports may have been chosen by the OS)
       writeFileSync(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
@@ -340,6 +347,21 @@ export class Daemon {
     const live = new Set(this.registry.list().map((r) => r.mdName));
     for (const k of [...this.targets.keys()]) if (!live.has(k)) this.targets.delete(k);
     this.writeMdstat();
+  }
+
+  /** md's safe mode: an array with no write for a whole period is marked clean. */
+  private safeModeTick(): void {
+    for (const r of this.registry.list()) {
+      const seq = r.array.writeSequence;
+      const idle = this.lastSeq.get(r.mdName) === seq;
+      this.lastSeq.set(r.mdName, seq);
+      if (idle && r.array.isDirty) {
+        r.array.markClean().then(
+          () => this.writeMdstat(),
+          (e: unknown) => this.log.error({ err: e, array: r.mdName }, 'marking the array clean failed'),
+        );
+      }
+    }
   }
 
   mdstat(): string {
@@ -403,6 +425,7 @@ export class Daemon {
     if (!this.stopping) {
       this.stopping = (async () => {
         this.log.info('stopping');
+        if (this.safeModeTimer) clearInterval(this.safeModeTimer);
         if (this.nbd) await this.nbd.close().catch((e: unknown) => this.log.error({ err: e }, 'nbd close'));
         if (this.control) await new Promise<void>((res) => this.control!.close(() => res()));
         if (this.http) await new Promise<void>((res) => this.http!.close(() => res()));

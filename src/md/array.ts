@@ -100,6 +100,9 @@ export class MdArray {
   /** md's "ro" mode set by --readonly on a running array (devices stay open read-write) */
   private softReadOnly = false;
   private readonly edgeLocks = new KeyedLocks();
+  private inflightWrites = 0;
+  private writeSeq = 0;
+  private cleaning: Promise<void> | null = null;
 
   private constructor(
     members: Member[],
@@ -424,7 +427,21 @@ export class MdArray {
       );
     }
     if (buf.length === 0) return;
-    if (!this.dirty) await this.markDirty();
+    this.inflightWrites++;
+    this.writeSeq++;
+    try {
+      // a clean transition in progress finishes first; then the array is marked active
+      // (on disk, before any data lands) if it is not already
+      if (this.cleaning) await this.cleaning;
+      if (!this.dirty) await this.markDirty();
+      await this.writeData(buf, offsetBytes);
+    } finally {
+      this.inflightWrites--;
+    }
+    await this.settleSuperblocks();
+  }
+
+  private async writeData(buf: Uint8Array, offsetBytes: number): Promise<void> {
     if (offsetBytes % 512 === 0 && buf.length % 512 === 0) {
       await this.personality.write(buf, offsetBytes / 512);
     } else {
@@ -443,7 +460,6 @@ export class MdArray {
         release();
       }
     }
-    await this.settleSuperblocks();
   }
 
   async flush(): Promise<void> {
@@ -588,13 +604,31 @@ export class MdArray {
 
   /** Record a clean state now (the kernel's safe_mode transition) if nothing is pending. */
   async markClean(): Promise<void> {
-    if (this.readOnly || !this.dirty) return;
-    await this.settleSuperblocks();
-    const inSync = this.initialResyncOffset === MAX_SECTOR || this.resyncDone;
-    this.sb.events += 1n;
-    this.sb.resyncOffset = inSync ? MAX_SECTOR : this.initialResyncOffset;
-    await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded ? 'none' : undefined });
-    this.dirty = false;
+    // only when no write is in flight; writes that arrive meanwhile wait for `cleaning`
+    if (this.readOnly || this.closed || !this.dirty || this.inflightWrites > 0 || this.sbUpdate || this.cleaning) return;
+    this.cleaning = (async () => {
+      await this.personality.flush();
+      await this.settleSuperblocks();
+      const inSync = this.initialResyncOffset === MAX_SECTOR || this.resyncDone;
+      this.sb.events += 1n;
+      this.sb.resyncOffset = inSync ? MAX_SECTOR : this.initialResyncOffset;
+      await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded ? 'none' : undefined });
+      this.dirty = false;
+    })();
+    try {
+      await this.cleaning;
+    } finally {
+      this.cleaning = null;
+    }
+  }
+
+  /**
+   * md's safe mode: the caller (the daemon, which owns the clock) reports how long the array
+   * has had no write; past the delay it is marked clean so a crash while idle needs no resync.
+   * Returns the write sequence number to compare on the next tick.
+   */
+  get writeSequence(): number {
+    return this.writeSeq;
   }
 
   private memberByPath(path: string): Member {
@@ -813,6 +847,7 @@ export class MdArray {
   /** Stop: flush, and record a clean shutdown on every member (mdadm --stop). */
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.cleaning) await this.cleaning.catch(() => {});
     try {
       if (!this.readOnly && (this.dirty || this.sbNeedsWrite)) {
         await this.personality.flush();

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { NbdTestClient } from '../helpers/nbd-client.js';
-import { fields, requireTool, run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
+import { fields, haveTool, requireTool, run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -57,9 +57,14 @@ describe('node daemon lifecycle', () => {
     const mdstat = readFileSync(join(d.runDir, 'mdstat'), 'utf8');
     assert.match(mdstat, /^md0 : active raid5 l3\.img\[4\] l2\.img\[2\] l1\.img\[1\] l0\.img\[0\]$/m);
     assert.match(mdstat, /blocks super 1\.2 level 5, 64k chunk, algorithm 2 \[4\/4\] \[UUUU\]/);
-    // a write through NBD makes the array active (dirty) on disk
+    // a write through NBD makes the array active (dirty) on disk; idle, it is clean again
     const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
     await c.write(0, randomBytes(MiB), true);
+    if (haveTool('mdadm')) {
+      assert.equal(fields(run('mdadm', ['--examine', files[1]!]).stdout).get('State'), 'active', 'dirty while writing');
+      await new Promise((res) => setTimeout(res, 800));
+      assert.equal(fields(run('mdadm', ['--examine', files[1]!]).stdout).get('State'), 'clean', 'safe mode marks it clean');
+    }
     await c.close();
     // tsmd --status prints the mdstat file; metrics describe the array and the I/O
     r = d.tsmd(['--status']);
