@@ -607,12 +607,7 @@ export class MdArray {
     // only when no write is in flight; writes that arrive meanwhile wait for `cleaning`
     if (this.readOnly || this.closed || !this.dirty || this.inflightWrites > 0 || this.sbUpdate || this.cleaning) return;
     this.cleaning = (async () => {
-      await this.personality.flush();
-      await this.settleSuperblocks();
-      const inSync = this.initialResyncOffset === MAX_SECTOR || this.resyncDone;
-      this.sb.events += 1n;
-      this.sb.resyncOffset = inSync ? MAX_SECTOR : this.initialResyncOffset;
-      await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded ? 'none' : undefined });
+      await this.writeCleanState();
       this.dirty = false;
     })();
     try {
@@ -844,21 +839,25 @@ export class MdArray {
     return { recovered, resynced };
   }
 
+  /**
+   * Flush, then record a clean state on every member: in sync unless a resync was pending at
+   * assembly and has not run since; bitmap bits cleared only when every member got every write.
+   */
+  private async writeCleanState(): Promise<void> {
+    await this.personality.flush();
+    await this.settleSuperblocks();
+    const inSync = this.initialResyncOffset === MAX_SECTOR || this.resyncDone;
+    this.sb.events += 1n;
+    this.sb.resyncOffset = inSync ? MAX_SECTOR : this.initialResyncOffset;
+    await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded ? 'none' : undefined });
+  }
+
   /** Stop: flush, and record a clean shutdown on every member (mdadm --stop). */
   async close(): Promise<void> {
     if (this.closed) return;
     if (this.cleaning) await this.cleaning.catch(() => {});
     try {
-      if (!this.readOnly && (this.dirty || this.sbNeedsWrite)) {
-        await this.personality.flush();
-        await this.settleSuperblocks();
-        // clean unless a resync was pending at open and has not been done since
-        const inSync = this.initialResyncOffset === MAX_SECTOR || this.resyncDone;
-        this.sb.events += 1n;
-        this.sb.resyncOffset = inSync ? MAX_SECTOR : this.initialResyncOffset;
-        // bits may be cleared only when every member got every write
-        await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded ? 'none' : undefined });
-      }
+      if (!this.readOnly && (this.dirty || this.sbNeedsWrite)) await this.writeCleanState();
     } finally {
       this.closed = true;
       await Promise.all(this.members.map((m) => m.dev.close().catch(() => {})));

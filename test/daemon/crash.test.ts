@@ -11,20 +11,10 @@ import { after, before, describe, test } from 'node:test';
 import { startDaemon } from '../helpers/daemon.js';
 import { NbdTestClient } from '../helpers/nbd-client.js';
 import { sparseFile, tempDir } from '../helpers/tools.js';
+import { prng } from '../helpers/prng.js';
 
 const MiB = 1024 * 1024;
 const BLOCK = 4096;
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('crash consistency (kill -9 during writes)', () => {
   let dir: ReturnType<typeof tempDir>;

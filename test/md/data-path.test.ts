@@ -13,17 +13,7 @@ import type { Level } from '../../src/md/create-plan.js';
 import { raid10Map } from '../../src/raid/geometry/raid10.js';
 import { stripeMap } from '../../src/raid/geometry/raid456.js';
 import type { Raid456Personality } from '../../src/raid/raid456.js';
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../helpers/prng.js';
 
 /** independent GF(2^8) (poly 0x11d) multiply by 2, bytewise */
 function mul2(x: number): number {
