@@ -3,6 +3,7 @@
  * same run. Not part of the test suite. `--quick` for a short run.
  */
 import { runArrayBench } from './array.js';
+import { runArrayNbdBench } from './array-nbd.js';
 import { runNbdBench } from './nbd.js';
 import { runParityBench } from './parity.js';
 
@@ -11,3 +12,4 @@ console.log(`tsmd benchmarks (node ${process.version}, ${quick ? 'quick' : 'full
 await runParityBench({ quick });
 await runArrayBench({ quick });
 await runNbdBench({ quick });
+await runArrayNbdBench({ quick });
