@@ -52,6 +52,27 @@ export class IoError extends Error {
 }
 
 /**
+ * Promise.all that settles only when every promise has: a request whose first member I/O
+ * fails must not settle while other member I/O still reads or writes its buffer (the caller
+ * may reuse the buffer as soon as the request settles). Rejects with the first error.
+ */
+export async function settleAll(jobs: ReadonlyArray<Promise<unknown>>): Promise<void> {
+  let failed = false;
+  let first: unknown;
+  await Promise.all(
+    jobs.map((j) =>
+      j.catch((e: unknown) => {
+        if (!failed) {
+          failed = true;
+          first = e;
+        }
+      }),
+    ),
+  );
+  if (failed) throw first;
+}
+
+/**
  * Async locks on integer keys (stripes), acquired in ascending order so that multi-stripe
  * requests cannot deadlock. Bounded by the number of concurrent requests.
  */

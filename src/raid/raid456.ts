@@ -20,14 +20,45 @@ import {
   genPQ,
   gfMulXorBlock,
   gfPow2,
+  parityArena,
   recoverOneDataFromP,
   recoverOneDataFromQ,
   recoverTwoData,
   xorInto,
 } from './parity/index.js';
-import { KeyedLocks, type MemberIo, type Personality } from './personality.js';
+import { KeyedLocks, type MemberIo, type Personality, settleAll } from './personality.js';
 
 const SECTOR = 512;
+
+/**
+ * Temporary stripe buffers (parity, old data, reconstruct reads) of one request, taken from
+ * the parity arena so that the kernels run on them in place and no large Uint8Array is
+ * allocated per request (each one is a calloc and external memory that drives the GC:
+ * docs/perf.md). When the arena is full (many large requests in flight), plain buffers.
+ * release() runs once every member I/O on the buffers has settled.
+ */
+class Scratch {
+  private readonly bufs: Uint8Array[] = [];
+
+  alloc(bytes: number): Uint8Array {
+    const arena = parityArena();
+    let b: Uint8Array;
+    try {
+      b = arena.alloc(bytes);
+    } catch (e) {
+      if (!(e instanceof TsmdError) || e.code !== 'ENOSPC') throw e;
+      return new Uint8Array(bytes);
+    }
+    this.bufs.push(b);
+    return b;
+  }
+
+  release(): void {
+    const arena = parityArena();
+    for (const b of this.bufs) arena.free(b);
+    this.bufs.length = 0;
+  }
+}
 
 interface StripeSpan {
   stripe: number;
@@ -116,7 +147,7 @@ export class Raid456Personality implements Personality {
         jobs.push(this.readChunkPart(buf, sp.stripe, sm, dd, r));
       });
     }
-    await Promise.all(jobs);
+    await settleAll(jobs);
   }
 
   private async readChunkPart(
@@ -139,10 +170,12 @@ export class Raid456Personality implements Personality {
     }
     this.stats.reconstructReads++;
     const release = await this.locks.acquire([stripe]);
+    const scratch = new Scratch();
     try {
-      const blocks = await this.readStripeRows(stripe, sm, r.lo, r.hi, 3);
+      const blocks = await this.readStripeRows(stripe, sm, r.lo, r.hi, 3, scratch);
       view.set(blocks.data[dd]!);
     } finally {
+      scratch.release();
       release();
     }
   }
@@ -157,15 +190,16 @@ export class Raid456Personality implements Personality {
     lo: number,
     hi: number,
     attempts: number,
+    scratch: Scratch,
     skip?: ReadonlySet<number>,
   ): Promise<{ data: Uint8Array[]; p: Uint8Array; q: Uint8Array | null }> {
     const len = (hi - lo) * SECTOR;
     const devSector = stripe * this.C + lo;
     const is6 = this.level === 6;
     for (let attempt = 0; ; attempt++) {
-      const data: Uint8Array[] = sm.dataDisks.map(() => new Uint8Array(len));
-      const p = new Uint8Array(len);
-      const q = is6 ? new Uint8Array(len) : null;
+      const data: Uint8Array[] = sm.dataDisks.map(() => scratch.alloc(len));
+      const p = scratch.alloc(len);
+      const q = is6 ? scratch.alloc(len) : null;
       const missingData: number[] = [];
       let pOk = true;
       let qOk = is6;
@@ -249,9 +283,7 @@ export class Raid456Personality implements Personality {
 
   async write(buf: Uint8Array, arraySector: number): Promise<void> {
     this.checkRange(buf, arraySector);
-    await Promise.all(
-      this.spans(arraySector, buf.length / SECTOR).map((sp) => this.writeStripe(buf, sp)),
-    );
+    await settleAll(this.spans(arraySector, buf.length / SECTOR).map((sp) => this.writeStripe(buf, sp)));
   }
 
   private async writeStripe(buf: Uint8Array, sp: StripeSpan): Promise<void> {
@@ -259,8 +291,13 @@ export class Raid456Personality implements Personality {
     try {
       const sm = stripeMap(this.geometry, sp.stripe);
       for (let attempt = 0; attempt <= this.maxDegraded + 1; attempt++) {
-        const r = await this.tryWriteStripe(buf, sp, sm);
-        if (r === 'done') return;
+        const scratch = new Scratch();
+        try {
+          const r = await this.tryWriteStripe(buf, sp, sm, scratch);
+          if (r === 'done') return;
+        } finally {
+          scratch.release();
+        }
       }
       throw new TsmdError('EIO', `stripe ${sp.stripe}: write could not be completed`);
     } finally {
@@ -279,6 +316,7 @@ export class Raid456Personality implements Personality {
     buf: Uint8Array,
     sp: StripeSpan,
     sm: StripeMap,
+    scratch: Scratch,
   ): Promise<'done' | 'retry'> {
     const { rlo, rhi } = sp;
     const len = rhi - rlo;
@@ -306,7 +344,7 @@ export class Raid456Personality implements Personality {
         // a chunk overwritten across all of R is used straight from the request (no copy)
         data = sm.dataDisks.map((_, dd) => {
           const r = sp.ranges[dd];
-          return r && r.lo === rlo && r.hi === rhi ? newData(dd) : new Uint8Array(len * SECTOR);
+          return r && r.lo === rlo && r.hi === rhi ? newData(dd) : scratch.alloc(len * SECTOR);
         });
         let failed = false;
         await Promise.all(
@@ -336,17 +374,17 @@ export class Raid456Personality implements Personality {
           }),
         );
         if (failed) return 'retry';
-        p = new Uint8Array(len * SECTOR);
-        q = is6 ? new Uint8Array(len * SECTOR) : null;
+        p = scratch.alloc(len * SECTOR);
+        q = is6 ? scratch.alloc(len * SECTOR) : null;
         if (q) genPQ(this.slotList(sm, data), p, q);
         else genP(data, p);
       } else {
         this.stats.rmw++;
         // read-modify-write: old data of the written parts, old parity over R
-        p = new Uint8Array(len * SECTOR);
-        q = is6 ? new Uint8Array(len * SECTOR) : null;
+        p = scratch.alloc(len * SECTOR);
+        q = is6 ? scratch.alloc(len * SECTOR) : null;
         const old: Array<Uint8Array | null> = sp.ranges.map((r) =>
-          r ? new Uint8Array((r.hi - r.lo) * SECTOR) : null,
+          r ? scratch.alloc((r.hi - r.lo) * SECTOR) : null,
         );
         let failed = false;
         const rd = async (disk: number, sector: number, target: Uint8Array) => {
@@ -376,7 +414,7 @@ export class Raid456Personality implements Personality {
       }
     } else {
       this.stats.degradedWrites++;
-      const blocks = await this.readStripeRows(sp.stripe, sm, rlo, rhi, 3);
+      const blocks = await this.readStripeRows(sp.stripe, sm, rlo, rhi, 3, scratch);
       data = blocks.data;
       sp.ranges.forEach((r, dd) => {
         if (r) data[dd]!.set(newData(dd), (r.lo - rlo) * SECTOR);
@@ -430,9 +468,10 @@ export class Raid456Personality implements Personality {
       const lo = pos - stripe * this.C;
       const hi = Math.min(this.C, end - stripe * this.C);
       const release = await this.locks.acquire([stripe]);
+      const scratch = new Scratch();
       try {
         const sm = stripeMap(this.geometry, stripe);
-        const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, rebuild);
+        const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch, rebuild);
         if (rebuild.size === 0) {
           // resync: parity follows the data
           if (blocks.q) genPQ(this.slotList(sm, blocks.data), blocks.p, blocks.q);
@@ -460,6 +499,7 @@ export class Raid456Personality implements Personality {
           }),
         );
       } finally {
+        scratch.release();
         release();
       }
       pos = stripe * this.C + hi;

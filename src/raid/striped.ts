@@ -1,6 +1,12 @@
 /**
  * Personalities without parity: linear, raid0 (no redundancy), raid1 and raid10 (mirrors).
  * Requests are cut at chunk (or member) boundaries and the pieces issued concurrently.
+ *
+ * Request path costs (docs/perf.md): a request that maps to one piece (every 4 KiB random
+ * request, and any request inside one chunk) is issued straight to the member, without piece
+ * arrays or Promise.all; adjacent pieces of a write that land contiguously on the same
+ * members are merged into one member write (raid1's 1 MiB pieces, raid10 with as many copies
+ * as disks); the pieces of a large mirrored read are spread over the copies.
  */
 import { TsmdError } from '../errors.js';
 import { linearArraySectors, linearMap } from './geometry/linear.js';
@@ -12,7 +18,7 @@ import {
   raid10Map,
   raid10Validate,
 } from './geometry/raid10.js';
-import type { MemberIo, Personality } from './personality.js';
+import { type MemberIo, type Personality, settleAll } from './personality.js';
 
 const SECTOR = 512;
 
@@ -41,7 +47,11 @@ async function readPiece(
   piece: Piece,
   start: number,
 ): Promise<void> {
-  const view = buf.subarray(piece.bufOffset, piece.bufOffset + piece.sectors * SECTOR);
+  const bytes = piece.sectors * SECTOR;
+  const view =
+    piece.bufOffset === 0 && bytes === buf.length
+      ? buf
+      : buf.subarray(piece.bufOffset, piece.bufOffset + bytes);
   const n = piece.targets.length;
   let lastErr: unknown = null;
   for (let i = 0; i < n; i++) {
@@ -62,7 +72,23 @@ async function readPiece(
 
 /** Write a piece to all its available targets; fails only if no copy could be written. */
 async function writePiece(io: MemberIo, buf: Uint8Array, piece: Piece): Promise<void> {
-  const view = buf.subarray(piece.bufOffset, piece.bufOffset + piece.sectors * SECTOR);
+  const bytes = piece.sectors * SECTOR;
+  const view =
+    piece.bufOffset === 0 && bytes === buf.length
+      ? buf
+      : buf.subarray(piece.bufOffset, piece.bufOffset + bytes);
+  if (piece.targets.length === 1) {
+    // no copies (linear, raid0): one member write, no Promise.all
+    const t = piece.targets[0]!;
+    if (!io.available(t.disk)) throw new TsmdError('EIO', 'write failed on every copy');
+    try {
+      await io.write(t.disk, t.deviceSector, view);
+    } catch (e) {
+      io.reportError(t.disk, 'write', e);
+      throw new TsmdError('EIO', 'write failed on every copy', { cause: e });
+    }
+    return;
+  }
   let ok = 0;
   let lastErr: unknown = null;
   await Promise.all(
@@ -78,6 +104,18 @@ async function writePiece(io: MemberIo, buf: Uint8Array, piece: Piece): Promise<
     }),
   );
   if (ok === 0) throw new TsmdError('EIO', 'write failed on every copy', { cause: lastErr });
+}
+
+/** Can `next` (the piece right after `prev` in the request) be issued with it as one I/O? */
+function contiguous(prev: Piece, next: Piece): boolean {
+  const a = prev.targets;
+  const b = next.targets;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i]!.disk !== b[i]!.disk || a[i]!.deviceSector + prev.sectors !== b[i]!.deviceSector)
+      return false;
+  }
+  return true;
 }
 
 abstract class PieceMapped implements Personality {
@@ -98,31 +136,56 @@ abstract class PieceMapped implements Personality {
     targets: Array<{ disk: number; deviceSector: number }>;
   };
 
-  protected pieces(arraySector: number, totalSectors: number): Piece[] {
+  /** The pieces of a request; with `merge`, adjacent pieces contiguous on the members join. */
+  protected pieces(arraySector: number, totalSectors: number, merge = false): Piece[] {
     const out: Piece[] = [];
     let done = 0;
     while (done < totalSectors) {
       const m = this.map(arraySector + done);
       const n = Math.min(m.sectors, totalSectors - done);
-      out.push({ bufOffset: done * SECTOR, sectors: n, targets: m.targets });
+      const piece = { bufOffset: done * SECTOR, sectors: n, targets: m.targets };
+      const last = out[out.length - 1];
+      if (merge && last && contiguous(last, piece)) last.sectors += n;
+      else out.push(piece);
       done += n;
     }
     return out;
   }
 
-  async read(buf: Uint8Array, arraySector: number): Promise<void> {
-    checkRange(this, buf, arraySector);
+  read(buf: Uint8Array, arraySector: number): Promise<void> {
+    try {
+      checkRange(this, buf, arraySector);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const total = buf.length / SECTOR;
+    if (total === 0) return Promise.resolve();
     const start = this.rr++;
-    await Promise.all(
-      this.pieces(arraySector, buf.length / SECTOR).map((p) => readPiece(this.io, buf, p, start)),
+    const m = this.map(arraySector);
+    if (m.sectors >= total) {
+      return readPiece(this.io, buf, { bufOffset: 0, sectors: total, targets: m.targets }, start);
+    }
+    // several pieces: each starts on the next copy, so a large read spreads over the mirrors
+    return settleAll(
+      this.pieces(arraySector, total).map((p, i) => readPiece(this.io, buf, p, start + i)),
     );
   }
 
-  async write(buf: Uint8Array, arraySector: number): Promise<void> {
-    checkRange(this, buf, arraySector);
-    await Promise.all(
-      this.pieces(arraySector, buf.length / SECTOR).map((p) => writePiece(this.io, buf, p)),
-    );
+  write(buf: Uint8Array, arraySector: number): Promise<void> {
+    try {
+      checkRange(this, buf, arraySector);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const total = buf.length / SECTOR;
+    if (total === 0) return Promise.resolve();
+    const m = this.map(arraySector);
+    if (m.sectors >= total) {
+      return writePiece(this.io, buf, { bufOffset: 0, sectors: total, targets: m.targets });
+    }
+    const pieces = this.pieces(arraySector, total, true);
+    if (pieces.length === 1) return writePiece(this.io, buf, pieces[0]!);
+    return settleAll(pieces.map((p) => writePiece(this.io, buf, p)));
   }
 
   async flush(): Promise<void> {
