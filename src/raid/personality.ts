@@ -32,15 +32,50 @@ export interface Personality {
   read(buf: Uint8Array, arraySector: number): Promise<void>;
   write(buf: Uint8Array, arraySector: number): Promise<void>;
   flush(): Promise<void>;
-  /** Size of the resync address space: member sectors (raid1/4/5/6) or array sectors (raid10). */
-  readonly syncSectors: number;
   /**
-   * Make [start, start+sectors) of the resync space consistent (the personality's part of
-   * md's sync_request): with `rebuild` empty, a resync (mirrors copied from the first good one,
-   * parity recomputed); otherwise a recovery that writes the rebuilt content of those slots.
-   * Returns the number of sectors whose redundancy had to be rewritten (for check counts).
+   * Size of the resync address space, which the write-intent bitmap also covers: member
+   * sectors (raid1/4/5/6) or array sectors (raid10), as in md.
+   */
+  readonly syncSectors: number;
+  /** Size of the recovery address space: member sectors (raid10 recovers by device, as md). */
+  readonly recoverySectors: number;
+  /** The resync-space range [start, end) that a request on these array sectors touches. */
+  syncRangeOf(arraySector: number, sectors: number): [number, number];
+  /**
+   * The resync-space ranges whose data lives in recovery-space [start, start+sectors) of
+   * `slot` (identity except raid10): what a bitmap-guided recovery asks the bitmap about.
+   */
+  recoveryToSync(slot: number, start: number, sectors: number): Array<[number, number]>;
+  /**
+   * Make [start, start+sectors) consistent (the personality's part of md's sync_request):
+   * with `rebuild` empty, a resync of the resync space (mirrors copied from the first good
+   * copy, parity recomputed); otherwise a recovery of the recovery space that writes the
+   * rebuilt content of those slots.
    */
   syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void>;
+  /**
+   * md's check / repair of [start, start+sectors) of the resync space: compare the copies or
+   * the parity with the data; returns the mismatched sectors, counted per 4 KiB (8 sectors)
+   * as md counts mismatch_cnt. With `repair`, rewrite the redundancy from the data.
+   */
+  checkRegion(start: number, sectors: number, repair: boolean): Promise<number>;
+}
+
+/** md counts check mismatches in units of one page (STRIPE_SECTORS). */
+export const MISMATCH_UNIT_SECTORS = 8;
+
+/** Mismatched sectors between two equal-length buffers, counted per 4 KiB unit. */
+export function mismatchedSectors(a: Uint8Array, b: Uint8Array): number {
+  const unit = MISMATCH_UNIT_SECTORS * 512;
+  const ba = Buffer.from(a.buffer, a.byteOffset, a.length);
+  const bb = Buffer.from(b.buffer, b.byteOffset, b.length);
+  if (ba.equals(bb)) return 0; // one memcmp for the common case
+  let n = 0;
+  for (let off = 0; off < a.length; off += unit) {
+    const end = Math.min(a.length, off + unit);
+    if (!ba.subarray(off, end).equals(bb.subarray(off, end))) n += Math.ceil((end - off) / 512);
+  }
+  return n;
 }
 
 export class IoError extends Error {

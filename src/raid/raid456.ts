@@ -26,7 +26,7 @@ import {
   recoverTwoData,
   xorInto,
 } from './parity/index.js';
-import { KeyedLocks, type MemberIo, type Personality, settleAll } from './personality.js';
+import { KeyedLocks, type MemberIo, mismatchedSectors, type Personality, settleAll } from './personality.js';
 
 const SECTOR = 512;
 
@@ -429,7 +429,8 @@ export class Raid456Personality implements Personality {
     const writes: Promise<void>[] = [];
     let lostWrites = 0;
     const wr = (disk: number, sector: number, src: Uint8Array) => {
-      if (!this.io.available(disk)) return;
+      // a member being rebuilt gets the write when it starts below its recovery frontier
+      if (!this.io.available(disk, sector, 1)) return;
       writes.push(
         this.io.write(disk, sector, src).catch((e) => {
           this.io.reportError(disk, 'write', e);
@@ -454,6 +455,76 @@ export class Raid456Personality implements Personality {
 
   get syncSectors(): number {
     return this.arraySectors / this.D;
+  }
+
+  get recoverySectors(): number {
+    return this.arraySectors / this.D;
+  }
+
+  /** Member rows touched: exact inside one chunk, whole stripe rows otherwise. */
+  syncRangeOf(arraySector: number, sectors: number): [number, number] {
+    const width = this.C * this.D;
+    const s0 = Math.floor(arraySector / width);
+    const s1 = Math.floor((arraySector + Math.max(1, sectors) - 1) / width);
+    const off = arraySector % this.C;
+    if (s0 === s1 && off + sectors <= this.C) {
+      return [s0 * this.C + off, s0 * this.C + off + sectors];
+    }
+    return [s0 * this.C, (s1 + 1) * this.C];
+  }
+
+  recoveryToSync(_slot: number, start: number, sectors: number): Array<[number, number]> {
+    return [[start, start + sectors]];
+  }
+
+  /**
+   * check / repair of member rows [start, start+sectors): parity recomputed from the data and
+   * compared with what is on P (and Q); repair writes the computed parity. A degraded stripe
+   * cannot be checked (there is nothing to compare with): the engine does not run check then.
+   */
+  async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
+    const end = Math.min(this.syncSectors, start + sectors);
+    let mismatched = 0;
+    let pos = start;
+    while (pos < end) {
+      const stripe = Math.floor(pos / this.C);
+      const lo = pos - stripe * this.C;
+      const hi = Math.min(this.C, end - stripe * this.C);
+      const release = await this.locks.acquire([stripe]);
+      const scratch = new Scratch();
+      try {
+        const sm = stripeMap(this.geometry, stripe);
+        const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch);
+        const len = (hi - lo) * SECTOR;
+        const p2 = scratch.alloc(len);
+        const q2 = blocks.q ? scratch.alloc(len) : null;
+        if (q2) genPQ(this.slotList(sm, blocks.data), p2, q2);
+        else genP(blocks.data, p2);
+        const pBad = mismatchedSectors(blocks.p, p2);
+        const qBad = q2 ? mismatchedSectors(blocks.q!, q2) : 0;
+        mismatched += Math.max(pBad, qBad);
+        if (repair && (pBad > 0 || qBad > 0)) {
+          const row = stripe * this.C + lo;
+          const writes: Array<[number, Uint8Array]> = [];
+          if (pBad > 0) writes.push([sm.pDisk, p2]);
+          if (q2 && qBad > 0) writes.push([sm.qDisk, q2]);
+          await Promise.all(
+            writes.map(async ([d, b]) => {
+              try {
+                await this.io.write(d, row, b);
+              } catch (e) {
+                this.io.reportError(d, 'write', e);
+              }
+            }),
+          );
+        }
+      } finally {
+        scratch.release();
+        release();
+      }
+      pos = stripe * this.C + hi;
+    }
+    return mismatched;
   }
 
   /**

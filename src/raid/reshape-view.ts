@@ -21,6 +21,7 @@ export class ReshapeView implements Personality {
   readonly arraySectors: number;
   readonly maxDegraded: number;
   readonly syncSectors = 0;
+  readonly recoverySectors = 0;
   readonly oldGeo: Personality;
   readonly newGeo: Personality;
   /** array sector of the reshape frontier */
@@ -92,7 +93,19 @@ export class ReshapeView implements Personality {
     return this.newGeo.flush();
   }
 
+  syncRangeOf(): [number, number] {
+    return [0, 0];
+  }
+
+  recoveryToSync(): Array<[number, number]> {
+    return [];
+  }
+
   async syncRegion(): Promise<void> {
     throw new TsmdError('EBUSY', 'no resync while a reshape is in progress');
+  }
+
+  async checkRegion(): Promise<number> {
+    throw new TsmdError('EBUSY', 'no check while a reshape is in progress');
   }
 }

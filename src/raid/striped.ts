@@ -15,10 +15,11 @@ import {
   decodeRaid10Layout,
   type Raid10Geometry,
   raid10ArraySectors,
+  raid10DeviceToArray,
   raid10Map,
   raid10Validate,
 } from './geometry/raid10.js';
-import { type MemberIo, type Personality, settleAll } from './personality.js';
+import { type MemberIo, mismatchedSectors, type Personality, settleAll } from './personality.js';
 
 const SECTOR = 512;
 
@@ -40,13 +41,13 @@ function checkRange(p: Personality, buf: Uint8Array, arraySector: number): void 
   }
 }
 
-/** Read a piece from one of its targets, trying the others on error (mirrors). */
+/** Read a piece from one of its targets, trying the others on error (mirrors); returns the copy read. */
 async function readPiece(
   io: MemberIo,
   buf: Uint8Array,
   piece: Piece,
   start: number,
-): Promise<void> {
+): Promise<{ disk: number; deviceSector: number }> {
   const bytes = piece.sectors * SECTOR;
   const view =
     piece.bufOffset === 0 && bytes === buf.length
@@ -59,7 +60,7 @@ async function readPiece(
     if (!io.available(t.disk, t.deviceSector, piece.sectors)) continue;
     try {
       await io.read(t.disk, t.deviceSector, view);
-      return;
+      return t;
     } catch (e) {
       lastErr = e;
       io.reportError(t.disk, 'read', e);
@@ -80,7 +81,7 @@ async function writePiece(io: MemberIo, buf: Uint8Array, piece: Piece): Promise<
   if (piece.targets.length === 1) {
     // no copies (linear, raid0): one member write, no Promise.all
     const t = piece.targets[0]!;
-    if (!io.available(t.disk)) throw new TsmdError('EIO', 'write failed on every copy');
+    if (!io.available(t.disk, t.deviceSector, 1)) throw new TsmdError('EIO', 'write failed on every copy');
     try {
       await io.write(t.disk, t.deviceSector, view);
     } catch (e) {
@@ -93,7 +94,9 @@ async function writePiece(io: MemberIo, buf: Uint8Array, piece: Piece): Promise<
   let lastErr: unknown = null;
   await Promise.all(
     piece.targets.map(async (t) => {
-      if (!io.available(t.disk)) return;
+      // a member being rebuilt gets the write when it starts below its recovery frontier
+      // (the sync engine's barrier keeps the frontier from moving under the request)
+      if (!io.available(t.disk, t.deviceSector, 1)) return;
       try {
         await io.write(t.disk, t.deviceSector, view);
         ok++;
@@ -163,7 +166,7 @@ abstract class PieceMapped implements Personality {
     const start = this.rr++;
     const m = this.map(arraySector);
     if (m.sectors >= total) {
-      return readPiece(this.io, buf, { bufOffset: 0, sectors: total, targets: m.targets }, start);
+      return readPiece(this.io, buf, { bufOffset: 0, sectors: total, targets: m.targets }, start).then(() => {});
     }
     // several pieces: each starts on the next copy, so a large read spreads over the mirrors
     return settleAll(
@@ -198,6 +201,18 @@ abstract class PieceMapped implements Personality {
     return this.arraySectors;
   }
 
+  get recoverySectors(): number {
+    return this.arraySectors;
+  }
+
+  syncRangeOf(arraySector: number, sectors: number): [number, number] {
+    return [arraySector, arraySector + sectors];
+  }
+
+  recoveryToSync(_slot: number, start: number, sectors: number): Array<[number, number]> {
+    return [[start, start + sectors]];
+  }
+
   /**
    * Mirror sync over array sectors: read one good copy of each piece, write it to the other
    * copies (resync) or to the copies on the slots being rebuilt (recovery).
@@ -211,21 +226,69 @@ abstract class PieceMapped implements Personality {
       const n = Math.min(m.sectors, end - pos);
       const buf = new Uint8Array(n * SECTOR);
       const sources = m.targets.filter((t) => !rebuild.has(t.disk));
-      await readPiece(this.io, buf, { bufOffset: 0, sectors: n, targets: sources }, 0);
+      const from = await readPiece(this.io, buf, { bufOffset: 0, sectors: n, targets: sources }, 0);
       const dests =
-        rebuild.size > 0 ? m.targets.filter((t) => rebuild.has(t.disk)) : m.targets.slice(1);
-      await Promise.all(
-        dests.map(async (t) => {
-          try {
-            await this.io.write(t.disk, t.deviceSector, buf);
-          } catch (e) {
-            this.io.reportError(t.disk, 'write', e);
-          }
-        }),
-      );
+        rebuild.size > 0 ? m.targets.filter((t) => rebuild.has(t.disk)) : m.targets.filter((t) => t !== from);
+      await writeCopies(this.io, dests, buf);
       pos += n;
     }
   }
+
+  /** check / repair: every available copy compared with the first readable one. */
+  async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
+    if (this.maxDegraded === 0) return 0;
+    const end = Math.min(this.syncSectors, start + sectors);
+    let mismatched = 0;
+    let pos = start;
+    while (pos < end) {
+      const m = this.map(pos);
+      const n = Math.min(m.sectors, end - pos);
+      const copies = m.targets.filter((t) => this.io.available(t.disk, t.deviceSector, n));
+      const bufs = copies.map(() => new Uint8Array(n * SECTOR));
+      const ok = await Promise.all(
+        copies.map(async (t, i) => {
+          try {
+            await this.io.read(t.disk, t.deviceSector, bufs[i]!);
+            return true;
+          } catch (e) {
+            this.io.reportError(t.disk, 'read', e);
+            return false;
+          }
+        }),
+      );
+      const good = ok.indexOf(true);
+      if (good < 0) throw new TsmdError('EIO', `check: no readable copy at sector ${pos}`);
+      const bad: Array<{ disk: number; deviceSector: number }> = [];
+      let worst = 0;
+      copies.forEach((t, i) => {
+        if (i === good || !ok[i]) return;
+        const diff = mismatchedSectors(bufs[good]!, bufs[i]!);
+        if (diff > 0) bad.push(t);
+        worst = Math.max(worst, diff);
+      });
+      mismatched += worst;
+      if (repair && bad.length > 0) await writeCopies(this.io, bad, bufs[good]!);
+      pos += n;
+    }
+    return mismatched;
+  }
+}
+
+/** Write one buffer to several copies; a failed copy is reported (the member fails). */
+async function writeCopies(
+  io: MemberIo,
+  dests: ReadonlyArray<{ disk: number; deviceSector: number }>,
+  buf: Uint8Array,
+): Promise<void> {
+  await Promise.all(
+    dests.map(async (t) => {
+      try {
+        await io.write(t.disk, t.deviceSector, buf);
+      } catch (e) {
+        io.reportError(t.disk, 'write', e);
+      }
+    }),
+  );
 }
 
 export class LinearPersonality extends PieceMapped {
@@ -340,5 +403,47 @@ export class Raid10Personality extends PieceMapped {
   protected map(s: number) {
     const left = this.g.chunkSectors - (s % this.g.chunkSectors);
     return { sectors: left, targets: raid10Map(this.g, s) };
+  }
+
+  /** md recovers raid10 by member sector (raid10_find_virt): the member's used area. */
+  override get recoverySectors(): number {
+    return this.g.componentSectors;
+  }
+
+  override recoveryToSync(slot: number, start: number, sectors: number): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    const c = this.g.chunkSectors;
+    for (let d = start; d < start + sectors;) {
+      const n = Math.min(c - (d % c), start + sectors - d);
+      const a = raid10DeviceToArray(this.g, slot, d);
+      if (a !== null) out.push([a, a + n]);
+      d += n;
+    }
+    return out;
+  }
+
+  /**
+   * Resync over array sectors (the mirror sync above); recovery over member sectors of the
+   * slots being rebuilt: each device chunk piece is mapped back to its array sector and the
+   * content is read from a copy on another member.
+   */
+  override async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
+    if (rebuild.size === 0) return super.syncRegion(start, sectors, rebuild);
+    const end = Math.min(this.recoverySectors, start + sectors);
+    const c = this.g.chunkSectors;
+    for (const slot of rebuild) {
+      for (let d = start; d < end;) {
+        const n = Math.min(c - (d % c), end - d);
+        const a = raid10DeviceToArray(this.g, slot, d);
+        if (a !== null) {
+          const copies = raid10Map(this.g, a);
+          const sources = copies.filter((t) => !rebuild.has(t.disk));
+          const buf = new Uint8Array(n * SECTOR);
+          await readPiece(this.io, buf, { bufOffset: 0, sectors: n, targets: sources }, 0);
+          await writeCopies(this.io, [{ disk: slot, deviceSector: d }], buf);
+        }
+        d += n;
+      }
+    }
   }
 }
