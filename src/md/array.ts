@@ -21,6 +21,7 @@ import {
   setNameText,
   uuidText,
 } from '../format/superblock.js';
+import { type Clock, SystemClock, type Timer } from '../env/clock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { Raid456Geometry } from '../raid/geometry/raid456.js';
 import { KeyedLocks, type MemberIo, type Personality } from '../raid/personality.js';
@@ -32,6 +33,9 @@ import {
   Raid1Personality,
   Raid10Personality,
 } from '../raid/striped.js';
+import { SyncBarrier } from './barrier.js';
+import { WriteIntentBitmap } from './bitmap.js';
+import { DEFAULT_SYNC_LIMITS, SyncEngine, type SyncHost, type SyncLimits, type SyncPlan } from './sync.js';
 import {
   bitmapMatches,
   type LoadedBitmap,
@@ -50,7 +54,16 @@ export interface Member {
   /** sectors already recovered when the member is being rebuilt; null = in sync */
   recoveryOffset: number | null;
   bitmaps: LoadedBitmap[];
+  /** re-added member whose recovery visits only the chunks the bitmap says it missed */
+  bitmapGuided?: boolean;
+  /** member sectors that failed to read and wait for correction (md's fix_read_error) */
+  badReads?: Array<[number, number]>;
+  /** read errors seen (md: read_errors); past the limit the member is failed */
+  readErrors?: number;
 }
+
+/** md's max_corr_read_errors default: more read errors than this fail the member */
+export const MAX_READ_ERRORS = 20;
 
 export interface AssembleOptions {
   /** start even when members are missing (mdadm --run) */
@@ -66,6 +79,10 @@ export interface AssembleOptions {
   nowSeconds?: () => number;
   /** called for messages mdadm would print (stale member left out, started degraded...) */
   log?: (msg: string) => void;
+  /** time for the sync engine and the bitmap daemon (default: the system clock) */
+  clock?: Clock;
+  /** sync speed limits (default md's 1000 / 200000 KiB/s) */
+  syncLimits?: SyncLimits;
 }
 
 export interface AssemblyReport {
@@ -95,8 +112,18 @@ export class MdArray {
   private readonly now: () => number;
   private readonly log: (msg: string) => void;
   private readonly reshapeBlocked: boolean;
-  private readonly initialResyncOffset: bigint;
-  private resyncDone = false;
+  /** md's recovery_cp: everything below is in sync (MAX_SECTOR: all of it) */
+  private resyncCp: bigint;
+  readonly clock: Clock;
+  readonly barrier: SyncBarrier;
+  /** the write-intent bitmap at runtime (internal, non-clustered bitmaps) */
+  readonly bitmap: WriteIntentBitmap | null;
+  readonly sync: SyncEngine;
+  private ioCounter = 0;
+  private bitmapTimer: Timer | null = null;
+  private background = false;
+  private correcting: Promise<void> | null = null;
+  readonly readErrorLimit = MAX_READ_ERRORS;
   /** md's "ro" mode set by --readonly on a running array (devices stay open read-write) */
   private softReadOnly = false;
   private readonly edgeLocks = new KeyedLocks();
@@ -117,9 +144,54 @@ export class MdArray {
     this.readOnly = !!opts.readOnly;
     this.now = opts.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
     this.log = opts.log ?? (() => {});
+    this.clock = opts.clock ?? new SystemClock();
     this.personality = build(this.memberIo());
     this.reshapeBlocked = (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0;
-    this.initialResyncOffset = sb.resyncOffset;
+    this.resyncCp = sb.resyncOffset;
+    this.bitmap = this.reshapeBlocked ? null : this.makeBitmap();
+    // barrier buckets: the bitmap chunk when there is one (md's bucket is 64 MiB), else 1 MiB
+    this.barrier = new SyncBarrier(Math.max(2048, Math.min(this.bitmap?.chunkSectors ?? 2048, 2048 * 64)));
+    this.sync = new SyncEngine(this.syncHost(), opts.syncLimits ?? DEFAULT_SYNC_LIMITS);
+  }
+
+  /** The runtime bitmap from the members' internal v4 bitmaps (bits OR-ed: never less resync). */
+  private makeBitmap(): WriteIntentBitmap | null {
+    if ((this.sb.featureMap & Feature.BITMAP_OFFSET) === 0 || this.personality.maxDegraded === 0) return null;
+    const withBitmap = this.members.filter(
+      (m) => !m.faulty && m.slot !== null && m.bitmaps.length === 1 && bitmapMatches(m.bitmaps[0]!.sup, m.loaded.sb) && m.bitmaps[0]!.sup.version === 4,
+    );
+    if (withBitmap.length === 0) return null;
+    const fresh = withBitmap.reduce((a, b) => (b.loaded.sb.events > a.loaded.sb.events ? b : a)).bitmaps[0]!;
+    if (fresh.nbits === 0) return null;
+    const bits = fresh.bits.slice();
+    for (const m of withBitmap) {
+      const b = m.bitmaps[0]!;
+      if (b.nbits !== fresh.nbits || m.recoveryOffset !== null) continue;
+      for (let i = 0; i < bits.length; i++) bits[i]! |= b.bits[i]!;
+    }
+    return new WriteIntentBitmap(fresh.sup, fresh.nbits, bits, {
+      writeArea: (sector, bytes) => this.writeBitmapArea(sector, bytes),
+      flushData: () => this.personality.flush(),
+    });
+  }
+
+  /** Put bitmap area bytes on every working member, then flush; a failing member goes faulty. */
+  private async writeBitmapArea(sector: number, bytes: Uint8Array): Promise<void> {
+    if (this.readOnly) return;
+    await Promise.all(
+      this.members
+        .filter((m) => !m.faulty && m.slot !== null && m.bitmaps.length > 0)
+        .map(async (m) => {
+          try {
+            await m.dev.write(bytes, (m.bitmaps[0]!.startSector + sector) * 512);
+            await m.dev.flush();
+          } catch (e) {
+            m.faulty = true;
+            this.sbNeedsWrite = true;
+            this.log(`md: bitmap write failed on ${m.dev.name}: ${(e as Error).message}; marking it faulty`);
+          }
+        }),
+    );
   }
 
   get uuid(): string {
@@ -173,6 +245,11 @@ export class MdArray {
       available: (slot, deviceSector, sectors) => {
         const m = this.slotMember(slot);
         if (!m) return false;
+        if (m.badReads && m.badReads.length > 0) {
+          if (deviceSector === undefined) return false;
+          const end = deviceSector + (sectors ?? 1);
+          if (m.badReads.some(([a, b]) => deviceSector < b && a < end)) return false;
+        }
         if (m.recoveryOffset === null) return true;
         if (deviceSector === undefined) return false;
         return deviceSector + (sectors ?? 1) <= m.recoveryOffset;
@@ -180,7 +257,15 @@ export class MdArray {
       read: async (slot, deviceSector, buf) => {
         const m = this.slotMember(slot);
         if (!m) throw new TsmdError('ENODEV', `slot ${slot} has no working member`);
-        await m.dev.read(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512);
+        try {
+          await m.dev.read(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512);
+        } catch (e) {
+          // remembered for correction: the range is rewritten from redundancy after the read
+          if (this.personality.maxDegraded > 0 && !this.readOnly) {
+            (m.badReads ??= []).push([deviceSector, deviceSector + buf.length / 512]);
+          }
+          throw e;
+        }
       },
       write: async (slot, deviceSector, buf) => {
         const m = this.slotMember(slot);
@@ -195,7 +280,17 @@ export class MdArray {
       reportError: (slot, op, err) => {
         const m = this.slotMember(slot);
         if (!m) return;
+        const why0 = err instanceof Error ? err.message : String(err);
+        if (op === 'read' && this.personality.maxDegraded > 0 && !this.readOnly && m.recoveryOffset === null) {
+          m.readErrors = (m.readErrors ?? 0) + 1;
+          if (m.readErrors <= this.readErrorLimit) {
+            this.log(`md: read error on ${m.dev.name} (slot ${slot}): ${why0}; answering from redundancy and rewriting it`);
+            return;
+          }
+          this.log(`md: ${m.dev.name} has had too many read errors (${m.readErrors} > ${this.readErrorLimit})`);
+        }
         m.faulty = true;
+        m.badReads = [];
         this.sbNeedsWrite = true;
         const why = err instanceof Error ? err.message : String(err);
         this.log(`md: ${op} error on ${m.dev.name} (slot ${slot}): ${why}; marking it faulty`);
@@ -368,7 +463,9 @@ export class MdArray {
       );
     }
     report.degraded = available.some((a) => !a);
-    if (report.degraded && !opts.run) {
+    // mdadm counts a member being rebuilt as present (okcnt + rebuilding_cnt): its recovery
+    // just continues; only a slot with no member at all needs --run
+    if (report.missingSlots.length > 0 && !opts.run) {
       throw new TsmdError(
         'EBUSY',
         `array ${uuidText(fresh.setUuid)} assembled from ${available.filter(Boolean).length} drive(s) (out of ${fresh.raidDisks}), but not started: it would run degraded - use --run to start it anyway`,
@@ -411,7 +508,69 @@ export class MdArray {
       const skip = offsetBytes - first * 512;
       buf.set(tmp.subarray(skip, skip + buf.length));
     }
+    this.ioCounter++;
+    if (this.correctionsPending()) await this.correctReadErrors();
     await this.settleSuperblocks();
+  }
+
+  private correctionsPending(): boolean {
+    for (const m of this.members) if (m.badReads && m.badReads.length > 0 && !m.faulty) return true;
+    return false;
+  }
+
+  /**
+   * md's fix_read_error: every member range that failed to read is rebuilt from the others
+   * (a recovery of just that range, under the sync barrier), written back, and read again.
+   * A range that cannot be rewritten or read back fails the member.
+   */
+  async correctReadErrors(): Promise<void> {
+    if (this.correcting) return this.correcting;
+    this.correcting = (async () => {
+      const p = this.personality;
+      for (const m of this.members) {
+        while (m.badReads && m.badReads.length > 0 && !m.faulty && m.slot !== null) {
+          const [a, b] = m.badReads[0]!;
+          const slot = m.slot;
+          const release = await this.barrier.lockRanges(p.recoveryToSync(slot, a, b - a));
+          let ok = false;
+          try {
+            // rebuild the range onto this member from the others (it is skipped as a source)
+            await p.syncRegion(a, b - a, new Set([slot]));
+            if (!m.faulty) {
+              const check = new Uint8Array((b - a) * 512);
+              await m.dev.read(check, (Number(m.loaded.sb.dataOffset) + a) * 512);
+              ok = true;
+            }
+          } catch (e) {
+            this.log(`md: read error not correctable on ${m.dev.name} (sectors ${a}-${b}): ${(e as Error).message}`);
+          } finally {
+            m.badReads = m.badReads.filter(([x, y]) => !(x === a && y === b));
+            release();
+          }
+          if (ok) {
+            m.loaded.sb.cntCorrectedRead += b - a;
+            this.log(`md: read error corrected (${b - a} sectors at ${a} on ${m.dev.name})`);
+          } else if (!m.faulty) {
+            const avail = Array.from({ length: this.sb.raidDisks }, (_, s) => s !== slot && this.workingSlots.includes(s));
+            if (!this.personality.canRun(avail)) {
+              // md never fails the last copy for a read error: that read alone gets EIO
+              this.log(`md: ${m.dev.name}: unrecoverable read error at sectors ${a}-${b}, and no other copy: keeping the member`);
+              continue;
+            }
+            m.faulty = true;
+            m.badReads = [];
+            this.sbNeedsWrite = true;
+            this.log(`md: ${m.dev.name}: unrecoverable read error; marking it faulty`);
+          }
+        }
+      }
+    })();
+    try {
+      await this.correcting;
+    } finally {
+      this.correcting = null;
+    }
+    if (this.sbNeedsWrite) this.memberFailed();
   }
 
   /**
@@ -429,15 +588,35 @@ export class MdArray {
     if (buf.length === 0) return;
     this.inflightWrites++;
     this.writeSeq++;
+    this.ioCounter++;
+    const first = Math.floor(offsetBytes / 512);
+    const [s0, s1] = this.personality.syncRangeOf(first, Math.ceil((offsetBytes + buf.length) / 512) - first);
+    let entered = false;
+    let started = false;
+    let ok = false;
     try {
       // a clean transition in progress finishes first; then the array is marked active
       // (on disk, before any data lands) if it is not already
       if (this.cleaning) await this.cleaning;
       if (!this.dirty) await this.markDirty();
+      // the sync engine's window and this write never overlap
+      if (!this.barrier.tryEnterWrite(s0, s1)) await this.barrier.enterWrite(s0, s1);
+      entered = true;
+      if (this.bitmap) {
+        // the chunk's bit is on disk before the data write is issued
+        const persisted = this.bitmap.startWrite(s0, s1);
+        started = true;
+        if (persisted) await persisted;
+      }
       await this.writeData(buf, offsetBytes);
+      ok = true;
     } finally {
+      // a write made while degraded (or failed) stays in the bitmap for the missing member
+      if (started) this.bitmap!.endWrite(s0, s1, !ok || this.degraded);
+      if (entered) this.barrier.leaveWrite(s0, s1);
       this.inflightWrites--;
     }
+    if (this.correctionsPending()) await this.correctReadErrors();
     await this.settleSuperblocks();
   }
 
@@ -470,11 +649,19 @@ export class MdArray {
 
   /** If a member failed, record it on the others before the I/O is acknowledged. */
   private async settleSuperblocks(): Promise<void> {
+    let failed = false;
     while (this.sbNeedsWrite) {
       this.sbNeedsWrite = false;
+      failed = true;
       this.sb.events += 1n;
       await this.writeSuperblocks();
     }
+    if (failed) this.memberFailed();
+  }
+
+  /** A member failed: a hot spare (if any) takes over in the background. */
+  private memberFailed(): void {
+    if (this.background) this.sync.kick();
   }
 
   /** First write after open: record "active" (resync needed after a crash) on every member. */
@@ -482,10 +669,10 @@ export class MdArray {
     if (this.sbUpdate) return this.sbUpdate;
     this.sbUpdate = (async () => {
       this.sb.events += 1n;
-      this.sb.resyncOffset = 0n;
       this.dirty = true;
-      // until the write-intent bitmap runs, a crash must resync everything: all bits dirty
-      await this.writeSuperblocks({ bitmapBits: 'all' });
+      // with a runtime bitmap a crash resyncs the chunks whose bits are set; without one
+      // (a clustered bitmap here), all bits are set so that everything is resynced
+      await this.writeSuperblocks({ bitmapBits: this.bitmap ? undefined : 'all' });
     })();
     try {
       await this.sbUpdate;
@@ -498,6 +685,18 @@ export class MdArray {
   async writeSuperblocks(opts: { bitmapBits?: 'all' | 'none' } = {}): Promise<void> {
     assert(!this.readOnly, 'superblock write on a read-only array');
     this.sb.utime = BigInt(this.now());
+    // md's super_1_sync: an active array says 0 (resync after a crash), a clean one recovery_cp
+    this.sb.resyncOffset = this.dirty ? 0n : this.resyncCp;
+    if (this.bitmap) {
+      const image =
+        opts.bitmapBits === 'none'
+          ? this.bitmap.clearAll(this.sb.events)
+          : opts.bitmapBits === 'all'
+            ? this.bitmap.setAll(this.sb.events)
+            : null;
+      if (!image) this.bitmap.setEvents(this.sb.events, false);
+      await this.bitmap.writeThrough(image !== null);
+    }
     const roles = new Array<number>(this.sb.maxDev).fill(Role.SPARE);
     let maxDev = this.sb.maxDev;
     for (const m of this.members) if (m.devNumber >= maxDev) maxDev = m.devNumber + 1;
@@ -535,7 +734,7 @@ export class MdArray {
           pad3: new Uint8Array(32),
         };
         try {
-          await this.writeBitmapHeader(m, opts.bitmapBits);
+          if (!this.bitmap) await this.writeBitmapHeader(m, opts.bitmapBits);
           const block = encodeSuperblock(sb);
           const n = Math.ceil(sbBytes(sb.maxDev) / 512) * 512;
           await m.dev.write(block.subarray(0, n), m.loaded.sbStartSector * 512);
@@ -584,7 +783,12 @@ export class MdArray {
 
   /** started after an unclean shutdown and not resynced since (md: resync pending) */
   get resyncPending(): boolean {
-    return this.initialResyncOffset !== MAX_SECTOR && !this.resyncDone && this.personality.maxDegraded > 0;
+    return this.resyncCp !== MAX_SECTOR && this.personality.maxDegraded > 0 && !this.sync.busy;
+  }
+
+  /** md's recovery_cp in sectors (null: in sync). */
+  get resyncPoint(): number | null {
+    return this.resyncCp === MAX_SECTOR ? null : Number(this.resyncCp);
   }
 
   get isClean(): boolean {
@@ -608,7 +812,6 @@ export class MdArray {
     if (this.readOnly || this.closed || !this.dirty || this.inflightWrites > 0 || this.sbUpdate || this.cleaning) return;
     this.cleaning = (async () => {
       await this.writeCleanState();
-      this.dirty = false;
     })();
     try {
       await this.cleaning;
@@ -646,6 +849,7 @@ export class MdArray {
     this.log(`md: ${path} set faulty (slot ${m.slot ?? 'spare'})`);
     this.sb.events += 1n;
     await this.writeSuperblocks();
+    this.memberFailed();
   }
 
   /** mdadm --remove: only a faulty or spare member can go; its slot becomes empty. */
@@ -676,20 +880,34 @@ export class MdArray {
       const role = deviceRole(existing.sb);
       const freeSlot = isActiveRole(role) && role < this.sb.raidDisks && !this.slotMember(role);
       const numberFree = !this.members.some((m) => m.devNumber === existing.sb.devNumber);
-      if (freeSlot && numberFree && existing.sb.events + 1n >= this.sb.events) {
+      const current = existing.sb.events + 1n >= this.sb.events;
+      // md: a member newer than events_cleared missed only what the bitmap still records
+      const fromBitmap =
+        !current &&
+        this.bitmap !== null &&
+        existing.sb.events >= this.bitmap.sup.eventsCleared &&
+        (existing.sb.featureMap & Feature.RECOVERY_OFFSET) === 0;
+      if (freeSlot && numberFree && (current || fromBitmap)) {
         const bitmaps = await loadBitmaps(dev, existing).catch(() => []);
-        this.members.push({ dev, loaded: existing, devNumber: existing.sb.devNumber, slot: role, faulty: false, recoveryOffset: null, bitmaps });
+        const m: Member = { dev, loaded: existing, devNumber: existing.sb.devNumber, slot: role, faulty: false, recoveryOffset: null, bitmaps };
+        if (fromBitmap) {
+          m.recoveryOffset = 0;
+          m.bitmapGuided = true;
+        }
+        this.members.push(m);
         this.report.missingSlots = this.report.missingSlots.filter((s) => s !== role);
         this.sb.events += 1n;
         await this.writeSuperblocks();
-        this.log(`md: re-added ${dev.name} to slot ${role}`);
+        if (this.bitmap) await this.bitmap.writeThrough(true);
+        this.log(`md: re-added ${dev.name} to slot ${role}${fromBitmap ? ' (recovery of the chunks the bitmap records)' : ''}`);
+        if (fromBitmap && this.background) this.sync.kick();
         return 're-added';
       }
       if (opts.reAdd) {
         throw new TsmdError(
           'EBUSY',
           freeSlot
-            ? `--re-add for ${dev.name} needs a resync of what changed since it left (events ${existing.sb.events} < ${this.sb.events}): that recovery comes with the sync engine`
+            ? `--re-add for ${dev.name} is not possible: it missed writes the bitmap does not record (events ${existing.sb.events}, bitmap cleared at ${this.bitmap?.sup.eventsCleared ?? 'no bitmap'}); use --add for a full recovery`
             : `--re-add for ${dev.name} to array ${this.uuid} is not possible: its slot is in use`,
         );
       }
@@ -739,6 +957,7 @@ export class MdArray {
     this.sb.events += 1n;
     await this.writeSuperblocks();
     this.log(`md: bind ${dev.name} as a spare (device number ${dn})`);
+    if (this.background) this.sync.kick();
     return 'spare';
   }
 
@@ -752,9 +971,130 @@ export class MdArray {
   }
 
   /**
-   * Bring the array to a fully redundant state now: recover members being rebuilt, put a spare
-   * into an empty slot, and resync when the array was not shut down cleanly. Progress is
-   * checkpointed in the superblocks (recovery_offset / resync_offset) every `checkpointSectors`.
+   * Start the background work of a running array (the daemon calls this): the sync engine
+   * looks for work now and after every change, and the bitmap daemon runs every daemonSleep.
+   */
+  startBackground(): void {
+    if (this.background || this.readOnly || this.closed) return;
+    this.background = true;
+    this.sync.kick();
+    if (this.bitmap) {
+      const periodMs = Math.max(1, this.bitmap.sup.daemonSleep || 5) * 1000;
+      const tick = () => {
+        if (!this.background) return;
+        this.bitmapDaemonPass()
+          .catch((e: unknown) => this.log(`md: bitmap daemon: ${(e as Error).message}`))
+          .finally(() => {
+            if (this.background) this.bitmapTimer = this.clock.setTimer(periodMs, tick);
+          });
+      };
+      this.bitmapTimer = this.clock.setTimer(periodMs, tick);
+    }
+  }
+
+  /** One pass of the bitmap daemon: bits of chunks idle for a whole period are cleared. */
+  async bitmapDaemonPass(): Promise<number> {
+    if (!this.bitmap || this.readOnly || this.closed) return 0;
+    return this.bitmap.daemonPass({ degraded: this.degraded || this.rebuildingSlots.length > 0, events: this.sb.events });
+  }
+
+  private syncHost(): SyncHost {
+    // a getter object: the engine is built in the constructor, before the fields it reads exist
+    const self = this as MdArray;
+    return {
+      get personality() {
+        return self.personality;
+      },
+      get barrier() {
+        return self.barrier;
+      },
+      get bitmap() {
+        return self.bitmap;
+      },
+      get clock() {
+        return self.clock;
+      },
+      log: (msg) => this.log(msg),
+      planSync: (requested) => this.planSync(requested),
+      recoveryValid: (slots) => slots.every((s) => this.slotMember(s)?.recoveryOffset !== null && !!this.slotMember(s)),
+      setRecoveryFrontier: (slots, pos) => {
+        for (const s of slots) {
+          const m = this.slotMember(s);
+          if (m && m.recoveryOffset !== null) m.recoveryOffset = Math.max(m.recoveryOffset, pos);
+        }
+      },
+      setResyncPoint: (pos) => {
+        if (this.resyncCp !== MAX_SECTOR) this.resyncCp = BigInt(Math.max(Number(this.resyncCp), pos));
+      },
+      checkpoint: async () => {
+        if (this.closed || this.readOnly) return;
+        await this.writeSuperblocks();
+      },
+      recoveryDone: async (slots) => {
+        for (const s of slots) {
+          const m = this.slotMember(s);
+          if (m) {
+            m.recoveryOffset = null;
+            m.bitmapGuided = false;
+          }
+        }
+        this.sb.events += 1n;
+        // every member now holds every write: the bits owed to the missing member can go
+        if (!this.degraded && this.bitmap && this.resyncCp === MAX_SECTOR) this.bitmap.synced(0, this.personality.syncSectors);
+        await this.writeSuperblocks();
+        this.log(`md: recovery done (${slots.length} member(s))`);
+      },
+      resyncDone: async () => {
+        this.resyncCp = MAX_SECTOR;
+        this.sb.events += 1n;
+        await this.writeSuperblocks();
+      },
+      ioCount: () => this.ioCounter,
+      canSync: () => !this.readOnly && !this.softReadOnly && !this.closed && !this.reshapeBlocked && !this.degraded && this.personality.maxDegraded > 0,
+    };
+  }
+
+  /** md_check_recovery's choice: recovery first (activating spares), then resync, then check. */
+  private async planSync(requested: 'check' | 'repair' | null): Promise<SyncPlan | null> {
+    if (this.readOnly || this.softReadOnly || this.closed || this.reshapeBlocked) return null;
+    const p = this.personality;
+    if (p.maxDegraded === 0) return null;
+    // activate spares into empty slots
+    let activated = false;
+    for (let slot = 0; slot < this.sb.raidDisks; slot++) {
+      if (this.slotMember(slot)) continue;
+      const spare = this.members.find((m) => m.slot === null && !m.faulty);
+      if (!spare) break;
+      spare.slot = slot;
+      spare.recoveryOffset = 0;
+      spare.bitmapGuided = false;
+      this.report.missingSlots = this.report.missingSlots.filter((s) => s !== slot);
+      this.log(`md: recovery of slot ${slot} onto ${spare.dev.name} started`);
+      activated = true;
+    }
+    const rebuild = this.members.filter((m) => m.slot !== null && !m.faulty && m.recoveryOffset !== null);
+    if (rebuild.length > 0) {
+      const avail = Array.from({ length: this.sb.raidDisks }, (_, s) => this.workingSlots.includes(s));
+      if (!p.canRun(avail)) return null;
+      if (activated) {
+        this.sb.events += 1n;
+        await this.writeSuperblocks();
+      }
+      return {
+        kind: 'recovery',
+        slots: rebuild.map((m) => m.slot!),
+        start: Math.min(...rebuild.map((m) => m.recoveryOffset!)),
+        bitmapGuided: this.bitmap !== null && rebuild.every((m) => m.bitmapGuided === true),
+      };
+    }
+    if (this.resyncCp !== MAX_SECTOR && !this.degraded) return { kind: 'resync', start: Number(this.resyncCp) };
+    if (requested && !this.degraded) return { kind: requested, start: 0 };
+    return null;
+  }
+
+  /**
+   * Bring the array to a fully redundant state now (recover members being rebuilt, put spares
+   * into empty slots, resync after an unclean shutdown) and wait for it.
    */
   async syncNow(
     opts: { checkpointSectors?: number; onProgress?: (done: number, total: number) => void } = {},
@@ -762,81 +1102,22 @@ export class MdArray {
     assert(!this.readOnly, 'sync on a read-only array');
     if (this.reshapeBlocked)
       throw new TsmdError('EBUSY', 'a reshape is in progress; it must finish first');
-    const p = this.personality;
-    if (p.maxDegraded === 0) return { recovered: 0, resynced: 0 };
-    const step = 2048 * 16; // 16 MiB of resync space per round
-    const checkpoint = opts.checkpointSectors ?? 2048 * 256;
+    if (opts.checkpointSectors) this.sync.checkpointSectors = opts.checkpointSectors;
     let recovered = 0;
     let resynced = 0;
-    // activate spares into empty slots
-    for (const slot of this.report.missingSlots.slice()) {
-      if (this.slotMember(slot)) continue;
-      const spare = this.members.find((m) => m.slot === null && !m.faulty);
-      if (!spare) break;
-      spare.slot = slot;
-      spare.recoveryOffset = 0;
-      this.report.missingSlots = this.report.missingSlots.filter((s) => s !== slot);
-      this.log(`md: recovery of slot ${slot} onto ${spare.dev.name} started`);
-    }
-    for (;;) {
-      const rebuild = this.rebuildingSlots;
-      if (rebuild.length === 0) break;
-      const set = new Set(rebuild);
-      const start = Math.min(...rebuild.map((s) => this.slotMember(s)!.recoveryOffset!));
-      let pos = start;
-      let sinceCheckpoint = 0;
-      this.sb.events += 1n;
-      await this.writeSuperblocks();
-      while (pos < p.syncSectors) {
-        const n = Math.min(step, p.syncSectors - pos);
-        await p.syncRegion(pos, n, set);
-        pos += n;
-        recovered += n;
-        sinceCheckpoint += n;
-        opts.onProgress?.(pos, p.syncSectors);
-        if (this.rebuildingSlots.length !== rebuild.length) break; // a member failed meanwhile
-        if (sinceCheckpoint >= checkpoint && pos < p.syncSectors) {
-          for (const s of rebuild) this.slotMember(s)!.recoveryOffset = pos;
-          await this.writeSuperblocks();
-          sinceCheckpoint = 0;
-        }
-      }
-      if (pos >= p.syncSectors) {
-        for (const s of rebuild) {
-          const m = this.slotMember(s);
-          if (m) m.recoveryOffset = null;
-        }
-        this.sb.events += 1n;
-        // every member now holds every write: the bits can go (not while still degraded)
-        const clear = !this.degraded && this.sb.resyncOffset === MAX_SECTOR && !this.dirty;
-        await this.writeSuperblocks({ bitmapBits: clear ? 'none' : undefined });
-        this.log(`md: recovery done (${rebuild.length} member(s))`);
-      }
-    }
-    if (this.sb.resyncOffset !== MAX_SECTOR && !this.degraded) {
-      let pos = Number(this.sb.resyncOffset);
-      let sinceCheckpoint = 0;
-      while (pos < p.syncSectors) {
-        const n = Math.min(step, p.syncSectors - pos);
-        await p.syncRegion(pos, n, new Set());
-        pos += n;
-        resynced += n;
-        sinceCheckpoint += n;
-        opts.onProgress?.(pos, p.syncSectors);
-        if (sinceCheckpoint >= checkpoint && pos < p.syncSectors && !this.dirty) {
-          this.sb.resyncOffset = BigInt(pos);
-          await this.writeSuperblocks();
-          sinceCheckpoint = 0;
-        }
-      }
-      this.resyncDone = true;
-      if (!this.dirty) {
-        this.sb.resyncOffset = MAX_SECTOR;
-        this.sb.events += 1n;
-        await this.writeSuperblocks({ bitmapBits: 'none' });
-      }
+    for (const r of await this.sync.runUntilIdle()) {
+      if (r.kind === 'recovery') recovered += r.workedSectors;
+      if (r.kind === 'resync') resynced += r.workedSectors;
+      opts.onProgress?.(r.totalSectors, r.totalSectors);
     }
     return { recovered, resynced };
+  }
+
+  /** md's sync_action: check / repair / idle / frozen (mdadm --action). */
+  async setSyncAction(action: 'check' | 'repair' | 'idle' | 'frozen' | 'resync' | 'recover'): Promise<void> {
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (this.personality.maxDegraded === 0) throw new TsmdError('EINVAL', `${sbLevelName(this.level)} has no redundancy to ${action}`);
+    await this.sync.setAction(action);
   }
 
   /**
@@ -846,15 +1127,19 @@ export class MdArray {
   private async writeCleanState(): Promise<void> {
     await this.personality.flush();
     await this.settleSuperblocks();
-    const inSync = this.initialResyncOffset === MAX_SECTOR || this.resyncDone;
+    const inSync = this.resyncCp === MAX_SECTOR;
     this.sb.events += 1n;
-    this.sb.resyncOffset = inSync ? MAX_SECTOR : this.initialResyncOffset;
-    await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded ? 'none' : undefined });
+    this.dirty = false;
+    await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded && this.rebuildingSlots.length === 0 ? 'none' : undefined });
   }
 
   /** Stop: flush, and record a clean shutdown on every member (mdadm --stop). */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.background = false;
+    this.bitmapTimer?.cancel();
+    this.bitmapTimer = null;
+    await this.sync.stop().catch(() => {});
     if (this.cleaning) await this.cleaning.catch(() => {});
     try {
       if (!this.readOnly && (this.dirty || this.sbNeedsWrite)) await this.writeCleanState();

@@ -1,0 +1,387 @@
+/**
+ * The sync engine (md_do_sync + md_check_recovery, in spirit): one engine per array that runs
+ * resync, recovery, check and repair by calling the personality's sync hooks window by window.
+ *
+ *  - each window holds the barrier for its resync-space buckets, so normal writes and the sync
+ *    never interleave on the same region (writes elsewhere go on);
+ *  - with a write-intent bitmap, resync and the recovery of a re-added member visit only the
+ *    windows whose bits are set;
+ *  - progress is kept in memory (the recovery frontier that the request path reads) and
+ *    checkpointed in the superblocks (resync_offset / recovery_offset) every checkpoint;
+ *  - speed limits like /proc/sys/dev/raid/speed_limit_{min,max}: above max the engine sleeps;
+ *    above min it also sleeps while the array serves other I/O;
+ *  - check counts mismatches (mismatch_cnt); repair rewrites them; `idle` stops the current
+ *    action (resync/recovery restart on their own), `frozen` stops and holds everything.
+ */
+import { TsmdError } from '../errors.js';
+import type { Clock } from '../env/clock.js';
+import type { Personality } from '../raid/personality.js';
+import type { SyncBarrier } from './barrier.js';
+import type { WriteIntentBitmap } from './bitmap.js';
+
+export type SyncKind = 'resync' | 'recovery' | 'check' | 'repair';
+
+/** What the array asks the engine to do next (md_check_recovery's choice). */
+export type SyncPlan =
+  | { kind: 'recovery'; slots: number[]; start: number; bitmapGuided: boolean }
+  | { kind: 'resync'; start: number }
+  | { kind: 'check' | 'repair'; start: number };
+
+export interface SyncHost {
+  readonly personality: Personality;
+  readonly barrier: SyncBarrier;
+  readonly bitmap: WriteIntentBitmap | null;
+  readonly clock: Clock;
+  log(msg: string): void;
+  /** The next job, or null when the array is in sync. May assign spares (and write superblocks). */
+  planSync(requested: 'check' | 'repair' | null): Promise<SyncPlan | null>;
+  /** Are the members of this recovery still there (none failed meanwhile)? */
+  recoveryValid(slots: number[]): boolean;
+  /** Move the in-memory frontier: everything below `pos` is now rebuilt on these slots. */
+  setRecoveryFrontier(slots: number[], pos: number): void;
+  /** Move the in-memory resync point (md's recovery_cp). */
+  setResyncPoint(pos: number): void;
+  /** Persist progress in the superblocks (checkpoint). */
+  checkpoint(): Promise<void>;
+  recoveryDone(slots: number[]): Promise<void>;
+  resyncDone(): Promise<void>;
+  /** Count of normal (non-sync) I/O requests so far, to tell whether the array is busy. */
+  ioCount(): number;
+  /** Can a resync/check run (array not degraded, not read-only, no reshape)? */
+  canSync(): boolean;
+}
+
+export interface SyncStatus {
+  kind: SyncKind;
+  /** sectors of the action's space done (kernel: curr_resync_completed) */
+  doneSectors: number;
+  totalSectors: number;
+  /** sectors actually read and rewritten (skipped windows excluded) */
+  workedSectors: number;
+  startedMs: number;
+  /** KiB/s over the last few seconds */
+  speedKiBs: number;
+  windowSectors: number;
+  windowSeconds: number;
+}
+
+export interface SyncResult {
+  kind: SyncKind;
+  completed: boolean;
+  /** sectors the personality synced (bitmap-skipped windows not counted) */
+  workedSectors: number;
+  totalSectors: number;
+  mismatches: number;
+}
+
+export interface SyncLimits {
+  /** KiB/s the sync may always use (md default 1000) */
+  minKiBs: number;
+  /** KiB/s the sync never exceeds (md default 200000) */
+  maxKiBs: number;
+}
+
+export const DEFAULT_SYNC_LIMITS: SyncLimits = { minKiBs: 1000, maxKiBs: 200_000 };
+
+export class SyncEngine {
+  private readonly host: SyncHost;
+  limits: SyncLimits;
+  /** per-array override (null: the daemon-wide limits) */
+  windowSectors: number;
+  checkpointSectors: number;
+  private running: Promise<void> | null = null;
+  private interruptReq: 'idle' | 'frozen' | 'stop' | null = null;
+  private frozen = false;
+  private stopped = false;
+  private requested: 'check' | 'repair' | null = null;
+  private status: SyncStatus | null = null;
+  private marks: Array<{ ms: number; done: number; worked: number }> = [];
+  /** md's mismatch_cnt: sectors found inconsistent by the last check/repair/resync */
+  mismatchCnt = 0;
+  lastResult: SyncResult | null = null;
+  readonly history: SyncResult[] = [];
+  private lastError: unknown = null;
+  onEvent: (ev: { type: 'started' | 'finished' | 'interrupted'; kind: SyncKind; result?: SyncResult }) => void = () => {};
+
+  constructor(host: SyncHost, limits: SyncLimits = DEFAULT_SYNC_LIMITS, opts: { windowSectors?: number; checkpointSectors?: number } = {}) {
+    this.host = host;
+    this.limits = { ...limits };
+    this.windowSectors = opts.windowSectors ?? 2048 * 4;
+    this.checkpointSectors = opts.checkpointSectors ?? 2048 * 256;
+  }
+
+  get current(): SyncStatus | null {
+    return this.status ? { ...this.status, ...this.speed() } : null;
+  }
+
+  get isFrozen(): boolean {
+    return this.frozen;
+  }
+
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  /** md's sync_action word: resync, recover, check, repair, idle, frozen. */
+  get action(): string {
+    if (this.status) return this.status.kind === 'recovery' ? 'recover' : this.status.kind;
+    return this.frozen ? 'frozen' : 'idle';
+  }
+
+  /** Look for work (md_check_recovery); returns at once, the work runs in the background. */
+  kick(): void {
+    if (this.frozen || this.stopped) return;
+    if (this.running) {
+      // something changed while a job runs: look again when it ends
+      this.kickPending = true;
+      return;
+    }
+    this.kickPending = false;
+    this.running = this.loop().finally(() => {
+      this.running = null;
+      if (this.kickPending && !this.stopped && !this.frozen && this.interruptReq === null) queueMicrotask(() => this.kick());
+    });
+  }
+
+  private kickPending = false;
+  private jobsRun = 0;
+
+  /** Run until nothing is left to do (tests, the CLI's offline sync). */
+  async runUntilIdle(): Promise<SyncResult[]> {
+    const before = this.history.length;
+    this.lastError = null;
+    for (;;) {
+      if (this.running) await this.running.catch(() => {});
+      const jobs = this.jobsRun;
+      this.kick();
+      if (!this.running) break;
+      await this.running;
+      if (this.lastError) throw this.lastError;
+      // stop when a pass found nothing to do, or was interrupted
+      if (this.jobsRun === jobs || !this.lastResult?.completed) break;
+    }
+    return this.history.slice(before);
+  }
+
+  /** mdadm --action / sync_action: check, repair, idle, frozen. */
+  async setAction(action: 'check' | 'repair' | 'idle' | 'frozen' | 'resync' | 'recover'): Promise<void> {
+    switch (action) {
+      case 'check':
+      case 'repair':
+        if (this.running) throw new TsmdError('EBUSY', `a ${this.status?.kind ?? 'sync'} is running; set the action to idle first`);
+        if (!this.host.canSync()) throw new TsmdError('EBUSY', `cannot ${action}: the array is degraded, read-only or reshaping`);
+        this.frozen = false;
+        this.requested = action;
+        this.kick();
+        return;
+      case 'idle':
+        this.frozen = false;
+        this.requested = null;
+        await this.interrupt('idle');
+        this.kick();
+        return;
+      case 'frozen':
+        this.frozen = true;
+        this.requested = null;
+        await this.interrupt('frozen');
+        return;
+      case 'resync':
+      case 'recover':
+        this.frozen = false;
+        this.kick();
+        return;
+    }
+  }
+
+  private async interrupt(why: 'idle' | 'frozen' | 'stop'): Promise<void> {
+    if (!this.running) return;
+    this.interruptReq = why;
+    await this.running.catch(() => {});
+    this.interruptReq = null;
+  }
+
+  /** Stop for good (array stop): the current job checkpoints and ends. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.interrupt('stop');
+  }
+
+  private speed(): { speedKiBs: number; windowSectors: number; windowSeconds: number } {
+    const now = this.host.clock.nowMs();
+    const m = this.marks[0];
+    if (!m || !this.status) return { speedKiBs: 0, windowSectors: 0, windowSeconds: 1 };
+    const dt = Math.max(1, (now - m.ms) / 1000);
+    const db = this.status.doneSectors - m.done;
+    return { speedKiBs: Math.floor(db / 2 / dt), windowSectors: db, windowSeconds: Math.max(1, Math.floor(dt)) };
+  }
+
+  private mark(done: number): void {
+    const now = this.host.clock.nowMs();
+    this.marks.push({ ms: now, done, worked: this.status?.workedSectors ?? 0 });
+    // keep ~10 s of marks, like the kernel's sync mark window
+    while (this.marks.length > 2 && now - this.marks[1]!.ms > 10_000) this.marks.shift();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped && !this.frozen && this.interruptReq === null) {
+      let plan: SyncPlan | null;
+      try {
+        plan = await this.host.planSync(this.requested);
+      } catch (e) {
+        this.lastError = e;
+        this.host.log(`md: cannot start sync: ${(e as Error).message}`);
+        return;
+      }
+      if (!plan) return;
+      if (plan.kind === 'check' || plan.kind === 'repair') this.requested = null;
+      try {
+        const r = await this.runPlan(plan);
+        this.jobsRun++;
+        this.lastResult = r;
+        this.history.push(r);
+        if (this.history.length > 32) this.history.shift();
+        if (!r.completed) return;
+      } catch (e) {
+        this.lastError = e;
+        this.host.log(`md: ${plan.kind} aborted: ${(e as Error).message}`);
+        return;
+      }
+    }
+  }
+
+  private async runPlan(plan: SyncPlan): Promise<SyncResult> {
+    const p = this.host.personality;
+    const kind: SyncKind = plan.kind;
+    const recovery = plan.kind === 'recovery';
+    const total = recovery ? p.recoverySectors : p.syncSectors;
+    const rebuild = new Set(recovery ? plan.slots : []);
+    const bitmap = this.host.bitmap;
+    const guided = bitmap !== null && (plan.kind === 'resync' || (plan.kind === 'recovery' && plan.bitmapGuided));
+    const startMs = this.host.clock.nowMs();
+    this.status = {
+      kind,
+      doneSectors: plan.start,
+      totalSectors: total,
+      workedSectors: 0,
+      startedMs: startMs,
+      speedKiBs: 0,
+      windowSectors: 0,
+      windowSeconds: 1,
+    };
+    this.marks = [];
+    this.mark(plan.start);
+    if (kind === 'check' || kind === 'repair') this.mismatchCnt = 0;
+    const runStart = plan.start;
+    let mismatches = 0;
+    let worked = 0;
+    let sinceCheckpoint = 0;
+    let pos = plan.start;
+    this.host.log(`md: ${kind === 'recovery' ? 'recovery' : kind === 'resync' ? 'resync' : `data-check (${kind})`} of ${total / 2} blocks started at ${pos / 2}${guided ? ' (bitmap-guided)' : ''}`);
+    this.onEvent({ type: 'started', kind });
+    let completed: boolean;
+    try {
+      while (pos < total) {
+        if (this.interruptReq !== null || this.stopped) break;
+        if (recovery && !this.host.recoveryValid(plan.slots)) {
+          this.host.log('md: recovery interrupted: a member failed');
+          break;
+        }
+        if (!recovery && !this.host.canSync()) {
+          this.host.log(`md: ${kind} interrupted: the array is degraded`);
+          break;
+        }
+        // a bitmap-guided pass works chunk by chunk, so it syncs exactly the dirty chunks
+        const win = guided ? Math.max(128, Math.min(bitmap!.chunkSectors, this.windowSectors)) : this.windowSectors;
+        const n = Math.min(win - (guided ? pos % win : 0), total - pos);
+        const ranges: Array<[number, number]> = recovery
+          ? plan.slots.flatMap((s) => p.recoveryToSync(s, pos, n))
+          : [[pos, pos + n]];
+        const skip = guided && !ranges.some(([a, b]) => bitmap!.needsSyncIn(a, b));
+        if (!skip) {
+          const release = await this.host.barrier.lockRanges(ranges);
+          try {
+            if (kind === 'check' || kind === 'repair') {
+              const bad = await p.checkRegion(pos, n, kind === 'repair');
+              mismatches += bad;
+              this.mismatchCnt += bad;
+            } else {
+              await p.syncRegion(pos, n, rebuild);
+            }
+            // the frontier moves while the window is still held: no write can slip between
+            if (recovery) this.host.setRecoveryFrontier(plan.slots, pos + n);
+          } finally {
+            release();
+          }
+          worked += n;
+          sinceCheckpoint += n;
+        } else if (recovery) {
+          this.host.setRecoveryFrontier(plan.slots, pos + n);
+        }
+        pos += n;
+        if (kind === 'resync') {
+          this.host.setResyncPoint(pos);
+          bitmap?.synced(runStart, pos);
+        }
+        this.status.doneSectors = pos;
+        this.status.workedSectors = worked;
+        this.mark(pos);
+        if (sinceCheckpoint >= this.checkpointSectors && pos < total && (kind === 'resync' || recovery)) {
+          sinceCheckpoint = 0;
+          await this.host.checkpoint();
+        }
+        await this.throttle();
+      }
+      completed = pos >= total;
+      // progress ends before the members change state (mdstat / --monitor order: the
+      // rebuild finishes, then the spare is active)
+      this.status = null;
+      if (completed) {
+        if (recovery) await this.host.recoveryDone(plan.slots);
+        else if (kind === 'resync') await this.host.resyncDone();
+      } else if (kind === 'resync' || recovery) {
+        await this.host.checkpoint();
+      }
+    } finally {
+      this.status = null;
+    }
+    const result: SyncResult = { kind, completed, workedSectors: worked, totalSectors: total, mismatches };
+    const secs = Math.max(0.001, (this.host.clock.nowMs() - startMs) / 1000);
+    this.host.log(
+      `md: ${kind} ${completed ? 'done' : 'interrupted'}: ${worked / 2} KiB worked in ${secs.toFixed(1)} s${kind === 'check' || kind === 'repair' ? `, mismatches ${mismatches}` : ''}`,
+    );
+    this.onEvent({ type: completed ? 'finished' : 'interrupted', kind, result });
+    return result;
+  }
+
+  /** md's throttle: never above max; above min only while the array is idle. */
+  private lastIo = -1;
+
+  private async throttle(): Promise<void> {
+    for (let i = 0; i < 1000; i++) {
+      if (this.interruptReq !== null || this.stopped) return;
+      const { speedKiBs } = this.instantSpeed();
+      const io = this.host.ioCount();
+      const busy = this.lastIo >= 0 && io !== this.lastIo;
+      this.lastIo = io;
+      if (speedKiBs > this.limits.maxKiBs || (speedKiBs > this.limits.minKiBs && busy)) {
+        await this.host.clock.sleep(busy ? 10 : 20);
+        continue;
+      }
+      return;
+    }
+  }
+
+  /** Speed over the last ~second (finer than the 10 s mdstat window). */
+  private instantSpeed(): { speedKiBs: number } {
+    const now = this.host.clock.nowMs();
+    if (!this.status || this.marks.length === 0) return { speedKiBs: 0 };
+    let ref = this.marks[0]!;
+    for (const m of this.marks) if (now - m.ms <= 1000) {
+      ref = m;
+      break;
+    }
+    const dt = Math.max(0.05, (now - ref.ms) / 1000);
+    // sectors worked, not skipped: a bitmap-guided pass is not slowed by what it skips
+    return { speedKiBs: (this.status.workedSectors - ref.worked) / 2 / dt };
+  }
+}
