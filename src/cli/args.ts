@@ -28,6 +28,7 @@ export type MiscAction =
   | 'wait'
   | 'run'
   | 'action'
+  | 'speed-limit'
   | 'status';
 
 export class UsageError extends Error {
@@ -84,6 +85,9 @@ const LONG: OptSpec[] = [
   { long: 'readwrite', arg: 'none', misc: 'readwrite' },
   { long: 'wait', arg: 'none', mode: 'misc', misc: 'wait' },
   { long: 'action', arg: 'required', mode: 'misc', misc: 'action' },
+  // tsmd's per-array sync_speed_min / sync_speed_max (sysfs in Linux)
+  { long: 'speed-limit-min', arg: 'required', mode: 'misc', misc: 'speed-limit' },
+  { long: 'speed-limit-max', arg: 'required', mode: 'misc', misc: 'speed-limit' },
   { long: 'run', arg: 'none' },
   { long: 'status', arg: 'none', mode: 'misc', misc: 'status' },
   // general

@@ -5,6 +5,9 @@
  */
 import { existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import cliProgress from 'cli-progress';
+import { deliver, MonitorState } from './monitor.js';
+import type { ArrayState } from '../daemon/control.js';
 import { controlCall } from '../daemon/control.js';
 import { controlPath, Daemon, defaultRunDir } from '../daemon/daemon.js';
 import { TsmdError } from '../errors.js';
@@ -23,6 +26,9 @@ const DAEMON_USAGE = `Usage: tsmd daemon [options]
                        NBD over TLS (x509); --tls=require refuses plain clients
   --metrics=HOST:PORT  Prometheus metrics on http://HOST:PORT/metrics
   --log-level=LEVEL    pino level (info)
+  --speed-limit-min=K  resync/recovery/check speed always allowed, KiB/s (md default 1000)
+  --speed-limit-max=K  resync/recovery/check speed never exceeded, KiB/s (md default 200000)
+  --fault-injection    (tests) member devices accept injected I/O errors over the control socket
   --demo[=DIR]         create (first start) or assemble a RAID5 of four 64 MiB sparse files
                        in DIR (default ./demo-data) and export it as md0
 `;
@@ -72,6 +78,15 @@ async function runDaemon(args: string[]): Promise<number> {
   const tlsMode = takeOpt(args, 'tls');
   const metrics = takeOpt(args, 'metrics');
   const logLevel = takeOpt(args, 'log-level');
+  const speedMin = takeOpt(args, 'speed-limit-min');
+  const speedMax = takeOpt(args, 'speed-limit-max');
+  const kibs = (v: string | undefined, name: string, dflt: number) => {
+    if (v === undefined) return dflt;
+    if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`--${name} wants a positive number of KiB/s, got ${v}`);
+    return Number(v);
+  };
+  const syncLimits = { minKiBs: kibs(speedMin, 'speed-limit-min', 1000), maxKiBs: kibs(speedMax, 'speed-limit-max', 200_000) };
+  const faultInjection = takeFlag(args, 'fault-injection');
   let demo: string | undefined;
   const di = args.findIndex((a) => a === '--demo' || a.startsWith('--demo='));
   if (di >= 0) {
@@ -89,6 +104,8 @@ async function runDaemon(args: string[]): Promise<number> {
     nbd: noNbd ? false : { ...nbdAt, path: unix, tls },
     metrics: metrics ? hostPort(metrics, '--metrics') : false,
     logLevel,
+    syncLimits,
+    faultInjection,
   });
   const onSignal = (sig: string) => {
     d.log.info({ signal: sig }, 'signal received');
@@ -170,12 +187,92 @@ async function forward(argv: string[], runDir: string): Promise<number | null> {
       argv = [...argv, '--run'];
     }
   }
+  if (a?.mode === 'monitor') return runMonitor(a, path, io);
+  if (a?.mode === 'misc' && a.misc === 'wait') return runWait(a, path, io);
   const env: Record<string, string> = {};
   for (const k of ['TSMD_HOMEHOST', 'TSMD_CONF', 'TZ']) if (process.env[k] !== undefined) env[k] = process.env[k]!;
   const rep = await controlCall(path, { op: 'mdadm', argv, cwd: process.cwd(), env });
   if (rep.stdout) process.stdout.write(rep.stdout);
   if (rep.stderr) process.stderr.write(rep.stderr);
   return rep.code ?? 1;
+}
+
+async function pollArrays(path: string): Promise<ArrayState[]> {
+  const rep = await controlCall(path, { op: 'arrays' }, 10_000);
+  return rep.arrays ?? [];
+}
+
+function findArray(list: ArrayState[], name: string): ArrayState | undefined {
+  const short = name.replace(/^\/dev\//, '');
+  return list.find((x) => x.devPath === name || x.mdName === short || x.devPath === `/dev/${short}` || x.mdName === name);
+}
+
+/**
+ * mdadm --wait: block until the named arrays have no resync/recovery/check running; a progress
+ * bar on a terminal. Exit 0 when something was waited for, 1 when there was nothing to wait for.
+ */
+async function runWait(a: ReturnType<typeof parseArgs>, path: string, io: ReturnType<typeof processIo>): Promise<number> {
+  if (a.devices.length === 0) throw new UsageError('--wait needs an md device');
+  let waited = false;
+  const tty = io.interactive && process.stderr.isTTY;
+  for (const d of a.devices) {
+    let bar: cliProgress.SingleBar | null = null;
+    for (;;) {
+      const st = findArray(await pollArrays(path), d);
+      if (!st) {
+        io.err(`tsmd: ${d} is not an active md array\n`);
+        return waited ? 0 : 1;
+      }
+      if (!st.sync && !st.syncBusy) break;
+      waited = true;
+      if (st.sync && tty) {
+        if (!bar) {
+          bar = new cliProgress.SingleBar(
+            { format: `${d} ${st.sync.kind} [{bar}] {percentage}% | {speed} KiB/s | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true },
+            cliProgress.Presets.shades_classic,
+          );
+          bar.start(st.sync.totalSectors, st.sync.doneSectors, { speed: st.sync.speedKiBs });
+        }
+        bar.update(st.sync.doneSectors, { speed: st.sync.speedKiBs });
+      }
+      await new Promise((r) => setTimeout(r, tty ? 250 : 100));
+    }
+    bar?.stop();
+  }
+  return waited ? 0 : 1;
+}
+
+/** mdadm --monitor against the node daemon (see ./monitor.ts). */
+async function runMonitor(a: ReturnType<typeof parseArgs>, path: string, io: ReturnType<typeof processIo>): Promise<number> {
+  const program = typeof a.opts.get('program') === 'string' ? (a.opts.get('program') as string) : (typeof a.opts.get('alert') === 'string' ? (a.opts.get('alert') as string) : undefined);
+  const syslog = a.opts.has('syslog');
+  const oneshot = a.opts.has('oneshot');
+  const test = a.opts.has('test');
+  const delayText = a.opts.get('delay');
+  const delaySec = typeof delayText === 'string' ? Number(delayText) : 60;
+  if (!Number.isFinite(delaySec) || delaySec <= 0) throw new UsageError(`--delay wants a positive number of seconds, got ${String(delayText)}`);
+  const incText = a.opts.get('increment');
+  const increment = typeof incText === 'string' ? Number(incText) : 20;
+  if (!Number.isInteger(increment) || increment < 1 || increment > 99) throw new UsageError(`--increment wants 1..99, got ${String(incText)}`);
+  if (!program && !syslog && !a.opts.has('mail') && !oneshot && !test) {
+    io.err('tsmd: No mail address or alert command - not monitoring.\n');
+    return 1;
+  }
+  const wanted = a.devices.length > 0 && !a.opts.has('scan') ? a.devices : null;
+  const state = new MonitorState({ increment, test });
+  for (;;) {
+    let list: ArrayState[];
+    try {
+      list = await pollArrays(path);
+    } catch (e) {
+      io.err(`tsmd: the node daemon does not answer: ${(e as Error).message}\n`);
+      return 1;
+    }
+    if (wanted) list = list.filter((x) => wanted.some((w) => findArray([x], w)));
+    for (const ev of state.update(list)) await deliver(ev, { program, syslog, out: io.out, err: io.err });
+    if (oneshot || test) return 0;
+    await new Promise((r) => setTimeout(r, delaySec * 1000));
+  }
 }
 
 export async function run(argv: string[]): Promise<number> {

@@ -14,6 +14,7 @@ import { parseUuid, setNameText, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import { openDevice } from '../io/file-device.js';
 import { MdArray } from '../md/array.js';
+import type { SyncLimits } from '../md/sync.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, UsageError } from './args.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
@@ -34,6 +35,14 @@ export interface Ctx {
   cwd?: string;
   /** build the --detail input (kept in main.ts with the other report glue) */
   detailOf: (arr: MdArray, devName: string, homehost?: string) => Parameters<typeof formatDetail>[0];
+  /** the daemon's log for what arrays say after the command that started them returned */
+  arrayLog?: (mdName: string, msg: string) => void;
+  /** daemon-wide sync speed limits (KiB/s) */
+  syncLimits?: SyncLimits;
+  /** the daemon noticed a change (mdstat rewrite) */
+  changed?: () => void;
+  /** wrap every member device opened for an array (the daemon's --fault-injection) */
+  wrapDevice?: (dev: BlockDevice) => BlockDevice;
 }
 
 function optStr(a: ParsedArgs, name: string): string | undefined {
@@ -190,10 +199,13 @@ function startedMessage(md: string, arr: MdArray): string {
   return `tsmd: ${md} has been started with ${working} drive${working === 1 ? '' : 's'}${of}${sp}.\n`;
 }
 
-async function openPaths(paths: string[], readOnly: boolean): Promise<BlockDevice[]> {
+async function openPaths(paths: string[], readOnly: boolean, ctx: Ctx): Promise<BlockDevice[]> {
   const devs: BlockDevice[] = [];
   try {
-    for (const p of paths) devs.push(await openDevice(p, { readOnly, exclusive: !readOnly }));
+    for (const p of paths) {
+      const dev = await openDevice(p, { readOnly, exclusive: !readOnly });
+      devs.push(ctx.wrapDevice ? ctx.wrapDevice(dev) : dev);
+    }
     return devs;
   } catch (e) {
     await Promise.all(devs.map((d) => d.close()));
@@ -214,10 +226,23 @@ export async function startArray(
     if (r) throw new TsmdError('EBUSY', `${p} is already in use by ${r.devPath} (${r.mdName})`);
   }
   const names = ctx.registry.allocate(md);
-  const devs = await openPaths(paths, !!opts.readOnly);
-  const arr = await MdArray.assemble(devs, { ...opts, log: (m) => io.err(`tsmd: ${m}\n`) });
+  const devs = await openPaths(paths, !!opts.readOnly, ctx);
+  // messages go to the command's stderr while it runs, and to the daemon log always
+  let commandDone = false;
+  const log = (m: string) => {
+    if (!commandDone) io.err(`tsmd: ${m}\n`);
+    ctx.arrayLog?.(names.mdName, m);
+  };
+  const arr = await MdArray.assemble(devs, { ...opts, log, syncLimits: ctx.syncLimits });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
+  if (ctx.daemon) {
+    arr.sync.onEvent = () => ctx.changed?.();
+    arr.startBackground();
+  }
+  setImmediate(() => {
+    commandDone = true;
+  });
   return r;
 }
 
@@ -382,10 +407,50 @@ export async function cmdMiscLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
       // arrays here are started by --assemble/--create; --run on a running array is a no-op
       for (const d of a.devices) lookup(d);
       return 0;
-    case 'wait':
-      for (const d of a.devices) lookup(d);
-      // no background sync runs yet: nothing to wait for (mdadm returns 1 then)
-      return 1;
+    case 'action': {
+      const what = optStr(a, 'action');
+      const valid = ['check', 'repair', 'idle', 'frozen', 'resync', 'recover'] as const;
+      if (!what || !(valid as readonly string[]).includes(what)) {
+        throw new UsageError(`--action must be one of ${valid.join(', ')} (got ${what ?? 'nothing'})`);
+      }
+      for (const d of a.devices) {
+        const r = lookup(d);
+        await r.array.setSyncAction(what as (typeof valid)[number]);
+        ctx.changed?.();
+      }
+      return 0;
+    }
+    case 'speed-limit': {
+      const num = (name: string) => {
+        const v = optStr(a, name);
+        if (v === undefined) return undefined;
+        if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`--${name} wants a positive number of KiB/s, got ${v}`);
+        return Number(v);
+      };
+      const min = num('speed-limit-min');
+      const max = num('speed-limit-max');
+      for (const d of a.devices) {
+        const r = lookup(d);
+        if (min !== undefined) r.array.sync.limits.minKiBs = min;
+        if (max !== undefined) r.array.sync.limits.maxKiBs = max;
+        io.out(`${d}: sync speed limits ${r.array.sync.limits.minKiBs} / ${r.array.sync.limits.maxKiBs} KiB/s\n`);
+      }
+      return 0;
+    }
+    case 'wait': {
+      // mdadm --wait: 0 when a resync/recovery was waited for, 1 when there was none
+      let waited = false;
+      for (const d of a.devices) {
+        const r = lookup(d);
+        for (;;) {
+          const cur = r.array.sync.current;
+          if (!cur && !r.array.sync.busy) break;
+          waited = true;
+          await new Promise((res) => setTimeout(res, 50));
+        }
+      }
+      return waited ? 0 : 1;
+    }
     default:
       throw new UsageError(`--${a.misc} is not supported`);
   }
@@ -415,7 +480,8 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
         case 're-add': {
           const other = ctx.registry.byMember(d);
           if (other) throw new TsmdError('EBUSY', `${d} is in use by ${other.devPath}`);
-          const dev = await openDevice(d, { exclusive: true });
+          const opened = await openDevice(d, { exclusive: true });
+          const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
           try {
             const how = await arr.addMember(dev, { reAdd: op.op === 're-add', deviceUuid: randomBytes(16) });
             if (!a.quiet) io.err(`tsmd: ${how === 're-added' ? 're-added' : 'added'} ${d}\n`);

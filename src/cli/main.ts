@@ -10,6 +10,7 @@ import { isTsmdError, TsmdError } from '../errors.js';
 import { BITMAP_SB_BYTES, decodeBitmapSuper } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, parseUuid } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
+import { FaultyBlockDevice } from '../io/fault-device.js';
 import { FileBlockDevice, openDevice } from '../io/file-device.js';
 import { ArrayRegistry } from '../daemon/registry.js';
 import type { MdArray } from '../md/array.js';
@@ -244,7 +245,8 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
         const ans = await io.ask('Continue creating array? ');
         return /^y(es)?$/i.test(ans.trim());
       },
-      initialSync: true,
+      // in the daemon the array resyncs in the background, as md does after mdadm --create
+      initialSync: !ctx.daemon,
       log: (m) => {
         if (a.verbose) io.err(`tsmd: ${m}\n`);
       },
@@ -252,7 +254,7 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   );
   const p = result.plan;
   if (ctx.daemon) {
-    // mdadm --create starts the array; the sync already ran (there is no background engine yet)
+    // mdadm --create starts the array; its initial resync/recovery runs in the background
     await startArray(ctx, md, paths.filter((x) => x !== 'missing'), { run: true }, io);
     if (!a.quiet) io.err(`tsmd: array ${md} started.\n`);
   } else if (!a.quiet) {
@@ -425,7 +427,8 @@ export function detailOf(arr: MdArray, devName: string, homehost?: string): Deta
     else if (m.slot === null) state = ['spare'];
     else if (m.recoveryOffset !== null) state = ['spare', 'rebuilding'];
     else state = ['active', 'sync'];
-    const mm = m.dev instanceof FileBlockDevice ? m.dev.majorMinor : { major: 0, minor: 0 };
+    const inner = m.dev instanceof FaultyBlockDevice ? m.dev.inner : m.dev;
+    const mm = inner instanceof FileBlockDevice ? inner.majorMinor : { major: 0, minor: 0 };
     members.push({
       number: m.devNumber,
       major: mm.major,
@@ -450,8 +453,20 @@ export function detailOf(arr: MdArray, devName: string, homehost?: string): Deta
     arraySizeBytes: arr.sizeBytes,
     members,
     homehost,
-    sync: arr.reshapeActive ? { action: 'reshape', percent: reshapePercent(arr) } : null,
+    sync: arr.reshapeActive ? { action: 'reshape', percent: reshapePercent(arr) } : syncDetail(arr),
   };
+}
+
+/** The running sync as --detail shows it ("Rebuild Status : 42% complete"). */
+function syncDetail(arr: MdArray): DetailInput['sync'] {
+  const cur = arr.sync.current;
+  if (cur) {
+    // mdadm shows repair as a check
+    const action = cur.kind === 'repair' ? 'check' : cur.kind;
+    return { action, percent: Math.floor((cur.doneSectors * 100) / Math.max(1, cur.totalSectors)) };
+  }
+  if (arr.resyncPending) return { action: 'resync', percent: 'pending' };
+  return null;
 }
 
 /** Reshape progress as /proc/mdstat shows it: per-member position over the component size. */
@@ -468,7 +483,7 @@ const MD_NAME = /^(?:\/dev\/)?md(?:\d+|\/.+)$|^md_d\d+$/;
 /** Make member paths absolute (the daemon runs commands for clients in other directories). */
 function resolvePaths(a: ParsedArgs, cwd: string): void {
   const fix = (d: string) => (d === 'missing' || d.startsWith('/') ? d : pathResolve(cwd, d));
-  const membersAreMd = a.mode === 'misc' && (a.misc === 'detail' || a.misc === 'stop' || a.misc === 'readonly' || a.misc === 'readwrite' || a.misc === 'run' || a.misc === 'wait' || a.misc === 'action');
+  const membersAreMd = a.mode === 'misc' && (a.misc === 'detail' || a.misc === 'stop' || a.misc === 'readonly' || a.misc === 'readwrite' || a.misc === 'run' || a.misc === 'wait' || a.misc === 'action' || a.misc === 'speed-limit');
   if (!membersAreMd) a.devices = a.devices.map((d) => (a.misc === 'query' && MD_NAME.test(d) ? d : fix(d)));
   for (const op of a.manageOps) op.devices = op.devices.map(fix);
   const conf = a.opts.get('config');

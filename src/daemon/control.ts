@@ -13,7 +13,9 @@ export const MAX_REQUEST_BYTES = 1 << 20;
 
 export interface ControlRequest {
   id: number;
-  op: 'ping' | 'mdadm' | 'shutdown';
+  op: 'ping' | 'mdadm' | 'shutdown' | 'arrays' | 'fault';
+  /** op 'fault' (daemon started with --fault-injection): the member path and what to inject */
+  fault?: { path: string; kind: 'read' | 'write' | 'any' | 'vanish' | 'clear'; startBytes?: number; endBytes?: number; count?: number | null };
   argv?: string[];
   cwd?: string;
   env?: Record<string, string>;
@@ -27,6 +29,28 @@ export interface ControlReply {
   pid?: number;
   version?: string;
   error?: string;
+  /** op 'arrays': the state --wait and --monitor poll */
+  arrays?: ArrayState[];
+}
+
+/** One running array as --monitor and --wait see it. */
+export interface ArrayState {
+  mdName: string;
+  devPath: string;
+  uuid: string;
+  level: number;
+  raidDisks: number;
+  degraded: boolean;
+  /** redundant levels only: slots without a working in-sync member */
+  missing: number;
+  members: Array<{ path: string; slot: number | null; faulty: boolean; rebuilding: boolean }>;
+  sync: { kind: string; doneSectors: number; totalSectors: number; speedKiBs: number } | null;
+  syncBusy: boolean;
+  mismatchCnt: number;
+  /** finished or interrupted sync jobs, oldest first (bounded) */
+  syncHistory: Array<{ kind: string; completed: boolean; workedSectors: number; totalSectors: number; mismatches: number }>;
+  /** resync-space sectors per bitmap bit, and the bits set now (null: no bitmap) */
+  bitmap: { chunkSectors: number; dirty: number; nbits: number } | null;
 }
 
 export type ControlHandler = (req: ControlRequest) => Promise<Omit<ControlReply, 'id'>>;

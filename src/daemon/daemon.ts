@@ -11,10 +11,12 @@ import pino, { type Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { detailOf, main, VERSION } from '../cli/main.js';
 import { TsmdError } from '../errors.js';
+import { FaultyBlockDevice } from '../io/fault-device.js';
 import type { MdArray } from '../md/array.js';
+import { DEFAULT_SYNC_LIMITS, type SyncLimits } from '../md/sync.js';
 import { NbdServer } from '../nbd/server.js';
 import type { BlockTarget, ExportRegistry, NbdExport } from '../nbd/target.js';
-import { controlCall, type ControlRequest, serveControl } from './control.js';
+import { type ArrayState, controlCall, type ControlRequest, serveControl } from './control.js';
 import { mdstatText } from './mdstat-view.js';
 import { ArrayRegistry, type RunningArray } from './registry.js';
 
@@ -27,6 +29,30 @@ export interface DaemonOptions {
   logLevel?: string;
   /** log destination (default stderr) */
   logFd?: number;
+  /** sync speed limits for every array, KiB/s (md's speed_limit_min / speed_limit_max) */
+  syncLimits?: SyncLimits;
+  /** wrap member devices so tests can inject I/O errors through the control socket */
+  faultInjection?: boolean;
+}
+
+function arrayState(r: RunningArray): ArrayState {
+  const a = r.array;
+  const cur = a.sync.current;
+  return {
+    mdName: r.mdName,
+    devPath: r.devPath.startsWith('/dev/') ? r.devPath : `/dev/${r.devPath}`,
+    uuid: a.uuid,
+    level: a.level,
+    raidDisks: a.raidDisks,
+    degraded: a.degraded,
+    missing: a.personality.maxDegraded > 0 ? a.raidDisks - a.workingSlots.length : 0,
+    members: a.members.map((m) => ({ path: m.dev.name, slot: m.slot, faulty: m.faulty, rebuilding: m.slot !== null && m.recoveryOffset !== null })),
+    sync: cur ? { kind: cur.kind, doneSectors: cur.doneSectors, totalSectors: cur.totalSectors, speedKiBs: cur.speedKiBs } : null,
+    syncBusy: a.sync.busy,
+    mismatchCnt: a.sync.mismatchCnt,
+    syncHistory: a.sync.history.map((h) => ({ ...h })),
+    bitmap: a.bitmap ? { chunkSectors: a.bitmap.chunkSectors, dirty: a.bitmap.dirtyCount, nbits: a.bitmap.nbits } : null,
+  };
 }
 
 /** md's safe_mode_delay: an array idle this long is marked clean (kernel default 200 ms). */
@@ -217,11 +243,15 @@ export class Daemon {
   private readonly targets = new Map<string, BlockTarget>();
   private safeModeTimer: NodeJS.Timeout | null = null;
   private readonly lastSeq = new Map<string, number>();
+  readonly syncLimits: SyncLimits;
+  private readonly faults: Map<string, FaultyBlockDevice> | null;
 
   private constructor(opts: DaemonOptions) {
     this.runDir = resolve(opts.runDir);
     this.log = pino({ name: 'tsmd', level: opts.logLevel ?? 'info' }, pino.destination({ fd: opts.logFd ?? 2, sync: true }));
     this.metrics = makeMetrics(this);
+    this.syncLimits = opts.syncLimits ?? { ...DEFAULT_SYNC_LIMITS };
+    this.faults = opts.faultInjection ? new Map() : null;
   }
 
   get pidPath(): string {
@@ -392,6 +422,22 @@ export class Daemon {
       case 'shutdown':
         setImmediate(() => void this.stop());
         return { code: 0 };
+      case 'fault': {
+        const f = req.fault;
+        const dev = f ? this.faults?.get(f.path) : undefined;
+        if (!this.faults) return { code: 1, stderr: 'fault injection is off (tsmd daemon --fault-injection)\n' };
+        if (!f || !dev) return { code: 1, stderr: `no member device ${f?.path ?? '(none)'} is open\n` };
+        if (f.kind === 'vanish') dev.vanish();
+        else if (f.kind === 'clear') {
+          dev.clearFaults();
+          dev.restore();
+        } else dev.addFault({ op: f.kind, startBytes: f.startBytes ?? 0, endBytes: f.endBytes ?? dev.sizeBytes, count: f.count ?? Infinity });
+        this.log.warn({ fault: f }, 'fault injected');
+        return { code: 0 };
+      }
+      case 'arrays':
+        // what --wait and --monitor poll: answered at once, outside the command queue
+        return { code: 0, arrays: this.registry.list().map(arrayState) };
       case 'mdadm': {
         const run = this.queue.then(() => this.runMdadm(req));
         this.queue = run.catch(() => {});
@@ -419,7 +465,23 @@ export class Daemon {
         ask: async () => 'n',
         env,
       },
-      { registry: this.registry, daemon: true, detailOf, mdstat: () => this.mdstat(), cwd: req.cwd },
+      {
+        registry: this.registry,
+        daemon: true,
+        detailOf,
+        mdstat: () => this.mdstat(),
+        cwd: req.cwd,
+        arrayLog: (md, msg) => this.log.info({ array: md }, msg),
+        syncLimits: this.syncLimits,
+        changed: () => this.writeMdstat(),
+        wrapDevice: this.faults
+          ? (dev) => {
+              const f = new FaultyBlockDevice(dev);
+              this.faults!.set(dev.name, f);
+              return f;
+            }
+          : undefined,
+      },
     );
     this.log.info({ argv: req.argv, code }, 'mdadm command');
     this.writeMdstat();

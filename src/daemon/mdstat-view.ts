@@ -37,11 +37,23 @@ export function mdstatArrays(running: RunningArray[]): MdstatArray[] {
           : null,
       sync: a.reshapeActive
         ? { action: 'reshape', doneSectors: Math.floor(Number(sb.reshapePosition) / dataDisks), totalSectors: Number(sb.size), windowSectors: 0, windowSeconds: 1 }
-        : null,
+        : syncLine(a),
       resyncPending: !a.reshapeActive && a.resyncPending,
     };
     return out;
   });
+}
+
+function syncLine(a: RunningArray['array']): MdstatArray['sync'] {
+  const cur = a.sync.current;
+  if (!cur) return null;
+  return {
+    action: cur.kind,
+    doneSectors: cur.doneSectors,
+    totalSectors: cur.totalSectors,
+    windowSectors: cur.windowSectors,
+    windowSeconds: cur.windowSeconds,
+  };
 }
 
 export function mdstatText(running: RunningArray[]): string {
