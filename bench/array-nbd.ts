@@ -116,7 +116,7 @@ function arrayCases(quick: boolean): ArrayCase[] {
   ];
 }
 
-function have(tool: string): boolean {
+export function have(tool: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
 }
 
@@ -172,7 +172,7 @@ interface FioResult {
   iops: number;
 }
 
-function runFio(
+export function runFio(
   uri: string,
   o: { rw: Rw; bs: string; iodepth: number; sizeBytes: number; seconds?: number },
   cwd: string,
@@ -212,7 +212,7 @@ function runFio(
   });
 }
 
-function tsmdCli(runDir: string, argv: string[], cwd: string): void {
+export function tsmdCli(runDir: string, argv: string[], cwd: string): void {
   const r = spawnSync(process.execPath, [TSMD, '--run-dir', runDir, ...argv], { cwd, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`tsmd ${argv.join(' ')} failed (${r.status}): ${r.stderr}`);
 }
@@ -224,7 +224,7 @@ function nbdSize(uri: string): number {
 }
 
 /** The tsmd daemon as a child process; its NBD port comes from <run-dir>/daemon.json. */
-async function startDaemon(dir: string): Promise<{ port: number; runDir: string; stop: () => Promise<void> }> {
+export async function startDaemon(dir: string, extra: string[] = []): Promise<{ port: number; runDir: string; stop: () => Promise<void> }> {
   const runDir = join(dir, 'run');
   const env = { ...process.env };
   if (process.env.TSMD_BENCH_UV) env.UV_THREADPOOL_SIZE = process.env.TSMD_BENCH_UV;
@@ -232,7 +232,7 @@ async function startDaemon(dir: string): Promise<{ port: number; runDir: string;
   if (process.env.TSMD_BENCH_PROF) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${resolve(process.env.TSMD_BENCH_PROF)}`);
   const p = spawn(
     process.execPath,
-    [...nodeArgs, TSMD, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0', '--log-level', 'warn'],
+    [...nodeArgs, TSMD, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0', '--log-level', 'warn', ...extra],
     { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let err = '';
@@ -280,11 +280,11 @@ async function startNbdkit(file: string): Promise<{ port: number; stop: () => Pr
  * Write the dirty pages back now (sync(1)), outside the timed runs: otherwise the kernel's
  * flusher does it during whichever run comes next, on the same 2 CPUs.
  */
-function settle(): void {
+export function settle(): void {
   spawnSync('sync', { stdio: 'ignore' });
 }
 
-function sparse(path: string, bytes: number): void {
+export function sparse(path: string, bytes: number): void {
   closeSync(openSync(path, 'w'));
   truncateSync(path, bytes);
 }

@@ -6,6 +6,7 @@ import { runArrayBench } from './array.js';
 import { runArrayNbdBench } from './array-nbd.js';
 import { runNbdBench } from './nbd.js';
 import { runParityBench } from './parity.js';
+import { runSyncBench } from './sync.js';
 
 const quick = process.argv.includes('--quick');
 console.log(`tsmd benchmarks (node ${process.version}, ${quick ? 'quick' : 'full'} run)`);
@@ -13,3 +14,4 @@ await runParityBench({ quick });
 await runArrayBench({ quick });
 await runNbdBench({ quick });
 await runArrayNbdBench({ quick });
+await runSyncBench({ quick });

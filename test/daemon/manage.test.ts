@@ -62,22 +62,29 @@ describe('online management', () => {
     assert.match(detail(), /-\s+0\s+0\s+1\s+removed/);
   });
 
-  test('--add puts a new device in as a spare with its own superblock', (t) => {
+  test('--add to a degraded array: the new device takes the empty slot and is rebuilt (--wait waits for it)', (t) => {
     const r = d.tsmd(['/dev/md0', '--add', files[3]!]);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(mdstat(), /m3\.img\[3\]\(S\)/);
-    assert.equal(fields(detail()).get('Spare Devices'), '1');
+    assert.match(mdstat(), /m3\.img\[3\]/);
+    const w = d.tsmd(['--wait', '/dev/md0']);
+    assert.ok(w.status === 0 || w.status === 1, w.stderr);
+    assert.match(mdstat(), /\[3\/3\] \[UUU\]/);
+    assert.doesNotMatch(mdstat(), /recovery/);
+    const f = fields(detail());
+    assert.equal(f.get('Active Devices'), '3');
+    assert.equal(f.get('State'), 'clean');
     if (!requireTool(t, 'mdadm')) return;
     const e = run('mdadm', ['--examine', files[3]!]);
     assert.equal(e.status, 0, e.stderr);
-    assert.equal(fields(e.stdout).get('Device Role'), 'spare');
+    assert.equal(fields(e.stdout).get('Device Role'), 'Active device 1');
     assert.equal(fields(e.stdout).get('Array UUID'), fields(run('mdadm', ['--examine', files[0]!]).stdout).get('Array UUID'));
+    assert.equal(fields(run('mdadm', ['--examine', files[0]!]).stdout).get('Array State'), "AAA ('A' == active, '.' == missing, 'R' == replacing)");
   });
 
-  test('--re-add of a member that missed events needs the sync engine: refused with the reason', () => {
+  test('--re-add of the old member whose slot was taken meanwhile is refused with the reason', () => {
     const r = d.tsmd(['/dev/md0', '--re-add', files[1]!]);
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /needs a resync of what changed since it left/);
+    assert.match(r.stderr, /its slot is in use/);
   });
 
   test('--readonly refuses NBD writes (EPERM), --readwrite allows them again', async () => {
@@ -99,20 +106,20 @@ describe('online management', () => {
   test('--detail --scan, --query, --stop --scan and --assemble --scan with mdadm.conf', () => {
     let r = d.tsmd(['--detail', '--scan']);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^ARRAY \/dev\/md0 metadata=1\.2 spares=1 name=h:0 UUID=[0-9a-f:]{35}$/m);
+    assert.match(r.stdout, /^ARRAY \/dev\/md0 metadata=1\.2 name=h:0 UUID=[0-9a-f:]{35}$/m);
     const uuid = /UUID=([0-9a-f:]+)/.exec(r.stdout)![1]!;
     r = d.tsmd(['--query', '/dev/md0', files[0]!]);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /\/dev\/md0: 2[0-9.]+MiB raid1 3 devices, 1 spare/);
+    assert.match(r.stdout, /\/dev\/md0: 2[0-9.]+MiB raid1 3 devices, 0 spare/);
     assert.match(r.stdout, /m0\.img: device 0 in 3 device active raid1 \/dev\/md0/);
     r = d.tsmd(['--stop', '--scan']);
     assert.equal(r.status, 0, r.stderr);
     assert.doesNotMatch(mdstat(), /md0/);
     const conf = join(dir.path, 'mdadm.conf');
     writeFileSync(conf, `DEVICE ${join(dir.path, 'm*.img')}\nARRAY /dev/md0 metadata=1.2 UUID=${uuid}\n`);
-    r = d.tsmd(['--assemble', '--scan', `--config=${conf}`, '--run']);
+    r = d.tsmd(['--assemble', '--scan', `--config=${conf}`]);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stderr, /\/dev\/md0 has been started with 2 drives \(out of 3\) and 1 spare/);
+    assert.match(r.stderr, /\/dev\/md0 has been started with 3 drives/);
     assert.match(r.stderr, /m1\.img/, 'the stale member is reported');
     assert.match(mdstat(), /^md0 : active raid1/m);
   });

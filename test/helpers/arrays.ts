@@ -12,7 +12,11 @@ export interface MemArrayOptions {
   chunkKiB?: number;
   layout?: number;
   bitmap?: 'none' | 'internal';
+  /** bitmap chunk in KiB (mdadm --bitmap-chunk) */
+  bitmapChunkKiB?: number;
   assumeClean?: boolean;
+  /** leave the initial resync owed (as mdadm --create does before the kernel's resync) */
+  noInitialSync?: boolean;
 }
 
 export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice[]> {
@@ -29,10 +33,11 @@ export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice
       uuid: randomBytes(16),
       deviceUuids: devs.map(() => randomBytes(16)),
       bitmap: o.bitmap ?? 'none',
+      bitmapChunkBytes: o.bitmapChunkKiB ? o.bitmapChunkKiB * 1024 : undefined,
       assumeClean: o.assumeClean,
       nowSeconds: 1_700_000_000,
     },
-    { confirmOverwrite: async () => false },
+    { confirmOverwrite: async () => false, initialSync: !o.noInitialSync },
   );
   return devs;
 }

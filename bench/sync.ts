@@ -1,0 +1,115 @@
+/**
+ * Redundancy benchmarks (issue: bitmap, sync engine), each against a baseline measured in the
+ * same run on the same kind of files:
+ *  - recovery of a raid1 member and resync of a raid1 array, through the daemon, against
+ *    `cp` of one member file of the same size;
+ *  - check of a raid5 of 4 members against `cat` of the four member files to /dev/null;
+ *  - random 4 KiB write IOPS over NBD (fio, queue depth 32) with the internal bitmap on and
+ *    off.
+ * Files are written first and the page cache is dropped of dirty data (sync) before each
+ * timed part; both sides read what the page cache holds, so the figures compare the engines,
+ * not the disk.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { controlCall } from '../src/daemon/control.js';
+import { have, runFio, settle, sparse, startDaemon, tsmdCli } from './array-nbd.js';
+
+const MiB = 1024 * 1024;
+
+function seconds(fn: () => void): number {
+  const t0 = performance.now();
+  fn();
+  return (performance.now() - t0) / 1000;
+}
+
+async function waitIdle(runDir: string, md: string): Promise<{ workedSectors: number; secs: number }> {
+  const t0 = performance.now();
+  for (;;) {
+    const rep = await controlCall(join(runDir, 'control.sock'), { op: 'arrays' }, 10_000);
+    const a = rep.arrays!.find((x) => x.mdName === md)!;
+    if (!a.syncBusy) {
+      const last = a.syncHistory.at(-1);
+      return { workedSectors: last?.workedSectors ?? 0, secs: (performance.now() - t0) / 1000 };
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Fill a file with incompressible data through dd (outside the timed parts). */
+function fill(path: string, mib: number): void {
+  spawnSync('sh', ['-c', `head -c ${mib * MiB} /dev/urandom > '${path}'`]);
+}
+
+export async function runSyncBench(opts: { quick?: boolean } = {}): Promise<void> {
+  const mib = opts.quick ? 64 : 256;
+  const dir = mkdtempSync(join(tmpdir(), 'tsmd-bench-sync-'));
+  console.log(`\nsync engine (members of ${mib} MiB; baselines cp / cat of the same files, same run)`);
+  // no speed cap: the engine's own throughput is what is measured
+  const d = await startDaemon(dir, ['--speed-limit-min=100000000', '--speed-limit-max=100000000']);
+  try {
+    // --- resync: a raid1 created over members full of different data (no --assume-clean):
+    // the initial resync copies the first member over the second, all of it
+    const r1 = [0, 1, 2].map((k) => join(dir, `r1-${k}.img`));
+    fill(r1[0]!, mib + 4);
+    fill(r1[1]!, mib + 4);
+    sparse(r1[2]!, (mib + 4) * MiB);
+    settle();
+    const copy = join(dir, 'copy.img');
+    const cpSecs = seconds(() => spawnSync('cp', [r1[0]!, copy]));
+    rmSync(copy);
+    const memberBytes = (mib + 4) * MiB;
+    const cpMBs = memberBytes / 1e6 / cpSecs;
+    settle();
+    tsmdCli(d.runDir, ['--create', '/dev/md0', '-l1', '-n2', '-x1', '--run', '--force', '--bitmap=internal', ...r1], dir);
+    const rs = await waitIdle(d.runDir, 'md0');
+    const rsMBs = (rs.workedSectors * 512) / 1e6 / rs.secs;
+    console.log(`  raid1 resync       ${rsMBs.toFixed(0).padStart(6)} MB/s   cp ${cpMBs.toFixed(0).padStart(6)} MB/s   ratio ${(rsMBs / cpMBs).toFixed(2)}x (target >= 0.8x)`);
+    // --- recovery: fail a member; the hot spare is rebuilt from the other
+    settle();
+    tsmdCli(d.runDir, ['/dev/md0', '--fail', r1[1]!], dir);
+    const rec = await waitIdle(d.runDir, 'md0');
+    const recMBs = (rec.workedSectors * 512) / 1e6 / rec.secs;
+    console.log(`  raid1 recovery     ${recMBs.toFixed(0).padStart(6)} MB/s   cp ${cpMBs.toFixed(0).padStart(6)} MB/s   ratio ${(recMBs / cpMBs).toFixed(2)}x (target >= 0.8x)`);
+    tsmdCli(d.runDir, ['--stop', '/dev/md0'], dir);
+
+    // --- check: raid5 of 4, against cat of the four files
+    const r5 = [0, 1, 2, 3].map((k) => join(dir, `r5-${k}.img`));
+    for (const f of r5) fill(f, mib + 4);
+    tsmdCli(d.runDir, ['--create', '/dev/md1', '-l5', '-n4', '-c512', '--run', '--assume-clean', '--force', ...r5], dir);
+    tsmdCli(d.runDir, ['--action=repair', '/dev/md1'], dir); // make the parity right first
+    await waitIdle(d.runDir, 'md1');
+    settle();
+    const catSecs = seconds(() => spawnSync('sh', ['-c', `cat ${r5.map((f) => `'${f}'`).join(' ')} > /dev/null`]));
+    const catMBs = (4 * (mib + 4) * MiB) / 1e6 / catSecs;
+    tsmdCli(d.runDir, ['--action=check', '/dev/md1'], dir);
+    const ck = await waitIdle(d.runDir, 'md1');
+    const ckMBs = (4 * ck.workedSectors * 512) / 1e6 / ck.secs;
+    console.log(`  raid5 check        ${ckMBs.toFixed(0).padStart(6)} MB/s   cat ${catMBs.toFixed(0).padStart(5)} MB/s   ratio ${(ckMBs / catMBs).toFixed(2)}x (target >= 0.8x)`);
+    tsmdCli(d.runDir, ['--stop', '/dev/md1'], dir);
+
+    // --- random 4 KiB writes over NBD with the bitmap on and off (raid1 of 2)
+    const iops: Record<string, number> = {};
+    for (const bm of ['none', 'internal']) {
+      const files = [0, 1].map((k) => join(dir, `bm-${bm}-${k}.img`));
+      for (const f of files) sparse(f, (mib + 4) * MiB);
+      const md = bm === 'none' ? '/dev/md2' : '/dev/md3';
+      tsmdCli(d.runDir, ['--create', md, '-l1', '-n2', '--run', '--assume-clean', `--bitmap=${bm}`, ...(bm === 'internal' ? ['--bitmap-chunk=64M'] : []), ...files], dir);
+      settle();
+      const r = await runFio(`nbd://127.0.0.1:${d.port}/${md.slice(5)}`, { rw: 'randwrite', bs: '4k', iodepth: 32, sizeBytes: mib * MiB, seconds: opts.quick ? 3 : 8 }, dir);
+      iops[bm] = r.iops;
+      tsmdCli(d.runDir, ['--stop', md], dir);
+    }
+    console.log(`  raid1 randwrite 4K QD32: bitmap ${iops.internal!.toFixed(0)} IOPS, none ${iops.none!.toFixed(0)} IOPS   ratio ${(iops.internal! / iops.none!).toFixed(2)}x (target >= 0.9x)`);
+  } finally {
+    await d.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1]?.endsWith('sync.js')) {
+  if (!have('fio')) throw new Error('fio is needed (apt-get install fio)');
+  await runSyncBench({ quick: process.argv.includes('--quick') });
+}
