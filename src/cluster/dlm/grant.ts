@@ -54,6 +54,11 @@ export interface ResourceState {
   lvbseq: number;
   /** VALNOTVALID */
   vnv: boolean;
+  /**
+   * etcd backend only: a Lamport clock of etcd round trips (each write stores max(seen) + 1), so a
+   * benchmark can count the sequential round trips of a protocol across nodes.
+   */
+  rt?: number;
 }
 
 export function newResource(): ResourceState {
