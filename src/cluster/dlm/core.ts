@@ -208,7 +208,9 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
         ? (r: ResourceState, retry: boolean): Outcome => {
             const f = retry ? engine.findLock(r, lk.id) : undefined;
             if (f) return replay(f.e, f.where, op, mode, flags);
-            const e: LockEntry = { id: lk.id, node: this.nodeId, slot: this.slot, inc: this.inc, gr: -1, rq: mode, fl: flags, hb: -1, bs: 0, bm: -1, cb, op, ga: 0, sb: 0 };
+            const e: LockEntry = {
+              id: lk.id, node: this.nodeId, slot: this.slot, inc: this.inc, gr: -1, rq: mode, fl: flags, hb: -1, bs: 0, bm: -1, cb, op, ga: 0, sb: 0,
+            };
             return engine.request(r, e);
           }
         : (r: ResourceState, retry: boolean): Outcome => {

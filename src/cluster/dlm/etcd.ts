@@ -89,10 +89,15 @@ export interface EtcdLockspaceInternals {
   readonly incarnation: string;
   /** Lamport clock of etcd round trips seen by this node (see ResourceState.rt). */
   readonly roundTrips: number;
-  /** Stop sending keep-alives (simulates a partition from etcd); the node fences itself. */
+  /**
+   * Simulate a partition from etcd: no more keep-alives, and no lease revoke when the node fences
+   * itself (it could not reach etcd), so the others recover only when the lease expires.
+   */
   stopKeepAlive(): void;
   /** Die without leaving: stop everything, revoke the lease (others recover at once). */
   kill(): Promise<void>;
+  /** This node's latest copy of a resource's state. */
+  peek(resource: string): ResourceState | undefined;
 }
 
 /** A lockspace of the etcd backend. */
@@ -296,6 +301,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   private readonly memberMap = new Map<number, MemberInfo>();
   private readonly deadIncs = new Set<string>();
   private readonly cache = new Map<string, Cached>();
+  private readonly queues = new Map<string, Promise<void>>();
   private watchRev = 0;
   private watchWaiters: Array<{ rev: number; wake: () => void }> = [];
   private watcher: Watcher | undefined;
@@ -307,6 +313,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   private kaStopped = false;
   private fenceTimer: Timer | undefined;
   private validUntilMs = 0;
+  private partitioned = false;
   private readonly events = new EventEmitter();
 
   constructor(
@@ -619,7 +626,24 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     });
   }
 
-  async mutate<T>(resource: string, fn: (r: ResourceState, retry: boolean) => T, deadlineMs: number, recovery = false): Promise<T> {
+  /**
+   * Operations of this node on one resource are applied in the order they were made (as the
+   * Linux DLM sends a node's requests to the master in order): each waits for the previous one.
+   * Recovery purges do not queue (an operation may be waiting for the recovery to end).
+   */
+  mutate<T>(resource: string, fn: (r: ResourceState, retry: boolean) => T, deadlineMs: number, recovery = false): Promise<T> {
+    if (recovery) return this.mutateNow(resource, fn, deadlineMs, true);
+    const prev = this.queues.get(resource) ?? Promise.resolve();
+    const run = prev.then(() => this.mutateNow(resource, fn, deadlineMs, false));
+    const tail = run.then(() => undefined, () => undefined);
+    this.queues.set(resource, tail);
+    void tail.then(() => {
+      if (this.queues.get(resource) === tail) this.queues.delete(resource);
+    });
+    return run;
+  }
+
+  private async mutateNow<T>(resource: string, fn: (r: ResourceState, retry: boolean) => T, deadlineMs: number, recovery: boolean): Promise<T> {
     const d = this.dlm;
     const key = Buffer.from(this.resPrefix + resource);
     const memberCmp = { key: this.memberKey(this.slot), target: 'Create' as const, result: 'Equal' as const, create_revision: this.incarnation };
@@ -666,7 +690,8 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
       if (r.succeeded) {
         const rev = Number(r.header.revision);
         const cur = this.cache.get(resource);
-        if (!cur || rev > cur.rev) this.cache.set(resource, { rev, json, state: JSON.parse(json) as ResourceState, own: !c || c.own || c.rev <= this.watchRev });
+        const own = !c || c.own || c.rev <= this.watchRev; // written on a copy the watch had confirmed
+        if (!cur || rev > cur.rev) this.cache.set(resource, { rev, json, state: JSON.parse(json) as ResourceState, own });
         this.core.onState(resource);
         return out;
       }
@@ -773,7 +798,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     void this.watcher?.cancel().catch(() => undefined);
     // We no longer act on any lock, so ending the lease early is safe and lets the others recover
     // sooner; if etcd is unreachable the lease simply expires.
-    void this.dlm.call('lease revoke', (o) => this.dlm.client.leaseClient.leaseRevoke({ ID: this.leaseId }, o)).catch(() => undefined);
+    if (!this.partitioned) void this.dlm.call('lease revoke', (o) => this.dlm.client.leaseClient.leaseRevoke({ ID: this.leaseId }, o)).catch(() => undefined);
   }
 
   async leave(): Promise<void> {
@@ -804,6 +829,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   // --- EtcdLockspaceInternals -----------------------------------------------------------------
 
   stopKeepAlive(): void {
+    this.partitioned = true;
     this.kaStopped = true;
     this.kaTimer?.cancel();
   }
