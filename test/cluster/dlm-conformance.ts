@@ -18,6 +18,8 @@ export interface DlmHarness {
   settle(): Promise<void>;
   /** let `ms` of time pass (manual clock or real time) */
   sleep(ms: number): Promise<void>;
+  /** until every operation `dlm` made in `ls` is applied (down-conversions complete before that) */
+  sync(dlm: Dlm, ls: Lockspace): Promise<void>;
   /** locks on the convert and wait queues of `resource`, as `ls`'s node knows them */
   waiting(dlm: Dlm, ls: Lockspace, resource: string): number;
   close(): Promise<void>;
@@ -188,10 +190,10 @@ export function dlmConformance(o: SuiteOptions): void {
       const lx = await b!.lock('q', M.PR);
       const ly = await c!.lock('q', M.NL);
       const px = lx.convert(M.EX); // blocked by A's PR: convert queue
-      await h.settle();
+      await until(h, () => h.waiting(dlms[0]!, a!, 'q') === 1, 'B on the convert queue');
       const got: string[] = [];
       const py = ly.convert(M.CR, { flags: Flag.QUECVT }).then(() => got.push('Y'));
-      await h.settle();
+      await until(h, () => h.waiting(dlms[0]!, a!, 'q') === 2, 'C on the convert queue');
       assert.deepEqual(got, [], 'QUECVT queues behind the convert queue even though CR is compatible');
       await la2.unlock();
       await px;
@@ -233,7 +235,7 @@ export function dlmConformance(o: SuiteOptions): void {
   });
 
   test(`${name}: LVB read/write for every transition, unlock writes only from PW/EX`, async () => {
-    await withNodes(2, async (_h, dlms) => {
+    await withNodes(2, async (h, dlms) => {
       const [a, b] = await joinAll(dlms, lsName('lvb'));
       const V = Flag.VALBLK;
       let n = 0;
@@ -249,7 +251,7 @@ export function dlmConformance(o: SuiteOptions): void {
           // the resource LVB starts as "old"
           const w = await b!.lock(res, M.EX, { flags: V });
           await w.convert(M.NL, { flags: V, lvb: lvbOf('old') });
-          await w.unlock();
+          await w.unlock(); // applied after the conversion (a node's operations on a resource keep their order)
           let lk: LockHandle;
           if (from === -1) {
             lk = await a!.lock(res, to, { flags: V });
@@ -260,6 +262,7 @@ export function dlmConformance(o: SuiteOptions): void {
           lk = await a!.lock(res, from); // no VALBLK: our buffer stays as we set it
           lk.lvb!.set(lvbOf('mine'));
           await lk.convert(to, { flags: V });
+          await h.sync(dlms[0]!, a!); // a conversion down completes before it is applied
           const ours = lk.lvb!.toString().replace(/\0+$/, '');
           const theirs = await resourceLvb(res); // an NL lock is compatible with anything
           const expect = specLvb(from, to);
@@ -279,17 +282,19 @@ export function dlmConformance(o: SuiteOptions): void {
   });
 
   test(`${name}: IVVALBLK and VALNOTVALID; a later write clears it`, async () => {
-    await withNodes(2, async (_h, dlms) => {
+    await withNodes(2, async (h, dlms) => {
       const [a, b] = await joinAll(dlms, lsName('vnv'));
       const V = Flag.VALBLK;
       const la = await a!.lock('r', M.EX, { flags: V });
       await la.convert(M.NL, { flags: V | Flag.IVVALBLK });
+      await h.sync(dlms[0]!, a!);
       const lb = await b!.lock('r', M.CR, { flags: V });
       assert.equal(lb.valNotValid, true);
       await lb.unlock();
       await la.convert(M.EX, { flags: V });
       assert.equal(la.valNotValid, true);
       await la.convert(M.NL, { flags: V, lvb: lvbOf('fresh') });
+      await h.sync(dlms[0]!, a!);
       const lc = await b!.lock('r', M.CR, { flags: V });
       assert.equal(lc.valNotValid, false);
       assert.equal(lc.lvb!.toString().replace(/\0+$/, ''), 'fresh');

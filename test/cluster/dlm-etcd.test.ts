@@ -43,6 +43,7 @@ function harness(): Promise<DlmHarness> {
     crash: (dlm, ls) => (dlm as EtcdDlm).internals(ls).kill(),
     settle: () => sleep(15),
     sleep: (ms) => sleep(ms),
+    sync: (dlm, ls) => (dlm as EtcdDlm).internals(ls).idle(),
     waiting: (dlm, ls, res) => {
       const r = (dlm as EtcdDlm).internals(ls).peek(res);
       return r ? r.convert.length + r.wait.length : 0;
@@ -81,11 +82,20 @@ describe('etcd DLM', () => {
         await fn();
         return d.stats.calls - before;
       };
+      const internals = d.internals(ls);
       const lk = await ls.lock('r', Mode.EX, { flags: Flag.VALBLK });
       assert.equal(await count(() => ls.lock('s', Mode.PR)), 1, 'lock');
-      assert.equal(await count(() => lk.convert(Mode.CW, { flags: Flag.VALBLK })), 1, 'convert');
+      // a conversion down completes at once (Linux: no reply awaited) and is applied in one txn
+      let applied = false;
+      assert.equal(await count(async () => {
+        await lk.convert(Mode.CW, { flags: Flag.VALBLK });
+        applied = internals.peek('r')!.grant[0]!.gr === Mode.CW;
+        await internals.idle();
+      }), 1, 'convert down');
+      assert.equal(applied, false, 'a conversion down returns before etcd has it');
       assert.equal(await count(() => lk.convert(Mode.EX, { flags: Flag.VALBLK })), 1, 'convert up');
       assert.equal(await count(() => lk.unlock()), 1, 'unlock');
+      assert.equal(d.stats.conflicts, 0, 'no conflicts');
       await ls.leave();
     } finally {
       d.close();

@@ -27,6 +27,7 @@ function harness(): Promise<DlmHarness> {
     },
     settle: flush,
     sleep: (ms) => clock.advanceAsync(ms, 5),
+    sync: () => Promise.resolve(),
     waiting: (_dlm, ls, res) => {
       const r = cluster.resourceState(ls.name, res);
       return r ? r.convert.length + r.wait.length : 0;

@@ -46,6 +46,20 @@ export interface LockspaceBackend {
   members(): SlotInfo[];
   /** Leave the lockspace after every lock was released. */
   leave(): Promise<void>;
+  /**
+   * Complete down-conversions at once, before the backend has applied them (Linux does this for a
+   * remote master: "down conversions go without a reply"). The backend must apply a node's
+   * operations on one resource in order.
+   */
+  readonly asyncDownConversions?: boolean;
+  /** A down-conversion already reported done could not be applied: this node must stop. */
+  lost?(reason: string): void;
+}
+
+/** A conversion down (not PR<->CW, which is "middle"): always grantable at once. */
+export function isDownConversion(from: Mode, to: Mode): boolean {
+  const middle = (from === Mode.PR && to === Mode.CW) || (from === Mode.CW && to === Mode.PR);
+  return !middle && to < from;
 }
 
 export interface CoreOptions {
@@ -195,6 +209,7 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
       if (lvb && lk.lvb) lk.lvb.set(lvb);
       if (opts.bast !== undefined || isNew) lk.bastFn = opts.bast; // new ASTs replace the old ones
       lk.lastFlags = flags;
+      if (!isNew && this.backend.asyncDownConversions && isDownConversion(lk.mode!, mode)) return this.downConvert(lk, mode, flags);
       const op = ++lk.opSeq;
       const p = new Promise<void>((resolve, reject) => {
         lk.pending = { op, mode, isNew, resolve, reject, timeoutMs };
@@ -234,6 +249,34 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /** A down-conversion completes now; the backend applies it in order behind our earlier operations. */
+  private downConvert(lk: LockImpl, mode: Mode, flags: number): Promise<void> {
+    const op = ++lk.opSeq;
+    const lvbIn = flags & Flag.VALBLK && lk.lvb ? b64(lk.lvb) : undefined;
+    const cb = lk.bastFn !== undefined;
+    lk.mode = mode;
+    lk.sbFlags = 0;
+    const fn = (r: ResourceState, retry: boolean): Outcome => {
+      const f = retry ? engine.findLock(r, lk.id) : undefined;
+      if (f && f.e.op === op) return replay(f.e, f.where, op, mode, flags);
+      return engine.convert(r, lk.id, mode, flags, op, cb, lvbIn);
+    };
+    // bounded by fencing: if etcd stays unreachable, the lease is lost and the node fenced anyway
+    this.backend.mutate(lk.resource, fn, this.clock.nowMs() + Math.max(this.timeoutMs, 60_000)).then(
+      (out) => {
+        if (out.kind === 'granted') {
+          if (lk.opSeq === op) lk.sbFlags = out.sb;
+        } else {
+          this.backend.lost?.(`down-conversion of ${lk} to ${modeName(mode)} was refused (${out.kind === 'error' ? out.code : out.kind})`);
+        }
+      },
+      (err: unknown) => {
+        if (!this.fenced && !this.left) this.backend.lost?.(`down-conversion of ${lk} to ${modeName(mode)} could not be applied: ${err instanceof Error ? err.message : String(err)}`);
+      },
+    );
+    return Promise.resolve();
   }
 
   private afterRequest(lk: LockImpl, p: Pending, out: Outcome): void {
@@ -393,7 +436,6 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
       const e = f.e;
       const p = lk.pending;
       if (p && e.ga === p.op && f.where === 'grant') this.grant(lk, p, e.gr as Mode, e.sb, e.lv);
-      else if (!p && lk.mode !== null && e.gr !== lk.mode && f.where === 'grant') lk.mode = e.gr as Mode; // demoted
       if (e.bs > lk.lastBs) {
         lk.lastBs = e.bs;
         const fn = lk.bastFn;

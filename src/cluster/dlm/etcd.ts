@@ -70,6 +70,12 @@ export interface EtcdDlmOptions {
   fenceMarginMs?: number;
   /** Deadline of one etcd call (default 5000). */
   callTimeoutMs?: number;
+  /**
+   * Complete conversions down (EX->NL, PW->CR...) at once and apply them in the background, in
+   * order with this node's later operations on the resource, as Linux does with a remote master
+   * (default true). Other nodes may see the old mode for one etcd round trip.
+   */
+  asyncDownConversions?: boolean;
   clock?: Clock;
 }
 
@@ -98,6 +104,8 @@ export interface EtcdLockspaceInternals {
   kill(): Promise<void>;
   /** This node's latest copy of a resource's state. */
   peek(resource: string): ResourceState | undefined;
+  /** Resolves when every operation this node made so far is applied in etcd. */
+  idle(): Promise<void>;
 }
 
 /** A lockspace of the etcd backend. */
@@ -171,6 +179,7 @@ export class EtcdDlm implements Dlm {
   readonly keepAliveIntervalMs: number;
   readonly fenceMarginMs: number;
   readonly callTimeoutMs: number;
+  readonly asyncDownConversions: boolean;
   readonly stats: EtcdDlmStats = { calls: 0, txns: 0, conflicts: 0, keepAlives: 0 };
   private readonly spaces = new Set<EtcdSpace>();
   private readonly internalsOf = new WeakMap<Lockspace, EtcdSpace>();
@@ -191,6 +200,7 @@ export class EtcdDlm implements Dlm {
     this.keepAliveIntervalMs = o.keepAliveIntervalMs ?? Math.min(1000, ttlMs / 4);
     this.fenceMarginMs = o.fenceMarginMs ?? Math.max(500, ttlMs / 5);
     this.callTimeoutMs = o.callTimeoutMs ?? 5000;
+    this.asyncDownConversions = o.asyncDownConversions ?? true;
     if (!(this.keepAliveIntervalMs > 0) || this.keepAliveIntervalMs * 2 + this.fenceMarginMs >= ttlMs)
       throw new TsmdError('EINVAL', `DLM etcd: keep-alive every ${this.keepAliveIntervalMs} ms with a ${this.fenceMarginMs} ms fencing margin does not fit a ${ttlMs} ms lease`);
     if (!(this.fenceMarginMs > 0)) throw new TsmdError('EINVAL', 'DLM etcd: fenceMarginMs must be positive');
@@ -584,6 +594,15 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     return this.cache.get(resource)?.state;
   }
 
+  /** Down-conversions complete without waiting for etcd, as in Linux (send_convert). */
+  get asyncDownConversions(): boolean {
+    return this.dlm.asyncDownConversions;
+  }
+
+  lost(reason: string): void {
+    this.fence(reason);
+  }
+
   members(): SlotInfo[] {
     return [...this.memberMap.entries()].sort((a, b) => a[0] - b[0]).map(([slot, m]) => ({ nodeId: m.nodeId, slot }));
   }
@@ -664,10 +683,24 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
       delete state.rt;
       const before = JSON.stringify(state);
       const out = fn(state, retry);
-      if (JSON.stringify(state) === before) return out; // nothing to write (e.g. NOQUEUE refused, cancel of a granted lock)
+      if (JSON.stringify(state) === before) {
+        // nothing to write (NOQUEUE refused, cancel of a granted lock...): the answer holds only if
+        // our copy is current, which etcd confirms in one read-only transaction
+        try {
+          if (await this.confirm(resource, key, c, memberCmp)) return out;
+        } catch (e) {
+          if (this.fenced) throw this.fenceError();
+          if (!isTransient(e) || this.clock.nowMs() >= deadlineMs) throw e;
+          await this.clock.sleep(backoffMs);
+          backoffMs = Math.min(backoffMs * 2, 500);
+        }
+        retry = true;
+        continue;
+      }
       engine.checkInvariants(state);
-      this.roundTrips = Math.max(this.roundTrips, baseRt) + 1;
-      state.rt = this.roundTrips;
+      // causal depth in round trips: what this node had learnt when it issued this, plus one
+      const myRt = Math.max(this.roundTrips, baseRt) + 1;
+      state.rt = myRt;
       const json = JSON.stringify(state);
       let r: ITxnResponse;
       try {
@@ -683,10 +716,12 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
         if (this.fenced) throw this.fenceError();
         if (!isTransient(e) || this.clock.nowMs() >= deadlineMs) throw e;
         retry = true; // it may have been applied: the next run checks the state for our own effect
+        this.roundTrips = Math.max(this.roundTrips, myRt);
         await this.clock.sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, 500);
         continue;
       }
+      this.roundTrips = Math.max(this.roundTrips, myRt);
       if (r.succeeded) {
         const rev = Number(r.header.revision);
         const cur = this.cache.get(resource);
@@ -695,24 +730,43 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
         this.core.onState(resource);
         return out;
       }
-      d.stats.conflicts++;
-      const mem = r.responses[1]!.response_range.kvs[0];
-      if (!mem || mem.create_revision !== this.incarnation) {
-        this.fence('our member key is gone: the lease expired');
-        throw this.fenceError();
-      }
-      const kv = r.responses[0]!.response_range.kvs[0];
-      if (kv) {
-        const rev = Number(kv.mod_revision);
-        const cur = this.cache.get(resource);
-        if (!cur || rev > cur.rev) {
-          const j = kv.value.toString();
-          const st = JSON.parse(j) as ResourceState;
-          this.learnRt(st);
-          this.cache.set(resource, { rev, json: j, state: st, own: false });
-        }
-      }
+      this.afterConflict(resource, r);
       retry = true;
+    }
+  }
+
+  /** Is our copy `c` of the resource current? If not, the cache is refreshed from etcd's answer. */
+  private async confirm(resource: string, key: Buffer, c: Cached | undefined, memberCmp: { key: Buffer; target: 'Create'; result: 'Equal'; create_revision: string }): Promise<boolean> {
+    const r = await this.dlm.txn(`read ${this.name}/${resource}`, {
+      compare: [
+        c ? { key, target: 'Mod', result: 'Equal', mod_revision: String(c.rev) } : { key, target: 'Version', result: 'Equal', version: '0' },
+        memberCmp,
+      ],
+      failure: [{ request_range: { key } }, { request_range: { key: memberCmp.key } }],
+    });
+    if (r.succeeded) return true;
+    this.afterConflict(resource, r);
+    return false;
+  }
+
+  /** A failed compare: fence if our membership is gone, else take the current value. */
+  private afterConflict(resource: string, r: ITxnResponse): void {
+    this.dlm.stats.conflicts++;
+    const mem = r.responses[1]!.response_range.kvs[0];
+    if (!mem || mem.create_revision !== this.incarnation) {
+      this.fence('our member key is gone: the lease expired');
+      throw this.fenceError();
+    }
+    const kv = r.responses[0]!.response_range.kvs[0];
+    if (kv) {
+      const rev = Number(kv.mod_revision);
+      const cur = this.cache.get(resource);
+      if (!cur || rev > cur.rev) {
+        const j = kv.value.toString();
+        const st = JSON.parse(j) as ResourceState;
+        this.learnRt(st);
+        this.cache.set(resource, { rev, json: j, state: st, own: false });
+      }
     }
   }
 
@@ -827,6 +881,10 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   }
 
   // --- EtcdLockspaceInternals -----------------------------------------------------------------
+
+  async idle(): Promise<void> {
+    while (this.queues.size > 0) await Promise.all([...this.queues.values()]);
+  }
 
   stopKeepAlive(): void {
     this.partitioned = true;
