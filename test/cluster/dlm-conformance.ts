@@ -184,7 +184,8 @@ export function dlmConformance(o: SuiteOptions): void {
       assert.deepEqual(order, ['B'], 'C and D wait behind B');
       await lb.unlock();
       const [lc, ld] = await Promise.all([pc, pd]);
-      assert.deepEqual(order, ['B', 'C', 'D']);
+      // C and D are granted by the same pass; on different nodes, either may hear of it first
+      assert.deepEqual([order[0], ...order.slice(1).sort()], ['B', 'C', 'D']);
       // QUECVT: C holds CR, A converts NL->... ; set up a convert queue, then a compatible QUECVT waits
       const la2 = await a!.lock('q', M.PR);
       const lx = await b!.lock('q', M.PR);
@@ -327,8 +328,7 @@ export function dlmConformance(o: SuiteOptions): void {
       assert.equal(basts.length, 3);
       ctl.abort();
       ctl2.abort();
-      await rejectsCode(pe, 'ECANCELED');
-      await rejectsCode(pe2, 'ECANCELED');
+      await Promise.all([rejectsCode(pe, 'ECANCELED'), rejectsCode(pe2, 'ECANCELED')]);
       await la.unlock();
       const lb = await pb;
       // CW holder, PR request: BAST(PR) to the CW holder
