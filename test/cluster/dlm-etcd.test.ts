@@ -148,7 +148,10 @@ describe('etcd DLM', () => {
         assert.deepEqual(mine.map((l) => l.what), ['prep', `slot${victimSlot}`, `done${who === 'A' ? la.slot : lb.slot}`], `${who}'s recovery callbacks`);
         const slotAt = mine[1]!.at - killedAt;
         assert.ok(slotAt <= ttlSec * 1000 + boundMs, `${who} recovered ${Math.round(slotAt)} ms after the kill (TTL ${ttlSec} s + ${boundMs} ms)`);
-        if (who === 'B') assert.ok(grantedAt >= mine[2]!.at, 'the lock is granted after recoverDone');
+        if (who === 'B') {
+          assert.ok(grantedAt >= mine[2]!.at, 'the lock is granted after recoverDone');
+          assert.ok(grantedAt - killedAt <= ttlSec * 1000 + boundMs, `granted ${Math.round(grantedAt - killedAt)} ms after the kill`);
+        }
       }
       assert.equal(lk.valNotValid, true, 'the dead EX holder\'s LVB is flagged not valid');
       await lk.unlock();

@@ -501,6 +501,10 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
             const state = JSON.parse(json) as ResourceState;
             this.learnRt(state);
             this.cache.set(name, { rev, json, state, own: false });
+          }
+          // Deliver from the watch once it has reached our copy (which a failed transaction may
+          // have brought in earlier): never act on a state whose history we have not seen.
+          if (!cur || rev >= cur.rev) {
             this.advance(rev);
             this.core.onState(name);
           }
