@@ -17,7 +17,10 @@ export type ErrorCode =
   | 'EROFS'
   | 'ENOTSUP'
   | 'EBADSB' // corrupt or foreign superblock
-  | 'ESTALE'; // member with outdated events
+  | 'ESTALE' // member with outdated events
+  | 'EDEADLK' // DLM conversion deadlock (Linux -EDEADLK)
+  | 'ECANCELED' // DLM request cancelled or force-unlocked while pending (Linux -DLM_ECANCEL)
+  | 'EFENCED'; // DLM node lost its membership (lease expired/partitioned): it must stop I/O
 
 export class TsmdError extends Error {
   readonly code: ErrorCode;

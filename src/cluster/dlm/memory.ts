@@ -1,0 +1,195 @@
+/**
+ * In-memory DLM: one process, many nodes (each node is a `Dlm` handle), deterministic given the
+ * injected clock. Used by unit tests and the simulator.
+ *
+ * Operations apply the grant engine synchronously to the shared resource state; completions and
+ * BASTs reach the nodes through promise resolution and the microtask queue, in a fixed order (slot
+ * order). `crash(nodeId)` is a node failure: the node is fenced, its locks are purged (LVB flagged
+ * not valid where it held PW/EX), the survivors run recoverPrep, recoverSlot(slot) and
+ * recoverDone(slots, ourSlot) in slot order, and only then learn of the grants the purge made.
+ */
+import { type Clock, SystemClock } from '../../env/clock.js';
+import { assert, TsmdError } from '../../errors.js';
+import { LockspaceCore, type LockspaceBackend } from './core.js';
+import * as engine from './grant.js';
+import type { ResourceState } from './grant.js';
+import {
+  DEFAULT_MAX_SLOTS,
+  DEFAULT_TIMEOUT_MS,
+  type Dlm,
+  type JoinOptions,
+  type Lockspace,
+  type RecoveryOps,
+  type SlotInfo,
+  validateLockspaceName,
+  validateLvbLength,
+  validateTimeout,
+} from './types.js';
+
+export interface MemoryDlmOptions {
+  clock?: Clock;
+  /** Check the resource invariants after every operation (default true; the benchmark turns it off). */
+  checkInvariants?: boolean;
+}
+
+interface Member {
+  nodeId: string;
+  slot: number;
+  inc: string;
+  core: LockspaceCore;
+  ops: RecoveryOps;
+}
+
+interface Space {
+  name: string;
+  lvbLength: number;
+  maxSlots: number;
+  members: Map<number, Member>;
+  resources: Map<string, ResourceState>;
+}
+
+/** The shared "cluster": lockspaces, their resources and members. */
+export class MemoryDlmCluster {
+  readonly clock: Clock;
+  private readonly check: boolean;
+  private readonly spaces = new Map<string, Space>();
+  private incSeq = 0;
+
+  constructor(opts: MemoryDlmOptions = {}) {
+    this.clock = opts.clock ?? new SystemClock();
+    this.check = opts.checkInvariants ?? true;
+  }
+
+  /** A node of this cluster (a node id may be used again after it crashed or left). */
+  node(nodeId: string): Dlm {
+    if (typeof nodeId !== 'string' || nodeId.length === 0) throw new TsmdError('EINVAL', 'DLM node id must be a non-empty string');
+    return { nodeId, join: (opts: JoinOptions) => this.join(nodeId, opts) };
+  }
+
+  /** The state of a resource (tests). */
+  resourceState(lockspace: string, resource: string): ResourceState | undefined {
+    return this.spaces.get(lockspace)?.resources.get(resource);
+  }
+
+  private slots(s: Space): SlotInfo[] {
+    return [...s.members.values()].sort((a, b) => a.slot - b.slot).map((m) => ({ nodeId: m.nodeId, slot: m.slot }));
+  }
+
+  private sorted(s: Space): Member[] {
+    return [...s.members.values()].sort((a, b) => a.slot - b.slot);
+  }
+
+  private async join(nodeId: string, opts: JoinOptions): Promise<Lockspace> {
+    const name = validateLockspaceName(opts?.name);
+    const lvbLength = validateLvbLength(opts.lvbLength);
+    const timeoutMs = opts.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : validateTimeout(opts.timeoutMs, `DLM ${name}`);
+    const maxSlots = opts.maxSlots ?? DEFAULT_MAX_SLOTS;
+    if (!Number.isInteger(maxSlots) || maxSlots < 1 || maxSlots > 4096) throw new TsmdError('EINVAL', `DLM ${name}: maxSlots must be 1..4096`);
+    let s = this.spaces.get(name);
+    if (!s) {
+      s = { name, lvbLength, maxSlots, members: new Map(), resources: new Map() };
+      this.spaces.set(name, s);
+    }
+    if (s.members.size === 0) {
+      s.lvbLength = lvbLength;
+      s.maxSlots = maxSlots;
+    }
+    if (s.lvbLength !== lvbLength) throw new TsmdError('EINVAL', `DLM ${name}: LVB length ${lvbLength} differs from the members' ${s.lvbLength}`);
+    for (const m of s.members.values()) if (m.nodeId === nodeId) throw new TsmdError('EEXIST', `DLM ${name}: node ${nodeId} is already a member (slot ${m.slot})`);
+    let slot = 0;
+    for (let i = 1; i <= s.maxSlots; i++) {
+      if (!s.members.has(i)) {
+        slot = i;
+        break;
+      }
+    }
+    if (slot === 0) throw new TsmdError('ENOSPC', `DLM ${name}: all ${s.maxSlots} slots are taken; node ${nodeId} cannot join`);
+    const inc = `m${++this.incSeq}`;
+    const core = new LockspaceCore({ name, nodeId, slot, inc, lvbLength, timeoutMs, clock: this.clock });
+    const member: Member = { nodeId, slot, inc, core, ops: opts.ops ?? {} };
+    const space = s;
+    const backend: LockspaceBackend = {
+      mutate: (resource, fn) => this.mutate(space, member, resource, fn),
+      peek: (resource) => space.resources.get(resource),
+      members: () => this.slots(space),
+      leave: () => this.leave(space, member),
+    };
+    core.backend = backend;
+    // membership change: the others run a recovery without a failed slot
+    const others = this.sorted(s);
+    for (const m of others) m.ops.recoverPrep?.();
+    s.members.set(slot, member);
+    const slots = this.slots(s);
+    for (const m of others) m.ops.recoverDone?.(slots, m.slot);
+    member.ops.recoverDone?.(slots, slot);
+    return core;
+  }
+
+  private mutate<T>(s: Space, m: Member, resource: string, fn: (r: ResourceState, retry: boolean) => T): Promise<T> {
+    if (s.members.get(m.slot) !== m) return Promise.reject(new TsmdError('EFENCED', `DLM ${s.name}: node ${m.nodeId} is no longer a member`));
+    let r = s.resources.get(resource);
+    const fresh = !r;
+    if (!r) r = engine.newResource();
+    let out: T;
+    try {
+      out = fn(r, false);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (this.check) engine.checkInvariants(r);
+    if (fresh && !engine.isEmpty(r)) s.resources.set(resource, r);
+    this.notify(s, resource);
+    return Promise.resolve(out);
+  }
+
+  private notify(s: Space, resource: string): void {
+    for (const m of s.members.values()) m.core.onState(resource);
+  }
+
+  private leave(s: Space, m: Member): Promise<void> {
+    assert(s.members.get(m.slot) === m, 'a leaving node is a member');
+    s.members.delete(m.slot);
+    this.purgeNode(s, m.inc);
+    const rest = this.sorted(s);
+    for (const x of rest) x.ops.recoverPrep?.();
+    const slots = this.slots(s);
+    for (const x of rest) x.ops.recoverDone?.(slots, x.slot);
+    return Promise.resolve();
+  }
+
+  private purgeNode(s: Space, inc: string): string[] {
+    const touched: string[] = [];
+    for (const [name, r] of s.resources) {
+      if (engine.purge(r, (e) => e.inc === inc) > 0) {
+        if (this.check) engine.checkInvariants(r);
+        touched.push(name);
+      }
+    }
+    return touched;
+  }
+
+  /**
+   * Node failure: `nodeId` is fenced in every lockspace it is a member of, its locks purged, and
+   * the survivors recover (recoverPrep, recoverSlot, recoverDone) before they see any grant.
+   */
+  crash(nodeId: string): void {
+    let found = false;
+    for (const s of this.spaces.values()) {
+      const m = [...s.members.values()].find((x) => x.nodeId === nodeId);
+      if (!m) continue;
+      found = true;
+      s.members.delete(m.slot);
+      m.core.fence(new TsmdError('EFENCED', `DLM ${s.name}: node ${nodeId} crashed`));
+      const survivors = this.sorted(s);
+      for (const x of survivors) x.core.hold();
+      for (const x of survivors) x.ops.recoverPrep?.();
+      const touched = this.purgeNode(s, m.inc);
+      for (const x of survivors) x.ops.recoverSlot?.(m.slot);
+      const slots = this.slots(s);
+      for (const x of survivors) x.ops.recoverDone?.(slots, x.slot);
+      for (const res of touched) this.notify(s, res);
+      for (const x of survivors) x.core.release();
+    }
+    if (!found) throw new TsmdError('ENOENT', `DLM: node ${nodeId} is not a member of any lockspace`);
+  }
+}

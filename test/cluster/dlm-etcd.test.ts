@@ -1,0 +1,288 @@
+/**
+ * The DLM conformance suite against the etcd backend and a real etcd (started here on loopback
+ * with a temporary data directory), plus what only a real distributed engine can show: a member
+ * killed with SIGKILL, an etcd outage shorter than the lease TTL, a partitioned member fencing
+ * itself before anyone gets its locks, one transaction per uncontended operation, etcd auth.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isTsmdError } from '../../src/errors.js';
+import { type Dlm, EtcdDlm, type EtcdDlmOptions, Flag, type Lockspace, Mode, type SlotInfo } from '../../src/cluster/dlm/index.js';
+import { EtcdServer, haveEtcd, requireEtcd } from '../helpers/etcd.js';
+import { repoRoot } from '../helpers/tools.js';
+import { type DlmHarness, dlmConformance } from './dlm-conformance.js';
+
+let server: EtcdServer | undefined;
+let prefixSeq = 0;
+
+function newPrefix(): string {
+  return `tsmdtest/${process.pid}/${++prefixSeq}`;
+}
+
+function node(id: string, prefix: string, extra: Partial<EtcdDlmOptions> = {}): EtcdDlm {
+  return new EtcdDlm({ nodeId: id, endpoints: [server!.clientUrl], prefix, leaseTtlSec: 3, ...extra });
+}
+
+function harness(): Promise<DlmHarness> {
+  const prefix = newPrefix();
+  const all: EtcdDlm[] = [];
+  let n = 0;
+  return Promise.resolve({
+    nodes: (k) => {
+      const out: Dlm[] = [];
+      for (let i = 0; i < k; i++) {
+        const d = node(`node${++n}`, prefix);
+        all.push(d);
+        out.push(d);
+      }
+      return Promise.resolve(out);
+    },
+    crash: (dlm, ls) => (dlm as EtcdDlm).internals(ls).kill(),
+    settle: () => sleep(15),
+    sleep: (ms) => sleep(ms),
+    sync: (dlm, ls) => (dlm as EtcdDlm).internals(ls).idle(),
+    waiting: (dlm, ls, res) => {
+      const r = (dlm as EtcdDlm).internals(ls).peek(res);
+      return r ? r.convert.length + r.wait.length : 0;
+    },
+    close: () => {
+      for (const d of all) d.close();
+      return Promise.resolve();
+    },
+  });
+}
+
+describe('etcd DLM', () => {
+  before(async () => {
+    if (haveEtcd()) server = await EtcdServer.start();
+  });
+  after(async () => {
+    await server?.cleanup();
+  });
+
+  // with etcd absent, the whole suite reports one loud skip (a failure under CI)
+  test('etcd is installed', (t) => {
+    requireEtcd(t);
+  });
+
+  if (haveEtcd()) dlmConformance({ name: 'etcd', make: harness, rounds: 12, shortTimeoutMs: 400, maxSettles: 400 });
+
+  test('etcd: an uncontended lock, conversion and unlock cost exactly one transaction each', async (t) => {
+    if (!requireEtcd(t)) return;
+    const d = node('one', newPrefix());
+    try {
+      const ls = await d.join({ name: 'onetxn', lvbLength: 8 });
+      const warm = await ls.lock('r', Mode.NL);
+      await warm.unlock();
+      const count = async (fn: () => Promise<unknown>): Promise<number> => {
+        const before = d.stats.calls;
+        await fn();
+        return d.stats.calls - before;
+      };
+      const internals = d.internals(ls);
+      const lk = await ls.lock('r', Mode.EX, { flags: Flag.VALBLK });
+      assert.equal(await count(() => ls.lock('s', Mode.PR)), 1, 'lock');
+      // a conversion down completes at once (Linux: no reply awaited) and is applied in one txn
+      let applied = false;
+      assert.equal(await count(async () => {
+        await lk.convert(Mode.CW, { flags: Flag.VALBLK });
+        applied = internals.peek('r')!.grant[0]!.gr === Mode.CW;
+        await internals.idle();
+      }), 1, 'convert down');
+      assert.equal(applied, false, 'a conversion down returns before etcd has it');
+      assert.equal(await count(() => lk.convert(Mode.EX, { flags: Flag.VALBLK })), 1, 'convert up');
+      assert.equal(await count(() => lk.unlock()), 1, 'unlock');
+      assert.equal(d.stats.conflicts, 0, 'no conflicts');
+      await ls.leave();
+    } finally {
+      d.close();
+    }
+  });
+
+  test('etcd: a member killed with SIGKILL while holding EX: survivors recover within TTL + bound, then get the lock', async (t) => {
+    if (!requireEtcd(t)) return;
+    const prefix = newPrefix();
+    const ttlSec = 2;
+    const boundMs = 2500; // etcd checks lease expiry every 500 ms; watch delivery; 2-core slack
+    const log: Array<{ who: string; what: string; at: number }> = [];
+    const ops = (who: string) => ({
+      recoverPrep: () => log.push({ who, what: 'prep', at: performance.now() }),
+      recoverSlot: (s: number) => log.push({ who, what: `slot${s}`, at: performance.now() }),
+      recoverDone: (_s: readonly SlotInfo[], our: number) => log.push({ who, what: `done${our}`, at: performance.now() }),
+    });
+    const a = node('survA', prefix, { leaseTtlSec: ttlSec });
+    const b = node('survB', prefix, { leaseTtlSec: ttlSec });
+    const child = spawn(process.execPath, [join(repoRoot, 'dist/test/cluster/dlm-node-proc.js'), '--dlm-node', server!.clientUrl, prefix, 'kill9', 'res', String(ttlSec)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const la = await a.join({ name: 'kill9', lvbLength: 8, ops: ops('A') });
+      const lb = await b.join({ name: 'kill9', lvbLength: 8, ops: ops('B') });
+      const victimSlot = await new Promise<number>((resolve, reject) => {
+        let out = '';
+        child.stdout!.on('data', (buf: Buffer) => {
+          out += buf.toString();
+          const m = /HELD (\d+)/.exec(out);
+          if (m) resolve(Number(m[1]));
+        });
+        child.on('exit', (code) => reject(new Error(`victim exited early (${code})`)));
+        setTimeout(() => reject(new Error('victim did not take its lock')), 15_000).unref();
+      });
+      await rejectsEagain(la.lock('res', Mode.NL, { flags: Flag.NOQUEUE }).then((l) => l.unlock()).then(() => lb.lock('res', Mode.CR, { flags: Flag.NOQUEUE })));
+      let grantedAt = 0;
+      const waiter = lb.lock('res', Mode.EX, { flags: Flag.VALBLK, timeoutMs: 20_000 }).then((lk) => {
+        grantedAt = performance.now();
+        return lk;
+      });
+      await sleep(100);
+      log.length = 0;
+      const killedAt = performance.now();
+      child.kill('SIGKILL');
+      const lk = await waiter;
+      await waitFor(() => log.some((l) => l.who === 'A' && l.what.startsWith('done')), 5000);
+      for (const who of ['A', 'B']) {
+        const mine = log.filter((l) => l.who === who);
+        assert.deepEqual(mine.map((l) => l.what), ['prep', `slot${victimSlot}`, `done${who === 'A' ? la.slot : lb.slot}`], `${who}'s recovery callbacks`);
+        const slotAt = mine[1]!.at - killedAt;
+        assert.ok(slotAt <= ttlSec * 1000 + boundMs, `${who} recovered ${Math.round(slotAt)} ms after the kill (TTL ${ttlSec} s + ${boundMs} ms)`);
+        if (who === 'B') {
+          assert.ok(grantedAt >= mine[2]!.at, 'the lock is granted after recoverDone');
+          assert.ok(grantedAt - killedAt <= ttlSec * 1000 + boundMs, `granted ${Math.round(grantedAt - killedAt)} ms after the kill`);
+        }
+      }
+      assert.equal(lk.valNotValid, true, 'the dead EX holder\'s LVB is flagged not valid');
+      await lk.unlock();
+      await la.leave();
+      await lb.leave();
+    } finally {
+      child.kill('SIGKILL');
+      a.close();
+      b.close();
+    }
+  });
+
+  test('etcd: an etcd outage shorter than the TTL loses no lock', async (t) => {
+    if (!requireEtcd(t)) return;
+    const prefix = newPrefix();
+    const opts = { leaseTtlSec: 6, keepAliveIntervalMs: 400, fenceMarginMs: 1200 };
+    const a = node('outA', prefix, opts);
+    const b = node('outB', prefix, opts);
+    try {
+      const la = await a.join({ name: 'outage', lvbLength: 8 });
+      const lb = await b.join({ name: 'outage', lvbLength: 8 });
+      let fenced = 0;
+      la.on('fenced', () => fenced++);
+      lb.on('fenced', () => fenced++);
+      const ex = await la.lock('r', Mode.EX, { flags: Flag.VALBLK });
+      const pr = await lb.lock('p', Mode.PR);
+      const kaBefore = a.stats.keepAlives;
+      await server!.stop(true); // SIGKILL: the hardest stop
+      const during = lb.lock('q', Mode.EX, { timeoutMs: 20_000 }); // issued while etcd is down
+      await sleep(1500);
+      await server!.startAgain();
+      const lq = await during;
+      // both locks survived: conflicting requests are refused, the holders still hold
+      await rejectsEagain(lb.lock('r', Mode.CR, { flags: Flag.NOQUEUE }));
+      await rejectsEagain(la.lock('p', Mode.EX, { flags: Flag.NOQUEUE }));
+      await ex.convert(Mode.NL, { flags: Flag.VALBLK, lvb: Buffer.from('survived') });
+      const rd = await lb.lock('r', Mode.PR, { flags: Flag.VALBLK });
+      assert.equal(rd.lvb!.toString(), 'survived');
+      await sleep(2500); // keep-alives resumed: nobody is fenced well past the outage
+      assert.equal(fenced, 0);
+      assert.ok(a.stats.keepAlives > kaBefore + 2, 'keep-alives resumed');
+      for (const l of [ex, pr, lq, rd]) await l.unlock();
+      await la.leave();
+      await lb.leave();
+    } finally {
+      a.close();
+      b.close();
+      if (!server!.running) await server!.startAgain();
+    }
+  });
+
+  test('etcd: a partitioned member is told it is fenced before anyone is granted its locks', async (t) => {
+    if (!requireEtcd(t)) return;
+    const prefix = newPrefix();
+    const p = node('part', prefix, { leaseTtlSec: 2 });
+    const q = node('other', prefix, { leaseTtlSec: 2 });
+    try {
+      const lp = await p.join({ name: 'partition', lvbLength: 8 });
+      const lq = await q.join({ name: 'partition', lvbLength: 8 });
+      const held = await lp.lock('r', Mode.EX);
+      let fencedAt = 0;
+      let fenceErr: unknown;
+      lp.on('fenced', (e) => {
+        fencedAt = performance.now();
+        fenceErr = e;
+      });
+      let grantedAt = 0;
+      const waiter = lq.lock('r', Mode.EX, { timeoutMs: 15_000 }).then((lk) => {
+        grantedAt = performance.now();
+        return lk;
+      });
+      await sleep(50);
+      const cutAt = performance.now();
+      p.internals(lp).stopKeepAlive();
+      const lk = await waiter;
+      assert.ok(fencedAt > 0, 'the partitioned node was told');
+      assert.ok(fencedAt < grantedAt, `fenced at +${Math.round(fencedAt - cutAt)} ms, its lock granted to another at +${Math.round(grantedAt - cutAt)} ms`);
+      assert.ok(isTsmdError(fenceErr, 'EFENCED'), String(fenceErr));
+      assert.equal(lp.fenced, true);
+      assert.equal(held.mode, null, 'it no longer believes it holds the lock');
+      await assert.rejects(held.convert(Mode.NL), (e: unknown) => isTsmdError(e, 'EFENCED'));
+      await assert.rejects(lp.lock('x', Mode.NL), (e: unknown) => isTsmdError(e, 'EFENCED'));
+      await lk.unlock();
+      await lq.leave();
+    } finally {
+      p.close();
+      q.close();
+    }
+  });
+
+  test('etcd: authentication with etcd\'s user/password; a wrong password is refused clearly', async (t) => {
+    if (!requireEtcd(t)) return;
+    const authServer = await EtcdServer.start();
+    try {
+      const admin = new EtcdDlm({ nodeId: 'admin', endpoints: [authServer.clientUrl] }).client;
+      await admin.user('root').create('rootpw');
+      await admin.user('root').addRole('root');
+      await admin.auth.authEnable({});
+      admin.close();
+      const good = new EtcdDlm({ nodeId: 'authed', endpoints: [authServer.clientUrl], auth: { username: 'root', password: 'rootpw' }, leaseTtlSec: 3 });
+      const ls = await good.join({ name: 'auth', lvbLength: 0 });
+      const lk = await ls.lock('r', Mode.EX);
+      await lk.unlock();
+      await ls.leave();
+      good.close();
+      const bad = new EtcdDlm({ nodeId: 'intruder', endpoints: [authServer.clientUrl], auth: { username: 'root', password: 'wrong' }, leaseTtlSec: 3 });
+      await assert.rejects(bad.join({ name: 'auth', lvbLength: 0 }), (e: unknown) => isTsmdError(e, 'EPERM') && /user\/password/.test(e.message));
+      bad.close();
+    } finally {
+      await authServer.cleanup();
+    }
+  });
+
+  test('etcd: options are checked', () => {
+    assert.throws(() => new EtcdDlm({ nodeId: 'a/b', endpoints: ['x'] }), /node id/);
+    assert.throws(() => new EtcdDlm({ nodeId: 'a', endpoints: [] }), /endpoints/);
+    assert.throws(() => new EtcdDlm({ nodeId: 'a', endpoints: ['x'], leaseTtlSec: 1 }), /leaseTtlSec/);
+    assert.throws(() => new EtcdDlm({ nodeId: 'a', endpoints: ['x'], leaseTtlSec: 2, keepAliveIntervalMs: 900 }), /does not fit/);
+  });
+});
+
+async function rejectsEagain(p: Promise<unknown>): Promise<void> {
+  await assert.rejects(p, (e: unknown) => isTsmdError(e, 'EAGAIN'));
+}
+
+async function waitFor(cond: () => boolean, ms: number): Promise<void> {
+  const t0 = performance.now();
+  while (!cond()) {
+    if (performance.now() - t0 > ms) assert.fail('condition not reached in time');
+    await sleep(20);
+  }
+}
+
+export type { Lockspace };
