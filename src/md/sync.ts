@@ -106,7 +106,7 @@ export class SyncEngine {
   constructor(host: SyncHost, limits: SyncLimits = DEFAULT_SYNC_LIMITS, opts: { windowSectors?: number; checkpointSectors?: number } = {}) {
     this.host = host;
     this.limits = { ...limits };
-    this.windowSectors = opts.windowSectors ?? 2048 * 4;
+    this.windowSectors = opts.windowSectors ?? 2048 * 16;
     this.checkpointSectors = opts.checkpointSectors ?? 2048 * 256;
   }
 
@@ -291,7 +291,11 @@ export class SyncEngine {
           break;
         }
         // a bitmap-guided pass works chunk by chunk, so it syncs exactly the dirty chunks
-        const win = guided ? Math.max(128, Math.min(bitmap!.chunkSectors, this.windowSectors)) : this.windowSectors;
+        // at most ~100 ms of work at the speed limit per window, so the throttle stays smooth
+        // (a power of two, so a bitmap-guided window never straddles a bitmap chunk)
+        const byLimit = Math.max(128, 2 ** Math.floor(Math.log2(Math.max(1, (this.limits.maxKiBs * 2) / 10))));
+        const base = Math.min(this.windowSectors, byLimit);
+        const win = guided ? Math.max(128, Math.min(bitmap!.chunkSectors, base)) : base;
         const n = Math.min(win - (guided ? pos % win : 0), total - pos);
         const ranges: Array<[number, number]> = recovery
           ? plan.slots.flatMap((s) => p.recoveryToSync(s, pos, n))

@@ -140,3 +140,24 @@ export class KeyedLocks {
     return this.tails.size;
   }
 }
+
+/** Run the jobs with at most `limit` in flight (sync windows issue their pieces this way). */
+export async function runLimited(jobs: ReadonlyArray<() => Promise<void>>, limit: number): Promise<void> {
+  let next = 0;
+  let failed: unknown = null;
+  const worker = async () => {
+    while (next < jobs.length && failed === null) {
+      const j = jobs[next++]!;
+      try {
+        await j();
+      } catch (e) {
+        failed ??= e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, worker));
+  if (failed !== null) throw failed;
+}
+
+/** Pieces of one sync window in flight at once. */
+export const SYNC_PARALLEL = 8;

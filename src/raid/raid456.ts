@@ -26,7 +26,7 @@ import {
   recoverTwoData,
   xorInto,
 } from './parity/index.js';
-import { KeyedLocks, type MemberIo, mismatchedSectors, type Personality, settleAll } from './personality.js';
+import { KeyedLocks, type MemberIo, mismatchedSectors, type Personality, runLimited, settleAll, SYNC_PARALLEL } from './personality.js';
 
 const SECTOR = 512;
 
@@ -485,45 +485,48 @@ export class Raid456Personality implements Personality {
   async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
     const end = Math.min(this.syncSectors, start + sectors);
     let mismatched = 0;
-    let pos = start;
-    while (pos < end) {
+    const jobs: Array<() => Promise<void>> = [];
+    for (let pos = start; pos < end;) {
       const stripe = Math.floor(pos / this.C);
       const lo = pos - stripe * this.C;
       const hi = Math.min(this.C, end - stripe * this.C);
-      const release = await this.locks.acquire([stripe]);
-      const scratch = new Scratch();
-      try {
-        const sm = stripeMap(this.geometry, stripe);
-        const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch);
-        const len = (hi - lo) * SECTOR;
-        const p2 = scratch.alloc(len);
-        const q2 = blocks.q ? scratch.alloc(len) : null;
-        if (q2) genPQ(this.slotList(sm, blocks.data), p2, q2);
-        else genP(blocks.data, p2);
-        const pBad = mismatchedSectors(blocks.p, p2);
-        const qBad = q2 ? mismatchedSectors(blocks.q!, q2) : 0;
-        mismatched += Math.max(pBad, qBad);
-        if (repair && (pBad > 0 || qBad > 0)) {
-          const row = stripe * this.C + lo;
-          const writes: Array<[number, Uint8Array]> = [];
-          if (pBad > 0) writes.push([sm.pDisk, p2]);
-          if (q2 && qBad > 0) writes.push([sm.qDisk, q2]);
-          await Promise.all(
-            writes.map(async ([d, b]) => {
-              try {
-                await this.io.write(d, row, b);
-              } catch (e) {
-                this.io.reportError(d, 'write', e);
-              }
-            }),
-          );
-        }
-      } finally {
-        scratch.release();
-        release();
-      }
       pos = stripe * this.C + hi;
+      jobs.push(async () => {
+        const release = await this.locks.acquire([stripe]);
+        const scratch = new Scratch();
+        try {
+          const sm = stripeMap(this.geometry, stripe);
+          const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch);
+          const len = (hi - lo) * SECTOR;
+          const p2 = scratch.alloc(len);
+          const q2 = blocks.q ? scratch.alloc(len) : null;
+          if (q2) genPQ(this.slotList(sm, blocks.data), p2, q2);
+          else genP(blocks.data, p2);
+          const pBad = mismatchedSectors(blocks.p, p2);
+          const qBad = q2 ? mismatchedSectors(blocks.q!, q2) : 0;
+          mismatched += Math.max(pBad, qBad);
+          if (repair && (pBad > 0 || qBad > 0)) {
+            const row = stripe * this.C + lo;
+            const writes: Array<[number, Uint8Array]> = [];
+            if (pBad > 0) writes.push([sm.pDisk, p2]);
+            if (q2 && qBad > 0) writes.push([sm.qDisk, q2]);
+            await Promise.all(
+              writes.map(async ([d, b]) => {
+                try {
+                  await this.io.write(d, row, b);
+                } catch (e) {
+                  this.io.reportError(d, 'write', e);
+                }
+              }),
+            );
+          }
+        } finally {
+          scratch.release();
+          release();
+        }
+      });
     }
+    await runLimited(jobs, SYNC_PARALLEL);
     return mismatched;
   }
 
@@ -533,48 +536,51 @@ export class Raid456Personality implements Personality {
    */
   async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
     const end = Math.min(this.syncSectors, start + sectors);
-    let pos = start;
-    while (pos < end) {
+    const jobs: Array<() => Promise<void>> = [];
+    for (let pos = start; pos < end;) {
       const stripe = Math.floor(pos / this.C);
       const lo = pos - stripe * this.C;
       const hi = Math.min(this.C, end - stripe * this.C);
-      const release = await this.locks.acquire([stripe]);
-      const scratch = new Scratch();
-      try {
-        const sm = stripeMap(this.geometry, stripe);
-        const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch, rebuild);
-        if (rebuild.size === 0) {
-          // resync: parity follows the data
-          if (blocks.q) genPQ(this.slotList(sm, blocks.data), blocks.p, blocks.q);
-          else genP(blocks.data, blocks.p);
-        }
-        const row = stripe * this.C + lo;
-        const writes: Array<[number, Uint8Array]> = [];
-        if (rebuild.size === 0) {
-          writes.push([sm.pDisk, blocks.p]);
-          if (blocks.q) writes.push([sm.qDisk, blocks.q]);
-        } else {
-          sm.dataDisks.forEach((d, dd) => {
-            if (rebuild.has(d)) writes.push([d, blocks.data[dd]!]);
-          });
-          if (rebuild.has(sm.pDisk)) writes.push([sm.pDisk, blocks.p]);
-          if (blocks.q && rebuild.has(sm.qDisk)) writes.push([sm.qDisk, blocks.q]);
-        }
-        await Promise.all(
-          writes.map(async ([d, b]) => {
-            try {
-              await this.io.write(d, row, b);
-            } catch (e) {
-              this.io.reportError(d, 'write', e);
-            }
-          }),
-        );
-      } finally {
-        scratch.release();
-        release();
-      }
       pos = stripe * this.C + hi;
+      jobs.push(async () => {
+        const release = await this.locks.acquire([stripe]);
+        const scratch = new Scratch();
+        try {
+          const sm = stripeMap(this.geometry, stripe);
+          const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch, rebuild);
+          if (rebuild.size === 0) {
+          // resync: parity follows the data
+            if (blocks.q) genPQ(this.slotList(sm, blocks.data), blocks.p, blocks.q);
+            else genP(blocks.data, blocks.p);
+          }
+          const row = stripe * this.C + lo;
+          const writes: Array<[number, Uint8Array]> = [];
+          if (rebuild.size === 0) {
+            writes.push([sm.pDisk, blocks.p]);
+            if (blocks.q) writes.push([sm.qDisk, blocks.q]);
+          } else {
+            sm.dataDisks.forEach((d, dd) => {
+              if (rebuild.has(d)) writes.push([d, blocks.data[dd]!]);
+            });
+            if (rebuild.has(sm.pDisk)) writes.push([sm.pDisk, blocks.p]);
+            if (blocks.q && rebuild.has(sm.qDisk)) writes.push([sm.qDisk, blocks.q]);
+          }
+          await Promise.all(
+            writes.map(async ([d, b]) => {
+              try {
+                await this.io.write(d, row, b);
+              } catch (e) {
+                this.io.reportError(d, 'write', e);
+              }
+            }),
+          );
+        } finally {
+          scratch.release();
+          release();
+        }
+      });
     }
+    await runLimited(jobs, SYNC_PARALLEL);
   }
 
   async flush(): Promise<void> {
