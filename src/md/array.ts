@@ -123,6 +123,8 @@ export class MdArray {
   private bitmapTimer: Timer | null = null;
   private background = false;
   private correcting: Promise<void> | null = null;
+  /** a member read failed and its range waits for correction (checked after every request) */
+  private badReadsPending = false;
   readonly readErrorLimit = MAX_READ_ERRORS;
   /** md's "ro" mode set by --readonly on a running array (devices stay open read-write) */
   private softReadOnly = false;
@@ -229,8 +231,11 @@ export class MdArray {
       .map((m) => m.slot!);
   }
 
+  /** (on the write path with a bitmap: counts without allocating) */
   get degraded(): boolean {
-    return this.workingSlots.length < this.sb.raidDisks;
+    let working = 0;
+    for (const m of this.members) if (m.slot !== null && !m.faulty && m.recoveryOffset === null) working++;
+    return working < this.sb.raidDisks;
   }
 
   private slotMember(slot: number): Member | null {
@@ -263,6 +268,7 @@ export class MdArray {
           // remembered for correction: the range is rewritten from redundancy after the read
           if (this.personality.maxDegraded > 0 && !this.readOnly) {
             (m.badReads ??= []).push([deviceSector, deviceSector + buf.length / 512]);
+            this.badReadsPending = true;
           }
           throw e;
         }
@@ -509,13 +515,8 @@ export class MdArray {
       buf.set(tmp.subarray(skip, skip + buf.length));
     }
     this.ioCounter++;
-    if (this.correctionsPending()) await this.correctReadErrors();
+    if (this.badReadsPending) await this.correctReadErrors();
     await this.settleSuperblocks();
-  }
-
-  private correctionsPending(): boolean {
-    for (const m of this.members) if (m.badReads && m.badReads.length > 0 && !m.faulty) return true;
-    return false;
   }
 
   /**
@@ -525,6 +526,7 @@ export class MdArray {
    */
   async correctReadErrors(): Promise<void> {
     if (this.correcting) return this.correcting;
+    this.badReadsPending = false;
     this.correcting = (async () => {
       const p = this.personality;
       for (const m of this.members) {
@@ -616,7 +618,7 @@ export class MdArray {
       if (entered) this.barrier.leaveWrite(s0, s1);
       this.inflightWrites--;
     }
-    if (this.correctionsPending()) await this.correctReadErrors();
+    if (this.badReadsPending) await this.correctReadErrors();
     await this.settleSuperblocks();
   }
 
@@ -688,14 +690,10 @@ export class MdArray {
     // md's super_1_sync: an active array says 0 (resync after a crash), a clean one recovery_cp
     this.sb.resyncOffset = this.dirty ? 0n : this.resyncCp;
     if (this.bitmap) {
-      const image =
-        opts.bitmapBits === 'none'
-          ? this.bitmap.clearAll(this.sb.events)
-          : opts.bitmapBits === 'all'
-            ? this.bitmap.setAll(this.sb.events)
-            : null;
-      if (!image) this.bitmap.setEvents(this.sb.events, false);
-      await this.bitmap.writeThrough(image !== null);
+      if (opts.bitmapBits === 'none') this.bitmap.clearAll(this.sb.events);
+      else if (opts.bitmapBits === 'all') this.bitmap.setAll(this.sb.events);
+      else this.bitmap.setEvents(this.sb.events);
+      await this.bitmap.writeThrough(opts.bitmapBits !== undefined);
     }
     const roles = new Array<number>(this.sb.maxDev).fill(Role.SPARE);
     let maxDev = this.sb.maxDev;
@@ -784,11 +782,6 @@ export class MdArray {
   /** started after an unclean shutdown and not resynced since (md: resync pending) */
   get resyncPending(): boolean {
     return this.resyncCp !== MAX_SECTOR && this.personality.maxDegraded > 0 && !this.sync.busy;
-  }
-
-  /** md's recovery_cp in sectors (null: in sync). */
-  get resyncPoint(): number | null {
-    return this.resyncCp === MAX_SECTOR ? null : Number(this.resyncCp);
   }
 
   get isClean(): boolean {

@@ -88,10 +88,4 @@ export class SyncBarrier {
       done();
     };
   }
-
-  get writesInFlight(): number {
-    let n = 0;
-    for (const v of this.writers.values()) n += v;
-    return n;
-  }
 }

@@ -87,10 +87,6 @@ export class WriteIntentBitmap {
     return [c0, c1];
   }
 
-  isDirty(chunk: number): boolean {
-    return this.test(chunk);
-  }
-
   /** Is any bit of resync-space [start, end) set? */
   anyDirty(start: number, end: number): boolean {
     const [c0, c1] = this.chunksOf(start, end);
@@ -102,11 +98,6 @@ export class WriteIntentBitmap {
     let n = 0;
     for (let i = 0; i < this.nbits; i++) if (this.test(i)) n++;
     return n;
-  }
-
-  /** Bits as they are in memory (a copy). */
-  bitsSnapshot(): Uint8Array {
-    return this.area.slice(BITMAP_SB_BYTES, BITMAP_SB_BYTES + Math.ceil(this.nbits / 8));
   }
 
   /**
@@ -147,17 +138,6 @@ export class WriteIntentBitmap {
       if (needsSync) this.needSync[c] = 1;
       if (this.counts[c] === 0 && !this.needSync[c]) this.clearState[c] = CLEAR_PASS1;
     }
-  }
-
-  /** Mark a range as needing a sync without a write (e.g. a failed sync window). */
-  markNeedSync(start: number, end: number): void {
-    const [c0, c1] = this.chunksOf(start, end);
-    for (let c = c0; c <= c1; c++) this.needSync[c] = 1;
-  }
-
-  /** Chunks of [start, end) that the sync engine must visit (bits set). */
-  needsSyncIn(start: number, end: number): boolean {
-    return this.anyDirty(start, end);
   }
 
   /**
@@ -212,22 +192,8 @@ export class WriteIntentBitmap {
   }
 
   /** Record the array's events in the header (written with the next area write). */
-  setEvents(events: bigint, clearedToo: boolean): void {
+  setEvents(events: bigint): void {
     this.sup.events = events;
-    if (clearedToo) this.sup.eventsCleared = events;
-    this.writeHeader();
-  }
-
-  /** The header sector as it should be on disk now (the array writes it with superblocks). */
-  headerSector(): Uint8Array {
-    this.writeHeader();
-    return this.area.slice(0, 512);
-  }
-
-  /** The whole area image (for a new member). */
-  areaImage(): Uint8Array {
-    this.writeHeader();
-    return this.area.slice();
   }
 
   /**
@@ -268,10 +234,10 @@ export class WriteIntentBitmap {
   }
 
   /**
-   * Clean shutdown / safe mode with no write in flight and every member in sync: all bits go.
-   * Returns the full area image to write.
+   * Clean shutdown / safe mode with no write in flight and every member in sync: all bits go
+   * (the caller then writes the whole area with writeThrough).
    */
-  clearAll(events: bigint): Uint8Array {
+  clearAll(events: bigint): void {
     for (let c = 0; c < this.nbits; c++) {
       assert(this.counts[c] === 0, 'bitmap: clearAll with writes in flight');
       if (this.needSync[c]) continue;
@@ -281,17 +247,15 @@ export class WriteIntentBitmap {
     this.confirmed.set(this.area.subarray(BITMAP_SB_BYTES, BITMAP_SB_BYTES + this.confirmed.length));
     this.sup.events = events;
     this.sup.eventsCleared = events;
-    return this.areaImage();
   }
 
-  /** Every bit set (a full resync/recovery is owed): returns the area image to write. */
-  setAll(events: bigint): Uint8Array {
+  /** Every bit set: a full resync/recovery is owed (the caller then writes the whole area). */
+  setAll(events: bigint): void {
     for (let c = 0; c < this.nbits; c++) {
       this.set(c, true);
       this.needSync[c] = 1;
     }
     this.sup.events = events;
-    return this.areaImage();
   }
 
   /**
@@ -305,10 +269,5 @@ export class WriteIntentBitmap {
     });
     this.tail = job;
     return job;
-  }
-
-  /** Wait for every persist round scheduled so far. */
-  async settle(): Promise<void> {
-    await this.tail.catch(() => {});
   }
 }

@@ -300,7 +300,7 @@ export class SyncEngine {
         const ranges: Array<[number, number]> = recovery
           ? plan.slots.flatMap((s) => p.recoveryToSync(s, pos, n))
           : [[pos, pos + n]];
-        const skip = guided && !ranges.some(([a, b]) => bitmap!.needsSyncIn(a, b));
+        const skip = guided && !ranges.some(([a, b]) => bitmap!.anyDirty(a, b));
         if (!skip) {
           const release = await this.host.barrier.lockRanges(ranges);
           try {

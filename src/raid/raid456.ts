@@ -510,15 +510,7 @@ export class Raid456Personality implements Personality {
             const writes: Array<[number, Uint8Array]> = [];
             if (pBad > 0) writes.push([sm.pDisk, p2]);
             if (q2 && qBad > 0) writes.push([sm.qDisk, q2]);
-            await Promise.all(
-              writes.map(async ([d, b]) => {
-                try {
-                  await this.io.write(d, row, b);
-                } catch (e) {
-                  this.io.reportError(d, 'write', e);
-                }
-              }),
-            );
+            await this.writeRows(row, writes);
           }
         } finally {
           scratch.release();
@@ -565,15 +557,7 @@ export class Raid456Personality implements Personality {
             if (rebuild.has(sm.pDisk)) writes.push([sm.pDisk, blocks.p]);
             if (blocks.q && rebuild.has(sm.qDisk)) writes.push([sm.qDisk, blocks.q]);
           }
-          await Promise.all(
-            writes.map(async ([d, b]) => {
-              try {
-                await this.io.write(d, row, b);
-              } catch (e) {
-                this.io.reportError(d, 'write', e);
-              }
-            }),
-          );
+          await this.writeRows(row, writes);
         } finally {
           scratch.release();
           release();
@@ -581,6 +565,19 @@ export class Raid456Personality implements Personality {
       });
     }
     await runLimited(jobs, SYNC_PARALLEL);
+  }
+
+  /** Sync/repair writes of one stripe row range; a failing member is reported (and fails). */
+  private async writeRows(row: number, writes: ReadonlyArray<[number, Uint8Array]>): Promise<void> {
+    await Promise.all(
+      writes.map(async ([d, b]) => {
+        try {
+          await this.io.write(d, row, b);
+        } catch (e) {
+          this.io.reportError(d, 'write', e);
+        }
+      }),
+    );
   }
 
   async flush(): Promise<void> {
