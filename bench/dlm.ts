@@ -251,9 +251,15 @@ async function benchMemory(): Promise<string[]> {
   return out;
 }
 
-async function main(): Promise<void> {
+/** The DLM benchmarks (npm run bench runs them after the array ones; --quick reads argv). */
+export async function runDlmBench(): Promise<void> {
+  console.log('\ndistributed lock manager (in-memory; etcd on loopback against raw put/txn)');
   const lines = [...(await benchMemory()), ...(await benchEtcd())];
   console.log(lines.join('\n'));
+}
+
+async function main(): Promise<void> {
+  await runDlmBench();
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

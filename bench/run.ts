@@ -4,6 +4,7 @@
  */
 import { runArrayBench } from './array.js';
 import { runArrayNbdBench } from './array-nbd.js';
+import { runDlmBench } from './dlm.js';
 import { runNbdBench } from './nbd.js';
 import { runParityBench } from './parity.js';
 import { runSyncBench } from './sync.js';
@@ -15,3 +16,4 @@ await runArrayBench({ quick });
 await runNbdBench({ quick });
 await runArrayNbdBench({ quick });
 await runSyncBench({ quick });
+await runDlmBench();
