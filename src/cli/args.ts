@@ -48,11 +48,20 @@ export interface ParsedArgs {
   /** option values by long name; flags are true; repeatable options collect arrays */
   opts: Map<string, string | true>;
   /** --add/--remove/--fail/... in manage mode, in order with their devices */
-  manageOps: Array<{ op: string; devices: string[] }>;
+  manageOps: ManageOp[];
+  /** member devices that follow -W/--write-mostly (true) or --readwrite in manage mode (false) */
+  writeMostly: Map<string, boolean>;
   verbose: number;
   quiet: boolean;
   help: boolean;
   version: boolean;
+}
+
+/** One --add/--remove/... with its devices; write-mostly set (true) or cleared (false) per device. */
+export interface ManageOp {
+  op: string;
+  devices: string[];
+  writeMostly: Array<boolean | undefined>;
 }
 
 interface OptSpec {
@@ -242,12 +251,15 @@ export function parseArgs(argv: string[]): ParsedArgs {
     devices: [],
     opts: new Map(),
     manageOps: [],
+    writeMostly: new Map(),
     verbose: 0,
     quiet: false,
     help: false,
     version: false,
   };
-  let currentManage: { op: string; devices: string[] } | null = null;
+  let currentManage: ManageOp | null = null;
+  // mdadm: -W/--write-mostly and --readwrite in manage mode apply to the devices that follow
+  let manageWriteMostly: boolean | undefined;
   const positional: string[] = [];
 
   const setMode = (m: Mode, flag: string) => {
@@ -278,12 +290,18 @@ export function parseArgs(argv: string[]): ParsedArgs {
     else if (long === 'version') out.version = true;
     else if (long === 'verbose') out.verbose++;
     else if (long === 'quiet') out.quiet = true;
+    if ((out.mode === 'create' || out.mode === 'build') && long === 'write-mostly') manageWriteMostly = true;
+    if (out.mode === 'manage' && (long === 'write-mostly' || long === 'readwrite-mostly' || (long === 'readwrite' && currentManage))) {
+      manageWriteMostly = long === 'write-mostly';
+      if (long === 'readwrite') out.misc = null;
+      return;
+    }
     if (
       MANAGE_OPS.has(long) &&
       (out.mode === 'manage' || out.mode === null || out.mode === 'grow')
     ) {
       if (out.mode === null) out.mode = 'manage';
-      currentManage = { op: long, devices: [] };
+      currentManage = { op: long, devices: [], writeMostly: [] };
       out.manageOps.push(currentManage);
       return;
     }
@@ -333,8 +351,16 @@ export function parseArgs(argv: string[]): ParsedArgs {
       continue;
     }
     // a plain argument: the md device first (for modes that have one), then members
-    if (currentManage) (currentManage as { devices: string[] }).devices.push(a);
-    else positional.push(a);
+    if (currentManage) {
+      const cm = currentManage as ManageOp;
+      cm.devices.push(a);
+      cm.writeMostly.push(manageWriteMostly);
+      if (manageWriteMostly !== undefined) out.writeMostly.set(a, manageWriteMostly);
+    } else {
+      positional.push(a);
+      // the md device itself is never one (mdadm: -W applies to the member devices after it)
+      if (manageWriteMostly !== undefined && positional.length > 1) out.writeMostly.set(a, manageWriteMostly);
+    }
   }
 
   // `mdadm --run /dev/md0`, `mdadm --readonly /dev/md0`: misc mode without a mode flag

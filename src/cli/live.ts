@@ -464,7 +464,7 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
   const arr = r.array;
   for (const op of a.manageOps) {
     if (op.devices.length === 0) throw new UsageError(`--${op.op} needs a device`);
-    for (const d of op.devices) {
+    for (const [i, d] of op.devices.entries()) {
       switch (op.op) {
         case 'fail':
         case 'set-faulty':
@@ -483,7 +483,7 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
           const opened = await openDevice(d, { exclusive: true });
           const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
           try {
-            const how = await arr.addMember(dev, { reAdd: op.op === 're-add', deviceUuid: randomBytes(16) });
+            const how = await arr.addMember(dev, { reAdd: op.op === 're-add', deviceUuid: randomBytes(16), writeMostly: op.writeMostly[i] });
             if (!a.quiet) io.err(`tsmd: ${how === 're-added' ? 're-added' : 'added'} ${d}\n`);
           } catch (e) {
             await dev.close();

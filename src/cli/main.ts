@@ -172,8 +172,9 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   const dataOffsetSectors = dataOffsetText
     ? parseSizeKiB(dataOffsetText, 'data offset') * 2
     : undefined;
-  const writeMostly = flag(a, 'write-mostly');
-  if (writeMostly && level !== 1)
+  // -W marks the member devices that follow it (mdadm)
+  const writeMostly = (p: string): boolean => a.writeMostly.get(p) === true;
+  if (flag(a, 'write-mostly') && level !== 1)
     throw new UsageError('--write-mostly is only meaningful for raid1');
 
   const force = flag(a, 'force');
@@ -194,9 +195,9 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
     await Promise.all(opened.map((d) => d?.close()));
     throw e;
   }
-  const members = opened.map((d) => ({
+  const members = opened.map((d, i) => ({
     sizeSectors: d ? Math.floor(d.sizeBytes / 512) : null,
-    writeMostly,
+    writeMostly: writeMostly(paths[i]!),
   }));
   const baseOptions = {
     level,

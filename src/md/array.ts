@@ -62,6 +62,9 @@ export interface Member {
   readErrors?: number;
 }
 
+/** devflags bit 0: WriteMostly (raid1 reads avoid the member) */
+export const DEV_FLAG_WRITEMOSTLY = 1;
+
 /** md's max_corr_read_errors default: more read errors than this fail the member */
 export const MAX_READ_ERRORS = 20;
 
@@ -245,8 +248,14 @@ export class MdArray {
 
   private memberIo(): MemberIo {
     const slots = this.sb.raidDisks;
+    const self = this as MdArray;
     const io: MemberIo = {
       slots,
+      get anyWriteMostly() {
+        for (const m of self.members) if ((m.loaded.sb.devFlags & DEV_FLAG_WRITEMOSTLY) !== 0 && !m.faulty && m.slot !== null) return true;
+        return false;
+      },
+      writeMostly: (slot) => ((this.slotMember(slot)?.loaded.sb.devFlags ?? 0) & DEV_FLAG_WRITEMOSTLY) !== 0,
       available: (slot, deviceSector, sectors) => {
         const m = this.slotMember(slot);
         if (!m) return false;
@@ -866,8 +875,14 @@ export class MdArray {
    * A device that was a member of this array and is still current goes back into its slot
    * (--re-add semantics); one that missed writes needs the recovery of the sync engine.
    */
-  async addMember(dev: BlockDevice, opts: { reAdd?: boolean; nowSeconds?: number; deviceUuid: Uint8Array }): Promise<'spare' | 're-added'> {
+  async addMember(
+    dev: BlockDevice,
+    opts: { reAdd?: boolean; nowSeconds?: number; deviceUuid: Uint8Array; writeMostly?: boolean },
+  ): Promise<'spare' | 're-added'> {
     if (this.members.some((m) => m.dev.name === dev.name)) throw new TsmdError('EBUSY', `${dev.name} is already a member`);
+    if (opts.writeMostly && this.level !== 1) throw new TsmdError('EINVAL', `--write-mostly is only meaningful for raid1 (${dev.name})`);
+    const withFlags = (flags: number): number =>
+      opts.writeMostly === undefined ? flags : opts.writeMostly ? flags | DEV_FLAG_WRITEMOSTLY : flags & ~DEV_FLAG_WRITEMOSTLY;
     const existing = await loadSuperblock(dev);
     if (existing && existing.problems.length === 0 && uuidText(existing.sb.setUuid) === uuidText(this.sb.setUuid)) {
       const role = deviceRole(existing.sb);
@@ -882,6 +897,7 @@ export class MdArray {
         (existing.sb.featureMap & Feature.RECOVERY_OFFSET) === 0;
       if (freeSlot && numberFree && (current || fromBitmap)) {
         const bitmaps = await loadBitmaps(dev, existing).catch(() => []);
+        existing.sb.devFlags = withFlags(existing.sb.devFlags);
         const m: Member = { dev, loaded: existing, devNumber: existing.sb.devNumber, slot: role, faulty: false, recoveryOffset: null, bitmaps };
         if (fromBitmap) {
           m.recoveryOffset = 0;
@@ -927,7 +943,7 @@ export class MdArray {
       ...own,
       devNumber: dn,
       deviceUuid: opts.deviceUuid,
-      devFlags: 0,
+      devFlags: withFlags(0),
       dataSize: BigInt(dataSize),
       superOffset: BigInt(sbStart),
       recoveryOffset: 0n,

@@ -10,6 +10,13 @@ export interface MemberIo {
   readonly slots: number;
   /** Is the member in this slot present and in sync for this member sector range? */
   available(slot: number, deviceSector?: number, sectors?: number): boolean;
+  /**
+   * Does any slot hold a write-mostly member (raid1 --write-mostly)? Reads then go to the
+   * others first (writeMostly(slot) tells which), and to a write-mostly copy only when no
+   * other copy can serve them.
+   */
+  readonly anyWriteMostly: boolean;
+  writeMostly(slot: number): boolean;
   /** Read from a member's data area (sector relative to data_offset). Throws on error. */
   read(slot: number, deviceSector: number, buf: Uint8Array): Promise<void>;
   write(slot: number, deviceSector: number, buf: Uint8Array): Promise<void>;

@@ -40,6 +40,10 @@ export class ReshapeView implements Personality {
       write: (s, d, b) => io.write(s, d + shift, b),
       flush: (s) => io.flush(s),
       reportError: (s, op, e) => io.reportError(s, op, e),
+      get anyWriteMostly() {
+        return io.anyWriteMostly;
+      },
+      writeMostly: (s) => io.writeMostly(s),
     });
     this.oldDisks = oldDisks;
     this.oldGeo = make(sb.level, sb.layout, sb.chunkSize, oldDisks, narrow(oldDisks, 0));

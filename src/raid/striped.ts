@@ -55,15 +55,20 @@ async function readPiece(
       : buf.subarray(piece.bufOffset, piece.bufOffset + bytes);
   const n = piece.targets.length;
   let lastErr: unknown = null;
-  for (let i = 0; i < n; i++) {
-    const t = piece.targets[(start + i) % n]!;
-    if (!io.available(t.disk, t.deviceSector, piece.sectors)) continue;
-    try {
-      await io.read(t.disk, t.deviceSector, view);
-      return t;
-    } catch (e) {
-      lastErr = e;
-      io.reportError(t.disk, 'read', e);
+  // write-mostly members (raid1) are read only when no other copy can serve: a second pass
+  const passes = n > 1 && io.anyWriteMostly ? 2 : 1;
+  for (let pass = 0; pass < passes; pass++) {
+    for (let i = 0; i < n; i++) {
+      const t = piece.targets[(start + i) % n]!;
+      if (passes === 2 && io.writeMostly(t.disk) !== (pass === 1)) continue;
+      if (!io.available(t.disk, t.deviceSector, piece.sectors)) continue;
+      try {
+        await io.read(t.disk, t.deviceSector, view);
+        return t;
+      } catch (e) {
+        lastErr = e;
+        io.reportError(t.disk, 'read', e);
+      }
     }
   }
   throw new TsmdError('EIO', `no working copy of array data at piece offset ${piece.bufOffset}`, {

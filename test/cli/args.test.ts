@@ -35,7 +35,7 @@ describe('mdadm grammar', () => {
     assert.ok(parseArgs(['--create', 'md0', '-f', '-l1', '-n2', 'a', 'b']).opts.has('force'));
     const m = parseArgs(['/dev/md0', '-f', '/dev/sdb']);
     assert.equal(m.mode, 'manage');
-    assert.deepEqual(m.manageOps, [{ op: 'fail', devices: ['/dev/sdb'] }]);
+    assert.deepEqual(m.manageOps, [{ op: 'fail', devices: ['/dev/sdb'], writeMostly: [undefined] }]);
     assert.equal(m.mdDevice, '/dev/md0');
     assert.equal(parseArgs(['-C', 'md0', '-binternal']).opts.get('bitmap'), 'internal');
     assert.ok(parseArgs(['-E', '-b', 'x']).opts.has('brief'));
@@ -72,10 +72,20 @@ describe('mdadm grammar', () => {
       'sdd',
     ]);
     assert.deepEqual(a.manageOps, [
-      { op: 'fail', devices: ['sdb'] },
-      { op: 'remove', devices: ['sdb'] },
-      { op: 'add', devices: ['sdc', 'sdd'] },
+      { op: 'fail', devices: ['sdb'], writeMostly: [undefined] },
+      { op: 'remove', devices: ['sdb'], writeMostly: [undefined] },
+      { op: 'add', devices: ['sdc', 'sdd'], writeMostly: [undefined, undefined] },
     ]);
+  });
+
+  test('-W/--write-mostly and --readwrite mark the member devices that follow them (mdadm)', () => {
+    const c = parseArgs(['-C', '/dev/md0', '-l1', '-n3', 'a', '-W', 'b', 'c']);
+    assert.deepEqual([...c.writeMostly], [['b', true], ['c', true]]);
+    assert.deepEqual(c.devices, ['a', 'b', 'c']);
+    const m = parseArgs(['/dev/md0', '--add', 'x', '--write-mostly', 'y', '--readwrite', 'z']);
+    assert.equal(m.misc, null);
+    assert.deepEqual(m.manageOps, [{ op: 'add', devices: ['x', 'y', 'z'], writeMostly: [undefined, true, false] }]);
+    assert.equal(parseArgs(['--readwrite', '/dev/md0']).misc, 'readwrite');
   });
 
   test('errors are usage errors', () => {

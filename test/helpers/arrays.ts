@@ -17,6 +17,8 @@ export interface MemArrayOptions {
   assumeClean?: boolean;
   /** leave the initial resync owed (as mdadm --create does before the kernel's resync) */
   noInitialSync?: boolean;
+  /** indexes of the members created write-mostly (raid1 -W) */
+  writeMostly?: number[];
 }
 
 export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice[]> {
@@ -36,6 +38,7 @@ export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice
       bitmapChunkBytes: o.bitmapChunkKiB ? o.bitmapChunkKiB * 1024 : undefined,
       assumeClean: o.assumeClean,
       nowSeconds: 1_700_000_000,
+      members: devs.map((d, i) => ({ sizeSectors: Math.floor(d.sizeBytes / 512), writeMostly: o.writeMostly?.includes(i) })),
     },
     { confirmOverwrite: async () => false, initialSync: !o.noInitialSync },
   );
