@@ -462,6 +462,10 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
   const r = ctx.registry.find(md);
   if (!r) throw notRunning(ctx, md);
   const arr = r.array;
+  // mdadm pairs each --replace device with the next --with device
+  const withs = a.manageOps.filter((o) => o.op === 'with').flatMap((o) => o.devices);
+  let withUsed = 0;
+  let withSeen = 0;
   for (const op of a.manageOps) {
     if (op.devices.length === 0) throw new UsageError(`--${op.op} needs a device`);
     for (const [i, d] of op.devices.entries()) {
@@ -491,6 +495,19 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
           }
           break;
         }
+        case 'replace': {
+          const w = withs[withUsed];
+          if (w !== undefined) withUsed++;
+          const slot = await arr.requestReplacement(d, w);
+          if (!a.quiet) {
+            io.err(`tsmd: Marked ${d} (device ${slot} in ${md}) for replacement\n`);
+            if (w !== undefined) io.err(`tsmd: Marked ${w} in ${md} as replacement for device ${slot}\n`);
+          }
+          break;
+        }
+        case 'with':
+          if (withSeen++ >= withUsed) throw new TsmdError('EINVAL', `No matching --replace device for --with ${d}`);
+          break;
         default:
           throw new UsageError(`--${op.op} is not supported yet`);
       }

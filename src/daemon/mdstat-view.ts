@@ -23,6 +23,7 @@ export function mdstatArrays(running: RunningArray[]): MdstatArray[] {
         faulty: m.faulty,
         spare: !m.faulty && m.slot === null,
         writeMostly: (m.loaded.sb.devFlags & 1) !== 0,
+        replacement: m.replacement === true && !m.faulty,
       })),
       blocks: Math.floor(a.sizeBytes / 1024),
       superVersion: `1.${minor}`,

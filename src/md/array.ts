@@ -24,7 +24,7 @@ import {
 import { type Clock, SystemClock, type Timer } from '../env/clock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { Raid456Geometry } from '../raid/geometry/raid456.js';
-import { KeyedLocks, type MemberIo, type Personality } from '../raid/personality.js';
+import { KeyedLocks, type MemberIo, type Personality, runLimited, SYNC_PARALLEL } from '../raid/personality.js';
 import { Raid456Personality } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import {
@@ -60,6 +60,16 @@ export interface Member {
   badReads?: Array<[number, number]>;
   /** read errors seen (md: read_errors); past the limit the member is failed */
   readErrors?: number;
+  /**
+   * Being built as the replacement of the working member of the same slot (mdadm --replace;
+   * superblock feature REPLACEMENT). It gets every write that starts below its recovery
+   * frontier and is never read; when it is complete the member it replaces is marked faulty.
+   */
+  replacement?: boolean;
+  /** mdadm --replace asked for this member to be replaced (md's WantReplacement, in memory) */
+  wantReplacement?: boolean;
+  /** mdadm --with: this spare is the one to replace the member of that slot */
+  replaceFor?: number;
 }
 
 /** devflags bit 0: WriteMostly (raid1 reads avoid the member) */
@@ -134,7 +144,10 @@ export class MdArray {
   private readonly edgeLocks = new KeyedLocks();
   private inflightWrites = 0;
   private writeSeq = 0;
+  /** some member is a replacement being built (the write path then looks for it) */
+  private replacing = false;
   private cleaning: Promise<void> | null = null;
+  private readonly io: MemberIo;
 
   private constructor(
     members: Member[],
@@ -150,13 +163,15 @@ export class MdArray {
     this.now = opts.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
     this.log = opts.log ?? (() => {});
     this.clock = opts.clock ?? new SystemClock();
-    this.personality = build(this.memberIo());
+    this.io = this.memberIo();
+    this.personality = build(this.io);
     this.reshapeBlocked = (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0;
     this.resyncCp = sb.resyncOffset;
     this.bitmap = this.reshapeBlocked ? null : this.makeBitmap();
     // barrier buckets: the bitmap chunk when there is one (md's bucket is 64 MiB), else 1 MiB
     this.barrier = new SyncBarrier(Math.max(2048, Math.min(this.bitmap?.chunkSectors ?? 2048, 2048 * 64)));
     this.sync = new SyncEngine(this.syncHost(), opts.syncLimits ?? DEFAULT_SYNC_LIMITS);
+    this.replacing = members.some((m) => m.replacement === true);
   }
 
   /** The runtime bitmap from the members' internal v4 bitmaps (bits OR-ed: never less resync). */
@@ -241,8 +256,27 @@ export class MdArray {
     return working < this.sb.raidDisks;
   }
 
+  /** The member serving a slot (never a replacement while the member it replaces works). */
   private slotMember(slot: number): Member | null {
-    for (const m of this.members) if (m.slot === slot && !m.faulty) return m;
+    for (const m of this.members) if (m.slot === slot && !m.faulty && !m.replacement) return m;
+    if (this.replacing) {
+      // the member being replaced is gone: its replacement takes the slot and is rebuilt from
+      // the others from where its copy got to (md's raid*_remove_disk promotion)
+      const r = this.replacementOf(slot);
+      if (r) {
+        r.replacement = false;
+        this.replacing = this.members.some((x) => x.replacement && !x.faulty);
+        this.sbNeedsWrite = true;
+        this.log(`md: ${r.dev.name} takes slot ${slot} over from the failed member it was replacing; recovery goes on from ${r.recoveryOffset}`);
+        return r;
+      }
+    }
+    return null;
+  }
+
+  /** The replacement being built for a slot, if any. */
+  private replacementOf(slot: number): Member | null {
+    for (const m of this.members) if (m.slot === slot && !m.faulty && m.replacement) return m;
     return null;
   }
 
@@ -259,6 +293,11 @@ export class MdArray {
       available: (slot, deviceSector, sectors) => {
         const m = this.slotMember(slot);
         if (!m) return false;
+        if (this.rebuildingForReplacement.size > 0) {
+          // a range rebuilt onto the replacement (the old member could not read it)
+          const r = this.rebuildingForReplacement.get(slot);
+          if (r && (deviceSector === undefined || (deviceSector < r[1] && r[0] < deviceSector + (sectors ?? 1)))) return false;
+        }
         if (m.badReads && m.badReads.length > 0) {
           if (deviceSector === undefined) return false;
           const end = deviceSector + (sectors ?? 1);
@@ -286,10 +325,24 @@ export class MdArray {
         const m = this.slotMember(slot);
         if (!m) throw new TsmdError('ENODEV', `slot ${slot} has no working member`);
         if (this.readOnly) throw new TsmdError('EROFS', 'array is read-only');
+        const r = this.replacing ? this.replacementOf(slot) : null;
+        const only = this.rebuildingForReplacement.get(slot);
+        if (r && only && deviceSector >= only[0] && deviceSector < only[1]) {
+          await this.writeReplacement(r, deviceSector, buf);
+          return;
+        }
+        // a replacement gets the writes that start below its frontier (the sync window holds
+        // the barrier, so the copy never runs under a write; above it, the copy brings the data)
+        if (r && r.recoveryOffset !== null && deviceSector < r.recoveryOffset) {
+          await Promise.all([m.dev.write(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512), this.writeReplacement(r, deviceSector, buf)]);
+          return;
+        }
         await m.dev.write(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512);
       },
       flush: async (slot) => {
         const m = this.slotMember(slot);
+        const r = this.replacing ? this.replacementOf(slot) : null;
+        if (r) await r.dev.flush().catch((e: unknown) => this.replacementFailed(r, e));
         if (m) await m.dev.flush();
       },
       reportError: (slot, op, err) => {
@@ -312,6 +365,23 @@ export class MdArray {
       },
     };
     return io;
+  }
+
+  /** A write to a replacement; if it fails, the replacement fails (the array is not affected). */
+  private async writeReplacement(r: Member, deviceSector: number, buf: Uint8Array): Promise<void> {
+    try {
+      await r.dev.write(buf, (Number(r.loaded.sb.dataOffset) + deviceSector) * 512);
+    } catch (e) {
+      this.replacementFailed(r, e);
+    }
+  }
+
+  private replacementFailed(r: Member, e: unknown): void {
+    if (r.faulty) return;
+    r.faulty = true;
+    this.replacing = this.members.some((x) => x.replacement && !x.faulty);
+    this.sbNeedsWrite = true;
+    this.log(`md: replacement ${r.dev.name} failed: ${e instanceof Error ? e.message : String(e)}; marking it faulty`);
   }
 
   /**
@@ -413,6 +483,21 @@ export class MdArray {
           report.stale.push(dev.name);
           continue;
         }
+        if ((l.sb.featureMap & Feature.REPLACEMENT) !== 0) {
+          // a replacement being built for the slot: paired with its original below
+          members.push({
+            dev,
+            loaded: l,
+            devNumber: dn,
+            slot: role,
+            faulty: false,
+            recoveryOffset: Number(l.sb.recoveryOffset),
+            bitmaps: [],
+            replacement: true,
+          });
+          report.accepted.push(dev.name);
+          continue;
+        }
         if (bySlot.has(role)) {
           log(
             `${dev.name} claims slot ${role} which ${bySlot.get(role)!.dev.name} already holds; not using it`,
@@ -451,6 +536,25 @@ export class MdArray {
           bitmaps: [],
         });
         report.spares.push(dev.name);
+      }
+    }
+    for (const m of [...members]) {
+      if (!m.replacement) continue;
+      const slot = m.slot!;
+      if (!bySlot.has(slot)) {
+        // its original is missing: the replacement fills the slot and is rebuilt from the others
+        m.replacement = false;
+        bySlot.set(slot, m);
+        log(`${m.dev.name} replaces the missing member of slot ${slot}; its recovery goes on`);
+      } else if (members.some((x) => x !== m && x.replacement && x.slot === slot)) {
+        log(`${m.dev.name} is a second replacement for slot ${slot}; not using it`);
+        members.splice(members.indexOf(m), 1);
+        report.accepted = report.accepted.filter((n) => n !== m.dev.name);
+        report.stale.push(m.dev.name);
+      } else if (fresh.resyncOffset !== MAX_SECTOR) {
+        // after an unclean stop a write may have reached the original and not the
+        // replacement: the copy starts again
+        m.recoveryOffset = 0;
       }
     }
     for (let s = 0; s < fresh.raidDisks; s++) if (!bySlot.has(s)) report.missingSlots.push(s);
@@ -695,6 +799,8 @@ export class MdArray {
   /** Write the array state to every working member (bitmap header first, then superblock). */
   async writeSuperblocks(opts: { bitmapBits?: 'all' | 'none' } = {}): Promise<void> {
     assert(!this.readOnly, 'superblock write on a read-only array');
+    // a replacement whose original failed holds the slot from now on
+    if (this.replacing) for (let s = 0; s < this.sb.raidDisks; s++) this.slotMember(s);
     this.sb.utime = BigInt(this.now());
     // md's super_1_sync: an active array says 0 (resync after a crash), a clean one recovery_cp
     this.sb.resyncOffset = this.dirty ? 0n : this.resyncCp;
@@ -734,9 +840,9 @@ export class MdArray {
           cntCorrectedRead: own.cntCorrectedRead,
           recoveryOffset: m.recoveryOffset === null ? 0n : BigInt(m.recoveryOffset),
           featureMap:
-            m.recoveryOffset === null
+            (m.recoveryOffset === null
               ? this.sb.featureMap & ~Feature.RECOVERY_OFFSET
-              : this.sb.featureMap | Feature.RECOVERY_OFFSET,
+              : this.sb.featureMap | Feature.RECOVERY_OFFSET) & ~Feature.REPLACEMENT | (m.replacement ? Feature.REPLACEMENT : 0),
           devRoles: roles,
           pad3: new Uint8Array(32),
         };
@@ -852,6 +958,29 @@ export class MdArray {
     this.sb.events += 1n;
     await this.writeSuperblocks();
     this.memberFailed();
+  }
+
+  /**
+   * mdadm --replace [--with]: mark an active member for replacement; a spare (the --with one
+   * when given) is rebuilt as its copy while it keeps serving, then it is marked faulty. With
+   * no spare yet the mark waits for one (--add). Returns the slot.
+   */
+  async requestReplacement(path: string, withPath?: string): Promise<number> {
+    if (this.personality.maxDegraded === 0) throw new TsmdError('EINVAL', `${sbLevelName(this.level)} has no redundancy: ${path} cannot be replaced`);
+    if (this.readOnly || this.softReadOnly) throw new TsmdError('EROFS', 'array is read-only');
+    const m = this.memberByPath(path);
+    if (m.faulty || m.slot === null || m.replacement || m.recoveryOffset !== null)
+      throw new TsmdError('EINVAL', `${path} is not active and so cannot be replaced.`);
+    if (withPath !== undefined) {
+      const w = this.memberByPath(withPath);
+      if (w.faulty) throw new TsmdError('EINVAL', `${withPath} is faulty and cannot be a replacement`);
+      if (w.slot !== null) throw new TsmdError('EINVAL', `${withPath} is active and cannot be a replacement`);
+      w.replaceFor = m.slot;
+    }
+    m.wantReplacement = true;
+    this.log(`md: ${path} (slot ${m.slot}) marked for replacement${withPath ? ` by ${withPath}` : ''}`);
+    if (this.background) this.sync.kick();
+    return m.slot;
   }
 
   /** mdadm --remove: only a faulty or spare member can go; its slot becomes empty. */
@@ -1025,10 +1154,11 @@ export class MdArray {
       },
       log: (msg) => this.log(msg),
       planSync: (requested) => this.planSync(requested),
-      recoveryValid: (slots) => slots.every((s) => this.slotMember(s)?.recoveryOffset !== null && !!this.slotMember(s)),
+      copyToReplacements: (slots, start, sectors) => this.copyToReplacements(slots, start, sectors),
+      recoveryValid: (slots) => slots.every((s) => this.rebuildTarget(s) !== null),
       setRecoveryFrontier: (slots, pos) => {
         for (const s of slots) {
-          const m = this.slotMember(s);
+          const m = this.rebuildTarget(s);
           if (m && m.recoveryOffset !== null) m.recoveryOffset = Math.max(m.recoveryOffset, pos);
         }
       },
@@ -1041,7 +1171,20 @@ export class MdArray {
       },
       recoveryDone: async (slots) => {
         for (const s of slots) {
-          const m = this.slotMember(s);
+          const r = this.replacementOf(s);
+          if (r) {
+            // the replacement is complete: the member it replaces is marked faulty (md)
+            const old = this.slotMember(s);
+            if (old) {
+              old.faulty = true;
+              old.wantReplacement = false;
+              this.log(`md: ${r.dev.name} has replaced ${old.dev.name} in slot ${s}; ${old.dev.name} is now faulty`);
+            }
+            r.replacement = false;
+            r.replaceFor = undefined;
+            this.replacing = this.members.some((x) => x.replacement && !x.faulty);
+          }
+          const m = r ?? this.slotMember(s);
           if (m) {
             m.recoveryOffset = null;
             m.bitmapGuided = false;
@@ -1063,6 +1206,63 @@ export class MdArray {
     };
   }
 
+  /** The member a recovery of this slot writes: its replacement, or a member being rebuilt. */
+  private rebuildTarget(slot: number): Member | null {
+    const r = this.replacing ? this.replacementOf(slot) : null;
+    if (r) return r;
+    const m = this.slotMember(slot);
+    return m && m.recoveryOffset !== null ? m : null;
+  }
+
+  /** Ranges of a slot being rebuilt onto its replacement from the others (copy fallback). */
+  private readonly rebuildingForReplacement = new Map<number, [number, number]>();
+
+  /**
+   * A replacement's copy of [start, start+sectors) of the recovery space, 1 MiB at a time:
+   * read from the member being replaced and written to the replacement. A range the old
+   * member cannot read is rebuilt from the other members instead (its read error counted as
+   * usual), so the replacement never loses redundancy the array still has. A replacement
+   * whose original has failed is rebuilt from the others (it holds the slot now).
+   */
+  private async copyToReplacements(slots: number[], start: number, sectors: number): Promise<void> {
+    const piece = 2048;
+    const jobs: Array<() => Promise<void>> = [];
+    for (const slot of slots) {
+      for (let at = start; at < start + sectors; at += piece) {
+        const n = Math.min(piece, start + sectors - at);
+        jobs.push(async () => {
+          const r = this.replacementOf(slot);
+          const old = r ? this.slotMember(slot) : null;
+          if (!r || !old || old.replacement) {
+            // promoted (the member it replaced failed): an ordinary recovery of the slot
+            if (this.rebuildTarget(slot)) await this.personality.syncRegion(at, n, new Set([slot]));
+            return;
+          }
+          const buf = new Uint8Array(n * 512);
+          try {
+            await old.dev.read(buf, (Number(old.loaded.sb.dataOffset) + at) * 512);
+          } catch (e) {
+            this.io.reportError(slot, 'read', e);
+            await this.rebuildReplacementRange(slot, at, n);
+            return;
+          }
+          await this.writeReplacement(r, at, buf);
+        });
+      }
+    }
+    await runLimited(jobs, SYNC_PARALLEL);
+  }
+
+  /** Rebuild [at, at+n) of a slot onto its replacement from the other members. */
+  private async rebuildReplacementRange(slot: number, at: number, n: number): Promise<void> {
+    this.rebuildingForReplacement.set(slot, [at, at + n]);
+    try {
+      await this.personality.syncRegion(at, n, new Set([slot]));
+    } finally {
+      this.rebuildingForReplacement.delete(slot);
+    }
+  }
+
   /** md_check_recovery's choice: recovery first (activating spares), then resync, then check. */
   private async planSync(requested: 'check' | 'repair' | null): Promise<SyncPlan | null> {
     if (this.readOnly || this.softReadOnly || this.closed || this.reshapeBlocked) return null;
@@ -1081,7 +1281,7 @@ export class MdArray {
       this.log(`md: recovery of slot ${slot} onto ${spare.dev.name} started`);
       activated = true;
     }
-    const rebuild = this.members.filter((m) => m.slot !== null && !m.faulty && m.recoveryOffset !== null);
+    const rebuild = this.members.filter((m) => m.slot !== null && !m.faulty && m.recoveryOffset !== null && !m.replacement);
     if (rebuild.length > 0) {
       const avail = Array.from({ length: this.sb.raidDisks }, (_, s) => this.workingSlots.includes(s));
       if (!p.canRun(avail)) return null;
@@ -1095,6 +1295,32 @@ export class MdArray {
         start: Math.min(...rebuild.map((m) => m.recoveryOffset!)),
         bitmapGuided: this.bitmap !== null && rebuild.every((m) => m.bitmapGuided === true),
       };
+    }
+    // mdadm --replace: a spare (the --with one first) becomes the replacement of each member
+    // that wants one; replacements already under way go on
+    let replaced = false;
+    for (let slot = 0; slot < this.sb.raidDisks; slot++) {
+      const old = this.slotMember(slot);
+      if (!old?.wantReplacement || old.recoveryOffset !== null || this.replacementOf(slot)) continue;
+      const spare =
+        this.members.find((m) => m.slot === null && !m.faulty && m.replaceFor === slot) ??
+        this.members.find((m) => m.slot === null && !m.faulty && m.replaceFor === undefined);
+      if (!spare) continue;
+      spare.slot = slot;
+      spare.replacement = true;
+      spare.recoveryOffset = 0;
+      spare.bitmapGuided = false;
+      this.replacing = true;
+      replaced = true;
+      this.log(`md: replacement of ${old.dev.name} (slot ${slot}) by ${spare.dev.name} started`);
+    }
+    const repl = this.members.filter((m) => m.replacement && !m.faulty);
+    if (repl.length > 0) {
+      if (replaced) {
+        this.sb.events += 1n;
+        await this.writeSuperblocks();
+      }
+      return { kind: 'recovery', slots: repl.map((m) => m.slot!), start: Math.min(...repl.map((m) => m.recoveryOffset!)), bitmapGuided: false, replace: true };
     }
     if (this.resyncCp !== MAX_SECTOR && !this.degraded) return { kind: 'resync', start: Number(this.resyncCp) };
     if (requested && !this.degraded) return { kind: requested, start: 0 };

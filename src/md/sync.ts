@@ -23,7 +23,7 @@ export type SyncKind = 'resync' | 'recovery' | 'check' | 'repair';
 
 /** What the array asks the engine to do next (md_check_recovery's choice). */
 export type SyncPlan =
-  | { kind: 'recovery'; slots: number[]; start: number; bitmapGuided: boolean }
+  | { kind: 'recovery'; slots: number[]; start: number; bitmapGuided: boolean; replace?: boolean }
   | { kind: 'resync'; start: number }
   | { kind: 'check' | 'repair'; start: number };
 
@@ -35,6 +35,11 @@ export interface SyncHost {
   log(msg: string): void;
   /** The next job, or null when the array is in sync. May assign spares (and write superblocks). */
   planSync(requested: 'check' | 'repair' | null): Promise<SyncPlan | null>;
+  /**
+   * A replacement's part of the recovery space [start, start+sectors) of these slots: copied
+   * from the member it replaces (rebuilt from the others where that cannot be read).
+   */
+  copyToReplacements(slots: number[], start: number, sectors: number): Promise<void>;
   /** Are the members of this recovery still there (none failed meanwhile)? */
   recoveryValid(slots: number[]): boolean;
   /** Move the in-memory frontier: everything below `pos` is now rebuilt on these slots. */
@@ -308,6 +313,8 @@ export class SyncEngine {
               const bad = await p.checkRegion(pos, n, kind === 'repair');
               mismatches += bad;
               this.mismatchCnt += bad;
+            } else if (recovery && plan.replace) {
+              await this.host.copyToReplacements(plan.slots, pos, n);
             } else {
               await p.syncRegion(pos, n, rebuild);
             }

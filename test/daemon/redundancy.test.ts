@@ -233,6 +233,65 @@ describe('stale member and --re-add; monitoring', () => {
     }
   });
 
+  test('--replace --with through the CLI: mdadm --examine shows the replacement mid-way (stop and re-assemble keep it) and the old member faulty at the end', async (t) => {
+    const files = [0, 1, 2, 3].map((k) => sparseFile(join(dir.path, `r${k}.img`), 24 * MiB));
+    let r = d.tsmd(['--create', '/dev/md/repl', '-l5', '-n3', '-c64', '--run', '--assume-clean', '--homehost=h', ...files.slice(0, 3)]);
+    assert.equal(r.status, 0, r.stderr);
+    let c = await NbdTestClient.connect(d.info.nbd!.port, 'repl');
+    const all = randomBytes(c.sizeBytes);
+    for (let off = 0; off < all.length; off += 8 * MiB) await c.write(off, all.subarray(off, Math.min(all.length, off + 8 * MiB)), true);
+    await c.close();
+    r = d.tsmd(['--speed-limit-max=2000', '/dev/md/repl']);
+    assert.equal(r.status, 0, r.stderr);
+    r = d.tsmd(['/dev/md/repl', '--add', files[3]!, '--replace', files[1]!, '--with', files[3]!]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /Marked .*r1\.img \(device 1 in \/dev\/md\/repl\) for replacement/);
+    assert.match(r.stderr, /Marked .*r3\.img in \/dev\/md\/repl as replacement for device 1/);
+    await until('replacement started', async () => (await state(d, 'md127')).sync?.kind === 'recovery');
+    await new Promise((res) => setTimeout(res, 600));
+    const mdstat = readFileSync(join(d.runDir, 'mdstat'), 'utf8');
+    assert.match(mdstat, /r3\.img\[3\]\(R\)/, mdstat);
+    assert.match(mdstat, /\[3\/3\] \[UUU\]/, 'never degraded');
+    r = d.tsmd(['--stop', '/dev/md/repl']);
+    assert.equal(r.status, 0, r.stderr);
+    if (requireTool(t, 'mdadm')) {
+      const e = fields(run('mdadm', ['--examine', files[3]!]).stdout);
+      assert.equal(e.get('Device Role'), 'Replacement device 1');
+      assert.match(e.get('Array State') ?? '', /^ARA /);
+      assert.match(e.get('Recovery Offset') ?? '', /^\d+ sectors$/);
+    }
+    r = d.tsmd(['--assemble', '/dev/md/repl', ...files]);
+    assert.equal(r.status, 0, r.stderr);
+    // (at the default speed the rest of the copy may be over before a --wait could see it)
+    await until('replacement done', async () => {
+      const x = await state(d, 'md127');
+      return !x.syncBusy && x.members.some((m) => m.path === files[1] && m.faulty);
+    });
+    r = d.tsmd(['--detail', '/dev/md/repl']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /State : clean \n/);
+    assert.match(r.stdout, /Failed Devices : 1\n/);
+    assert.match(r.stdout, /faulty +\S*r1\.img/);
+    assert.match(r.stdout, /active sync +\S*r3\.img/);
+    c = await NbdTestClient.connect(d.info.nbd!.port, 'repl');
+    for (let off = 0; off < all.length; off += 8 * MiB) {
+      const n = Math.min(8 * MiB, all.length - off);
+      assert.ok((await c.read(off, n)).equals(all.subarray(off, off + n)), `bytes at ${off}`);
+    }
+    await c.close();
+    r = d.tsmd(['--action=check', '/dev/md/repl']);
+    assert.equal(r.status, 0, r.stderr);
+    await until('check', async () => !(await state(d, 'md127')).syncBusy);
+    assert.equal((await state(d, 'md127')).mismatchCnt, 0);
+    r = d.tsmd(['--stop', '/dev/md/repl']);
+    assert.equal(r.status, 0, r.stderr);
+    if (requireTool(t, 'mdadm')) {
+      const e = fields(run('mdadm', ['--examine', files[3]!]).stdout);
+      assert.equal(e.get('Device Role'), 'Active device 1');
+      assert.match(e.get('Array State') ?? '', /^AAA /);
+    }
+  });
+
   test('--monitor --program sees Fail, the rebuild steps, RebuildFinished, SpareActive and DeviceDisappeared in order', async () => {
     const files = [0, 1, 2].map((k) => sparseFile(join(dir.path, `mon${k}.img`), 24 * MiB));
     let r = d.tsmd(['--create', '/dev/md5', '-l1', '-n2', '-x1', '--run', '--assume-clean', '--bitmap=internal', files[0]!, files[1]!, files[2]!]);
