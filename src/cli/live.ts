@@ -16,7 +16,7 @@ import { openDevice } from '../io/file-device.js';
 import { MdArray } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { loadSuperblock } from '../md/sb-io.js';
-import { type ParsedArgs, UsageError } from './args.js';
+import { type ParsedArgs, parseSizeKiB, UsageError } from './args.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
 
 export interface LiveIo {
@@ -514,6 +514,31 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
       ctx.registry.changed();
     }
   }
+  return 0;
+}
+
+/**
+ * mdadm --grow on a running array. Supported: --bitmap=internal|none (with --bitmap-chunk);
+ * the reshapes (--raid-devices, --level, --chunk, --layout, --size) are not yet.
+ */
+export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
+  const md = a.mdDevice;
+  if (!md) throw new UsageError('an md device must be given in --grow mode');
+  for (const o of ['raid-devices', 'level', 'chunk', 'layout', 'size', 'array-size']) {
+    if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} (reshape) is not supported yet`);
+  }
+  if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
+  const bitmap = optStr(a, 'bitmap');
+  if (bitmap === undefined) throw new UsageError('--grow needs something to change: --bitmap=internal|none');
+  if (bitmap !== 'internal' && bitmap !== 'none') {
+    throw new UsageError(`--grow --bitmap=${bitmap}: tsmd can add an internal bitmap or remove one (internal, none)`);
+  }
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  const chunkText = optStr(a, 'bitmap-chunk');
+  const chunkBytes = chunkText ? parseSizeKiB(chunkText, 'bitmap chunk') * 1024 : undefined;
+  await r.array.setBitmap(bitmap, { chunkBytes, devName: md });
+  ctx.registry.changed();
   return 0;
 }
 

@@ -14,7 +14,7 @@ import { FaultyBlockDevice } from '../io/fault-device.js';
 import { FileBlockDevice, openDevice } from '../io/file-device.js';
 import { ArrayRegistry } from '../daemon/registry.js';
 import type { MdArray } from '../md/array.js';
-import { cmdAssembleLive, cmdManageLive, cmdMiscLive, type Ctx, startArray } from './live.js';
+import { cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { type Level, planCreate } from '../md/create-plan.js';
 import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
@@ -523,6 +523,8 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
         return await cmdAssembleLive(a, io, ctx);
       case 'manage':
         return await cmdManageLive(a, io, ctx);
+      case 'grow':
+        return await cmdGrowLive(a, io, ctx);
       case 'misc':
         switch (a.misc) {
           case 'examine':

@@ -8,7 +8,7 @@
  * starts only when asked to (--run). Nothing is written to a member that was not accepted.
  */
 import { assert, TsmdError } from '../errors.js';
-import { BITMAP_SB_BYTES, bitmapAreaBytes, encodeBitmapSuper } from '../format/bitmap.js';
+import { BITMAP_MAGIC, BITMAP_MAJOR_HI, BITMAP_SB_BYTES, bitmapAreaBytes, bitmapBits, type BitmapSuper, encodeBitmapSuper } from '../format/bitmap.js';
 import {
   deviceRole,
   encodeSuperblock,
@@ -129,8 +129,8 @@ export class MdArray {
   private resyncCp: bigint;
   readonly clock: Clock;
   readonly barrier: SyncBarrier;
-  /** the write-intent bitmap at runtime (internal, non-clustered bitmaps) */
-  readonly bitmap: WriteIntentBitmap | null;
+  /** the write-intent bitmap at runtime (internal, non-clustered bitmaps; --grow --bitmap changes it) */
+  bitmap: WriteIntentBitmap | null;
   readonly sync: SyncEngine;
   private ioCounter = 0;
   private bitmapTimer: Timer | null = null;
@@ -1116,17 +1116,108 @@ export class MdArray {
     if (this.background || this.readOnly || this.closed) return;
     this.background = true;
     this.sync.kick();
-    if (this.bitmap) {
-      const periodMs = Math.max(1, this.bitmap.sup.daemonSleep || 5) * 1000;
-      const tick = () => {
-        if (!this.background) return;
-        this.bitmapDaemonPass()
-          .catch((e: unknown) => this.log(`md: bitmap daemon: ${(e as Error).message}`))
-          .finally(() => {
-            if (this.background) this.bitmapTimer = this.clock.setTimer(periodMs, tick);
-          });
+    this.startBitmapDaemon();
+  }
+
+  /** The bitmap daemon: one pass every daemon_sleep seconds while the array runs in the background. */
+  private startBitmapDaemon(): void {
+    this.bitmapTimer?.cancel();
+    this.bitmapTimer = null;
+    const bm = this.bitmap;
+    if (!bm || !this.background) return;
+    const periodMs = Math.max(1, bm.sup.daemonSleep || 5) * 1000;
+    const tick = () => {
+      if (!this.background || this.bitmap !== bm) return;
+      this.bitmapDaemonPass()
+        .catch((e: unknown) => this.log(`md: bitmap daemon: ${(e as Error).message}`))
+        .finally(() => {
+          if (this.background && this.bitmap === bm) this.bitmapTimer = this.clock.setTimer(periodMs, tick);
+        });
+    };
+    this.bitmapTimer = this.clock.setTimer(periodMs, tick);
+  }
+
+  /**
+   * mdadm --grow --bitmap=internal|none on a running array. Adding: every member gets a bitmap
+   * area where mdadm's add_internal_bitmap1 puts it (1.1/1.2: 4 KiB after the superblock,
+   * before a bad-block log; 1.0: just before the superblock, or 3 KiB after it), chunk from
+   * --bitmap-chunk or mdadm's default (>= 64 MiB, at most 128 KiB of bits). Writes are held
+   * and the members flushed first, so the new bitmap starts with no bits set and events ==
+   * events_cleared: a crash from then on resyncs only what the bitmap records. Removing: the
+   * same quiescing, then the feature bit goes. Refused while a sync runs or is owed (as md).
+   */
+  async setBitmap(kind: 'internal' | 'none', opts: { chunkBytes?: number; devName?: string } = {}): Promise<void> {
+    const md = opts.devName ?? this.name;
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (this.readOnly || this.softReadOnly) throw new TsmdError('EROFS', `${md} is read-only`);
+    const has = (this.sb.featureMap & Feature.BITMAP_OFFSET) !== 0;
+    if (kind === 'none' && !has) throw new TsmdError('EINVAL', `no bitmap found on ${md}`);
+    if (kind === 'internal' && has) throw new TsmdError('EEXIST', `bitmap already present on ${md}`);
+    if (kind === 'internal' && this.personality.maxDegraded === 0)
+      throw new TsmdError('EINVAL', `Bitmaps not meaningful with level ${sbLevelName(this.level)}`);
+    if (kind === 'none' && (this.sb.featureMap & Feature.CLUSTERED) !== 0)
+      throw new TsmdError('ENOTSUP', `${md} has a clustered bitmap: removing it is md-cluster's business`);
+    if (this.reshapeBlocked || this.sync.busy || this.resyncCp !== MAX_SECTOR || this.rebuildingSlots.length > 0)
+      throw new TsmdError('EBUSY', 'Cannot add bitmap while array is resyncing or reshaping etc.');
+    const size = this.personality.syncSectors;
+    const places = kind === 'internal' ? this.members.filter((m) => !m.faulty).map((m) => ({ m, ...bitmapPlace(m.loaded, size, opts.chunkBytes) })) : [];
+    if (kind === 'internal' && new Set(places.map((p) => p.chunk)).size > 1)
+      throw new TsmdError('EINVAL', 'members would need different bitmap chunks; give --bitmap-chunk');
+    // hold every write (in flight ones finish), then make what they wrote durable everywhere
+    const release = await this.barrier.lockRanges([[0, size]]);
+    try {
+      await this.personality.flush();
+      this.sb.events += 1n;
+      if (kind === 'none') {
+        this.bitmap = null;
+        this.bitmapTimer?.cancel();
+        this.bitmapTimer = null;
+        this.sb.featureMap &= ~Feature.BITMAP_OFFSET;
+        for (const m of this.members) {
+          m.bitmaps = [];
+          m.loaded = { ...m.loaded, sb: { ...m.loaded.sb, featureMap: m.loaded.sb.featureMap & ~Feature.BITMAP_OFFSET } };
+        }
+        await this.writeSuperblocks();
+        this.log(`md: ${md}: internal bitmap removed`);
+        return;
+      }
+      const chunk = places[0]!.chunk;
+      const nbits = bitmapBits(size, chunk);
+      const sup: BitmapSuper = {
+        magic: BITMAP_MAGIC,
+        version: BITMAP_MAJOR_HI,
+        uuid: this.sb.setUuid.slice(),
+        events: this.sb.events,
+        eventsCleared: this.sb.events,
+        syncSize: BigInt(size),
+        state: 0,
+        chunkSize: chunk,
+        daemonSleep: 5,
+        writeBehind: 0,
+        sectorsReserved: 0,
+        nodes: 0,
+        clusterName: new Uint8Array(64),
+        pad: new Uint8Array(120),
       };
-      this.bitmapTimer = this.clock.setTimer(periodMs, tick);
+      const area = new Uint8Array(bitmapAreaBytes(nbits)).fill(0xff, BITMAP_SB_BYTES);
+      for (let b = 0; b < nbits; b++) area[BITMAP_SB_BYTES + (b >>> 3)]! &= ~(1 << (b & 7));
+      area.set(encodeBitmapSuper(sup), 0);
+      await Promise.all(
+        places.map(async ({ m, offset }) => {
+          await m.dev.write(area, (m.loaded.sbStartSector + offset) * 512);
+          await m.dev.flush();
+          m.loaded = { ...m.loaded, sb: { ...m.loaded.sb, bitmapOffset: offset, featureMap: m.loaded.sb.featureMap | Feature.BITMAP_OFFSET } };
+          m.bitmaps = await loadBitmaps(m.dev, m.loaded);
+        }),
+      );
+      this.sb.featureMap |= Feature.BITMAP_OFFSET;
+      this.sb.bitmapOffset = places[0]!.offset;
+      this.bitmap = this.makeBitmap();
+      await this.writeSuperblocks();
+      this.startBitmapDaemon();
+      this.log(`md: ${md}: internal bitmap added (${nbits} bits of ${chunk / 1024} KiB)`);
+    } finally {
+      release();
     }
   }
 
@@ -1383,6 +1474,54 @@ export class MdArray {
       await Promise.all(this.members.map((m) => m.dev.close().catch(() => {})));
     }
   }
+}
+
+/**
+ * Where mdadm's add_internal_bitmap1 (Grow, with a settable bitmap location) puts a bitmap on
+ * an existing member, and the chunk: offset relative to the superblock, in sectors.
+ */
+export function bitmapPlace(l: LoadedSuperblock, syncSectors: number, chunkBytes?: number): { offset: number; chunk: number } {
+  const sb = l.sb;
+  let room: number;
+  let offset: number;
+  let bbl: number;
+  if (l.minor === 0) {
+    room = Number(sb.superOffset) - Number(sb.dataOffset) - Number(sb.dataSize);
+    bbl = Math.max(sb.bblogSize, 8, -sb.bblogOffset);
+    if (room < 6 && sb.maxDev <= 384) {
+      room = 6;
+      offset = 2;
+      bbl = 0;
+    } else offset = 0;
+  } else {
+    room = Number(sb.dataOffset) - Number(sb.superOffset);
+    bbl = sb.bblogSize;
+    if (bbl) room = sb.bblogOffset + bbl;
+    else bbl = 8;
+    room -= 8;
+    offset = 8;
+  }
+  room -= bbl;
+  if (chunkBytes === undefined && room > 256) room = 256;
+  if (room <= 1) throw new TsmdError('ENOSPC', `no room for a bitmap on ${l.minor === 0 ? 'this 1.0' : `this 1.${l.minor}`} member`);
+  const maxBits = (room * 512 - BITMAP_SB_BYTES) * 8;
+  let minChunk = 4096;
+  let bits = Math.floor((syncSectors * 512) / minChunk) + 1;
+  while (bits > maxBits) {
+    minChunk *= 2;
+    bits = Math.floor((bits + 1) / 2);
+  }
+  let chunk: number;
+  if (chunkBytes === undefined) chunk = Math.max(minChunk, 64 * 1024 * 1024);
+  else if (chunkBytes < minChunk) throw new TsmdError('EINVAL', `bitmap chunk ${chunkBytes / 1024}K too small: at least ${minChunk / 1024}K is needed for this size`);
+  else if ((chunkBytes & (chunkBytes - 1)) !== 0) throw new TsmdError('EINVAL', `bitmap chunk ${chunkBytes} bytes is not a power of two`);
+  else chunk = chunkBytes;
+  if (offset === 0) {
+    const n = Math.floor((syncSectors * 512) / chunk) + 1;
+    const r = Math.ceil((Math.ceil(n / 8) + BITMAP_SB_BYTES) / 4096) * 8;
+    offset = -r - bbl;
+  }
+  return { offset, chunk };
 }
 
 /** Build the personality for the array's geometry (old/new split when a reshape is active). */
