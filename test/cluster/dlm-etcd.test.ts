@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isTsmdError } from '../../src/errors.js';
 import { type Dlm, EtcdDlm, type EtcdDlmOptions, Flag, type Lockspace, Mode, type SlotInfo } from '../../src/cluster/dlm/index.js';
-import { EtcdServer, haveEtcd, requireEtcd } from '../helpers/etcd.js';
+import { EtcdServer, haveEtcd, requireEtcd, requireOpenssl } from '../helpers/etcd.js';
 import { repoRoot } from '../helpers/tools.js';
 import { type DlmHarness, dlmConformance } from './dlm-conformance.js';
 
@@ -265,6 +265,65 @@ describe('etcd DLM', () => {
     }
   });
 
+  test('etcd: mutual TLS: the DLM works over https (lock, BAST, conversion with LVB, unlock); a client without the CA is refused clearly', async (t) => {
+    if (!requireEtcd(t) || !requireOpenssl(t)) return;
+    const tlsServer = await EtcdServer.start({ tls: true });
+    const dlms: EtcdDlm[] = [];
+    try {
+      assert.match(tlsServer.clientUrl, /^https:\/\/127\.0\.0\.1:\d+$/);
+      const pki = tlsServer.pki!;
+      const mk = (id: string, tls?: EtcdDlmOptions['tls']): EtcdDlm => {
+        const d = new EtcdDlm({ nodeId: id, endpoints: [tlsServer.clientUrl], prefix: newPrefix(), leaseTtlSec: 3, callTimeoutMs: 3000, tls });
+        dlms.push(d);
+        return d;
+      };
+      const prefix = newPrefix();
+      const a = new EtcdDlm({ nodeId: 'tlsA', endpoints: [tlsServer.clientUrl], prefix, leaseTtlSec: 3, tls: pki.client });
+      const b = new EtcdDlm({ nodeId: 'tlsB', endpoints: [tlsServer.clientUrl], prefix, leaseTtlSec: 3, tls: pki.client });
+      dlms.push(a, b);
+      const la = await a.join({ name: 'tls', lvbLength: 8 });
+      const lb = await b.join({ name: 'tls', lvbLength: 8 });
+      const basts: Mode[] = [];
+      const ex = await la.lock('r', Mode.EX, { flags: Flag.VALBLK, bast: (m) => basts.push(m) });
+      const waiter = lb.lock('r', Mode.PR, { flags: Flag.VALBLK, timeoutMs: 10_000 });
+      await waitFor(() => basts.length > 0, 5000);
+      assert.deepEqual(basts, [Mode.PR], 'the EX holder is told a PR request is blocked');
+      await ex.convert(Mode.NL, { flags: Flag.VALBLK, lvb: lvbBuf('over-tls') });
+      const pr = await waiter;
+      assert.equal(pr.mode, Mode.PR);
+      assert.equal(pr.lvb!.toString(), 'over-tls', 'the LVB written by the down-conversion is read by the grant');
+      await pr.unlock();
+      await ex.convert(Mode.EX);
+      await ex.unlock();
+      await la.leave();
+      await lb.leave();
+      assert.ok(a.stats.txns > 0 && b.stats.txns > 0);
+
+      // no CA: the server's certificate cannot be verified (system roots only)
+      const noCa = mk('tlsNoCa');
+      await assert.rejects(noCa.join({ name: 'tls', lvbLength: 8 }), (e: unknown) => {
+        assert.ok(isTsmdError(e, 'EIO'), String(e));
+        assert.match(e.message, /TLS/);
+        assert.match(e.message, /certificate/i);
+        return true;
+      });
+      // the CA but no client certificate: etcd (--client-cert-auth) refuses the handshake
+      const noCert = mk('tlsNoCert', { ca: pki.client.ca });
+      await assert.rejects(noCert.join({ name: 'tls', lvbLength: 8 }), (e: unknown) => {
+        assert.ok(isTsmdError(e, 'EIO'), String(e));
+        assert.match(e.message, /TLS/);
+        return true;
+      });
+      // plain http to a TLS port fails too
+      const plain = new EtcdDlm({ nodeId: 'plain', endpoints: [tlsServer.clientUrl.replace('https', 'http')], prefix: newPrefix(), leaseTtlSec: 3, callTimeoutMs: 3000 });
+      dlms.push(plain);
+      await assert.rejects(plain.join({ name: 'tls', lvbLength: 8 }), (e: unknown) => isTsmdError(e, 'EIO'));
+    } finally {
+      for (const d of dlms) d.close();
+      await tlsServer.cleanup();
+    }
+  });
+
   test('etcd: options are checked', () => {
     assert.throws(() => new EtcdDlm({ nodeId: 'a/b', endpoints: ['x'] }), /node id/);
     assert.throws(() => new EtcdDlm({ nodeId: 'a', endpoints: [] }), /endpoints/);
@@ -275,6 +334,12 @@ describe('etcd DLM', () => {
 
 async function rejectsEagain(p: Promise<unknown>): Promise<void> {
   await assert.rejects(p, (e: unknown) => isTsmdError(e, 'EAGAIN'));
+}
+
+function lvbBuf(s: string): Buffer {
+  const b = Buffer.alloc(8);
+  b.write(s);
+  return b;
 }
 
 async function waitFor(cond: () => boolean, ms: number): Promise<void> {

@@ -153,6 +153,9 @@ const TRANSIENT = new Set([
   'BrokenCircuitError',
 ]);
 
+/** gRPC's report of a failed TLS handshake (certificate not verified, none offered, protocol). */
+const TLS_FAILURE = /certificate|SSL|TLS|handshake|self[- ]signed|wrong version number|alert/i;
+
 function isTransient(e: unknown): boolean {
   if (e instanceof TsmdError) return e.code === 'EIO' && (e.cause as { transient?: boolean } | undefined)?.transient === true;
   return e instanceof Error && (TRANSIENT.has(e.constructor.name) || /UNAVAILABLE|DEADLINE|ECONNREFUSED|ECONNRESET|No connection/i.test(e.message));
@@ -164,6 +167,8 @@ function etcdError(what: string, e: unknown): TsmdError {
   const msg = e instanceof Error ? e.message : String(e);
   if (/Permission|Authenticat|InvalidAuth|Unauthenticated/i.test(name) || /permission denied|authentication failed/i.test(msg))
     return new TsmdError('EPERM', `DLM etcd: ${what} refused by etcd (${msg}); check the user/password and its role's permissions on the DLM prefix`, { cause: e });
+  if (TLS_FAILURE.test(msg))
+    return new TsmdError('EIO', `DLM etcd: ${what} failed: the TLS connection to etcd was refused (${msg}); check tls.ca (the CA that signed etcd's certificate), tls.cert/tls.key (a client certificate etcd trusts) and that the endpoints use https://`, { cause: e });
   const err = new TsmdError('EIO', `DLM etcd: ${what} failed: ${name}: ${msg}; is etcd reachable?`, { cause: e });
   if (isTransient(e)) (err as { cause?: unknown }).cause = Object.assign(e as object, { transient: true });
   return err;
