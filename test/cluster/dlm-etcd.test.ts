@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isTsmdError } from '../../src/errors.js';
 import { type Dlm, EtcdDlm, type EtcdDlmOptions, Flag, type Lockspace, Mode, type SlotInfo } from '../../src/cluster/dlm/index.js';
-import { EtcdServer, haveEtcd, requireEtcd } from '../helpers/etcd.js';
+import { EtcdServer, haveEtcd, requireEtcd, requireOpenssl } from '../helpers/etcd.js';
 import { repoRoot } from '../helpers/tools.js';
 import { type DlmHarness, dlmConformance } from './dlm-conformance.js';
 
@@ -99,6 +99,45 @@ describe('etcd DLM', () => {
       await ls.leave();
     } finally {
       d.close();
+    }
+  });
+
+  test('etcd: operation logs are checkpointed and their keys deleted; a later joiner starts from the checkpoint with the same state', async (t) => {
+    if (!requireEtcd(t)) return;
+    const prefix = newPrefix();
+    const a = node('gcA', prefix);
+    const b = node('gcB', prefix);
+    const c = node('gcC', prefix);
+    try {
+      const la = await a.join({ name: 'gc', lvbLength: 8 });
+      const lb = await b.join({ name: 'gc', lvbLength: 8 });
+      const held = await lb.lock('r', Mode.CR, { flags: Flag.VALBLK });
+      const lk = await la.lock('r', Mode.NL, { flags: Flag.VALBLK });
+      const opKeys = async (): Promise<number> => (await a.client.getAll().prefix(`${prefix}/gc/o/`).keys()).length;
+      let maxKeys = 0;
+      for (let i = 0; i < 150; i++) {
+        await lk.convert(Mode.PW, { flags: Flag.VALBLK });
+        await lk.convert(Mode.NL, { flags: Flag.VALBLK, lvb: lvbBuf(`v${i}`) });
+        if (i % 10 === 9) {
+          await a.internals(la).idle();
+          maxKeys = Math.max(maxKeys, await opKeys());
+        }
+      }
+      await a.internals(la).idle();
+      assert.ok(maxKeys <= 40, `at most ~32 operations stay in etcd per resource (saw ${maxKeys}) after 300 conversions`);
+      const ck = await a.client.get(`${prefix}/gc/r/r`).string();
+      assert.ok(ck !== null && JSON.parse(ck).at > 0, 'the resource has a checkpoint');
+      const lc = await c.join({ name: 'gc', lvbLength: 8 });
+      // the joiner replays checkpoint + remaining log to exactly the state the others replayed
+      await waitFor(() => JSON.stringify(c.internals(lc).peek('r')) === JSON.stringify(a.internals(la).peek('r')), 5000);
+      assert.deepEqual(c.internals(lc).peek('r'), b.internals(lb).peek('r'));
+      await rejectsEagain(lc.lock('r', Mode.EX, { flags: Flag.NOQUEUE }));
+      const rd = await lc.lock('r', Mode.PR, { flags: Flag.VALBLK });
+      assert.equal(rd.lvb!.toString().replace(/\0+$/, ''), 'v149', 'the last LVB written reaches the joiner');
+      for (const l of [rd, lk, held]) await l.unlock();
+      for (const l of [la, lb, lc]) await l.leave();
+    } finally {
+      for (const d of [a, b, c]) d.close();
     }
   });
 
@@ -265,6 +304,65 @@ describe('etcd DLM', () => {
     }
   });
 
+  test('etcd: mutual TLS: the DLM works over https (lock, BAST, conversion with LVB, unlock); a client without the CA is refused clearly', async (t) => {
+    if (!requireEtcd(t) || !requireOpenssl(t)) return;
+    const tlsServer = await EtcdServer.start({ tls: true });
+    const dlms: EtcdDlm[] = [];
+    try {
+      assert.match(tlsServer.clientUrl, /^https:\/\/127\.0\.0\.1:\d+$/);
+      const pki = tlsServer.pki!;
+      const mk = (id: string, tls?: EtcdDlmOptions['tls']): EtcdDlm => {
+        const d = new EtcdDlm({ nodeId: id, endpoints: [tlsServer.clientUrl], prefix: newPrefix(), leaseTtlSec: 3, callTimeoutMs: 3000, tls });
+        dlms.push(d);
+        return d;
+      };
+      const prefix = newPrefix();
+      const a = new EtcdDlm({ nodeId: 'tlsA', endpoints: [tlsServer.clientUrl], prefix, leaseTtlSec: 3, tls: pki.client });
+      const b = new EtcdDlm({ nodeId: 'tlsB', endpoints: [tlsServer.clientUrl], prefix, leaseTtlSec: 3, tls: pki.client });
+      dlms.push(a, b);
+      const la = await a.join({ name: 'tls', lvbLength: 8 });
+      const lb = await b.join({ name: 'tls', lvbLength: 8 });
+      const basts: Mode[] = [];
+      const ex = await la.lock('r', Mode.EX, { flags: Flag.VALBLK, bast: (m) => basts.push(m) });
+      const waiter = lb.lock('r', Mode.PR, { flags: Flag.VALBLK, timeoutMs: 10_000 });
+      await waitFor(() => basts.length > 0, 5000);
+      assert.deepEqual(basts, [Mode.PR], 'the EX holder is told a PR request is blocked');
+      await ex.convert(Mode.NL, { flags: Flag.VALBLK, lvb: lvbBuf('over-tls') });
+      const pr = await waiter;
+      assert.equal(pr.mode, Mode.PR);
+      assert.equal(pr.lvb!.toString(), 'over-tls', 'the LVB written by the down-conversion is read by the grant');
+      await pr.unlock();
+      await ex.convert(Mode.EX);
+      await ex.unlock();
+      await la.leave();
+      await lb.leave();
+      assert.ok(a.stats.txns > 0 && b.stats.txns > 0);
+
+      // no CA: the server's certificate cannot be verified (system roots only)
+      const noCa = mk('tlsNoCa');
+      await assert.rejects(noCa.join({ name: 'tls', lvbLength: 8 }), (e: unknown) => {
+        assert.ok(isTsmdError(e, 'EIO'), String(e));
+        assert.match(e.message, /TLS/);
+        assert.match(e.message, /certificate/i);
+        return true;
+      });
+      // the CA but no client certificate: etcd (--client-cert-auth) refuses the handshake
+      const noCert = mk('tlsNoCert', { ca: pki.client.ca });
+      await assert.rejects(noCert.join({ name: 'tls', lvbLength: 8 }), (e: unknown) => {
+        assert.ok(isTsmdError(e, 'EIO'), String(e));
+        assert.match(e.message, /TLS/);
+        return true;
+      });
+      // plain http to a TLS port fails too
+      const plain = new EtcdDlm({ nodeId: 'plain', endpoints: [tlsServer.clientUrl.replace('https', 'http')], prefix: newPrefix(), leaseTtlSec: 3, callTimeoutMs: 3000 });
+      dlms.push(plain);
+      await assert.rejects(plain.join({ name: 'tls', lvbLength: 8 }), (e: unknown) => isTsmdError(e, 'EIO'));
+    } finally {
+      for (const d of dlms) d.close();
+      await tlsServer.cleanup();
+    }
+  });
+
   test('etcd: options are checked', () => {
     assert.throws(() => new EtcdDlm({ nodeId: 'a/b', endpoints: ['x'] }), /node id/);
     assert.throws(() => new EtcdDlm({ nodeId: 'a', endpoints: [] }), /endpoints/);
@@ -275,6 +373,12 @@ describe('etcd DLM', () => {
 
 async function rejectsEagain(p: Promise<unknown>): Promise<void> {
   await assert.rejects(p, (e: unknown) => isTsmdError(e, 'EAGAIN'));
+}
+
+function lvbBuf(s: string): Buffer {
+  const b = Buffer.alloc(8);
+  b.write(s);
+  return b;
 }
 
 async function waitFor(cond: () => boolean, ms: number): Promise<void> {

@@ -1,10 +1,13 @@
 /**
  * A real etcd for tests: `/usr/bin/etcd` (Debian etcd-server) on free loopback ports with a
  * temporary data directory; stop (SIGTERM) / kill (SIGKILL) / start again on the same data and
- * ports (etcd outages); cleanup removes everything.
+ * ports (etcd outages); cleanup removes everything. With `{ tls: true }` the client port speaks
+ * mutual TLS only: a fresh CA, server and client certificate are made with `openssl` in the data
+ * directory's parent for this server alone.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +15,7 @@ import type { TestContext } from 'node:test';
 import { haveTool, requireTool } from './tools.js';
 
 export const ETCD_BIN = 'etcd';
+export const OPENSSL_BIN = 'openssl';
 
 /** A free TCP port on 127.0.0.1 (bound then released). */
 export function freePort(): Promise<number> {
@@ -27,7 +31,66 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function healthy(url: string): Promise<boolean> {
+/** PEM files of a test PKI: a CA, a server certificate for 127.0.0.1, a client certificate. */
+export interface TestPki {
+  dir: string;
+  caFile: string;
+  serverCert: string;
+  serverKey: string;
+  /** what a client passes as EtcdDlmOptions.tls */
+  client: { ca: Buffer; cert: Buffer; key: Buffer };
+}
+
+/** Make a throw-away PKI with openssl in `dir` (EC P-256 keys, valid one day). */
+export function makeTestPki(dir: string): TestPki {
+  mkdirSync(dir, { recursive: true });
+  const f = (n: string): string => join(dir, n);
+  const ssl = (...args: string[]): void => {
+    execFileSync(OPENSSL_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  };
+  const key = (n: string): void => ssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', f(n));
+  key('ca.key');
+  ssl('req', '-x509', '-new', '-key', f('ca.key'), '-subj', '/CN=tsmd test CA', '-days', '1', '-out', f('ca.pem'),
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  const leaf = (name: string, cn: string, ext: string): void => {
+    key(`${name}.key`);
+    ssl('req', '-new', '-key', f(`${name}.key`), '-subj', `/CN=${cn}`, '-out', f(`${name}.csr`));
+    writeFileSync(f(`${name}.ext`), ext);
+    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+      '-days', '1', '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`));
+  };
+  leaf('server', '127.0.0.1', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n');
+  leaf('client', 'tsmd-dlm', 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n');
+  return {
+    dir,
+    caFile: f('ca.pem'),
+    serverCert: f('server.pem'),
+    serverKey: f('server.key'),
+    client: { ca: readFileSync(f('ca.pem')), cert: readFileSync(f('client.pem')), key: readFileSync(f('client.key')) },
+  };
+}
+
+function healthyTls(url: string, pki: TestPki): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(`${url}/health`, { ...pki.client, servername: 'localhost', timeout: 500 }, (res) => {
+      let body = '';
+      res.on('data', (b: Buffer) => (body += b.toString()));
+      res.on('end', () => {
+        try {
+          resolve(res.statusCode === 200 && (JSON.parse(body) as { health?: string }).health === 'true');
+        } catch {
+          resolve(false);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+async function healthy(url: string, pki?: TestPki): Promise<boolean> {
+  if (pki) return healthyTls(url, pki);
   try {
     const ctl = new AbortController();
     const t = setTimeout(() => ctl.abort(), 500);
@@ -44,21 +107,32 @@ async function healthy(url: string): Promise<boolean> {
 export class EtcdServer {
   readonly dataDir: string;
   readonly clientUrl: string;
+  /** with `tls`: the PKI; the client port then requires a certificate signed by its CA */
+  readonly pki: TestPki | undefined;
+  private readonly root: string;
   private proc: ChildProcess | undefined;
   private log = '';
 
   private constructor(
     readonly clientPort: number,
     readonly peerPort: number,
+    tls: boolean,
   ) {
-    this.dataDir = mkdtempSync(join(tmpdir(), 'tsmd-etcd-'));
-    this.clientUrl = `http://127.0.0.1:${clientPort}`;
+    this.root = mkdtempSync(join(tmpdir(), 'tsmd-etcd-'));
+    this.dataDir = join(this.root, 'data');
+    this.pki = tls ? makeTestPki(join(this.root, 'pki')) : undefined;
+    this.clientUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
   }
 
   /** Start etcd on two free loopback ports and wait until it answers /health. */
-  static async start(): Promise<EtcdServer> {
-    const s = new EtcdServer(await freePort(), await freePort());
-    await s.startAgain();
+  static async start(opts: { tls?: boolean } = {}): Promise<EtcdServer> {
+    const s = new EtcdServer(await freePort(), await freePort(), opts.tls === true);
+    try {
+      await s.startAgain();
+    } catch (e) {
+      await s.cleanup();
+      throw e;
+    }
     return s;
   }
 
@@ -82,6 +156,9 @@ export class EtcdServer {
       '--initial-cluster-state', 'new',
       '--log-level', 'error',
       '--logger', 'zap',
+      ...(this.pki
+        ? ['--cert-file', this.pki.serverCert, '--key-file', this.pki.serverKey, '--trusted-ca-file', this.pki.caFile, '--client-cert-auth']
+        : []),
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
     p.stderr!.on('data', (b: Buffer) => {
       this.log = (this.log + b.toString()).slice(-8000);
@@ -90,7 +167,7 @@ export class EtcdServer {
     const t0 = Date.now();
     while (Date.now() - t0 < timeoutMs) {
       if (!this.running) throw new Error(`etcd exited at start (code ${p.exitCode}, signal ${p.signalCode}):\n${this.log}`);
-      if (await healthy(this.clientUrl)) return;
+      if (await healthy(this.clientUrl, this.pki)) return;
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`etcd did not become healthy within ${timeoutMs} ms:\n${this.log}`);
@@ -109,7 +186,7 @@ export class EtcdServer {
 
   async cleanup(): Promise<void> {
     await this.stop(true);
-    rmSync(this.dataDir, { recursive: true, force: true });
+    rmSync(this.root, { recursive: true, force: true });
   }
 }
 
@@ -120,4 +197,9 @@ export function requireEtcd(t: TestContext): boolean {
 
 export function haveEtcd(): boolean {
   return haveTool(ETCD_BIN);
+}
+
+/** requireTool for openssl (the TLS test makes its certificates with it). */
+export function requireOpenssl(t: TestContext): boolean {
+  return requireTool(t, OPENSSL_BIN, 'the etcd TLS test makes its CA and certificates with openssl');
 }
