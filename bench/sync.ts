@@ -25,17 +25,31 @@ function seconds(fn: () => void): number {
   return (performance.now() - t0) / 1000;
 }
 
-async function waitIdle(runDir: string, md: string): Promise<{ workedSectors: number; secs: number }> {
-  const t0 = performance.now();
+/**
+ * Wait until the array's sync engine is idle; the job's own clock gives its times: `dataSecs`
+ * until its last window (everything read and written, in the page cache), `secs` for the whole
+ * job including the flush and superblocks that make it durable.
+ */
+async function waitIdle(runDir: string, md: string): Promise<{ workedSectors: number; secs: number; dataSecs: number }> {
   for (;;) {
     const rep = await controlCall(join(runDir, 'control.sock'), { op: 'arrays' }, 10_000);
     const a = rep.arrays!.find((x) => x.mdName === md)!;
     if (!a.syncBusy) {
       const last = a.syncHistory.at(-1);
-      return { workedSectors: last?.workedSectors ?? 0, secs: (performance.now() - t0) / 1000 };
+      if (!last) throw new Error(`${md}: no sync ran`);
+      return { workedSectors: last.workedSectors, secs: last.elapsedMs / 1000, dataSecs: last.dataMs / 1000 };
     }
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+function ratioLine(name: string, bytes: number, r: { secs: number; dataSecs: number }, cpMBs: number, cpSyncMBs: number): string {
+  const data = bytes / 1e6 / r.dataSecs;
+  const all = bytes / 1e6 / r.secs;
+  return (
+    `  ${name.padEnd(18)} ${data.toFixed(0).padStart(6)} MB/s   cp ${cpMBs.toFixed(0).padStart(6)} MB/s   ratio ${(data / cpMBs).toFixed(2)}x (target >= 0.8x)\n` +
+    `  ${(name + ', durable').padEnd(18)} ${all.toFixed(0).padStart(6)} MB/s   cp + fdatasync ${cpSyncMBs.toFixed(0).padStart(6)} MB/s   ratio ${(all / cpSyncMBs).toFixed(2)}x`
+  );
 }
 
 /** Fill a file with incompressible data through dd (outside the timed parts). */
@@ -60,19 +74,22 @@ export async function runSyncBench(opts: { quick?: boolean } = {}): Promise<void
     const copy = join(dir, 'copy.img');
     const cpSecs = seconds(() => spawnSync('cp', [r1[0]!, copy]));
     rmSync(copy);
+    settle();
+    // the sync's last step makes its writes durable (md: the superblock write with a flush)
+    const cpSyncSecs = seconds(() => spawnSync('sh', ['-c', `cp '${r1[0]!}' '${copy}' && sync -d '${copy}'`]));
+    rmSync(copy);
     const memberBytes = (mib + 4) * MiB;
     const cpMBs = memberBytes / 1e6 / cpSecs;
+    const cpSyncMBs = memberBytes / 1e6 / cpSyncSecs;
     settle();
     tsmdCli(d.runDir, ['--create', '/dev/md0', '-l1', '-n2', '-x1', '--run', '--force', '--bitmap=internal', ...r1], dir);
     const rs = await waitIdle(d.runDir, 'md0');
-    const rsMBs = (rs.workedSectors * 512) / 1e6 / rs.secs;
-    console.log(`  raid1 resync       ${rsMBs.toFixed(0).padStart(6)} MB/s   cp ${cpMBs.toFixed(0).padStart(6)} MB/s   ratio ${(rsMBs / cpMBs).toFixed(2)}x (target >= 0.8x)`);
+    console.log(ratioLine('raid1 resync', rs.workedSectors * 512, rs, cpMBs, cpSyncMBs));
     // --- recovery: fail a member; the hot spare is rebuilt from the other
     settle();
     tsmdCli(d.runDir, ['/dev/md0', '--fail', r1[1]!], dir);
     const rec = await waitIdle(d.runDir, 'md0');
-    const recMBs = (rec.workedSectors * 512) / 1e6 / rec.secs;
-    console.log(`  raid1 recovery     ${recMBs.toFixed(0).padStart(6)} MB/s   cp ${cpMBs.toFixed(0).padStart(6)} MB/s   ratio ${(recMBs / cpMBs).toFixed(2)}x (target >= 0.8x)`);
+    console.log(ratioLine('raid1 recovery', rec.workedSectors * 512, rec, cpMBs, cpSyncMBs));
     tsmdCli(d.runDir, ['--stop', '/dev/md0'], dir);
 
     // --- check: raid5 of 4, against cat of the four files
@@ -90,19 +107,24 @@ export async function runSyncBench(opts: { quick?: boolean } = {}): Promise<void
     console.log(`  raid5 check        ${ckMBs.toFixed(0).padStart(6)} MB/s   cat ${catMBs.toFixed(0).padStart(5)} MB/s   ratio ${(ckMBs / catMBs).toFixed(2)}x (target >= 0.8x)`);
     tsmdCli(d.runDir, ['--stop', '/dev/md1'], dir);
 
-    // --- random 4 KiB writes over NBD with the bitmap on and off (raid1 of 2)
-    const iops: Record<string, number> = {};
+    // --- random 4 KiB writes over NBD with the bitmap on and off (raid1 of 2): both arrays
+    // up at once, runs alternating, best of each side (single runs on 2 shared cores swing)
+    const iops: Record<string, number> = { none: 0, internal: 0 };
+    const mds: Record<string, string> = { none: '/dev/md2', internal: '/dev/md3' };
     for (const bm of ['none', 'internal']) {
       const files = [0, 1].map((k) => join(dir, `bm-${bm}-${k}.img`));
       for (const f of files) sparse(f, (mib + 4) * MiB);
-      const md = bm === 'none' ? '/dev/md2' : '/dev/md3';
-      tsmdCli(d.runDir, ['--create', md, '-l1', '-n2', '--run', '--assume-clean', `--bitmap=${bm}`, ...(bm === 'internal' ? ['--bitmap-chunk=64M'] : []), ...files], dir);
-      settle();
-      const r = await runFio(`nbd://127.0.0.1:${d.port}/${md.slice(5)}`, { rw: 'randwrite', bs: '4k', iodepth: 32, sizeBytes: mib * MiB, seconds: opts.quick ? 3 : 8 }, dir);
-      iops[bm] = r.iops;
-      tsmdCli(d.runDir, ['--stop', md], dir);
+      tsmdCli(d.runDir, ['--create', mds[bm]!, '-l1', '-n2', '--run', '--assume-clean', `--bitmap=${bm}`, ...(bm === 'internal' ? ['--bitmap-chunk=64M'] : []), ...files], dir);
     }
-    console.log(`  raid1 randwrite 4K QD32: bitmap ${iops.internal!.toFixed(0)} IOPS, none ${iops.none!.toFixed(0)} IOPS   ratio ${(iops.internal! / iops.none!).toFixed(2)}x (target >= 0.9x)`);
+    for (let rep = 0; rep < 3; rep++) {
+      for (const bm of rep % 2 === 0 ? ['none', 'internal'] : ['internal', 'none']) {
+        settle();
+        const r = await runFio(`nbd://127.0.0.1:${d.port}/${mds[bm]!.slice(5)}`, { rw: 'randwrite', bs: '4k', iodepth: 32, sizeBytes: mib * MiB, seconds: opts.quick ? 3 : 8 }, dir);
+        iops[bm] = Math.max(iops[bm]!, r.iops);
+      }
+    }
+    for (const bm of ['none', 'internal']) tsmdCli(d.runDir, ['--stop', mds[bm]!], dir);
+    console.log(`  raid1 randwrite 4K QD32 (best of 3): bitmap ${iops.internal!.toFixed(0)} IOPS, none ${iops.none!.toFixed(0)} IOPS   ratio ${(iops.internal! / iops.none!).toFixed(2)}x (target >= 0.9x)`);
   } finally {
     await d.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -48,7 +48,7 @@ export interface ArrayState {
   syncBusy: boolean;
   mismatchCnt: number;
   /** finished or interrupted sync jobs, oldest first (bounded) */
-  syncHistory: Array<{ kind: string; completed: boolean; workedSectors: number; totalSectors: number; mismatches: number }>;
+  syncHistory: Array<{ kind: string; completed: boolean; workedSectors: number; totalSectors: number; mismatches: number; dataMs: number; elapsedMs: number }>;
   /** resync-space sectors per bitmap bit, and the bits set now (null: no bitmap) */
   bitmap: { chunkSectors: number; dirty: number; nbits: number } | null;
 }

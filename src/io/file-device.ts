@@ -67,6 +67,17 @@ const BOUNCE_MIN_BYTES = 16 * 1024;
 const BOUNCE_SKEW_BYTES = 2048;
 const BOUNCE_KEEP_BYTES = 32 * 1024 * 1024;
 const bounceFree = new Map<number, ArrayBuffer[]>();
+/** Memories known to start on a page (WebAssembly memories): their page-aligned views read fast. */
+const pageAlignedMemories = new WeakSet<ArrayBufferLike>();
+
+/**
+ * Tell the device layer that this backing memory starts exactly on a page (a
+ * WebAssembly.Memory), so a view at a page-aligned byteOffset really is page-aligned and is
+ * read directly instead of through a bounce buffer (BOUNCE_MIN_BYTES).
+ */
+export function registerPageAlignedMemory(ab: ArrayBufferLike): void {
+  pageAlignedMemories.add(ab);
+}
 let bounceKeptBytes = 0;
 
 function takeBounce(n: number): Uint8Array {
@@ -239,7 +250,7 @@ export class FileBlockDevice implements BlockDevice {
       return Promise.reject(e);
     }
     if (buf.length === 0) return Promise.resolve();
-    if (!write && buf.length >= BOUNCE_MIN_BYTES && (buf.byteOffset & 4095) === 0) {
+    if (!write && buf.length >= BOUNCE_MIN_BYTES && (buf.byteOffset & 4095) === 0 && !pageAlignedMemories.has(buf.buffer)) {
       // read into a bounce buffer, then copy (see BOUNCE_MIN_BYTES)
       fileIoStats.bounced++;
       const bounce = takeBounce(buf.length);

@@ -24,7 +24,7 @@ import {
 import { type Clock, SystemClock, type Timer } from '../env/clock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { Raid456Geometry } from '../raid/geometry/raid456.js';
-import { KeyedLocks, type MemberIo, type Personality, runLimited, SYNC_PARALLEL } from '../raid/personality.js';
+import { giveSyncBuffer, KeyedLocks, type MemberIo, type Personality, runLimited, SYNC_PARALLEL, takeSyncBuffer } from '../raid/personality.js';
 import { Raid456Personality } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import {
@@ -1246,6 +1246,7 @@ export class MdArray {
       log: (msg) => this.log(msg),
       planSync: (requested) => this.planSync(requested),
       copyToReplacements: (slots, start, sectors) => this.copyToReplacements(slots, start, sectors),
+      flushData: () => (this.closed || this.readOnly ? Promise.resolve() : this.personality.flush()),
       recoveryValid: (slots) => slots.every((s) => this.rebuildTarget(s) !== null),
       setRecoveryFrontier: (slots, pos) => {
         for (const s of slots) {
@@ -1329,15 +1330,19 @@ export class MdArray {
             if (this.rebuildTarget(slot)) await this.personality.syncRegion(at, n, new Set([slot]));
             return;
           }
-          const buf = new Uint8Array(n * 512);
+          const buf = takeSyncBuffer(n * 512);
           try {
-            await old.dev.read(buf, (Number(old.loaded.sb.dataOffset) + at) * 512);
-          } catch (e) {
-            this.io.reportError(slot, 'read', e);
-            await this.rebuildReplacementRange(slot, at, n);
-            return;
+            try {
+              await old.dev.read(buf, (Number(old.loaded.sb.dataOffset) + at) * 512);
+            } catch (e) {
+              this.io.reportError(slot, 'read', e);
+              await this.rebuildReplacementRange(slot, at, n);
+              return;
+            }
+            await this.writeReplacement(r, at, buf);
+          } finally {
+            giveSyncBuffer(buf);
           }
-          await this.writeReplacement(r, at, buf);
         });
       }
     }

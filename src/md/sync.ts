@@ -46,6 +46,12 @@ export interface SyncHost {
   setRecoveryFrontier(slots: number[], pos: number): void;
   /** Move the in-memory resync point (md's recovery_cp). */
   setResyncPoint(pos: number): void;
+  /**
+   * Start writing what the sync wrote to stable storage (the members' flush), without waiting:
+   * the data then streams to the disks while the sync goes on, and the flush that must come
+   * before a checkpoint or the final state has little left to do.
+   */
+  flushData(): Promise<void>;
   /** Persist progress in the superblocks (checkpoint). */
   checkpoint(): Promise<void>;
   recoveryDone(slots: number[]): Promise<void>;
@@ -77,6 +83,10 @@ export interface SyncResult {
   workedSectors: number;
   totalSectors: number;
   mismatches: number;
+  /** from the start of the job to its last window (data synced, before the final superblocks) */
+  dataMs: number;
+  /** the whole job, including the final checkpoint or state change (flushes and superblocks) */
+  elapsedMs: number;
 }
 
 export interface SyncLimits {
@@ -149,6 +159,8 @@ export class SyncEngine {
   }
 
   private kickPending = false;
+  /** the background flush of sync writes in flight (see SyncHost.flushData) */
+  private bgFlush: Promise<void> | null = null;
   private jobsRun = 0;
 
   /** Run until nothing is left to do (tests, the CLI's offline sync). */
@@ -284,6 +296,7 @@ export class SyncEngine {
     this.host.log(`md: ${kind === 'recovery' ? 'recovery' : kind === 'resync' ? 'resync' : `data-check (${kind})`} of ${total / 2} blocks started at ${pos / 2}${guided ? ' (bitmap-guided)' : ''}`);
     this.onEvent({ type: 'started', kind });
     let completed: boolean;
+    let dataMs: number;
     try {
       while (pos < total) {
         if (this.interruptReq !== null || this.stopped) break;
@@ -333,16 +346,27 @@ export class SyncEngine {
           this.host.setResyncPoint(pos);
           bitmap?.synced(runStart, pos);
         }
+        if (!skip && (kind === 'resync' || recovery) && this.bgFlush === null) {
+          this.bgFlush = this.host
+            .flushData()
+            .catch(() => {}) // a failing member is reported by the checkpoint's own flush
+            .finally(() => {
+              this.bgFlush = null;
+            });
+        }
         this.status.doneSectors = pos;
         this.status.workedSectors = worked;
         this.mark(pos);
         if (sinceCheckpoint >= this.checkpointSectors && pos < total && (kind === 'resync' || recovery)) {
           sinceCheckpoint = 0;
+          if (this.bgFlush) await this.bgFlush;
           await this.host.checkpoint();
         }
         await this.throttle();
       }
       completed = pos >= total;
+      dataMs = this.host.clock.nowMs() - startMs;
+      if (this.bgFlush) await this.bgFlush;
       // progress ends before the members change state (mdstat / --monitor order: the
       // rebuild finishes, then the spare is active)
       this.status = null;
@@ -355,7 +379,8 @@ export class SyncEngine {
     } finally {
       this.status = null;
     }
-    const result: SyncResult = { kind, completed, workedSectors: worked, totalSectors: total, mismatches };
+    const elapsedMs = this.host.clock.nowMs() - startMs;
+    const result: SyncResult = { kind, completed, workedSectors: worked, totalSectors: total, mismatches, dataMs, elapsedMs };
     const secs = Math.max(0.001, (this.host.clock.nowMs() - startMs) / 1000);
     this.host.log(
       `md: ${kind} ${completed ? 'done' : 'interrupted'}: ${worked / 2} KiB worked in ${secs.toFixed(1)} s${kind === 'check' || kind === 'repair' ? `, mismatches ${mismatches}` : ''}`,

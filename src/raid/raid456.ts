@@ -29,6 +29,9 @@ import {
 import { KeyedLocks, type MemberIo, mismatchedSectors, type Personality, runLimited, settleAll, SYNC_PARALLEL } from './personality.js';
 
 const SECTOR = 512;
+/** Member rows per sync batch (1 MiB), and batches in flight. */
+const SYNC_BATCH_SECTORS = 2048;
+const SYNC_BATCH_PARALLEL = 4;
 
 /**
  * Temporary stripe buffers (parity, old data, reconstruct reads) of one request, taken from
@@ -40,11 +43,12 @@ const SECTOR = 512;
 class Scratch {
   private readonly bufs: Uint8Array[] = [];
 
-  alloc(bytes: number): Uint8Array {
+  /** With `zero` false the caller fills the whole buffer (a read target, a parity output). */
+  alloc(bytes: number, zero = true): Uint8Array {
     const arena = parityArena();
     let b: Uint8Array;
     try {
-      b = arena.alloc(bytes);
+      b = arena.alloc(bytes, zero);
     } catch (e) {
       if (!(e instanceof TsmdError) || e.code !== 'ENOSPC') throw e;
       return new Uint8Array(bytes);
@@ -57,6 +61,14 @@ class Scratch {
     const arena = parityArena();
     for (const b of this.bufs) arena.free(b);
     this.bufs.length = 0;
+  }
+
+  /** Give one buffer back early (it must not be in use by any I/O). */
+  drop(b: Uint8Array): void {
+    const i = this.bufs.indexOf(b);
+    if (i < 0) return;
+    this.bufs.splice(i, 1);
+    parityArena().free(b);
   }
 }
 
@@ -197,9 +209,10 @@ export class Raid456Personality implements Personality {
     const devSector = stripe * this.C + lo;
     const is6 = this.level === 6;
     for (let attempt = 0; ; attempt++) {
-      const data: Uint8Array[] = sm.dataDisks.map(() => scratch.alloc(len));
-      const p = scratch.alloc(len);
-      const q = is6 ? scratch.alloc(len) : null;
+      // every block is read whole or rebuilt whole by recover(): no zeroing
+      const data: Uint8Array[] = sm.dataDisks.map(() => scratch.alloc(len, false));
+      const p = scratch.alloc(len, false);
+      const q = is6 ? scratch.alloc(len, false) : null;
       const missingData: number[] = [];
       let pOk = true;
       let qOk = is6;
@@ -483,43 +496,56 @@ export class Raid456Personality implements Personality {
    * cannot be checked (there is nothing to compare with): the engine does not run check then.
    */
   async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
-    const end = Math.min(this.syncSectors, start + sectors);
     let mismatched = 0;
-    const jobs: Array<() => Promise<void>> = [];
-    for (let pos = start; pos < end;) {
-      const stripe = Math.floor(pos / this.C);
-      const lo = pos - stripe * this.C;
-      const hi = Math.min(this.C, end - stripe * this.C);
-      pos = stripe * this.C + hi;
-      jobs.push(async () => {
-        const release = await this.locks.acquire([stripe]);
-        const scratch = new Scratch();
-        try {
-          const sm = stripeMap(this.geometry, stripe);
-          const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch);
-          const len = (hi - lo) * SECTOR;
-          const p2 = scratch.alloc(len);
-          const q2 = blocks.q ? scratch.alloc(len) : null;
-          if (q2) genPQ(this.slotList(sm, blocks.data), p2, q2);
-          else genP(blocks.data, p2);
-          const pBad = mismatchedSectors(blocks.p, p2);
-          const qBad = q2 ? mismatchedSectors(blocks.q!, q2) : 0;
-          mismatched += Math.max(pBad, qBad);
-          if (repair && (pBad > 0 || qBad > 0)) {
-            const row = stripe * this.C + lo;
-            const writes: Array<[number, Uint8Array]> = [];
-            if (pBad > 0) writes.push([sm.pDisk, p2]);
-            if (q2 && qBad > 0) writes.push([sm.qDisk, q2]);
-            await this.writeRows(row, writes);
-          }
-        } finally {
-          scratch.release();
-          release();
+    const jobs = this.syncJobs(
+      start,
+      sectors,
+      async (stripe, lo, hi, scratch) => {
+        const sm = stripeMap(this.geometry, stripe);
+        const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch);
+        const bad = await this.checkStripe(stripe, sm, lo, blocks, repair, scratch);
+        mismatched += bad; // (not `+= await`: that would add to a stale total)
+      },
+      async (stripe0, count, scratch) => {
+        const bufs = await this.readBatch(stripe0, count, new Set(), scratch);
+        if (!bufs) return false;
+        for (let i = 0; i < count; i++) {
+          const sm = stripeMap(this.geometry, stripe0 + i);
+          const bad = await this.checkStripe(stripe0 + i, sm, 0, this.batchBlocks(sm, bufs, i), repair, scratch);
+          mismatched += bad;
         }
-      });
-    }
-    await runLimited(jobs, SYNC_PARALLEL);
+        return true;
+      },
+    );
+    await runLimited(jobs.list, jobs.parallel);
     return mismatched;
+  }
+
+  /** Parity of one stripe row range recomputed and compared (repair: written); mismatched sectors. */
+  private async checkStripe(
+    stripe: number,
+    sm: StripeMap,
+    lo: number,
+    blocks: { data: Uint8Array[]; p: Uint8Array; q: Uint8Array | null },
+    repair: boolean,
+    scratch: Scratch,
+  ): Promise<number> {
+    const len = blocks.p.length;
+    const p2 = scratch.alloc(len, false);
+    const q2 = blocks.q ? scratch.alloc(len, false) : null;
+    if (q2) genPQ(this.slotList(sm, blocks.data), p2, q2);
+    else genP(blocks.data, p2);
+    const pBad = mismatchedSectors(blocks.p, p2);
+    const qBad = q2 ? mismatchedSectors(blocks.q!, q2) : 0;
+    if (repair && (pBad > 0 || qBad > 0)) {
+      const writes: Array<[number, Uint8Array]> = [];
+      if (pBad > 0) writes.push([sm.pDisk, p2]);
+      if (q2 && qBad > 0) writes.push([sm.qDisk, q2]);
+      await this.writeRows(stripe * this.C + lo, writes);
+    }
+    scratch.drop(p2);
+    if (q2) scratch.drop(q2);
+    return Math.max(pBad, qBad);
   }
 
   /**
@@ -527,44 +553,156 @@ export class Raid456Personality implements Personality {
    * `rebuild` from the others) of member rows [start, start+sectors).
    */
   async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
+    const jobs = this.syncJobs(
+      start,
+      sectors,
+      async (stripe, lo, hi, scratch) => {
+        const sm = stripeMap(this.geometry, stripe);
+        const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch, rebuild);
+        await this.syncStripe(stripe * this.C + lo, sm, blocks, rebuild, true);
+      },
+      async (stripe0, count, scratch) => {
+        const bufs = await this.readBatch(stripe0, count, rebuild, scratch);
+        if (!bufs) return false;
+        for (let i = 0; i < count; i++) {
+          const sm = stripeMap(this.geometry, stripe0 + i);
+          const blocks = this.batchBlocks(sm, bufs, i);
+          const missing: number[] = [];
+          sm.dataDisks.forEach((d, dd) => {
+            if (rebuild.has(d)) missing.push(dd);
+          });
+          if (rebuild.size > 0) {
+            const qOk = blocks.q !== null && !rebuild.has(sm.qDisk);
+            this.recover(sm, blocks.data, blocks.p, blocks.q, missing, !rebuild.has(sm.pDisk), qOk, stripe0 + i);
+          }
+          // resync: parity written per stripe; recovery: the rebuilt slots in one write below
+          await this.syncStripe((stripe0 + i) * this.C, sm, blocks, rebuild, false);
+        }
+        if (rebuild.size > 0) await this.writeRows(stripe0 * this.C, [...rebuild].map((d) => [d, bufs[d]!] as [number, Uint8Array]));
+        return true;
+      },
+    );
+    await runLimited(jobs.list, jobs.parallel);
+  }
+
+  /** Resync: parity follows the data and is written; recovery: the rebuilt blocks written (unless batched). */
+  private async syncStripe(
+    row: number,
+    sm: StripeMap,
+    blocks: { data: Uint8Array[]; p: Uint8Array; q: Uint8Array | null },
+    rebuild: ReadonlySet<number>,
+    writeRebuilt: boolean,
+  ): Promise<void> {
+    const writes: Array<[number, Uint8Array]> = [];
+    if (rebuild.size === 0) {
+      if (blocks.q) genPQ(this.slotList(sm, blocks.data), blocks.p, blocks.q);
+      else genP(blocks.data, blocks.p);
+      writes.push([sm.pDisk, blocks.p]);
+      if (blocks.q) writes.push([sm.qDisk, blocks.q]);
+    } else if (writeRebuilt) {
+      sm.dataDisks.forEach((d, dd) => {
+        if (rebuild.has(d)) writes.push([d, blocks.data[dd]!]);
+      });
+      if (rebuild.has(sm.pDisk)) writes.push([sm.pDisk, blocks.p]);
+      if (blocks.q && rebuild.has(sm.qDisk)) writes.push([sm.qDisk, blocks.q]);
+    }
+    if (writes.length > 0) await this.writeRows(row, writes);
+  }
+
+  /**
+   * The jobs of a sync window: runs of whole stripes go in batches (one read per member for
+   * the batch, SYNC_BATCH_SECTORS of rows: far fewer thread-pool round trips than a read per
+   * member per stripe); partial stripes, and batches that cannot be read whole (a member
+   * missing or failing), go stripe by stripe, with the retries and reconstruction of
+   * readStripeRows. Each job holds its stripes' locks.
+   */
+  private syncJobs(
+    start: number,
+    sectors: number,
+    one: (stripe: number, lo: number, hi: number, scratch: Scratch) => Promise<void>,
+    batch: (stripe0: number, count: number, scratch: Scratch) => Promise<boolean>,
+  ): { list: Array<() => Promise<void>>; parallel: number } {
     const end = Math.min(this.syncSectors, start + sectors);
-    const jobs: Array<() => Promise<void>> = [];
+    const perBatch = Math.max(1, Math.floor(SYNC_BATCH_SECTORS / this.C));
+    const list: Array<() => Promise<void>> = [];
+    let batched = false;
+    const single = (stripe: number, lo: number, hi: number) => async () => {
+      const release = await this.locks.acquire([stripe]);
+      const scratch = new Scratch();
+      try {
+        await one(stripe, lo, hi, scratch);
+      } finally {
+        scratch.release();
+        release();
+      }
+    };
     for (let pos = start; pos < end;) {
       const stripe = Math.floor(pos / this.C);
       const lo = pos - stripe * this.C;
+      const whole = lo === 0 ? Math.min(perBatch, Math.floor((end - pos) / this.C)) : 0;
+      if (perBatch > 1 && whole > 1) {
+        batched = true;
+        list.push(async () => {
+          const stripes = Array.from({ length: whole }, (_, i) => stripe + i);
+          const release = await this.locks.acquire(stripes);
+          const scratch = new Scratch();
+          try {
+            if (await batch(stripe, whole, scratch)) return;
+            scratch.release();
+            for (const st of stripes) await one(st, 0, this.C, scratch);
+          } finally {
+            scratch.release();
+            release();
+          }
+        });
+        pos += whole * this.C;
+        continue;
+      }
       const hi = Math.min(this.C, end - stripe * this.C);
+      list.push(single(stripe, lo, hi));
       pos = stripe * this.C + hi;
-      jobs.push(async () => {
-        const release = await this.locks.acquire([stripe]);
-        const scratch = new Scratch();
-        try {
-          const sm = stripeMap(this.geometry, stripe);
-          const blocks = await this.readStripeRows(stripe, sm, lo, hi, 3, scratch, rebuild);
-          if (rebuild.size === 0) {
-          // resync: parity follows the data
-            if (blocks.q) genPQ(this.slotList(sm, blocks.data), blocks.p, blocks.q);
-            else genP(blocks.data, blocks.p);
-          }
-          const row = stripe * this.C + lo;
-          const writes: Array<[number, Uint8Array]> = [];
-          if (rebuild.size === 0) {
-            writes.push([sm.pDisk, blocks.p]);
-            if (blocks.q) writes.push([sm.qDisk, blocks.q]);
-          } else {
-            sm.dataDisks.forEach((d, dd) => {
-              if (rebuild.has(d)) writes.push([d, blocks.data[dd]!]);
-            });
-            if (rebuild.has(sm.pDisk)) writes.push([sm.pDisk, blocks.p]);
-            if (blocks.q && rebuild.has(sm.qDisk)) writes.push([sm.qDisk, blocks.q]);
-          }
-          await this.writeRows(row, writes);
-        } finally {
-          scratch.release();
-          release();
-        }
-      });
     }
-    await runLimited(jobs, SYNC_PARALLEL);
+    // batches are large: fewer in flight, so that they stay in the parity arena
+    return { list, parallel: batched ? SYNC_BATCH_PARALLEL : SYNC_PARALLEL };
+  }
+
+  /**
+   * Whole stripe rows [stripe0, stripe0+count) of every slot, one read per slot (slots in
+   * `skip` get an unread buffer to rebuild into); null when a slot is unavailable or a read
+   * fails (the error reported): the caller goes stripe by stripe.
+   */
+  private async readBatch(stripe0: number, count: number, skip: ReadonlySet<number>, scratch: Scratch): Promise<Array<Uint8Array | null> | null> {
+    const row = stripe0 * this.C;
+    const n = count * this.C;
+    const bufs: Array<Uint8Array | null> = [];
+    for (let d = 0; d < this.io.slots; d++) {
+      if (!skip.has(d) && !this.io.available(d, row, n)) return null;
+      bufs.push(scratch.alloc(n * SECTOR, false));
+    }
+    let failed = false;
+    await Promise.all(
+      bufs.map(async (b, d) => {
+        if (skip.has(d)) return;
+        try {
+          await this.io.read(d, row, b!);
+        } catch (e) {
+          this.io.reportError(d, 'read', e);
+          failed = true;
+        }
+      }),
+    );
+    return failed ? null : bufs;
+  }
+
+  /** Views of stripe `i` of a batch: data blocks, P and Q (raid6). */
+  private batchBlocks(sm: StripeMap, bufs: ReadonlyArray<Uint8Array | null>, i: number): { data: Uint8Array[]; p: Uint8Array; q: Uint8Array | null } {
+    const len = this.C * SECTOR;
+    const at = (d: number) => bufs[d]!.subarray(i * len, (i + 1) * len);
+    return {
+      data: sm.dataDisks.map((d) => at(d)),
+      p: at(sm.pDisk),
+      q: this.level === 6 ? at(sm.qDisk) : null,
+    };
   }
 
   /** Sync/repair writes of one stripe row range; a failing member is reported (and fails). */

@@ -19,7 +19,7 @@ import {
   raid10Map,
   raid10Validate,
 } from './geometry/raid10.js';
-import { type MemberIo, mismatchedSectors, type Personality, runLimited, settleAll, SYNC_PARALLEL } from './personality.js';
+import { giveSyncBuffer, type MemberIo, mismatchedSectors, type Personality, runLimited, settleAll, SYNC_PARALLEL, takeSyncBuffer } from './personality.js';
 
 const SECTOR = 512;
 
@@ -230,12 +230,16 @@ abstract class PieceMapped implements Personality {
       const m = this.map(pos);
       const n = Math.min(m.sectors, end - pos);
       jobs.push(async () => {
-        const buf = new Uint8Array(n * SECTOR);
-        const sources = m.targets.filter((t) => !rebuild.has(t.disk));
-        const from = await readPiece(this.io, buf, { bufOffset: 0, sectors: n, targets: sources }, 0);
-        const dests =
-          rebuild.size > 0 ? m.targets.filter((t) => rebuild.has(t.disk)) : m.targets.filter((t) => t !== from);
-        await writeCopies(this.io, dests, buf);
+        const buf = takeSyncBuffer(n * SECTOR);
+        try {
+          const sources = m.targets.filter((t) => !rebuild.has(t.disk));
+          const from = await readPiece(this.io, buf, { bufOffset: 0, sectors: n, targets: sources }, 0);
+          const dests =
+            rebuild.size > 0 ? m.targets.filter((t) => rebuild.has(t.disk)) : m.targets.filter((t) => t !== from);
+          await writeCopies(this.io, dests, buf);
+        } finally {
+          giveSyncBuffer(buf);
+        }
       });
       pos += n;
     }
@@ -254,30 +258,34 @@ abstract class PieceMapped implements Personality {
       const at = pos;
       jobs.push(async () => {
         const copies = m.targets.filter((t) => this.io.available(t.disk, t.deviceSector, n));
-        const bufs = copies.map(() => new Uint8Array(n * SECTOR));
-        const ok = await Promise.all(
-          copies.map(async (t, i) => {
-            try {
-              await this.io.read(t.disk, t.deviceSector, bufs[i]!);
-              return true;
-            } catch (e) {
-              this.io.reportError(t.disk, 'read', e);
-              return false;
-            }
-          }),
-        );
-        const good = ok.indexOf(true);
-        if (good < 0) throw new TsmdError('EIO', `check: no readable copy at sector ${at}`);
-        const bad: Array<{ disk: number; deviceSector: number }> = [];
-        let worst = 0;
-        copies.forEach((t, i) => {
-          if (i === good || !ok[i]) return;
-          const diff = mismatchedSectors(bufs[good]!, bufs[i]!);
-          if (diff > 0) bad.push(t);
-          worst = Math.max(worst, diff);
-        });
-        mismatched += worst;
-        if (repair && bad.length > 0) await writeCopies(this.io, bad, bufs[good]!);
+        const bufs = copies.map(() => takeSyncBuffer(n * SECTOR));
+        try {
+          const ok = await Promise.all(
+            copies.map(async (t, i) => {
+              try {
+                await this.io.read(t.disk, t.deviceSector, bufs[i]!);
+                return true;
+              } catch (e) {
+                this.io.reportError(t.disk, 'read', e);
+                return false;
+              }
+            }),
+          );
+          const good = ok.indexOf(true);
+          if (good < 0) throw new TsmdError('EIO', `check: no readable copy at sector ${at}`);
+          const bad: Array<{ disk: number; deviceSector: number }> = [];
+          let worst = 0;
+          copies.forEach((t, i) => {
+            if (i === good || !ok[i]) return;
+            const diff = mismatchedSectors(bufs[good]!, bufs[i]!);
+            if (diff > 0) bad.push(t);
+            worst = Math.max(worst, diff);
+          });
+          mismatched += worst;
+          if (repair && bad.length > 0) await writeCopies(this.io, bad, bufs[good]!);
+        } finally {
+          for (const b of bufs) giveSyncBuffer(b);
+        }
       });
       pos += n;
     }

@@ -12,14 +12,18 @@
  *   [heapStart, capacity)       allocator heap, 64-byte aligned blocks
  */
 
+import { registerPageAlignedMemory } from '../../io/file-device.js';
 import { assert, TsmdError } from '../../errors.js';
 import { gfNibbleTables } from './gf.js';
 import { instantiateParity, type ParityWasm } from './kernels.js';
 import { Wasm, type WasmMemory } from './wasm-api.js';
 
 export interface ParityArena {
-  /** A zero-filled view of `lengthBytes` bytes of arena memory, 64-byte aligned. */
-  alloc(lengthBytes: number): Uint8Array;
+  /**
+   * A view of `lengthBytes` bytes of arena memory, 64-byte aligned; zero-filled unless `zero`
+   * is false (a buffer that is read into or computed whole: zeroing it is a wasted pass).
+   */
+  alloc(lengthBytes: number, zero?: boolean): Uint8Array;
   /** Returns a buffer obtained from alloc() (the same view object, or one with the same
    * byteOffset and length). */
   free(buf: Uint8Array): void;
@@ -84,6 +88,7 @@ export class WasmParityArena implements ParityArena {
     const pages = capacity / WASM_PAGE_BYTES;
     this.memory = new Wasm.Memory({ initial: pages, maximum: pages });
     this.mem = new Uint8Array(this.memory.buffer);
+    registerPageAlignedMemory(this.memory.buffer);
     this.capacityBytes = capacity;
     this.scratchAddr = CONTROL_BYTES;
     this.scratchBytes = scratch;
@@ -104,7 +109,7 @@ export class WasmParityArena implements ParityArena {
     return this.usedBytes;
   }
 
-  alloc(lengthBytes: number): Uint8Array {
+  alloc(lengthBytes: number, zero = true): Uint8Array {
     assert(
       Number.isInteger(lengthBytes) && lengthBytes >= 0,
       `alloc length must be a non-negative integer, got ${lengthBytes}`,
@@ -118,7 +123,7 @@ export class WasmParityArena implements ParityArena {
       this.allocated.set(addr, size);
       this.usedBytes += size;
       const view = new Uint8Array(this.memory.buffer, addr, lengthBytes);
-      view.fill(0);
+      if (zero) view.fill(0);
       return view;
     }
     throw new TsmdError(
