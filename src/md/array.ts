@@ -290,6 +290,9 @@ export class MdArray {
         return false;
       },
       writeMostly: (slot) => ((this.slotMember(slot)?.loaded.sb.devFlags ?? 0) & DEV_FLAG_WRITEMOSTLY) !== 0,
+      get resyncFrom() {
+        return self.resyncCp === MAX_SECTOR ? Infinity : Number(self.resyncCp);
+      },
       available: (slot, deviceSector, sectors) => {
         const m = this.slotMember(slot);
         if (!m) return false;

@@ -16,6 +16,12 @@ export interface MemberIo {
    * other copy can serve them.
    */
   readonly anyWriteMostly: boolean;
+  /**
+   * Resync-space sector from which the copies may still differ (md's recovery_cp while a
+   * resync is owed; Infinity when in sync). Mirror reads reaching past it use the first
+   * copy, the one the resync copies from, so two reads never see different data.
+   */
+  readonly resyncFrom: number;
   writeMostly(slot: number): boolean;
   /** Read from a member's data area (sector relative to data_offset). Throws on error. */
   read(slot: number, deviceSector: number, buf: Uint8Array): Promise<void>;

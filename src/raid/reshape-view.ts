@@ -44,6 +44,9 @@ export class ReshapeView implements Personality {
         return io.anyWriteMostly;
       },
       writeMostly: (s) => io.writeMostly(s),
+      get resyncFrom() {
+        return io.resyncFrom;
+      },
     });
     this.oldDisks = oldDisks;
     this.oldGeo = make(sb.level, sb.layout, sb.chunkSize, oldDisks, narrow(oldDisks, 0));

@@ -168,14 +168,16 @@ abstract class PieceMapped implements Personality {
     }
     const total = buf.length / SECTOR;
     if (total === 0) return Promise.resolve();
-    const start = this.rr++;
+    // past the resync point the copies may differ: read the one the resync copies from (md)
+    const unsynced = arraySector + total > this.io.resyncFrom;
+    const start = unsynced ? 0 : this.rr++;
     const m = this.map(arraySector);
     if (m.sectors >= total) {
       return readPiece(this.io, buf, { bufOffset: 0, sectors: total, targets: m.targets }, start).then(() => {});
     }
     // several pieces: each starts on the next copy, so a large read spreads over the mirrors
     return settleAll(
-      this.pieces(arraySector, total).map((p, i) => readPiece(this.io, buf, p, start + i)),
+      this.pieces(arraySector, total).map((p, i) => readPiece(this.io, buf, p, unsynced ? 0 : start + i)),
     );
   }
 

@@ -252,3 +252,34 @@ describe('--replace', () => {
     await again.close();
   });
 });
+
+describe('reads while a resync is owed', () => {
+  test('raid1: past the resync point every read comes from the first copy (the resync source), so repeated reads agree', async () => {
+    const devs = await memoryArray({ level: 1, sizesMiB: [8, 8, 8], noInitialSync: true });
+    // the copies differ: the third member holds other bytes in its data area
+    const off = await dataOffsetOf(devs[2]!);
+    const raw = devs[2]!.reopen();
+    await raw.write(new Uint8Array(1 << 20).fill(0x5a), off);
+    await raw.close();
+    const live = reopenAll(devs);
+    const arr = await MdArray.assemble(live);
+    assert.ok(arr.resyncPending, 'a resync is owed');
+    const others0 = live[1]!.stats.reads + live[2]!.stats.reads;
+    const first = new Uint8Array(1 << 20);
+    await arr.read(first, 0);
+    for (let i = 0; i < 12; i++) {
+      const again = new Uint8Array(1 << 20);
+      await arr.read(again, 0);
+      assert.ok(Buffer.from(again).equals(Buffer.from(first)), `read ${i} agrees`);
+      const small = new Uint8Array(4096);
+      await arr.read(small, 4096 * i);
+      assert.ok(Buffer.from(small).equals(Buffer.from(first.subarray(4096 * i, 4096 * (i + 1)))));
+    }
+    assert.equal(live[1]!.stats.reads + live[2]!.stats.reads, others0, 'no read from the other copies');
+    await arr.syncNow();
+    const after = new Uint8Array(1 << 20);
+    await arr.read(after, 0);
+    assert.ok(Buffer.from(after).equals(Buffer.from(first)), 'the resync kept what was read');
+    await arr.close();
+  });
+});
