@@ -43,9 +43,8 @@ async function waitIdle(runDir: string, md: string): Promise<{ workedSectors: nu
   }
 }
 
-function ratioLine(name: string, bytes: number, r: { secs: number; dataSecs: number }, cpMBs: number, cpSyncMBs: number): string {
-  const data = bytes / 1e6 / r.dataSecs;
-  const all = bytes / 1e6 / r.secs;
+function ratioLine(name: string, r: { data: number; all: number }, cpMBs: number, cpSyncMBs: number): string {
+  const { data, all } = r;
   return (
     `  ${name.padEnd(18)} ${data.toFixed(0).padStart(6)} MB/s   cp ${cpMBs.toFixed(0).padStart(6)} MB/s   ratio ${(data / cpMBs).toFixed(2)}x (target >= 0.8x)\n` +
     `  ${(name + ', durable').padEnd(18)} ${all.toFixed(0).padStart(6)} MB/s   cp + fdatasync ${cpSyncMBs.toFixed(0).padStart(6)} MB/s   ratio ${(all / cpSyncMBs).toFixed(2)}x`
@@ -64,33 +63,48 @@ export async function runSyncBench(opts: { quick?: boolean } = {}): Promise<void
   // no speed cap: the engine's own throughput is what is measured
   const d = await startDaemon(dir, ['--speed-limit-min=100000000', '--speed-limit-max=100000000']);
   try {
-    // --- resync: a raid1 created over members full of different data (no --assume-clean):
-    // the initial resync copies the first member over the second, all of it
-    const r1 = [0, 1, 2].map((k) => join(dir, `r1-${k}.img`));
-    fill(r1[0]!, mib + 4);
-    fill(r1[1]!, mib + 4);
-    sparse(r1[2]!, (mib + 4) * MiB);
-    settle();
-    const copy = join(dir, 'copy.img');
-    const cpSecs = seconds(() => spawnSync('cp', [r1[0]!, copy]));
-    rmSync(copy);
-    settle();
-    // the sync's last step makes its writes durable (md: the superblock write with a flush)
-    const cpSyncSecs = seconds(() => spawnSync('sh', ['-c', `cp '${r1[0]!}' '${copy}' && sync -d '${copy}'`]));
-    rmSync(copy);
+    // Three rounds, each timing the baseline right before the engine; the best of each side is
+    // reported (single runs on 2 shared vCPUs and a VM disk swing by 2x and more).
+    const reps = 3;
     const memberBytes = (mib + 4) * MiB;
-    const cpMBs = memberBytes / 1e6 / cpSecs;
-    const cpSyncMBs = memberBytes / 1e6 / cpSyncSecs;
-    settle();
-    tsmdCli(d.runDir, ['--create', '/dev/md0', '-l1', '-n2', '-x1', '--run', '--force', '--bitmap=internal', ...r1], dir);
-    const rs = await waitIdle(d.runDir, 'md0');
-    console.log(ratioLine('raid1 resync', rs.workedSectors * 512, rs, cpMBs, cpSyncMBs));
-    // --- recovery: fail a member; the hot spare is rebuilt from the other
-    settle();
-    tsmdCli(d.runDir, ['/dev/md0', '--fail', r1[1]!], dir);
-    const rec = await waitIdle(d.runDir, 'md0');
-    console.log(ratioLine('raid1 recovery', rec.workedSectors * 512, rec, cpMBs, cpSyncMBs));
-    tsmdCli(d.runDir, ['--stop', '/dev/md0'], dir);
+    const best = { cp: 0, cpSync: 0, cat: 0 };
+    type Phase = { data: number; all: number };
+    const rsBest: Phase = { data: 0, all: 0 };
+    const recBest: Phase = { data: 0, all: 0 };
+    const keep = (b: Phase, bytes: number, r: { secs: number; dataSecs: number }) => {
+      b.data = Math.max(b.data, bytes / 1e6 / r.dataSecs);
+      b.all = Math.max(b.all, bytes / 1e6 / r.secs);
+    };
+    // --- resync: a raid1 created over members full of different data (no --assume-clean):
+    // the initial resync copies the first member over the second, all of it;
+    // --- recovery: then a member fails and the hot spare is rebuilt from the other
+    const r1 = [0, 1, 2].map((k) => join(dir, `r1-${k}.img`));
+    const copy = join(dir, 'copy.img');
+    for (let rep = 0; rep < reps; rep++) {
+      fill(r1[0]!, mib + 4);
+      fill(r1[1]!, mib + 4);
+      rmSync(r1[2]!, { force: true });
+      sparse(r1[2]!, (mib + 4) * MiB);
+      settle();
+      best.cp = Math.max(best.cp, memberBytes / 1e6 / seconds(() => spawnSync('cp', [r1[0]!, copy])));
+      rmSync(copy);
+      settle();
+      // the sync's last step makes its writes durable (md: the superblock write with a flush)
+      best.cpSync = Math.max(best.cpSync, memberBytes / 1e6 / seconds(() => spawnSync('sh', ['-c', `cp '${r1[0]!}' '${copy}' && sync -d '${copy}'`])));
+      rmSync(copy);
+      settle();
+      tsmdCli(d.runDir, ['--create', '/dev/md0', '-l1', '-n2', '-x1', '--run', '--force', '--bitmap=internal', ...r1], dir);
+      const rs = await waitIdle(d.runDir, 'md0');
+      keep(rsBest, rs.workedSectors * 512, rs);
+      settle();
+      tsmdCli(d.runDir, ['/dev/md0', '--fail', r1[1]!], dir);
+      const rec = await waitIdle(d.runDir, 'md0');
+      keep(recBest, rec.workedSectors * 512, rec);
+      tsmdCli(d.runDir, ['--stop', '/dev/md0'], dir);
+    }
+    console.log(`  (best of ${reps} rounds each)`);
+    console.log(ratioLine('raid1 resync', rsBest, best.cp, best.cpSync));
+    console.log(ratioLine('raid1 recovery', recBest, best.cp, best.cpSync));
 
     // --- check: raid5 of 4, against cat of the four files
     const r5 = [0, 1, 2, 3].map((k) => join(dir, `r5-${k}.img`));
@@ -98,13 +112,16 @@ export async function runSyncBench(opts: { quick?: boolean } = {}): Promise<void
     tsmdCli(d.runDir, ['--create', '/dev/md1', '-l5', '-n4', '-c512', '--run', '--assume-clean', '--force', ...r5], dir);
     tsmdCli(d.runDir, ['--action=repair', '/dev/md1'], dir); // make the parity right first
     await waitIdle(d.runDir, 'md1');
-    settle();
-    const catSecs = seconds(() => spawnSync('sh', ['-c', `cat ${r5.map((f) => `'${f}'`).join(' ')} > /dev/null`]));
-    const catMBs = (4 * (mib + 4) * MiB) / 1e6 / catSecs;
-    tsmdCli(d.runDir, ['--action=check', '/dev/md1'], dir);
-    const ck = await waitIdle(d.runDir, 'md1');
-    const ckMBs = (4 * ck.workedSectors * 512) / 1e6 / ck.secs;
-    console.log(`  raid5 check        ${ckMBs.toFixed(0).padStart(6)} MB/s   cat ${catMBs.toFixed(0).padStart(5)} MB/s   ratio ${(ckMBs / catMBs).toFixed(2)}x (target >= 0.8x)`);
+    let ckMBs = 0;
+    for (let rep = 0; rep < reps; rep++) {
+      settle();
+      const catSecs = seconds(() => spawnSync('sh', ['-c', `cat ${r5.map((f) => `'${f}'`).join(' ')} > /dev/null`]));
+      best.cat = Math.max(best.cat, (4 * memberBytes) / 1e6 / catSecs);
+      tsmdCli(d.runDir, ['--action=check', '/dev/md1'], dir);
+      const ck = await waitIdle(d.runDir, 'md1');
+      ckMBs = Math.max(ckMBs, (4 * ck.workedSectors * 512) / 1e6 / ck.secs);
+    }
+    console.log(`  raid5 check        ${ckMBs.toFixed(0).padStart(6)} MB/s   cat ${best.cat.toFixed(0).padStart(5)} MB/s   ratio ${(ckMBs / best.cat).toFixed(2)}x (target >= 0.8x)`);
     tsmdCli(d.runDir, ['--stop', '/dev/md1'], dir);
 
     // --- random 4 KiB writes over NBD with the bitmap on and off (raid1 of 2): both arrays
