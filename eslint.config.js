@@ -24,4 +24,10 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // `total += await f()` adds to the total read before the await: lost updates when jobs run
+    // concurrently (the engine's sync jobs do)
+    files: ['src/**/*.ts'],
+    rules: { 'require-atomic-updates': ['error', { allowProperties: true }] },
+  },
 );
