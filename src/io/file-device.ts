@@ -14,7 +14,8 @@
  * whose inline operations turn slow (a real disk behind a cache miss, dirty-page throttling)
  * goes back to the thread pool for a back-off period that doubles while it stays slow, so the
  * event loop waits for at most a few device accesses per back-off period.
- * TSMD_INLINE_IO=0 turns inline I/O off; TSMD_INLINE_IO=N sets the largest inline request.
+ * TSMD_INLINE_IO=0 turns inline I/O off; TSMD_INLINE_IO=N sets the largest inline read,
+ * TSMD_INLINE_WRITE_IO=N the largest inline write (default 1 MiB, see INLINE_MAX_WRITE_BYTES).
  */
 import {
   fdatasync,
@@ -35,8 +36,18 @@ export interface OpenOptions {
   exclusive?: boolean;
 }
 
-/** Largest request that may run inline (bytes); 0 = never. */
-const INLINE_MAX_BYTES = inlineMaxBytes(process.env.TSMD_INLINE_IO);
+/** Largest read that may run inline (bytes); 0 = never (reads and writes). */
+const INLINE_MAX_BYTES = inlineMaxBytes(process.env.TSMD_INLINE_IO, 64 * 1024);
+/**
+ * Largest write that may run inline. Larger than for reads: a write into the page cache is a
+ * plain copy, and the two cross-thread wake-ups of the pool round trip cost more than that on
+ * the bench VM (seq writes 1M qd8 through the daemon: raid0 1.3-1.6x, raid1 1.4x, raid5 1.1-1.5x
+ * faster with 1 MiB than with 64 KiB; docs/perf.md). Large reads gained nothing inline. Dirty-
+ * page throttling or a disk shows up as slow inline writes and sends the device to the pool,
+ * as for reads. Never below the read limit; TSMD_INLINE_IO=0 turns both off.
+ */
+const INLINE_MAX_WRITE_BYTES =
+  INLINE_MAX_BYTES === 0 ? 0 : Math.max(INLINE_MAX_BYTES, inlineMaxBytes(process.env.TSMD_INLINE_WRITE_IO, 1024 * 1024));
 /**
  * An inline operation slower than INLINE_SLOW_BASE_NS plus 1 ns per byte did not come from
  * memory (a page-cache copy runs at several GB/s; a 4 KiB hit takes 2-8 us, an NVMe miss
@@ -97,10 +108,10 @@ function giveBounce(view: Uint8Array): void {
   bounceKeptBytes += cls;
 }
 
-function inlineMaxBytes(env: string | undefined): number {
-  if (env === undefined || env === '' || env === '1') return 64 * 1024;
+function inlineMaxBytes(env: string | undefined, dflt: number): number {
+  if (env === undefined || env === '' || env === '1') return dflt;
   const n = Number(env);
-  return Number.isSafeInteger(n) && n >= 0 ? n : 64 * 1024;
+  return Number.isSafeInteger(n) && n >= 0 ? n : dflt;
 }
 
 function nowNs(): number {
@@ -265,7 +276,7 @@ export class FileBlockDevice implements BlockDevice {
         },
       );
     }
-    if (buf.length <= INLINE_MAX_BYTES) {
+    if (buf.length <= (write ? INLINE_MAX_WRITE_BYTES : INLINE_MAX_BYTES)) {
       const t0 = nowNs();
       if (t0 >= this.inlineOffUntilNs) return this.inline(write, fd, buf, offsetBytes, t0);
     }

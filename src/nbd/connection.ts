@@ -4,7 +4,10 @@
  * complete, out of order, tied to requests by cookie.
  *
  * The input is parsed incrementally from the socket's chunks; nothing is allocated from a
- * length the client sent unless that length is within the configured limits. A protocol error
+ * length the client sent unless that length is within the configured limits. On a plain
+ * socket adopted with `onread` (server.ts), the connection also chooses where the kernel puts
+ * the next bytes (`readBuffer`): the rest of a pending WRITE payload's own buffer, so that a
+ * payload is copied once, by the kernel, or else the free part of a receive slab. A protocol error
  * that leaves the stream impossible to follow (bad magic, unknown client flags) is a hard
  * disconnect of this connection only; anything else gets an error reply and the connection
  * goes on.
@@ -69,6 +72,14 @@ export interface NbdServerStats {
   errors: Record<string, number>;
   bytesRead: number;
   bytesWritten: number;
+  /**
+   * WRITE payload bytes by how they reached the target: read by the kernel straight into the
+   * payload's buffer (user-buffer reads), handed on as a view of the socket chunk they came
+   * in, or gathered (copied) from several chunks
+   */
+  payloadBytesDirect: number;
+  payloadBytesInPlace: number;
+  payloadBytesCopied: number;
   /** requests being served right now, all connections */
   inflight: number;
 }
@@ -84,6 +95,9 @@ export function emptyStats(): NbdServerStats {
     errors: {},
     bytesRead: 0,
     bytesWritten: 0,
+    payloadBytesDirect: 0,
+    payloadBytesInPlace: 0,
+    payloadBytesCopied: 0,
     inflight: 0,
   };
 }
@@ -106,6 +120,19 @@ export const MAX_OPTION_BYTES = 16 * 1024;
 const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 /** After the server ended a connection, the client has this long to close its side. */
 const LINGER_MS = 2000;
+/** Receive slabs for user-buffer reads; a new one once less than MIN_READ_BYTES is left. */
+const READ_SLAB_BYTES = 64 * 1024;
+const MIN_READ_BYTES = 8 * 1024;
+/**
+ * The rest of a WRITE payload is read straight into its buffer when at least this large; a
+ * smaller rest goes into the slab with whatever follows it and is copied: a read of its own
+ * would cost more than the copy (raid5 rand write 4K qd32 fell from 0.50x to 0.34x nbdkit when
+ * every payload cut by a read boundary got its own read). After a payload read straight in,
+ * the next read asks for one request header only: the next request is likely another large
+ * WRITE, whose payload then goes straight to its buffer too instead of landing partly in the
+ * slab. One extra read per large WRITE, one copy less.
+ */
+const DIRECT_MIN_BYTES = 64 * 1024;
 /** WRITE_ZEROES fallback (target without writeZeroes): writes of this many zero bytes. */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 let zeroChunk: Buffer | undefined;
@@ -120,14 +147,22 @@ const ALLOWED_FLAGS: Record<number, number> = {
   [Cmd.WRITE_ZEROES]: CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO,
 };
 
+interface PayloadState {
+  k: 'reqPayload';
+  req: RequestHeader;
+  /** where the payload is gathered (from the pool) when it does not sit in one socket chunk */
+  buf: Buffer | null;
+  backing: Buffer | null;
+  got: number;
+}
+
 type ParseState =
   | { k: 'clientFlags' }
   | { k: 'optHeader' }
   | { k: 'optData'; opt: number; len: number }
   | { k: 'optDiscard'; opt: number; remaining: number }
   | { k: 'reqHeader' }
-  /** buf: where a payload spread over several socket chunks is gathered (from the pool) */
-  | { k: 'reqPayload'; req: RequestHeader; buf: Buffer | null; backing: Buffer | null; got: number }
+  | PayloadState
   | { k: 'reqDiscard'; req: RequestHeader; remaining: number; errno: number; msg: string }
   /** nothing more is read: TLS handshake under way, DISC received, or closing */
   | { k: 'stopped' };
@@ -170,6 +205,12 @@ export class NbdConnection {
   private enforceAlignment = false;
   private inflight = 0;
   private inflightBytes = 0;
+  // user-buffer reads (readBuffer / onRead)
+  private slab: Buffer = Buffer.alloc(0);
+  private slabPos = 0;
+  /** the payload whose buffer the socket's next read goes into */
+  private direct: PayloadState | null = null;
+  private headerOnly = false;
 
   constructor(sock: Socket, cfg: ConnectionConfig) {
     this.raw = sock;
@@ -208,6 +249,59 @@ export class NbdConnection {
   }
 
   // ---------------------------------------------------------------- socket plumbing
+
+  /**
+   * Where the next read of a socket adopted with `onread` goes (called by Node after every
+   * read): the unfilled rest of the pending WRITE payload's buffer when the payload is all that
+   * comes next, else the free part of the receive slab. Views of the slab are handed on
+   * (headers, whole payloads), so its bytes are never overwritten: a full slab is replaced.
+   */
+  readBuffer(): Uint8Array {
+    const s = this.state;
+    if (s.k === 'reqPayload' && this.queue.length === 0 && s.req.length - s.got >= DIRECT_MIN_BYTES && !this.closed) {
+      if (!s.buf) ({ buf: s.buf, backing: s.backing } = this.cfg.pool.get(s.req.length));
+      this.direct = s;
+      return s.buf.subarray(s.got);
+    }
+    this.direct = null;
+    if (this.slab.length - this.slabPos < MIN_READ_BYTES) {
+      this.slab = Buffer.allocUnsafeSlow(READ_SLAB_BYTES);
+      this.slabPos = 0;
+    }
+    const end = this.headerOnly ? this.slabPos + REQUEST_HEADER_BYTES : this.slab.length;
+    return this.slab.subarray(this.slabPos, end);
+  }
+
+  /** n bytes were read into `buf`, the buffer readBuffer returned last (or Node's first). */
+  onRead(n: number, buf: Uint8Array): void {
+    // after STARTTLS the TLS layer reads the raw socket, not this
+    if (this.sock !== this.raw) return;
+    const d = this.direct;
+    if (d) {
+      this.direct = null;
+      // the state cannot change between readBuffer and the read, but be sure
+      if (this.state !== d) return;
+      d.got += n;
+      this.cfg.stats.payloadBytesDirect += n;
+      if (d.got === d.req.length) {
+        this.state = { k: 'reqHeader' };
+        this.headerOnly = true;
+        this.run(d.req, d.buf!, d.backing);
+      }
+      this.pump();
+      return;
+    }
+    this.headerOnly = false;
+    let chunk: Buffer;
+    if (buf.buffer === this.slab.buffer && buf.byteOffset === this.slab.byteOffset + this.slabPos) {
+      chunk = this.slab.subarray(this.slabPos, this.slabPos + n);
+      this.slabPos += n;
+    } else {
+      // Node's own first buffer: not ours to reuse, and never handed out again
+      chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
+    }
+    this.onData(chunk);
+  }
 
   private readonly onData = (chunk: Buffer): void => {
     // after DISC, EOF or a refusal nothing more is parsed, but the socket is still drained
@@ -299,7 +393,8 @@ export class NbdConnection {
   private stopParsing(): void {
     const s = this.state;
     if (s.k === 'reqPayload') {
-      this.cfg.pool.release(s.backing);
+      // not to the pool while a socket read may still be pointed at it
+      if (this.direct !== s) this.cfg.pool.release(s.backing);
       this.inflight--;
       this.cfg.stats.inflight--;
       this.inflightBytes -= s.req.length;
@@ -433,6 +528,7 @@ export class NbdConnection {
         const piece = this.queue.takeSome(len - s.got);
         if (s.got === 0 && piece.length === len) {
           // the whole payload sits in one socket chunk: handed on as a view, no copy
+          this.cfg.stats.payloadBytesInPlace += len;
           this.state = { k: 'reqHeader' };
           this.run(s.req, piece, null);
           return true;
@@ -440,6 +536,7 @@ export class NbdConnection {
         if (!s.buf) ({ buf: s.buf, backing: s.backing } = this.cfg.pool.get(len));
         piece.copy(s.buf, s.got);
         s.got += piece.length;
+        this.cfg.stats.payloadBytesCopied += piece.length;
         if (s.got < len) return false;
         this.state = { k: 'reqHeader' };
         this.run(s.req, s.buf, s.backing);

@@ -3,7 +3,7 @@
  * listeners (TCP and Unix sockets), every connection served by an NbdConnection.
  */
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type OnReadOpts, type Server, Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { assert, isTsmdError, TsmdError } from '../errors.js';
 import { BufferPool } from './buffer-pool.js';
@@ -25,6 +25,12 @@ export interface NbdServerOptions {
   maxInflightPerConnection?: number;
   /** bound on the READ/WRITE bytes in flight per connection (default 128 MiB; one request always fits) */
   maxInflightBytesPerConnection?: number;
+  /**
+   * Read plain sockets through `onread` into buffers the connection chooses, so that WRITE
+   * payloads are copied once, by the kernel, into their own buffers (default true). false: the
+   * socket's 'data' chunks, gathered. TLS connections always use the latter after STARTTLS.
+   */
+  directReads?: boolean;
   /** drop clients that stall during the handshake (default 30 s) */
   handshakeTimeoutMs?: number;
   /** at most this many client connections at a time (default 1024) */
@@ -43,6 +49,7 @@ const MiB = 1024 * 1024;
 export class NbdServer {
   private readonly cfg: ConnectionConfig;
   private readonly maxConnections: number;
+  private readonly directReads: boolean;
   private readonly listeners: { server: Server; path?: string }[] = [];
   private readonly conns = new Set<NbdConnection>();
   private readonly st: NbdServerStats = emptyStats();
@@ -74,6 +81,7 @@ export class NbdServer {
       }
     }
     this.maxConnections = opts.maxConnections ?? 1024;
+    this.directReads = opts.directReads ?? true;
     this.cfg = {
       exports: opts.exports,
       tls,
@@ -90,7 +98,8 @@ export class NbdServer {
   /** Starts one more listener (port 0 = ephemeral). Resolves with the bound address. */
   async listen(where: { host: string; port: number } | { path: string }): Promise<ListenAddress> {
     if (this.closing) throw new TsmdError('EINVAL', 'NBD server is closed; create a new one to listen again');
-    const server = createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
+    // paused: a socket that is adopted (adoptWithOnread) must not have read anything yet
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => this.onConnection(sock));
     server.maxConnections = this.maxConnections;
     try {
       await listenOnce(server, where);
@@ -167,13 +176,48 @@ export class NbdServer {
       return;
     }
     this.st.connectionsTotal++;
+    // the socket asks for its first read buffer before the connection exists
+    const ref: { conn?: NbdConnection } = {};
+    const adopted = this.directReads
+      ? adoptWithOnread(sock, {
+          buffer: () => ref.conn?.readBuffer() ?? Buffer.allocUnsafe(4096),
+          callback: (n, buf) => {
+            ref.conn?.onRead(n, buf);
+            return true;
+          },
+        })
+      : null;
+    if (adopted) sock = adopted;
+    else sock.resume();
     const conn = new NbdConnection(sock, this.cfg);
+    ref.conn = conn;
     this.conns.add(conn);
     this.cfg.log('debug', 'nbd: client connected', { peer: sock.remoteAddress ?? 'unix', connections: this.conns.size });
     void conn.done.then(() => {
       this.conns.delete(conn);
     });
   }
+}
+
+/**
+ * A socket the server accepted (paused, nothing read yet) moved onto a new net.Socket created
+ * with `onread`, which Node offers for client sockets only: the new socket takes the libuv
+ * handle over, the accepted one is closed without it. Uses Node internals (`_handle`, the
+ * `handle` constructor option, `_server` for the server's connection count) that are stable
+ * since Node 12; when they are missing, null, and the accepted socket is used as it is.
+ */
+function adoptWithOnread(accepted: Socket, onread: OnReadOpts): Socket | null {
+  const a = accepted as Socket & { _handle?: { useUserBuffer?: unknown } | null; _server?: Server | null; server?: Server | null };
+  const handle = a._handle;
+  if (!handle || typeof handle.useUserBuffer !== 'function' || accepted.readableFlowing) return null;
+  const s = new Socket({ handle, allowHalfOpen: true, readable: true, writable: true, onread } as ConstructorParameters<typeof Socket>[0]) as typeof a;
+  // the server counts its connections down when a socket with `_server` is destroyed: move it
+  s._server = a._server;
+  s.server = a.server;
+  a._server = null;
+  a._handle = null;
+  accepted.destroy();
+  return s;
 }
 
 function listenOnce(server: Server, where: { host: string; port: number } | { path: string }): Promise<void> {

@@ -482,6 +482,11 @@ export class RawClient {
     return b;
   }
 
+  /** A READ sent by hand (write()): its simple reply carries `length` bytes of data. */
+  expectRead(cookie: bigint, length: number): void {
+    this.readLens.set(cookie, length);
+  }
+
   send(type: number, flags: number, cookie: bigint, offset: bigint | number, length: number, payload?: Uint8Array): void {
     if (type === NBD.CMD.READ) this.readLens.set(cookie, length);
     const h = RawClient.request(type, flags, cookie, offset, length);
