@@ -2,17 +2,16 @@
  * The node side of a lockspace, shared by both backends: argument checks, lock handles, pending
  * requests with their timeouts and cancellation, completion and BAST delivery, fencing.
  *
- * A backend supplies two things: `submit` (apply a grant-engine operation, given as data, to a
- * resource's state atomically and in one order seen by every node: in place in memory, appended to
- * the resource's operation log in etcd) and a stream of resource states (`onState`), from which
- * this node learns what others' operations did to its locks: a queued request granted, a BAST, all
- * recorded in its lock entries by the engine.
+ * A backend supplies two things: `mutate` (apply a grant-engine operation to a resource's state
+ * atomically: in place in memory, a compare-and-swap transaction in etcd) and a stream of
+ * resource states (`onState`), from which this node learns what others' operations did to its
+ * locks: a queued request granted, a BAST, all recorded in its lock entries by the engine.
  */
 import { EventEmitter } from 'node:events';
 import type { Clock, Timer } from '../../env/clock.js';
 import { assert, TsmdError } from '../../errors.js';
 import * as engine from './grant.js';
-import type { CancelResult, LockEntry, Op, OpResult, Outcome, ResourceState } from './grant.js';
+import type { LockEntry, Outcome, ResourceState } from './grant.js';
 import {
   Flag,
   type LockHandle,
@@ -35,12 +34,12 @@ import {
 /** Backend operations the core needs. */
 export interface LockspaceBackend {
   /**
-   * Apply `op` to `resource` exactly once (engine.applyOp), in the order this node submitted its
-   * operations on that resource, and resolve with its result once this node's copy of the state
-   * includes it. `deadlineMs` (clock time) bounds the retries of getting it accepted. After a change
-   * the backend calls `core.onState(resource)` for every affected node.
+   * Apply `fn` to the current state of `resource` atomically and return its result. `fn` may run
+   * more than once (optimistic concurrency); `retry` is true from the second run on, when an
+   * earlier run's effect may already be in the state. `deadlineMs` (clock time) bounds retries.
+   * After a change the backend calls `core.onState(resource)` for every affected node.
    */
-  submit(resource: string, op: Op, deadlineMs: number): Promise<OpResult>;
+  mutate<T>(resource: string, fn: (r: ResourceState, retry: boolean) => T, deadlineMs: number): Promise<T>;
   /** Latest state of a resource known to this node. */
   peek(resource: string): ResourceState | undefined;
   /** Current members as known to this node. */
@@ -220,9 +219,20 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
       const lvbIn = flags & Flag.VALBLK && lk.lvb ? b64(lk.lvb) : undefined;
       const cb = lk.bastFn !== undefined;
       const deadline = this.clock.nowMs() + timeoutMs;
-      const req: Op = isNew
-        ? { k: 'rq', e: { id: lk.id, node: this.nodeId, slot: this.slot, inc: this.inc, gr: -1, rq: mode, fl: flags, hb: -1, bs: 0, bm: -1, cb, op, ga: 0, sb: 0 } satisfies LockEntry }
-        : convertOp(lk.id, mode, flags, op, cb, lvbIn);
+      const fn = isNew
+        ? (r: ResourceState, retry: boolean): Outcome => {
+            const f = retry ? engine.findLock(r, lk.id) : undefined;
+            if (f) return replay(f.e, f.where, op, mode, flags);
+            const e: LockEntry = {
+              id: lk.id, node: this.nodeId, slot: this.slot, inc: this.inc, gr: -1, rq: mode, fl: flags, hb: -1, bs: 0, bm: -1, cb, op, ga: 0, sb: 0,
+            };
+            return engine.request(r, e);
+          }
+        : (r: ResourceState, retry: boolean): Outcome => {
+            const f = retry ? engine.findLock(r, lk.id) : undefined;
+            if (f && f.e.op === op) return replay(f.e, f.where, op, mode, flags);
+            return engine.convert(r, lk.id, mode, flags, op, cb, lvbIn);
+          };
       if (opts.signal) {
         const signal = opts.signal;
         const abortFn = (): void => {
@@ -231,7 +241,7 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
         signal.addEventListener('abort', abortFn, { once: true });
         pending.abort = { signal, fn: abortFn };
       }
-      pending.inflight = this.backend.submit(lk.resource, req, deadline).then(outcome).then(
+      pending.inflight = this.backend.mutate(lk.resource, fn, deadline).then(
         (out) => this.afterRequest(lk, pending, out),
         (err: unknown) => this.settle(lk, pending, err),
       );
@@ -248,8 +258,13 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     const cb = lk.bastFn !== undefined;
     lk.mode = mode;
     lk.sbFlags = 0;
+    const fn = (r: ResourceState, retry: boolean): Outcome => {
+      const f = retry ? engine.findLock(r, lk.id) : undefined;
+      if (f && f.e.op === op) return replay(f.e, f.where, op, mode, flags);
+      return engine.convert(r, lk.id, mode, flags, op, cb, lvbIn);
+    };
     // bounded by fencing: if etcd stays unreachable, the lease is lost and the node fenced anyway
-    this.backend.submit(lk.resource, convertOp(lk.id, mode, flags, op, cb, lvbIn), this.clock.nowMs() + Math.max(this.timeoutMs, 60_000)).then(outcome).then(
+    this.backend.mutate(lk.resource, fn, this.clock.nowMs() + Math.max(this.timeoutMs, 60_000)).then(
       (out) => {
         if (out.kind === 'granted') {
           if (lk.opSeq === op) lk.sbFlags = out.sb;
@@ -315,17 +330,23 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     p.timer?.cancel();
     await p.inflight; // our request must be in the state (or answered) before it can be cancelled
     if (lk.pending !== p) return false;
-    let res: CancelResult;
+    const op = p.op;
+    type Res = { kind: 'removed' | 'reverted' | 'none' | 'gone'; e?: LockEntry };
+    let res: Res;
     try {
-      const out = await this.backend.submit(lk.resource, { k: 'cx', id: lk.id, op: p.op, isNew: p.isNew }, this.clock.nowMs() + Math.max(p.timeoutMs, 1000));
-      assert(out.kind === 'cancel', 'a cancel has a cancel result');
-      res = out;
+      res = await this.backend.mutate<Res>(lk.resource, (r, retry) => {
+        const f = engine.findLock(r, lk.id);
+        if (!f) return { kind: retry || p.isNew ? 'removed' : 'gone' };
+        if (f.e.op !== op) return { kind: 'none' }; // our request never reached the state
+        if (f.where === 'grant') return { kind: 'none', e: { ...f.e } };
+        return { kind: engine.cancel(r, lk.id, op) };
+      }, this.clock.nowMs() + Math.max(p.timeoutMs, 1000));
     } catch (err) {
       this.settle(lk, p, err);
       throw err;
     }
     if (lk.pending !== p) return false; // granted or fenced meanwhile
-    if (res.res === 'none') {
+    if (res.kind === 'none') {
       if (res.e) {
         // the grant won the race: the lock is held
         const e = res.e;
@@ -337,7 +358,7 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     const what = why === 'ETIMEDOUT'
       ? `timed out after ${p.timeoutMs} ms waiting for ${modeName(p.mode)} on ${this.name}/${lk.resource} (node ${this.nodeId}, lock ${lk.id}${lk.mode !== null ? `, still holding ${modeName(lk.mode)}` : ''}); the request was cancelled`
       : `${modeName(p.mode)} request on ${this.name}/${lk.resource} was cancelled (lock ${lk.id})`;
-    if (res.res === 'removed' || res.res === 'gone') lk.mode = null;
+    if (res.kind === 'removed' || res.kind === 'gone') lk.mode = null;
     this.settle(lk, p, new TsmdError(why, `DLM ${what}`));
     return true;
   }
@@ -365,8 +386,11 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     }
     const opFlags = flags | (lk.lastFlags & Flag.VALBLK);
     try {
-      const out = await this.backend.submit(lk.resource, { k: 'ul', id: lk.id, fl: opFlags, lvb: lvbIn }, this.clock.nowMs() + this.timeoutMs);
-      if (out.kind === 'fail') throw new TsmdError(out.code, out.message);
+      await this.backend.mutate(lk.resource, (r, retry) => {
+        if (retry && !engine.findLock(r, lk.id)) return undefined; // our earlier attempt removed it
+        engine.unlock(r, lk.id, opFlags, lvbIn);
+        return undefined;
+      }, this.clock.nowMs() + this.timeoutMs);
     } catch (err) {
       if (p) p.cancelling = undefined;
       throw err;
@@ -481,15 +505,16 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
   }
 }
 
-function convertOp(id: string, mode: Mode, fl: number, op: number, cb: boolean, lvb: string | undefined): Op {
-  return lvb === undefined ? { k: 'cv', id, mode, fl, op, cb } : { k: 'cv', id, mode, fl, op, cb, lvb };
-}
-
-/** The outcome of a request or conversion; a failed precondition becomes its error. */
-function outcome(out: OpResult): Outcome {
-  if (out.kind === 'fail') throw new TsmdError(out.code, out.message);
-  assert(out.kind === 'granted' || out.kind === 'queued' || out.kind === 'error', 'a request has an outcome');
-  return out;
+/** The outcome of our own request found already applied in the state (retry after an ambiguous failure). */
+function replay(e: LockEntry, where: 'grant' | 'convert' | 'wait', op: number, mode: Mode, flags: number): Outcome {
+  assert(e.op === op, 'replayed outcome belongs to this request');
+  if (where === 'grant') {
+    if (e.ga === op) return { kind: 'granted', mode: e.gr as Mode, sb: e.sb, lvb: e.lv };
+    return flags & Flag.NOQUEUE
+      ? { kind: 'error', code: 'EAGAIN', message: `${modeName(mode)} is not grantable at once (NOQUEUE)` }
+      : { kind: 'error', code: 'EDEADLK', message: `conversion to ${modeName(mode)} deadlocks with another conversion` };
+  }
+  return { kind: 'queued' };
 }
 
 export type { ModeOrIV };
