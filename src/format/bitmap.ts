@@ -89,6 +89,16 @@ export function bitmapAreaBytes(nbits: number): number {
   return Math.ceil((BITMAP_SB_BYTES + Math.ceil(nbits / 8)) / 4096) * 4096;
 }
 
+/**
+ * The bits of a bitmap area with no chunk dirty, as mdadm writes them: bits 0..nbits-1 clear,
+ * the padding bits after them (to the end of the area) set. `area` starts at the bitmap
+ * superblock.
+ */
+export function fillCleanBits(area: Uint8Array, nbits: number): void {
+  area.fill(0xff, BITMAP_SB_BYTES);
+  for (let b = 0; b < nbits; b++) area[BITMAP_SB_BYTES + (b >>> 3)]! &= ~(1 << (b & 7));
+}
+
 /** Kernel acceptance rules for a bitmap superblock (§3.4). Empty list = acceptable. */
 export function validateBitmapSuper(b: BitmapSuper, setUuid: Uint8Array): string[] {
   const p: string[] = [];

@@ -91,7 +91,12 @@ export function registerPageAlignedMemory(ab: ArrayBufferLike): void {
 }
 let bounceKeptBytes = 0;
 
-function takeBounce(n: number): Uint8Array {
+/**
+ * A pooled buffer of n bytes that starts 2 KiB into a page, where the kernel's copies run at
+ * full speed (BOUNCE_MIN_BYTES); give it back with giveBounce once no I/O uses it. The sync
+ * engine moves its data through these too.
+ */
+export function takeBounce(n: number): Uint8Array {
   let cls = BOUNCE_MIN_BYTES;
   while (cls < n) cls *= 2;
   const ab = bounceFree.get(cls)?.pop();
@@ -99,7 +104,7 @@ function takeBounce(n: number): Uint8Array {
   return new Uint8Array(ab ?? new ArrayBuffer(cls + 4096), BOUNCE_SKEW_BYTES, n);
 }
 
-function giveBounce(view: Uint8Array): void {
+export function giveBounce(view: Uint8Array): void {
   const cls = view.buffer.byteLength - 4096;
   if (bounceKeptBytes + cls > BOUNCE_KEEP_BYTES) return;
   let list = bounceFree.get(cls);

@@ -8,7 +8,7 @@
  * starts only when asked to (--run). Nothing is written to a member that was not accepted.
  */
 import { assert, TsmdError } from '../errors.js';
-import { BITMAP_MAGIC, BITMAP_MAJOR_HI, BITMAP_SB_BYTES, bitmapAreaBytes, bitmapBits, type BitmapSuper, encodeBitmapSuper } from '../format/bitmap.js';
+import { BITMAP_MAGIC, BITMAP_MAJOR_HI, BITMAP_SB_BYTES, bitmapAreaBytes, bitmapBits, type BitmapSuper, encodeBitmapSuper, fillCleanBits } from '../format/bitmap.js';
 import {
   deviceRole,
   encodeSuperblock,
@@ -34,6 +34,7 @@ import {
   Raid10Personality,
 } from '../raid/striped.js';
 import { SyncBarrier } from './barrier.js';
+import { defaultBitmapChunk } from './create-plan.js';
 import { WriteIntentBitmap } from './bitmap.js';
 import { DEFAULT_SYNC_LIMITS, SyncEngine, type SyncHost, type SyncLimits, type SyncPlan } from './sync.js';
 import {
@@ -171,7 +172,7 @@ export class MdArray {
     // barrier buckets: the bitmap chunk when there is one (md's bucket is 64 MiB), else 1 MiB
     this.barrier = new SyncBarrier(Math.max(2048, Math.min(this.bitmap?.chunkSectors ?? 2048, 2048 * 64)));
     this.sync = new SyncEngine(this.syncHost(), opts.syncLimits ?? DEFAULT_SYNC_LIMITS);
-    this.replacing = members.some((m) => m.replacement === true);
+    this.updateReplacing();
   }
 
   /** The runtime bitmap from the members' internal v4 bitmaps (bits OR-ed: never less resync). */
@@ -259,19 +260,27 @@ export class MdArray {
   /** The member serving a slot (never a replacement while the member it replaces works). */
   private slotMember(slot: number): Member | null {
     for (const m of this.members) if (m.slot === slot && !m.faulty && !m.replacement) return m;
-    if (this.replacing) {
-      // the member being replaced is gone: its replacement takes the slot and is rebuilt from
-      // the others from where its copy got to (md's raid*_remove_disk promotion)
-      const r = this.replacementOf(slot);
-      if (r) {
-        r.replacement = false;
-        this.replacing = this.members.some((x) => x.replacement && !x.faulty);
-        this.sbNeedsWrite = true;
-        this.log(`md: ${r.dev.name} takes slot ${slot} over from the failed member it was replacing; recovery goes on from ${r.recoveryOffset}`);
-        return r;
-      }
-    }
-    return null;
+    return this.replacing ? this.promoteReplacement(slot) : null;
+  }
+
+  /**
+   * The member being replaced in this slot is gone: its replacement takes the slot and is
+   * rebuilt from the others from where its copy got to (md's raid*_remove_disk promotion).
+   * Called with no working original in the slot.
+   */
+  private promoteReplacement(slot: number): Member | null {
+    const r = this.replacementOf(slot);
+    if (!r) return null;
+    r.replacement = false;
+    this.updateReplacing();
+    this.sbNeedsWrite = true;
+    this.log(`md: ${r.dev.name} takes slot ${slot} over from the failed member it was replacing; recovery goes on from ${r.recoveryOffset}`);
+    return r;
+  }
+
+  /** `replacing` is derived: some working member is a replacement being built. */
+  private updateReplacing(): void {
+    this.replacing = this.members.some((x) => x.replacement === true && !x.faulty);
   }
 
   /** The replacement being built for a slot, if any. */
@@ -329,16 +338,15 @@ export class MdArray {
         if (!m) throw new TsmdError('ENODEV', `slot ${slot} has no working member`);
         if (this.readOnly) throw new TsmdError('EROFS', 'array is read-only');
         const r = this.replacing ? this.replacementOf(slot) : null;
-        const only = this.rebuildingForReplacement.get(slot);
-        if (r && only && deviceSector >= only[0] && deviceSector < only[1]) {
-          await this.writeReplacement(r, deviceSector, buf);
-          return;
-        }
-        // a replacement gets the writes that start below its frontier (the sync window holds
-        // the barrier, so the copy never runs under a write; above it, the copy brings the data)
-        if (r && r.recoveryOffset !== null && deviceSector < r.recoveryOffset) {
-          await Promise.all([m.dev.write(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512), this.writeReplacement(r, deviceSector, buf)]);
-          return;
+        if (r) {
+          const only = this.rebuildingForReplacement.get(slot);
+          if (only && deviceSector >= only[0] && deviceSector < only[1]) return this.writeReplacement(r, deviceSector, buf);
+          // a replacement gets the writes that start below its frontier (the sync window holds
+          // the barrier, so the copy never runs under a write; above it, the copy brings the data)
+          if (r.recoveryOffset !== null && deviceSector < r.recoveryOffset) {
+            await Promise.all([m.dev.write(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512), this.writeReplacement(r, deviceSector, buf)]);
+            return;
+          }
         }
         await m.dev.write(buf, (Number(m.loaded.sb.dataOffset) + deviceSector) * 512);
       },
@@ -382,7 +390,7 @@ export class MdArray {
   private replacementFailed(r: Member, e: unknown): void {
     if (r.faulty) return;
     r.faulty = true;
-    this.replacing = this.members.some((x) => x.replacement && !x.faulty);
+    this.updateReplacing();
     this.sbNeedsWrite = true;
     this.log(`md: replacement ${r.dev.name} failed: ${e instanceof Error ? e.message : String(e)}; marking it faulty`);
   }
@@ -803,7 +811,9 @@ export class MdArray {
   async writeSuperblocks(opts: { bitmapBits?: 'all' | 'none' } = {}): Promise<void> {
     assert(!this.readOnly, 'superblock write on a read-only array');
     // a replacement whose original failed holds the slot from now on
-    if (this.replacing) for (let s = 0; s < this.sb.raidDisks; s++) this.slotMember(s);
+    if (this.replacing) {
+      for (let s = 0; s < this.sb.raidDisks; s++) if (!this.members.some((m) => m.slot === s && !m.faulty && !m.replacement)) this.promoteReplacement(s);
+    }
     this.sb.utime = BigInt(this.now());
     // md's super_1_sync: an active array says 0 (resync after a crash), a clean one recovery_cp
     this.sb.resyncOffset = this.dirty ? 0n : this.resyncCp;
@@ -1202,8 +1212,8 @@ export class MdArray {
         clusterName: new Uint8Array(64),
         pad: new Uint8Array(120),
       };
-      const area = new Uint8Array(bitmapAreaBytes(nbits)).fill(0xff, BITMAP_SB_BYTES);
-      for (let b = 0; b < nbits; b++) area[BITMAP_SB_BYTES + (b >>> 3)]! &= ~(1 << (b & 7));
+      const area = new Uint8Array(bitmapAreaBytes(nbits));
+      fillCleanBits(area, nbits);
       area.set(encodeBitmapSuper(sup), 0);
       await Promise.all(
         places.map(async ({ m, offset }) => {
@@ -1277,7 +1287,7 @@ export class MdArray {
             }
             r.replacement = false;
             r.replaceFor = undefined;
-            this.replacing = this.members.some((x) => x.replacement && !x.faulty);
+            this.updateReplacing();
           }
           const m = r ?? this.slotMember(s);
           if (m) {
@@ -1409,7 +1419,7 @@ export class MdArray {
       spare.replacement = true;
       spare.recoveryOffset = 0;
       spare.bitmapGuided = false;
-      this.replacing = true;
+      this.updateReplacing();
       replaced = true;
       this.log(`md: replacement of ${old.dev.name} (slot ${slot}) by ${spare.dev.name} started`);
     }
@@ -1512,15 +1522,10 @@ export function bitmapPlace(l: LoadedSuperblock, syncSectors: number, chunkBytes
   room -= bbl;
   if (chunkBytes === undefined && room > 256) room = 256;
   if (room <= 1) throw new TsmdError('ENOSPC', `no room for a bitmap on ${l.minor === 0 ? 'this 1.0' : `this 1.${l.minor}`} member`);
-  const maxBits = (room * 512 - BITMAP_SB_BYTES) * 8;
-  let minChunk = 4096;
-  let bits = Math.floor((syncSectors * 512) / minChunk) + 1;
-  while (bits > maxBits) {
-    minChunk *= 2;
-    bits = Math.floor((bits + 1) / 2);
-  }
+  // the same chunk rule as at create (mdadm's add_internal_bitmap1 serves both)
+  const { chunk: dflt, minChunk } = defaultBitmapChunk(syncSectors, room);
   let chunk: number;
-  if (chunkBytes === undefined) chunk = Math.max(minChunk, 64 * 1024 * 1024);
+  if (chunkBytes === undefined) chunk = dflt;
   else if (chunkBytes < minChunk) throw new TsmdError('EINVAL', `bitmap chunk ${chunkBytes / 1024}K too small: at least ${minChunk / 1024}K is needed for this size`);
   else if ((chunkBytes & (chunkBytes - 1)) !== 0) throw new TsmdError('EINVAL', `bitmap chunk ${chunkBytes} bytes is not a power of two`);
   else chunk = chunkBytes;

@@ -7,6 +7,7 @@ import {
   BITMAP_MAGIC,
   type BitmapSuper,
   bitmapAreaBytes,
+  fillCleanBits,
   bitmapBits,
   encodeBitmapSuper,
 } from '../format/bitmap.js';
@@ -431,8 +432,7 @@ export function planCreate(o: CreateOptions): CreatePlan {
         bitmapImage.fill(fill, base + 256, base + 256 + Math.ceil(nbits / 8));
         if (fill === 0 && !clustered) {
           // mdadm writes padding bits past nbits as 1s; keep the header-only form otherwise
-          bitmapImage.fill(0xff, base + 256, base + 256 + Math.ceil(nbits / 8));
-          for (let b = 0; b < nbits; b++) bitmapImage[base + 256 + (b >>> 3)]! &= ~(1 << (b & 7));
+          fillCleanBits(bitmapImage.subarray(base, base + 256 + Math.ceil(nbits / 8)), nbits);
         }
       }
     }

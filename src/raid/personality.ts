@@ -4,6 +4,7 @@
  * failure policy and hands the level a MemberIo.
  */
 import type { ErrorCode } from '../errors.js';
+import { giveBounce, takeBounce } from '../io/file-device.js';
 
 export interface MemberIo {
   /** Number of slots (raid_disks). */
@@ -176,24 +177,10 @@ export async function runLimited(jobs: ReadonlyArray<() => Promise<void>>, limit
 export const SYNC_PARALLEL = 8;
 
 /**
- * Buffers for sync pieces (resync, recovery, check, replacement copies), pooled: a sync moves
- * gigabytes through the same few buffers, and allocating one per piece costs a calloc, external
- * memory for the GC to account for and, worse, a slow kernel copy: large ArrayBuffers start 16
- * bytes into a page, where pread's copy runs at a fifth of its speed (src/io/file-device.ts,
- * BOUNCE_MIN_BYTES). Pool buffers start 2 KiB into a page instead.
+ * Buffers for sync pieces (resync, recovery, check, replacement copies): the device layer's
+ * pool of page-skewed buffers. A sync moves gigabytes through the same few buffers; a fresh
+ * large ArrayBuffer per piece would cost a calloc, GC-accounted external memory and a slow
+ * kernel copy (it starts 16 bytes into a page: src/io/file-device.ts, BOUNCE_MIN_BYTES).
  */
-const SYNC_BUF_SKEW = 2048;
-const SYNC_BUF_KEEP = 64;
-const syncBufFree = new Map<number, ArrayBuffer[]>();
-
-export function takeSyncBuffer(bytes: number): Uint8Array {
-  const ab = syncBufFree.get(bytes)?.pop() ?? new ArrayBuffer(bytes + 4096);
-  return new Uint8Array(ab, SYNC_BUF_SKEW, bytes);
-}
-
-export function giveSyncBuffer(buf: Uint8Array): void {
-  if (buf.byteOffset !== SYNC_BUF_SKEW || buf.buffer.byteLength !== buf.length + 4096) return;
-  let list = syncBufFree.get(buf.length);
-  if (!list) syncBufFree.set(buf.length, (list = []));
-  if (list.length < SYNC_BUF_KEEP) list.push(buf.buffer as ArrayBuffer);
-}
+export const takeSyncBuffer = takeBounce;
+export const giveSyncBuffer = giveBounce;
