@@ -409,6 +409,36 @@ export function dlmConformance(o: SuiteOptions): void {
     });
   });
 
+  test(`${name}: while an unlock is in progress, a conversion (down or up) or a second unlock is EBUSY and nothing else happens`, async () => {
+    await withNodes(2, async (_h, dlms) => {
+      const [a, b] = await joinAll(dlms, lsName('unlk'), 8);
+      let fenced = 0;
+      a!.on('fenced', () => fenced++);
+      const V = Flag.VALBLK;
+      const la = await a!.lock('r', M.PW, { flags: V, lvb: lvbOf('before') });
+      const u = la.unlock({ flags: V, lvb: lvbOf('unlocked') });
+      // a down-conversion completes at once on some backends; issued after the unlock it would be
+      // ordered behind it and find no lock: refused here instead
+      const tries = [la.convert(M.NL, { flags: V }), la.convert(M.EX), la.unlock()]; // before any await
+      await rejectsCode(tries[0]!, 'EBUSY', /unlock is in progress/);
+      await rejectsCode(tries[1]!, 'EBUSY', /unlock is in progress/);
+      await rejectsCode(tries[2]!, 'EBUSY', /already being unlocked/);
+      await u;
+      assert.equal(la.mode, null);
+      await rejectsCode(la.convert(M.NL), 'ENOENT', /not held/);
+      const lb = await b!.lock('r', M.EX, { flags: V });
+      assert.equal(lb.lvb!.toString().replace(/\0+$/, ''), 'unlocked', 'the unlock wrote the LVB, nothing after it');
+      await lb.unlock();
+      assert.equal(fenced, 0);
+      // leave() while the caller's own unlock is still under way waits for it
+      const lc = await a!.lock('s', M.EX);
+      const uc = lc.unlock();
+      await a!.leave();
+      await uc;
+      assert.equal(fenced, 0);
+    });
+  });
+
   test(`${name}: conversion deadlock: EDEADLK at once, or demotion with CONVDEADLK`, async () => {
     await withNodes(2, async (h, dlms) => {
       const [a, b] = await joinAll(dlms, lsName('dlk'));
@@ -576,6 +606,16 @@ export function dlmConformance(o: SuiteOptions): void {
       await this.token.convert(M.NL);
     }
 
+    /** Wait until no receive is running or queued (md-cluster stops its recv thread before leaving). */
+    async quiesce(): Promise<void> {
+      for (;;) {
+        const c = this.recvChain;
+        await c;
+        await this.mutex;
+        if (c === this.recvChain) return;
+      }
+    }
+
     private async receive(): Promise<void> {
       const V = Flag.VALBLK;
       await this.message.convert(M.CR, { flags: V });
@@ -613,6 +653,7 @@ export function dlmConformance(o: SuiteOptions): void {
         }));
       }
       await until(h, () => nodes.every((n, i) => n.received.length === sent.filter((m) => m.from !== i).length), 'all messages received');
+      for (const n of nodes) await n.quiesce(); // a receiver acknowledges after it recorded the message
       for (const [i, n] of nodes.entries()) {
         assert.deepEqual(n.errors, []);
         const want = sent.filter((m) => m.from !== i).map((m) => `${m.from}:${m.seq}`).sort();

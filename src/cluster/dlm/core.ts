@@ -102,6 +102,8 @@ export class LockImpl implements LockHandle {
   lastBs = 0;
   /** flags of the last request (VALBLK is remembered for unlock, as exflags are in Linux) */
   lastFlags = 0;
+  /** an unlock of this lock under way: further requests on it are EBUSY, as in Linux */
+  unlocking: Promise<void> | null = null;
 
   constructor(
     readonly core: LockspaceCore,
@@ -204,6 +206,7 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
       if (opts.signal?.aborted) throw new TsmdError('ECANCELED', `DLM ${this.name}/${lk.resource}: ${modeName(mode)} request aborted before it was made`);
       if (!isNew) {
         if (lk.mode === null && !lk.pending) throw new TsmdError('ENOENT', `DLM ${this.name}/${lk.resource}: convert of lock ${lk.id} which is not held`);
+        if (lk.unlocking) throw new TsmdError('EBUSY', `DLM ${this.name}/${lk.resource}: convert of lock ${lk.id} while its unlock is in progress`);
         if (lk.pending) throw new TsmdError('EBUSY', `DLM ${this.name}/${lk.resource}: lock ${lk.id} already has a ${modeName(lk.pending.mode)} request in progress`);
       }
       if (lvb && lk.lvb) lk.lvb.set(lvb);
@@ -374,16 +377,31 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
       throw new TsmdError('EINVAL', `DLM ${this.name}/${lk.resource}: VALBLK/IVVALBLK in a lockspace without LVBs`);
     const lvb = validateLvb(this.name, lk.resource, opts.lvb, this.lvbLength);
     if (lk.mode === null && !lk.pending) throw new TsmdError('ENOENT', `DLM ${this.name}/${lk.resource}: unlock of lock ${lk.id} which is not held`);
+    if (lk.unlocking) throw new TsmdError('EBUSY', `DLM ${this.name}/${lk.resource}: lock ${lk.id} is already being unlocked`);
     if (lk.pending && !(flags & Flag.FORCEUNLOCK))
       throw new TsmdError('EBUSY', `DLM ${this.name}/${lk.resource}: lock ${lk.id} has a ${modeName(lk.pending.mode)} request in progress; cancel it first or unlock with FORCEUNLOCK`);
     if (lvb && lk.lvb) lk.lvb.set(lvb);
     const lvbIn = lk.lvb && (flags | lk.lastFlags) & Flag.VALBLK ? b64(lk.lvb) : undefined;
     const p = lk.pending;
-    if (p) {
-      p.cancelling = 'ECANCELED';
-      p.timer?.cancel();
-      await p.inflight;
+    // From here on a conversion of this lock would be ordered after the unlock and find no lock
+    // (a down-conversion, already reported done, would then cost this node its membership).
+    const run = (async () => {
+      if (p) {
+        p.cancelling = 'ECANCELED';
+        p.timer?.cancel();
+        await p.inflight;
+      }
+      await this.unlockOp(lk, p, flags, lvbIn);
+    })();
+    lk.unlocking = run;
+    try {
+      await run;
+    } finally {
+      lk.unlocking = null;
     }
+  }
+
+  private async unlockOp(lk: LockImpl, p: Pending | null, flags: number, lvbIn: string | undefined): Promise<void> {
     const opFlags = flags | (lk.lastFlags & Flag.VALBLK);
     try {
       await this.backend.mutate(lk.resource, (r, retry) => {
@@ -493,6 +511,7 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     this.usable('leave');
     const all = [...this.byResource.values()].flatMap((s) => [...s]);
     for (const lk of all) {
+      if (lk.unlocking) await lk.unlocking.catch(() => undefined); // the caller's own unlock first
       if (lk.mode === null && !lk.pending) continue;
       try {
         await this.unlock(lk, { flags: Flag.FORCEUNLOCK });
