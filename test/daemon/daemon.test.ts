@@ -48,6 +48,10 @@ describe('node daemon lifecycle', () => {
     let r = d.tsmd(['--create', '/dev/md0', '-l5', '-n4', '-c64', '--run', ...files]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /array \/dev\/md0 started/);
+    // raid5 is created degraded onto a spare (as mdadm does); the initial recovery is quick here
+    // but not instant under load: wait for it, as a user would with mdadm --wait
+    r = d.tsmd(['--wait', '/dev/md0']);
+    assert.ok(r.status === 0 || r.status === 1, `--wait: ${r.stderr}`);
     r = d.tsmd(['--detail', '/dev/md0']);
     assert.equal(r.status, 0, r.stderr);
     const f = fields(r.stdout);
