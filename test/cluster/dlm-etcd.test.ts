@@ -102,6 +102,45 @@ describe('etcd DLM', () => {
     }
   });
 
+  test('etcd: operation logs are checkpointed and their keys deleted; a later joiner starts from the checkpoint with the same state', async (t) => {
+    if (!requireEtcd(t)) return;
+    const prefix = newPrefix();
+    const a = node('gcA', prefix);
+    const b = node('gcB', prefix);
+    const c = node('gcC', prefix);
+    try {
+      const la = await a.join({ name: 'gc', lvbLength: 8 });
+      const lb = await b.join({ name: 'gc', lvbLength: 8 });
+      const held = await lb.lock('r', Mode.CR, { flags: Flag.VALBLK });
+      const lk = await la.lock('r', Mode.NL, { flags: Flag.VALBLK });
+      const opKeys = async (): Promise<number> => (await a.client.getAll().prefix(`${prefix}/gc/o/`).keys()).length;
+      let maxKeys = 0;
+      for (let i = 0; i < 150; i++) {
+        await lk.convert(Mode.PW, { flags: Flag.VALBLK });
+        await lk.convert(Mode.NL, { flags: Flag.VALBLK, lvb: lvbBuf(`v${i}`) });
+        if (i % 10 === 9) {
+          await a.internals(la).idle();
+          maxKeys = Math.max(maxKeys, await opKeys());
+        }
+      }
+      await a.internals(la).idle();
+      assert.ok(maxKeys <= 40, `at most ~32 operations stay in etcd per resource (saw ${maxKeys}) after 300 conversions`);
+      const ck = await a.client.get(`${prefix}/gc/r/r`).string();
+      assert.ok(ck !== null && JSON.parse(ck).at > 0, 'the resource has a checkpoint');
+      const lc = await c.join({ name: 'gc', lvbLength: 8 });
+      // the joiner replays checkpoint + remaining log to exactly the state the others replayed
+      await waitFor(() => JSON.stringify(c.internals(lc).peek('r')) === JSON.stringify(a.internals(la).peek('r')), 5000);
+      assert.deepEqual(c.internals(lc).peek('r'), b.internals(lb).peek('r'));
+      await rejectsEagain(lc.lock('r', Mode.EX, { flags: Flag.NOQUEUE }));
+      const rd = await lc.lock('r', Mode.PR, { flags: Flag.VALBLK });
+      assert.equal(rd.lvb!.toString().replace(/\0+$/, ''), 'v149', 'the last LVB written reaches the joiner');
+      for (const l of [rd, lk, held]) await l.unlock();
+      for (const l of [la, lb, lc]) await l.leave();
+    } finally {
+      for (const d of [a, b, c]) d.close();
+    }
+  });
+
   test('etcd: a member killed with SIGKILL while holding EX: survivors recover within TTL + bound, then get the lock', async (t) => {
     if (!requireEtcd(t)) return;
     const prefix = newPrefix();

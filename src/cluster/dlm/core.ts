@@ -2,16 +2,17 @@
  * The node side of a lockspace, shared by both backends: argument checks, lock handles, pending
  * requests with their timeouts and cancellation, completion and BAST delivery, fencing.
  *
- * A backend supplies two things: `mutate` (apply a grant-engine operation to a resource's state
- * atomically: in place in memory, a compare-and-swap transaction in etcd) and a stream of
- * resource states (`onState`), from which this node learns what others' operations did to its
- * locks: a queued request granted, a BAST, all recorded in its lock entries by the engine.
+ * A backend supplies two things: `submit` (apply a grant-engine operation, given as data, to a
+ * resource's state atomically and in one order seen by every node: in place in memory, appended to
+ * the resource's operation log in etcd) and a stream of resource states (`onState`), from which
+ * this node learns what others' operations did to its locks: a queued request granted, a BAST, all
+ * recorded in its lock entries by the engine.
  */
 import { EventEmitter } from 'node:events';
 import type { Clock, Timer } from '../../env/clock.js';
 import { assert, TsmdError } from '../../errors.js';
 import * as engine from './grant.js';
-import type { LockEntry, Outcome, ResourceState } from './grant.js';
+import type { CancelResult, LockEntry, Op, OpResult, Outcome, ResourceState } from './grant.js';
 import {
   Flag,
   type LockHandle,
@@ -34,12 +35,12 @@ import {
 /** Backend operations the core needs. */
 export interface LockspaceBackend {
   /**
-   * Apply `fn` to the current state of `resource` atomically and return its result. `fn` may run
-   * more than once (optimistic concurrency); `retry` is true from the second run on, when an
-   * earlier run's effect may already be in the state. `deadlineMs` (clock time) bounds retries.
-   * After a change the backend calls `core.onState(resource)` for every affected node.
+   * Apply `op` to `resource` exactly once (engine.applyOp), in the order this node submitted its
+   * operations on that resource, and resolve with its result once this node's copy of the state
+   * includes it. `deadlineMs` (clock time) bounds the retries of getting it accepted. After a change
+   * the backend calls `core.onState(resource)` for every affected node.
    */
-  mutate<T>(resource: string, fn: (r: ResourceState, retry: boolean) => T, deadlineMs: number): Promise<T>;
+  submit(resource: string, op: Op, deadlineMs: number): Promise<OpResult>;
   /** Latest state of a resource known to this node. */
   peek(resource: string): ResourceState | undefined;
   /** Current members as known to this node. */
@@ -222,20 +223,9 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
       const lvbIn = flags & Flag.VALBLK && lk.lvb ? b64(lk.lvb) : undefined;
       const cb = lk.bastFn !== undefined;
       const deadline = this.clock.nowMs() + timeoutMs;
-      const fn = isNew
-        ? (r: ResourceState, retry: boolean): Outcome => {
-            const f = retry ? engine.findLock(r, lk.id) : undefined;
-            if (f) return replay(f.e, f.where, op, mode, flags);
-            const e: LockEntry = {
-              id: lk.id, node: this.nodeId, slot: this.slot, inc: this.inc, gr: -1, rq: mode, fl: flags, hb: -1, bs: 0, bm: -1, cb, op, ga: 0, sb: 0,
-            };
-            return engine.request(r, e);
-          }
-        : (r: ResourceState, retry: boolean): Outcome => {
-            const f = retry ? engine.findLock(r, lk.id) : undefined;
-            if (f && f.e.op === op) return replay(f.e, f.where, op, mode, flags);
-            return engine.convert(r, lk.id, mode, flags, op, cb, lvbIn);
-          };
+      const req: Op = isNew
+        ? { k: 'rq', e: { id: lk.id, node: this.nodeId, slot: this.slot, inc: this.inc, gr: -1, rq: mode, fl: flags, hb: -1, bs: 0, bm: -1, cb, op, ga: 0, sb: 0 } satisfies LockEntry }
+        : convertOp(lk.id, mode, flags, op, cb, lvbIn);
       if (opts.signal) {
         const signal = opts.signal;
         const abortFn = (): void => {
@@ -244,7 +234,7 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
         signal.addEventListener('abort', abortFn, { once: true });
         pending.abort = { signal, fn: abortFn };
       }
-      pending.inflight = this.backend.mutate(lk.resource, fn, deadline).then(
+      pending.inflight = this.backend.submit(lk.resource, req, deadline).then(outcome).then(
         (out) => this.afterRequest(lk, pending, out),
         (err: unknown) => this.settle(lk, pending, err),
       );
@@ -261,13 +251,8 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     const cb = lk.bastFn !== undefined;
     lk.mode = mode;
     lk.sbFlags = 0;
-    const fn = (r: ResourceState, retry: boolean): Outcome => {
-      const f = retry ? engine.findLock(r, lk.id) : undefined;
-      if (f && f.e.op === op) return replay(f.e, f.where, op, mode, flags);
-      return engine.convert(r, lk.id, mode, flags, op, cb, lvbIn);
-    };
     // bounded by fencing: if etcd stays unreachable, the lease is lost and the node fenced anyway
-    this.backend.mutate(lk.resource, fn, this.clock.nowMs() + Math.max(this.timeoutMs, 60_000)).then(
+    this.backend.submit(lk.resource, convertOp(lk.id, mode, flags, op, cb, lvbIn), this.clock.nowMs() + Math.max(this.timeoutMs, 60_000)).then(outcome).then(
       (out) => {
         if (out.kind === 'granted') {
           if (lk.opSeq === op) lk.sbFlags = out.sb;
@@ -333,23 +318,17 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     p.timer?.cancel();
     await p.inflight; // our request must be in the state (or answered) before it can be cancelled
     if (lk.pending !== p) return false;
-    const op = p.op;
-    type Res = { kind: 'removed' | 'reverted' | 'none' | 'gone'; e?: LockEntry };
-    let res: Res;
+    let res: CancelResult;
     try {
-      res = await this.backend.mutate<Res>(lk.resource, (r, retry) => {
-        const f = engine.findLock(r, lk.id);
-        if (!f) return { kind: retry || p.isNew ? 'removed' : 'gone' };
-        if (f.e.op !== op) return { kind: 'none' }; // our request never reached the state
-        if (f.where === 'grant') return { kind: 'none', e: { ...f.e } };
-        return { kind: engine.cancel(r, lk.id, op) };
-      }, this.clock.nowMs() + Math.max(p.timeoutMs, 1000));
+      const out = await this.backend.submit(lk.resource, { k: 'cx', id: lk.id, op: p.op, isNew: p.isNew }, this.clock.nowMs() + Math.max(p.timeoutMs, 1000));
+      assert(out.kind === 'cancel', 'a cancel has a cancel result');
+      res = out;
     } catch (err) {
       this.settle(lk, p, err);
       throw err;
     }
     if (lk.pending !== p) return false; // granted or fenced meanwhile
-    if (res.kind === 'none') {
+    if (res.res === 'none') {
       if (res.e) {
         // the grant won the race: the lock is held
         const e = res.e;
@@ -361,7 +340,7 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
     const what = why === 'ETIMEDOUT'
       ? `timed out after ${p.timeoutMs} ms waiting for ${modeName(p.mode)} on ${this.name}/${lk.resource} (node ${this.nodeId}, lock ${lk.id}${lk.mode !== null ? `, still holding ${modeName(lk.mode)}` : ''}); the request was cancelled`
       : `${modeName(p.mode)} request on ${this.name}/${lk.resource} was cancelled (lock ${lk.id})`;
-    if (res.kind === 'removed' || res.kind === 'gone') lk.mode = null;
+    if (res.res === 'removed' || res.res === 'gone') lk.mode = null;
     this.settle(lk, p, new TsmdError(why, `DLM ${what}`));
     return true;
   }
@@ -404,11 +383,8 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
   private async unlockOp(lk: LockImpl, p: Pending | null, flags: number, lvbIn: string | undefined): Promise<void> {
     const opFlags = flags | (lk.lastFlags & Flag.VALBLK);
     try {
-      await this.backend.mutate(lk.resource, (r, retry) => {
-        if (retry && !engine.findLock(r, lk.id)) return undefined; // our earlier attempt removed it
-        engine.unlock(r, lk.id, opFlags, lvbIn);
-        return undefined;
-      }, this.clock.nowMs() + this.timeoutMs);
+      const out = await this.backend.submit(lk.resource, { k: 'ul', id: lk.id, fl: opFlags, lvb: lvbIn }, this.clock.nowMs() + this.timeoutMs);
+      if (out.kind === 'fail') throw new TsmdError(out.code, out.message);
     } catch (err) {
       if (p) p.cancelling = undefined;
       throw err;
@@ -524,16 +500,15 @@ export class LockspaceCore extends EventEmitter implements Lockspace {
   }
 }
 
-/** The outcome of our own request found already applied in the state (retry after an ambiguous failure). */
-function replay(e: LockEntry, where: 'grant' | 'convert' | 'wait', op: number, mode: Mode, flags: number): Outcome {
-  assert(e.op === op, 'replayed outcome belongs to this request');
-  if (where === 'grant') {
-    if (e.ga === op) return { kind: 'granted', mode: e.gr as Mode, sb: e.sb, lvb: e.lv };
-    return flags & Flag.NOQUEUE
-      ? { kind: 'error', code: 'EAGAIN', message: `${modeName(mode)} is not grantable at once (NOQUEUE)` }
-      : { kind: 'error', code: 'EDEADLK', message: `conversion to ${modeName(mode)} deadlocks with another conversion` };
-  }
-  return { kind: 'queued' };
+function convertOp(id: string, mode: Mode, fl: number, op: number, cb: boolean, lvb: string | undefined): Op {
+  return lvb === undefined ? { k: 'cv', id, mode, fl, op, cb } : { k: 'cv', id, mode, fl, op, cb, lvb };
+}
+
+/** The outcome of a request or conversion; a failed precondition becomes its error. */
+function outcome(out: OpResult): Outcome {
+  if (out.kind === 'fail') throw new TsmdError(out.code, out.message);
+  assert(out.kind === 'granted' || out.kind === 'queued' || out.kind === 'error', 'a request has an outcome');
+  return out;
 }
 
 export type { ModeOrIV };

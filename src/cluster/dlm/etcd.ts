@@ -5,23 +5,26 @@
  * - `m/<slot>`   member key, bound to the node's lease; claimed with a create-revision == 0
  *                transaction. Its create revision is the node's *incarnation*.
  * - `n/<nodeId>` bound to the same lease, claimed in the same transaction: one incarnation per node.
- * - `r/<name>`   one resource: JSON of its grant/convert/wait queues and its LVB (grant.ts's
- *                ResourceState). Every lock, convert, unlock, cancel and recovery purge is one
- *                compare-and-swap transaction on this key's mod revision, guarded by
- *                `create(m/<our slot>) == our incarnation`: grants are decided inside etcd, a node
- *                whose lease expired can never write again, and the LVB is written in the same
- *                transaction as the down-conversion or unlock that writes it.
+ * - `o/<name>/<inc>.<seq>` one operation on resource `name` (grant.ts's Op as JSON): lock, convert,
+ *                unlock, cancel or recovery purge. Appended with one transaction guarded only by
+ *                `create(m/<our slot>) == our incarnation` (and the key being new), so concurrent
+ *                operations never conflict and a node whose lease expired can never write again.
+ * - `r/<name>`   checkpoint: the resource's state (grant/convert/wait queues, LVB) after every
+ *                operation up to a revision; the operation keys up to it are deleted with it.
  *
- * Each node keeps a cache of every resource, fed by one watch on the lockspace prefix (processed in
- * revision order) and by its own transactions. An operation on a resource whose cached copy is
- * current costs exactly one etcd round trip; on a conflict the failed transaction returns the
- * current value and the operation is recomputed (bounded). Grants made by other nodes' transactions
- * and BASTs are recorded in the lock entries and reach the owner through the watch.
+ * The resource's state is a replicated state machine over etcd's log: every node applies the
+ * operations in revision order (one watch on the lockspace prefix) through the same pure grant
+ * engine, so all nodes go through the same states and an operation's result (granted, queued,
+ * EAGAIN...) is known to its writer when its replay reaches it. The LVB is part of the state, so
+ * it changes in the very operation that writes it. Grants of queued requests and BASTs appear in
+ * the lock entries and reach the owner through its own replay.
  *
  * A member key's deletion seen by the watch is a membership change: a clean leave (the key was
  * marked `leaving` first) or a failure (lease expiry). Survivors then run recoverPrep, purge the
  * dead incarnation's locks from every resource (marking the LVB not valid where it held PW/EX),
- * recoverSlot(slot), recoverDone(slots, ourSlot), and only then deliver completions and BASTs.
+ * recoverSlot(slot), recoverDone(slots, ourSlot), and only then deliver completions and BASTs. The
+ * purge is an operation in the resource's log: every replica drops the dead locks at the same
+ * point, after the member key's deletion.
  *
  * Fencing: keep-alives are sent every keepAliveIntervalMs; after a success the server's lease
  * expires no earlier than (send time + TTL). If no keep-alive succeeds until that instant minus
@@ -32,12 +35,12 @@
  * every timer of the DLM itself runs on the injected Clock.
  */
 import { EventEmitter } from 'node:events';
-import { Etcd3, type IKeyValue, type IOptions, type ITxnResponse, type Watcher } from 'etcd3';
+import { Etcd3, type IKeyValue, type IOptions, type IRequestOp as RequestOp, type ITxnResponse, type Watcher } from 'etcd3';
 import { type Clock, SystemClock, type Timer } from '../../env/clock.js';
 import { assert, TsmdError } from '../../errors.js';
 import { LockspaceCore, type LockspaceBackend } from './core.js';
 import * as engine from './grant.js';
-import type { ResourceState } from './grant.js';
+import type { Op, OpResult, ResourceState } from './grant.js';
 import {
   DEFAULT_MAX_SLOTS,
   DEFAULT_TIMEOUT_MS,
@@ -84,8 +87,10 @@ export interface EtcdDlmStats {
   /** every etcd unary call (txn, range, lease grant/revoke) */
   calls: number;
   txns: number;
-  /** transactions whose compare failed (a concurrent writer) */
+  /** transactions whose compare failed (our member key gone, or an operation retried after an ambiguous failure was already in etcd) */
   conflicts: number;
+  /** checkpoints written (each deletes up to MAX_DELETES_PER_TXN operation keys) */
+  checkpoints: number;
   keepAlives: number;
 }
 
@@ -111,15 +116,39 @@ export interface EtcdLockspaceInternals {
 /** A lockspace of the etcd backend. */
 export type EtcdLockspace = Lockspace;
 
-const MAX_CAS_ATTEMPTS = 200;
 const MAX_JOIN_ATTEMPTS = 64;
+/** a resource's log is checkpointed once it holds this many operations */
+const COMPACT_AFTER_OPS = 32;
+/** etcd's default --max-txn-ops is 128 */
+const MAX_DELETES_PER_TXN = 100;
 
-interface Cached {
-  rev: number;
-  json: string;
+/** One resource as this node has replayed it. */
+interface Replica {
   state: ResourceState;
-  /** derived from our own successful transaction on a current copy */
-  own: boolean;
+  /** revision of the last operation applied (or the checkpoint's) */
+  rev: number;
+  /** operation keys of this resource still in etcd, in revision order */
+  keys: Array<{ key: string; rev: number }>;
+  /** mod revision of the checkpoint key (0: none), and the revision its state is at */
+  ckRev: number;
+  ckAt: number;
+}
+
+/** Value of an operation key `o/<resource>/<inc>.<seq>`. */
+interface OpRecord {
+  o: Op;
+  /** writer's incarnation and its sequence number (per node and lockspace, increasing) */
+  i: string;
+  s: number;
+  /** Lamport clock of etcd round trips: what the writer had seen, plus one (benchmark) */
+  rt: number;
+}
+
+/** Value of a checkpoint key `r/<resource>`: the state after every operation up to revision `at`. */
+interface Checkpoint {
+  at: number;
+  rt: number;
+  s: ResourceState;
 }
 
 interface MemberInfo {
@@ -185,7 +214,7 @@ export class EtcdDlm implements Dlm {
   readonly fenceMarginMs: number;
   readonly callTimeoutMs: number;
   readonly asyncDownConversions: boolean;
-  readonly stats: EtcdDlmStats = { calls: 0, txns: 0, conflicts: 0, keepAlives: 0 };
+  readonly stats: EtcdDlmStats = { calls: 0, txns: 0, conflicts: 0, checkpoints: 0, keepAlives: 0 };
   private readonly spaces = new Set<EtcdSpace>();
   private readonly internalsOf = new WeakMap<Lockspace, EtcdSpace>();
   private closed = false;
@@ -305,6 +334,7 @@ export class EtcdDlm implements Dlm {
 class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   readonly base: string;
   private readonly resPrefix: string;
+  private readonly opPrefix: string;
   private readonly memberPrefix: string;
   core!: LockspaceCore;
   leaseId = '0';
@@ -315,12 +345,15 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   private leaving = false;
   private readonly memberMap = new Map<number, MemberInfo>();
   private readonly deadIncs = new Set<string>();
-  private readonly cache = new Map<string, Cached>();
+  private readonly replicas = new Map<string, Replica>();
   private readonly queues = new Map<string, Promise<void>>();
+  /** our appended operations not yet applied by our replay, by sequence number */
+  private readonly waiting = new Map<number, { resolve: (r: OpResult) => void; reject: (e: unknown) => void; done: Promise<unknown> }>();
+  private opSeq = 0;
   private watchRev = 0;
-  private watchWaiters: Array<{ rev: number; wake: () => void }> = [];
+  private snapshotRev = 0;
   private watcher: Watcher | undefined;
-  private chain: Promise<void> = Promise.resolve();
+  private recoveryChain: Promise<void> = Promise.resolve();
   private recovering = 0;
   private gateWaiters: Array<() => void> = [];
   private kaTimer: Timer | undefined;
@@ -341,6 +374,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   ) {
     this.base = `${dlm.prefix}/${name}/`;
     this.resPrefix = `${this.base}r/`;
+    this.opPrefix = `${this.base}o/`;
     this.memberPrefix = `${this.base}m/`;
   }
 
@@ -434,21 +468,27 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     throw new TsmdError('EBUSY', `DLM ${this.name}: could not claim a slot after ${MAX_JOIN_ATTEMPTS} attempts (too many nodes joining at once); retry`);
   }
 
-  /** Read the whole lockspace at one revision: members and resources. */
+  /**
+   * Read the whole lockspace at one revision: members, checkpoints and operation logs; every
+   * resource's state is its checkpoint with the later operations replayed in revision order.
+   */
   private async snapshot(): Promise<void> {
     const d = this.dlm;
     const start = Buffer.from(this.base);
     const r = await d.call(`read lockspace ${this.name}`, (o) => d.client.kv.range({ key: start, range_end: prefixEnd(start) }, o));
     const rev = Number(r.header.revision);
     assert(!r.more, 'a lockspace snapshot is read whole');
-    const res: IKeyValue[] = [];
+    const checkpoints: IKeyValue[] = [];
+    const opKvs: IKeyValue[] = [];
     for (const kv of r.kvs) {
       const key = kv.key.toString();
       if (key.startsWith(this.memberPrefix)) {
         const v = JSON.parse(kv.value.toString()) as { node: string; leaving?: boolean };
         this.memberMap.set(Number(key.slice(this.memberPrefix.length)), { nodeId: v.node, inc: kv.create_revision, leaving: v.leaving === true });
       } else if (key.startsWith(this.resPrefix)) {
-        res.push(kv);
+        checkpoints.push(kv);
+      } else if (key.startsWith(this.opPrefix)) {
+        opKvs.push(kv);
       }
     }
     const live = new Set([...this.memberMap.values()].map((m) => m.inc));
@@ -463,14 +503,186 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
       clock: this.clock,
     });
     this.core.backend = this;
-    for (const kv of res) {
-      const json = kv.value.toString();
-      const state = JSON.parse(json) as ResourceState;
-      this.learnRt(state);
-      this.cache.set(kv.key.toString().slice(this.resPrefix.length), { rev: Number(kv.mod_revision), json, state, own: false });
-      for (const q of [state.grant, state.convert, state.wait]) for (const e of q) if (!live.has(e.inc)) this.deadIncs.add(e.inc);
+    for (const kv of checkpoints) {
+      const ck = JSON.parse(kv.value.toString()) as Checkpoint;
+      const rp = this.replica(kv.key.toString().slice(this.resPrefix.length));
+      rp.state = ck.s;
+      rp.rev = ck.at;
+      rp.ckRev = Number(kv.mod_revision);
+      rp.ckAt = ck.at;
+      if (ck.rt > this.roundTrips) this.roundTrips = ck.rt;
+    }
+    opKvs.sort((a, b) => Number(a.mod_revision) - Number(b.mod_revision));
+    for (const kv of opKvs) this.applyOpKv(kv);
+    for (const rp of this.replicas.values()) {
+      for (const q of [rp.state.grant, rp.state.convert, rp.state.wait]) for (const e of q) if (!live.has(e.inc)) this.deadIncs.add(e.inc);
+      this.forgetDead(rp, (inc) => !live.has(inc));
     }
     this.watchRev = rev;
+    this.snapshotRev = rev;
+  }
+
+  /**
+   * Drop the duplicate-check entries of dead incarnations (they can append nothing more). Watching
+   * nodes do it at the member key's deletion, a joiner for every incarnation dead at its snapshot:
+   * both give the same state.
+   */
+  private forgetDead(rp: Replica, dead: (inc: string) => boolean): void {
+    const ap = rp.state.ap;
+    if (ap) for (const inc of Object.keys(ap)) if (dead(inc)) delete ap[inc];
+  }
+
+  private replica(name: string): Replica {
+    let rp = this.replicas.get(name);
+    if (!rp) this.replicas.set(name, (rp = { state: engine.newResource(), rev: 0, keys: [], ckRev: 0, ckAt: 0 }));
+    return rp;
+  }
+
+  // --- the operation log ------------------------------------------------------------------------
+
+  /**
+   * Apply one logged operation (a put of `o/<resource>/<inc>.<seq>`) to our replica of its
+   * resource. Every node applies the same operations in the same (revision) order through the same
+   * engine, so every replica goes through the same states.
+   */
+  private applyOpKv(kv: IKeyValue): void {
+    const key = kv.key.toString();
+    const rest = key.slice(this.opPrefix.length);
+    const name = rest.slice(0, rest.lastIndexOf('/'));
+    const rev = Number(kv.mod_revision);
+    const rp = this.replica(name);
+    if (rev <= rp.rev) return; // already in the checkpoint
+    rp.rev = rev;
+    rp.keys.push({ key, rev });
+    const rec = JSON.parse(kv.value.toString()) as OpRecord;
+    if (rec.rt > this.roundTrips) this.roundTrips = rec.rt;
+    let out: OpResult | undefined;
+    if (rec.o.k === 'pg') {
+      // idempotent and not ordered with its writer's other operations: no duplicate check
+      out = engine.applyOp(rp.state, rec.o);
+      if (rp.state.ap) for (const inc of rec.o.incs) delete rp.state.ap[inc];
+    } else {
+      const ap = (rp.state.ap ??= {});
+      if ((ap[rec.i] ?? 0) < rec.s) {
+        ap[rec.i] = rec.s;
+        out = engine.applyOp(rp.state, rec.o);
+      } // else: a second copy of an operation appended twice (retry after an ambiguous failure)
+    }
+    engine.checkInvariants(rp.state);
+    if (rec.i === this.incarnation) {
+      const w = this.waiting.get(rec.s);
+      if (w && out) {
+        this.waiting.delete(rec.s);
+        w.resolve(out);
+      }
+    }
+    this.core.onState(name);
+  }
+
+  /**
+   * Append `op` to the resource's log: one transaction, `create(m/<our slot>) == incarnation &&
+   * create(<op key>) == 0` → put. It compares nothing that another node writes, so it never
+   * conflicts. Resolves once etcd has it, with the promise of its result (known when our replay
+   * reaches it).
+   */
+  private async append(resource: string, op: Op, deadlineMs: number, recovery: boolean): Promise<{ result: Promise<OpResult> }> {
+    const d = this.dlm;
+    const what = `${this.name}/${resource}`;
+    if (!recovery) await this.gate(deadlineMs, what);
+    if (this.fenced) throw this.fenceError();
+    const seq = ++this.opSeq;
+    const key = Buffer.from(`${this.opPrefix}${resource}/${this.incarnation}.${seq}`);
+    // causal depth in round trips: what this node had learnt when it issued this, plus one
+    const rt = this.roundTrips + 1;
+    const rec: OpRecord = { o: op, i: this.incarnation, s: seq, rt };
+    const value = Buffer.from(JSON.stringify(rec));
+    const memberKey = this.memberKey(this.slot);
+    const checkpoint = this.checkpointOp(resource);
+    let resolve!: (r: OpResult) => void;
+    let reject!: (e: unknown) => void;
+    const result = new Promise<OpResult>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const done = result.then(() => undefined, () => undefined);
+    this.waiting.set(seq, { resolve, reject, done }); // our replay may see it before the reply
+    let backoffMs = 20;
+    for (;;) {
+      let r: ITxnResponse;
+      try {
+        r = await d.txn(`update ${what}`, {
+          compare: [
+            { key: memberKey, target: 'Create', result: 'Equal', create_revision: this.incarnation },
+            { key, target: 'Create', result: 'Equal', create_revision: '0' },
+          ],
+          success: checkpoint ? [{ request_put: { key, value } }, checkpoint.op] : [{ request_put: { key, value } }],
+          failure: [{ request_range: { key: memberKey } }],
+        });
+      } catch (e) {
+        if (this.fenced) throw this.fenceError();
+        if (!isTransient(e) || this.clock.nowMs() >= deadlineMs) {
+          this.waiting.delete(seq);
+          throw e;
+        }
+        // it may have been applied: the retry's create(key) == 0 tells, and a copy appended after
+        // a checkpoint removed the first is skipped by every replay (sequence numbers)
+        this.roundTrips = Math.max(this.roundTrips, rt);
+        await this.clock.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 500);
+        continue;
+      }
+      this.roundTrips = Math.max(this.roundTrips, rt);
+      if (!r.succeeded) {
+        d.stats.conflicts++;
+        const mem = r.responses[0]!.response_range.kvs[0];
+        if (!mem || mem.create_revision !== this.incarnation) {
+          this.fence('our member key is gone: the lease expired');
+          throw this.fenceError();
+        }
+        // else our key exists: an earlier attempt was applied
+      } else {
+        const rev = Number(r.header.revision);
+        const rp = this.replica(resource);
+        if (checkpoint && r.responses[1]?.response_txn?.succeeded) {
+          d.stats.checkpoints++;
+          rp.ckRev = Math.max(rp.ckRev, rev);
+          rp.ckAt = Math.max(rp.ckAt, checkpoint.at);
+        }
+      }
+      return { result };
+    }
+  }
+
+  /**
+   * When a resource's log has grown past COMPACT_AFTER_OPS operations since its checkpoint, the
+   * next operation this node appends to it carries a nested transaction: if the checkpoint key is
+   * still the one we know (`mod(r/<name>)`), put our replica's state at its last applied revision
+   * there and delete the operation keys up to that revision. Its compare failing (another node
+   * checkpointed first) does not fail the operation, so this costs no extra call and no conflict.
+   * Nodes already watching have every operation from their watch; only joiners start from the
+   * checkpoint.
+   */
+  private checkpointOp(name: string): { op: RequestOp; at: number } | undefined {
+    const rp = this.replicas.get(name);
+    if (!rp) return undefined;
+    const old = rp.keys.filter((k) => k.rev > rp.ckAt).length;
+    if (old < COMPACT_AFTER_OPS) return undefined;
+    const at = rp.rev;
+    const ck: Checkpoint = { at, rt: this.roundTrips, s: rp.state };
+    const ckKey = Buffer.from(this.resPrefix + name);
+    const dels = rp.keys.filter((k) => k.rev <= at).slice(0, MAX_DELETES_PER_TXN);
+    return {
+      at,
+      op: {
+        request_txn: {
+          compare: [rp.ckRev > 0 ? { key: ckKey, target: 'Mod', result: 'Equal', mod_revision: String(rp.ckRev) } : { key: ckKey, target: 'Version', result: 'Equal', version: '0' }],
+          success: [
+            { request_put: { key: ckKey, value: Buffer.from(JSON.stringify(ck)) } },
+            ...dels.map((k) => ({ request_delete_range: { key: Buffer.from(k.key) } })),
+          ],
+        },
+      },
+    };
   }
 
   // --- watch ----------------------------------------------------------------------------------
@@ -480,11 +692,12 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     const w = d.client.watch().prefix(this.base).startRevision(String(this.watchRev + 1)).withPreviousKV().watcher();
     this.watcher = w;
     w.on('data', (res) => {
-      const events = res.events;
-      if (events.length === 0) return;
-      this.chain = this.chain.then(() => this.processEvents(events)).catch((e: unknown) => {
+      if (res.events.length === 0) return;
+      try {
+        this.processEvents(res.events);
+      } catch (e) {
         this.fence(`internal error processing etcd events: ${e instanceof Error ? e.stack : String(e)}`);
-      });
+      }
     });
     w.on('error', (e: unknown) => {
       // cancelled by etcd (e.g. compacted past our revision): we cannot know what we missed
@@ -492,27 +705,25 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     });
   }
 
-  private async processEvents(events: ReadonlyArray<{ type: string; kv: IKeyValue; prev_kv?: IKeyValue }>): Promise<void> {
+  private processEvents(events: ReadonlyArray<{ type: string; kv: IKeyValue; prev_kv?: IKeyValue }>): void {
     for (const ev of events) {
       if (this.fenced || this.done) return;
       const key = ev.kv.key.toString();
       const rev = Number(ev.kv.mod_revision);
-      if (key.startsWith(this.resPrefix)) {
-        const name = key.slice(this.resPrefix.length);
+      if (rev <= this.snapshotRev) continue; // in our snapshot already
+      if (key.startsWith(this.opPrefix)) {
         if (ev.type === 'Put') {
-          const cur = this.cache.get(name);
-          if (!cur || rev > cur.rev) {
-            const json = ev.kv.value.toString();
-            const state = JSON.parse(json) as ResourceState;
-            this.learnRt(state);
-            this.cache.set(name, { rev, json, state, own: false });
-          }
-          // Deliver from the watch once it has reached our copy (which a failed transaction may
-          // have brought in earlier): never act on a state whose history we have not seen.
-          if (!cur || rev >= cur.rev) {
-            this.advance(rev);
-            this.core.onState(name);
-          }
+          this.applyOpKv(ev.kv);
+        } else {
+          const rest = key.slice(this.opPrefix.length);
+          const rp = this.replicas.get(rest.slice(0, rest.lastIndexOf('/')));
+          if (rp) rp.keys = rp.keys.filter((k) => k.key !== key);
+        }
+      } else if (key.startsWith(this.resPrefix)) {
+        if (ev.type === 'Put') {
+          const rp = this.replica(key.slice(this.resPrefix.length));
+          rp.ckRev = Math.max(rp.ckRev, rev);
+          rp.ckAt = Math.max(rp.ckAt, (JSON.parse(ev.kv.value.toString()) as Checkpoint).at);
         }
       } else if (key.startsWith(this.memberPrefix)) {
         const slot = Number(key.slice(this.memberPrefix.length));
@@ -522,9 +733,11 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
           const old = this.memberMap.get(slot);
           this.memberMap.set(slot, { nodeId: v.node, inc, leaving: v.leaving === true });
           if ((!old || old.inc !== inc) && inc !== this.incarnation) {
-            this.advance(rev);
-            this.ops.recoverPrep?.();
-            this.ops.recoverDone?.(this.members(), this.slot);
+            this.recoveryChain = this.recoveryChain.then(() => {
+              if (this.fenced || this.done) return;
+              this.ops.recoverPrep?.();
+              this.ops.recoverDone?.(this.members(), this.slot);
+            });
           }
         } else {
           const prev = ev.prev_kv;
@@ -537,60 +750,62 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
           }
           if (known && known.inc === inc) this.memberMap.delete(slot);
           if (inc !== undefined) {
-            this.advance(rev);
-            await this.recoverMember(slot, inc, leaving);
+            for (const rp of this.replicas.values()) this.forgetDead(rp, (x) => x === inc);
+            this.recoverMember(slot, inc, leaving);
           }
         }
       }
-      this.advance(rev);
+      this.watchRev = rev;
     }
   }
 
-  private advance(rev: number): void {
-    if (rev <= this.watchRev) return;
-    this.watchRev = rev;
-    if (this.watchWaiters.length === 0) return;
-    const ready = this.watchWaiters.filter((w) => w.rev <= rev);
-    this.watchWaiters = this.watchWaiters.filter((w) => w.rev > rev);
-    for (const w of ready) w.wake();
-  }
-
-  private learnRt(state: ResourceState): void {
-    if (state.rt !== undefined && state.rt > this.roundTrips) this.roundTrips = state.rt;
-  }
-
-  /** A member left (cleanly) or failed: Linux-style recovery on this survivor. */
-  private async recoverMember(slot: number, inc: string, leaving: boolean): Promise<void> {
+  /**
+   * A member left (cleanly) or failed: Linux-style recovery on this survivor. Completions and BASTs
+   * are held from this point of the log on (so nothing the recovery grants is acted on before
+   * recoverDone), and new operations wait; the purge itself is appended to the logs.
+   */
+  private recoverMember(slot: number, inc: string, leaving: boolean): void {
     this.recovering++;
     this.core.hold();
-    try {
-      this.ops.recoverPrep?.();
-      this.deadIncs.add(inc);
-      await this.purgeDead();
-      if (this.fenced) return;
-      if (!leaving) this.ops.recoverSlot?.(slot);
-      this.ops.recoverDone?.(this.members(), this.slot);
-    } finally {
-      this.recovering--;
-      if (!this.fenced) this.core.release();
-      if (this.recovering === 0) {
-        const w = this.gateWaiters;
-        this.gateWaiters = [];
-        for (const f of w) f();
+    this.deadIncs.add(inc);
+    this.recoveryChain = this.recoveryChain.then(async () => {
+      try {
+        if (this.fenced || this.done) return;
+        this.ops.recoverPrep?.();
+        await this.purgeDead();
+        if (this.fenced || this.done) return;
+        if (!leaving) this.ops.recoverSlot?.(slot);
+        this.ops.recoverDone?.(this.members(), this.slot);
+      } catch (e) {
+        this.fence(`recovery of slot ${slot} failed: ${e instanceof Error ? e.message : String(e)}`);
+      } finally {
+        this.recovering--;
+        if (!this.fenced) this.core.release();
+        if (this.recovering === 0) {
+          const w = this.gateWaiters;
+          this.gateWaiters = [];
+          for (const f of w) f();
+        }
       }
-    }
+    });
   }
 
-  /** Remove every lock of a dead incarnation from every resource; retried until done or fenced. */
+  /** Purge every lock of a dead incarnation from every resource; retried until done or fenced. */
   private async purgeDead(): Promise<void> {
-    const dead = (e: engine.LockEntry): boolean => this.deadIncs.has(e.inc);
     for (;;) {
-      const todo = [...this.cache.entries()].filter(([, c]) => [c.state.grant, c.state.convert, c.state.wait].some((q) => q.some(dead))).map(([n]) => n);
-      if (todo.length === 0 || this.fenced) return;
+      const todo: Array<[string, string[]]> = [];
+      for (const [name, rp] of this.replicas) {
+        const incs = new Set<string>();
+        for (const q of [rp.state.grant, rp.state.convert, rp.state.wait]) for (const e of q) if (this.deadIncs.has(e.inc)) incs.add(e.inc);
+        if (incs.size > 0) todo.push([name, [...incs].sort()]);
+      }
+      if (todo.length === 0 || this.fenced || this.done) return;
       try {
-        for (const name of todo) await this.mutate(name, (r) => engine.purge(r, dead), this.clock.nowMs() + this.timeoutMs, true);
+        const deadline = this.clock.nowMs() + this.timeoutMs;
+        const appended = await Promise.all(todo.map(([name, incs]) => this.append(name, { k: 'pg', incs }, deadline, true)));
+        await Promise.all(appended.map((a) => a.result));
       } catch (e) {
-        if (this.fenced) return;
+        if (this.fenced || this.done) return;
         if (!(e instanceof TsmdError && e.code === 'EIO')) throw e;
         await this.clock.sleep(200);
       }
@@ -600,7 +815,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   // --- LockspaceBackend -----------------------------------------------------------------------
 
   peek(resource: string): ResourceState | undefined {
-    return this.cache.get(resource)?.state;
+    return this.replicas.get(resource)?.state;
   }
 
   /** Down-conversions complete without waiting for etcd, as in Linux (send_convert). */
@@ -628,13 +843,6 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     }
   }
 
-  private async waitWatch(rev: number, deadlineMs: number, what: string): Promise<void> {
-    while (this.watchRev < rev) {
-      await this.waitFor((wake) => this.watchWaiters.push({ rev, wake }), deadlineMs, `${what}: the etcd watch has not caught up with revision ${rev}`);
-      if (this.fenced) throw this.fenceError();
-    }
-  }
-
   private waitFor(register: (wake: () => void) => void, deadlineMs: number, what: string): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let done = false;
@@ -655,128 +863,19 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   }
 
   /**
-   * Operations of this node on one resource are applied in the order they were made (as the
-   * Linux DLM sends a node's requests to the master in order): each waits for the previous one.
-   * Recovery purges do not queue (an operation may be waiting for the recovery to end).
+   * Operations of this node on one resource are appended in the order they were made (as the
+   * Linux DLM sends a node's requests to the master in order): each is sent once the previous one
+   * is in etcd. The result is the operation's effect in the replayed log.
    */
-  mutate<T>(resource: string, fn: (r: ResourceState, retry: boolean) => T, deadlineMs: number, recovery = false): Promise<T> {
-    if (recovery) return this.mutateNow(resource, fn, deadlineMs, true);
+  submit(resource: string, op: Op, deadlineMs: number): Promise<OpResult> {
     const prev = this.queues.get(resource) ?? Promise.resolve();
-    const run = prev.then(() => this.mutateNow(resource, fn, deadlineMs, false));
+    const run = prev.then(() => this.append(resource, op, deadlineMs, false));
     const tail = run.then(() => undefined, () => undefined);
     this.queues.set(resource, tail);
     void tail.then(() => {
       if (this.queues.get(resource) === tail) this.queues.delete(resource);
     });
-    return run;
-  }
-
-  private async mutateNow<T>(resource: string, fn: (r: ResourceState, retry: boolean) => T, deadlineMs: number, recovery: boolean): Promise<T> {
-    const d = this.dlm;
-    const key = Buffer.from(this.resPrefix + resource);
-    const memberCmp = { key: this.memberKey(this.slot), target: 'Create' as const, result: 'Equal' as const, create_revision: this.incarnation };
-    let retry = false;
-    let backoffMs = 20;
-    for (let attempt = 0; ; attempt++) {
-      if (this.fenced) throw this.fenceError();
-      if (attempt >= MAX_CAS_ATTEMPTS) throw new TsmdError('EBUSY', `DLM ${this.name}/${resource}: ${MAX_CAS_ATTEMPTS} conflicting updates in a row; giving up`);
-      const what = `${this.name}/${resource}`;
-      if (!recovery) await this.gate(deadlineMs, what);
-      let c = this.cache.get(resource);
-      if (c && !c.own && c.rev > this.watchRev && !recovery) {
-        await this.waitWatch(c.rev, deadlineMs, what);
-        c = this.cache.get(resource);
-      }
-      const state: ResourceState = c ? (JSON.parse(c.json) as ResourceState) : engine.newResource();
-      const baseRt = state.rt ?? 0;
-      delete state.rt;
-      const before = JSON.stringify(state);
-      const out = fn(state, retry);
-      if (JSON.stringify(state) === before) {
-        // nothing to write (NOQUEUE refused, cancel of a granted lock...): the answer holds only if
-        // our copy is current, which etcd confirms in one read-only transaction
-        try {
-          if (await this.confirm(resource, key, c, memberCmp)) return out;
-        } catch (e) {
-          if (this.fenced) throw this.fenceError();
-          if (!isTransient(e) || this.clock.nowMs() >= deadlineMs) throw e;
-          await this.clock.sleep(backoffMs);
-          backoffMs = Math.min(backoffMs * 2, 500);
-        }
-        retry = true;
-        continue;
-      }
-      engine.checkInvariants(state);
-      // causal depth in round trips: what this node had learnt when it issued this, plus one
-      const myRt = Math.max(this.roundTrips, baseRt) + 1;
-      state.rt = myRt;
-      const json = JSON.stringify(state);
-      let r: ITxnResponse;
-      try {
-        r = await d.txn(`update ${what}`, {
-          compare: [
-            c ? { key, target: 'Mod', result: 'Equal', mod_revision: String(c.rev) } : { key, target: 'Version', result: 'Equal', version: '0' },
-            memberCmp,
-          ],
-          success: [{ request_put: { key, value: Buffer.from(json) } }],
-          failure: [{ request_range: { key } }, { request_range: { key: memberCmp.key } }],
-        });
-      } catch (e) {
-        if (this.fenced) throw this.fenceError();
-        if (!isTransient(e) || this.clock.nowMs() >= deadlineMs) throw e;
-        retry = true; // it may have been applied: the next run checks the state for our own effect
-        this.roundTrips = Math.max(this.roundTrips, myRt);
-        await this.clock.sleep(backoffMs);
-        backoffMs = Math.min(backoffMs * 2, 500);
-        continue;
-      }
-      this.roundTrips = Math.max(this.roundTrips, myRt);
-      if (r.succeeded) {
-        const rev = Number(r.header.revision);
-        const cur = this.cache.get(resource);
-        const own = !c || c.own || c.rev <= this.watchRev; // written on a copy the watch had confirmed
-        if (!cur || rev > cur.rev) this.cache.set(resource, { rev, json, state: JSON.parse(json) as ResourceState, own });
-        this.core.onState(resource);
-        return out;
-      }
-      this.afterConflict(resource, r);
-      retry = true;
-    }
-  }
-
-  /** Is our copy `c` of the resource current? If not, the cache is refreshed from etcd's answer. */
-  private async confirm(resource: string, key: Buffer, c: Cached | undefined, memberCmp: { key: Buffer; target: 'Create'; result: 'Equal'; create_revision: string }): Promise<boolean> {
-    const r = await this.dlm.txn(`read ${this.name}/${resource}`, {
-      compare: [
-        c ? { key, target: 'Mod', result: 'Equal', mod_revision: String(c.rev) } : { key, target: 'Version', result: 'Equal', version: '0' },
-        memberCmp,
-      ],
-      failure: [{ request_range: { key } }, { request_range: { key: memberCmp.key } }],
-    });
-    if (r.succeeded) return true;
-    this.afterConflict(resource, r);
-    return false;
-  }
-
-  /** A failed compare: fence if our membership is gone, else take the current value. */
-  private afterConflict(resource: string, r: ITxnResponse): void {
-    this.dlm.stats.conflicts++;
-    const mem = r.responses[1]!.response_range.kvs[0];
-    if (!mem || mem.create_revision !== this.incarnation) {
-      this.fence('our member key is gone: the lease expired');
-      throw this.fenceError();
-    }
-    const kv = r.responses[0]!.response_range.kvs[0];
-    if (kv) {
-      const rev = Number(kv.mod_revision);
-      const cur = this.cache.get(resource);
-      if (!cur || rev > cur.rev) {
-        const j = kv.value.toString();
-        const st = JSON.parse(j) as ResourceState;
-        this.learnRt(st);
-        this.cache.set(resource, { rev, json: j, state: st, own: false });
-      }
-    }
+    return run.then((a) => a.result);
   }
 
   // --- keep-alive and fencing -------------------------------------------------------------------
@@ -855,6 +954,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     }
     const err = new TsmdError('EFENCED', `DLM ${this.name}: node ${this.dlm.nodeId} (slot ${this.slot}) is fenced: ${reason}; stop I/O and re-join`);
     this.core.fence(err);
+    this.failWaiting(err);
     this.events.emit('fenced');
     this.done = true;
     this.dlm.forget(this);
@@ -885,14 +985,26 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     if (this.done) return;
     this.stopTimers();
     this.done = true;
-    this.core?.fence(new TsmdError('EFENCED', `DLM ${this.name}: node ${this.dlm.nodeId} closed its etcd connection without leaving`));
+    const err = new TsmdError('EFENCED', `DLM ${this.name}: node ${this.dlm.nodeId} closed its etcd connection without leaving`);
+    this.core?.fence(err);
+    this.failWaiting(err);
     void this.watcher?.cancel().catch(() => undefined);
   }
 
   // --- EtcdLockspaceInternals -----------------------------------------------------------------
 
   async idle(): Promise<void> {
-    while (this.queues.size > 0) await Promise.all([...this.queues.values()]);
+    while (this.queues.size > 0 || this.waiting.size > 0) {
+      await Promise.all([...this.queues.values()]);
+      await Promise.all([...this.waiting.values()].map((w) => w.done));
+    }
+  }
+
+  /** Our operations appended but not yet replayed are answered with the fencing error. */
+  private failWaiting(err: TsmdError): void {
+    const w = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const x of w) x.reject(err);
   }
 
   stopKeepAlive(): void {
@@ -904,7 +1016,9 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
   async kill(): Promise<void> {
     this.stopTimers();
     this.done = true;
-    this.core.fence(new TsmdError('EFENCED', `DLM ${this.name}: node ${this.dlm.nodeId} was killed`));
+    const err = new TsmdError('EFENCED', `DLM ${this.name}: node ${this.dlm.nodeId} was killed`);
+    this.core.fence(err);
+    this.failWaiting(err);
     this.dlm.forget(this);
     await this.watcher?.cancel().catch(() => undefined);
     await this.dlm.call('lease revoke', (o) => this.dlm.client.leaseClient.leaseRevoke({ ID: this.leaseId }, o));

@@ -5,9 +5,11 @@
  * on a resource's state — in memory directly, in etcd inside a compare-and-swap transaction on the
  * resource's key — so they cannot disagree about who holds what.
  *
- * The state is plain JSON (it is the value stored in etcd). Functions mutate the state passed in
- * and return the outcome of the operation; everything another node must learn (a grant of its
- * queued request, a BAST) is recorded in its lock entry, so the owner learns it from the state.
+ * The state is plain JSON (the etcd backend stores checkpoints of it). Functions mutate the state
+ * passed in and return the outcome of the operation; everything another node must learn (a grant
+ * of its queued request, a BAST) is recorded in its lock entry, so the owner learns it from the
+ * state. `Op` is an operation as data and `applyOp` its deterministic effect: the etcd backend
+ * appends ops to a log and every node replays the log through `applyOp` in the same order.
  */
 import { assert, TsmdError } from '../../errors.js';
 import { compatible, Flag, lvbOp, Mode, type ModeOrIV, modeName, SbFlag } from './types.js';
@@ -55,10 +57,10 @@ export interface ResourceState {
   /** VALNOTVALID */
   vnv: boolean;
   /**
-   * etcd backend only: a Lamport clock of etcd round trips (each write stores max(seen) + 1), so a
-   * benchmark can count the sequential round trips of a protocol across nodes.
+   * etcd backend only: the sequence number of the last operation applied per owner incarnation,
+   * so that an operation appended twice (a retry after an ambiguous failure) is applied once.
    */
-  rt?: number;
+  ap?: Record<string, number>;
 }
 
 export function newResource(): ResourceState {
@@ -470,4 +472,58 @@ export function checkInvariants(r: ResourceState): void {
   for (let i = 0; i < held.length; i++)
     for (let j = i + 1; j < held.length; j++)
       assert(compatible(held[i]!.gr, held[j]!.gr), `granted modes ${modeName(held[i]!.gr)} (${held[i]!.id}) and ${modeName(held[j]!.gr)} (${held[j]!.id}) are compatible`);
+}
+
+/** One operation on a resource, as data (stored in the etcd backend's operation log). */
+export type Op =
+  /** a new request (the entry has gr = IV, rq = the mode, fl, op, cb set) */
+  | { k: 'rq'; e: LockEntry }
+  | { k: 'cv'; id: string; mode: Mode; fl: number; op: number; cb: boolean; lvb?: string | null }
+  | { k: 'ul'; id: string; fl: number; lvb?: string | null }
+  /** cancel request `op` of lock `id` (isNew: it was a new request, not a conversion) */
+  | { k: 'cx'; id: string; op: number; isNew: boolean }
+  /** recovery purge of every lock of these (dead) owner incarnations */
+  | { k: 'pg'; incs: string[] };
+
+export type CancelResult = { kind: 'cancel'; res: 'removed' | 'reverted' | 'none' | 'gone'; /** the lock, when its grant won the race */ e?: LockEntry };
+
+export type OpResult =
+  | Outcome
+  | CancelResult
+  | { kind: 'done' }
+  /** a precondition failed (lock not found, request in progress); the state is unchanged */
+  | { kind: 'fail'; code: 'ENOENT' | 'EBUSY'; message: string };
+
+/**
+ * Apply `op` to `r` (deterministic: the same op on the same state gives the same state and
+ * result everywhere). Precondition failures are results, not exceptions, so a replayed log never
+ * stops on them; an internal invariant failure still throws.
+ */
+export function applyOp(r: ResourceState, op: Op): OpResult {
+  try {
+    switch (op.k) {
+      case 'rq':
+        return request(r, op.e);
+      case 'cv':
+        return convert(r, op.id, op.mode, op.fl, op.op, op.cb, op.lvb);
+      case 'ul':
+        unlock(r, op.id, op.fl, op.lvb);
+        return { kind: 'done' };
+      case 'cx': {
+        const f = findLock(r, op.id);
+        if (!f) return { kind: 'cancel', res: op.isNew ? 'removed' : 'gone' };
+        if (f.e.op !== op.op) return { kind: 'cancel', res: 'none' }; // the request never reached the state
+        if (f.where === 'grant') return { kind: 'cancel', res: 'none', e: { ...f.e } };
+        return { kind: 'cancel', res: cancel(r, op.id, op.op) };
+      }
+      case 'pg': {
+        const dead = new Set(op.incs);
+        purge(r, (e) => dead.has(e.inc));
+        return { kind: 'done' };
+      }
+    }
+  } catch (e) {
+    if (e instanceof TsmdError && (e.code === 'ENOENT' || e.code === 'EBUSY')) return { kind: 'fail', code: e.code, message: e.message };
+    throw e;
+  }
 }

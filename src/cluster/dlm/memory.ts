@@ -2,7 +2,7 @@
  * In-memory DLM: one process, many nodes (each node is a `Dlm` handle), deterministic given the
  * injected clock. Used by unit tests and the simulator.
  *
- * Operations apply the grant engine synchronously to the shared resource state; completions and
+ * Operations (engine.Op) apply the grant engine synchronously to the shared resource state; completions and
  * BASTs reach the nodes through promise resolution and the microtask queue, in a fixed order (slot
  * order). `crash(nodeId)` is a node failure: the node is fenced, its locks are purged (LVB flagged
  * not valid where it held PW/EX), the survivors run recoverPrep, recoverSlot(slot) and
@@ -109,7 +109,7 @@ export class MemoryDlmCluster {
     const member: Member = { nodeId, slot, inc, core, ops: opts.ops ?? {} };
     const space = s;
     const backend: LockspaceBackend = {
-      mutate: (resource, fn) => this.mutate(space, member, resource, fn),
+      submit: (resource, op) => this.submit(space, member, resource, op),
       peek: (resource) => space.resources.get(resource),
       members: () => this.slots(space),
       leave: () => this.leave(space, member),
@@ -125,14 +125,14 @@ export class MemoryDlmCluster {
     return core;
   }
 
-  private mutate<T>(s: Space, m: Member, resource: string, fn: (r: ResourceState, retry: boolean) => T): Promise<T> {
+  private submit(s: Space, m: Member, resource: string, op: engine.Op): Promise<engine.OpResult> {
     if (s.members.get(m.slot) !== m) return Promise.reject(new TsmdError('EFENCED', `DLM ${s.name}: node ${m.nodeId} is no longer a member`));
     let r = s.resources.get(resource);
     const fresh = !r;
     if (!r) r = engine.newResource();
-    let out: T;
+    let out: engine.OpResult;
     try {
-      out = fn(r, false);
+      out = engine.applyOp(r, op);
     } catch (e) {
       return Promise.reject(e);
     }
