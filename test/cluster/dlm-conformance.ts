@@ -81,6 +81,92 @@ async function rejectsCode(p: Promise<unknown>, code: string, re?: RegExp): Prom
   assert.fail(`expected ${code}, but it succeeded`);
 }
 
+export interface Msg {
+  from: number;
+  seq: number;
+}
+
+/** One md-cluster node's token/message/ack locks and its send and receive sequences. */
+export class MdNode {
+  token!: LockHandle;
+  message!: LockHandle;
+  ack!: LockHandle;
+  received: Msg[] = [];
+  errors: unknown[] = [];
+  private recvChain: Promise<void> = Promise.resolve();
+  /** recv_mutex: one receive at a time, none while this node sends */
+  private mutex: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly ls: Lockspace,
+    readonly idx: number,
+    readonly oldProtocol: { on: boolean; flags: number },
+  ) {}
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.mutex.then(fn);
+    this.mutex = run.then(() => undefined, () => undefined);
+    return run;
+  }
+
+  async join(): Promise<void> {
+    const V = Flag.VALBLK;
+    this.message = await this.ls.lock('message', M.NL, { flags: V | Flag.EXPEDITE });
+    this.token = await this.ls.lock('token', M.NL, { flags: Flag.EXPEDITE });
+    await this.token.convert(M.EX);
+    this.ack = await this.ls.lock('ack', M.CR, {
+      bast: (mode) => {
+        if (mode === M.EX) this.recvChain = this.recvChain.then(() => this.locked(() => this.receive())).catch((e: unknown) => void this.errors.push(e));
+      },
+    });
+    await this.token.convert(M.NL);
+  }
+
+  async send(seq: number): Promise<void> {
+    const V = Flag.VALBLK;
+    await this.token.convert(M.EX);
+    await this.locked(async () => {
+      await this.message.convert(M.EX, { flags: V });
+      this.message.lvb!.fill(0);
+      this.message.lvb!.writeUInt32LE(this.idx, 0);
+      this.message.lvb!.writeUInt32LE(seq, 4);
+      // publish: EX->CW (the old protocol used EX->CR)
+      await this.message.convert(this.oldProtocol.on ? M.CR : M.CW, { flags: V });
+      await this.ack.convert(M.EX); // granted once every receiver dropped its CR
+      await this.ack.convert(M.CR);
+      await this.message.convert(M.NL);
+    });
+    await this.token.convert(M.NL);
+  }
+
+  /** Wait until no receive is running or queued (md-cluster stops its recv thread before leaving). */
+  async quiesce(): Promise<void> {
+    for (;;) {
+      const c = this.recvChain;
+      await c;
+      await this.mutex;
+      if (c === this.recvChain) return;
+    }
+  }
+
+  private async receive(): Promise<void> {
+    const V = Flag.VALBLK;
+    await this.message.convert(M.CR, { flags: V });
+    const m = { from: this.message.lvb!.readUInt32LE(0), seq: this.message.lvb!.readUInt32LE(4) };
+    this.received.push(m);
+    await this.ack.convert(M.NL); // the acknowledgement
+    // barrier: wait until the sender is done (PR vs its CW; the old protocol asked for EX and,
+    // like the kernel code of the time, only logged a failure and went on)
+    if (this.oldProtocol.on) {
+      await this.message.convert(M.EX, { flags: this.oldProtocol.flags }).catch((e: unknown) => void this.errors.push(e));
+    } else {
+      await this.message.convert(M.PR);
+    }
+    await this.ack.convert(M.CR); // re-arm while still holding message
+    await this.message.convert(M.NL);
+  }
+}
+
 export function dlmConformance(o: SuiteOptions): void {
   const { name } = o;
 
@@ -547,92 +633,6 @@ export function dlmConformance(o: SuiteOptions): void {
   });
 
   // --- md-cluster's message round (spec/md-cluster-protocol.md §3.3, §3.4) ---------------------
-
-  interface Msg {
-    from: number;
-    seq: number;
-  }
-
-  /** One md-cluster node's token/message/ack locks and its send and receive sequences. */
-  class MdNode {
-    token!: LockHandle;
-    message!: LockHandle;
-    ack!: LockHandle;
-    received: Msg[] = [];
-    errors: unknown[] = [];
-    private recvChain: Promise<void> = Promise.resolve();
-    /** recv_mutex: one receive at a time, none while this node sends */
-    private mutex: Promise<void> = Promise.resolve();
-
-    constructor(
-      readonly ls: Lockspace,
-      readonly idx: number,
-      readonly oldProtocol: { on: boolean; flags: number },
-    ) {}
-
-    private locked<T>(fn: () => Promise<T>): Promise<T> {
-      const run = this.mutex.then(fn);
-      this.mutex = run.then(() => undefined, () => undefined);
-      return run;
-    }
-
-    async join(): Promise<void> {
-      const V = Flag.VALBLK;
-      this.message = await this.ls.lock('message', M.NL, { flags: V | Flag.EXPEDITE });
-      this.token = await this.ls.lock('token', M.NL, { flags: Flag.EXPEDITE });
-      await this.token.convert(M.EX);
-      this.ack = await this.ls.lock('ack', M.CR, {
-        bast: (mode) => {
-          if (mode === M.EX) this.recvChain = this.recvChain.then(() => this.locked(() => this.receive())).catch((e: unknown) => void this.errors.push(e));
-        },
-      });
-      await this.token.convert(M.NL);
-    }
-
-    async send(seq: number): Promise<void> {
-      const V = Flag.VALBLK;
-      await this.token.convert(M.EX);
-      await this.locked(async () => {
-        await this.message.convert(M.EX, { flags: V });
-        this.message.lvb!.fill(0);
-        this.message.lvb!.writeUInt32LE(this.idx, 0);
-        this.message.lvb!.writeUInt32LE(seq, 4);
-        // publish: EX->CW (the old protocol used EX->CR)
-        await this.message.convert(this.oldProtocol.on ? M.CR : M.CW, { flags: V });
-        await this.ack.convert(M.EX); // granted once every receiver dropped its CR
-        await this.ack.convert(M.CR);
-        await this.message.convert(M.NL);
-      });
-      await this.token.convert(M.NL);
-    }
-
-    /** Wait until no receive is running or queued (md-cluster stops its recv thread before leaving). */
-    async quiesce(): Promise<void> {
-      for (;;) {
-        const c = this.recvChain;
-        await c;
-        await this.mutex;
-        if (c === this.recvChain) return;
-      }
-    }
-
-    private async receive(): Promise<void> {
-      const V = Flag.VALBLK;
-      await this.message.convert(M.CR, { flags: V });
-      const m = { from: this.message.lvb!.readUInt32LE(0), seq: this.message.lvb!.readUInt32LE(4) };
-      this.received.push(m);
-      await this.ack.convert(M.NL); // the acknowledgement
-      // barrier: wait until the sender is done (PR vs its CW; the old protocol asked for EX and,
-      // like the kernel code of the time, only logged a failure and went on)
-      if (this.oldProtocol.on) {
-        await this.message.convert(M.EX, { flags: this.oldProtocol.flags }).catch((e: unknown) => void this.errors.push(e));
-      } else {
-        await this.message.convert(M.PR);
-      }
-      await this.ack.convert(M.CR); // re-arm while still holding message
-      await this.message.convert(M.NL);
-    }
-  }
 
   test(`${name}: md-cluster message round, 3 nodes, random senders: every receiver gets every message once`, async () => {
     await withNodes(3, async (h, dlms) => {

@@ -13,7 +13,7 @@ import { isTsmdError } from '../../src/errors.js';
 import { type Dlm, EtcdDlm, type EtcdDlmOptions, Flag, type Lockspace, Mode, type SlotInfo } from '../../src/cluster/dlm/index.js';
 import { EtcdServer, haveEtcd, requireEtcd, requireOpenssl } from '../helpers/etcd.js';
 import { repoRoot } from '../helpers/tools.js';
-import { type DlmHarness, dlmConformance } from './dlm-conformance.js';
+import { type DlmHarness, dlmConformance, MdNode, type Msg } from './dlm-conformance.js';
 
 let server: EtcdServer | undefined;
 let prefixSeq = 0;
@@ -238,6 +238,71 @@ describe('etcd DLM', () => {
     } finally {
       a.close();
       b.close();
+      if (!server!.running) await server!.startAgain();
+    }
+  });
+
+  test('etcd: md-cluster message rounds while etcd stalls and restarts: every message once, nobody fenced, replicas identical', async (t) => {
+    if (!requireEtcd(t)) return;
+    const prefix = newPrefix();
+    // a short call deadline turns each stall into ambiguous failures (retried appends)
+    const opts = { leaseTtlSec: 8, keepAliveIntervalMs: 500, fenceMarginMs: 1600, callTimeoutMs: 300 };
+    const dlms = [0, 1, 2].map((i) => node(`chaos${i}`, prefix, opts));
+    try {
+      const spaces: Lockspace[] = [];
+      for (const d of dlms) spaces.push(await d.join({ name: 'chaos', lvbLength: 64 }));
+      let fenced = 0;
+      for (const ls of spaces) ls.on('fenced', () => fenced++);
+      const nodes = spaces.map((ls, i) => new MdNode(ls, i, { on: false, flags: 0 }));
+      for (const n of nodes) await n.join();
+      let chaosDone = false;
+      const chaos = (async () => {
+        // stalls (SIGSTOP) and outages (SIGKILL, restart) between message rounds, all shorter
+        // than the lease TTL minus the fencing margin
+        for (const step of ['stall 900', 'kill 400', 'stall 600', 'kill 700', 'stall 1200']) {
+          await sleep(700);
+          const [what, ms] = step.split(' ') as [string, string];
+          if (what === 'stall') await server!.pause(Number(ms));
+          else {
+            await server!.stop(true);
+            await sleep(Number(ms));
+            await server!.startAgain();
+          }
+        }
+        chaosDone = true;
+      })();
+      const sent: Msg[] = [];
+      let round = 0;
+      let seed = 7;
+      while (!chaosDone || round < 40) {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        const s = seed % 3;
+        const seq = round++ * 10 + s;
+        sent.push({ from: s, seq });
+        await nodes[s]!.send(seq);
+      }
+      await chaos;
+      const deadline = Date.now() + 30_000;
+      while (!nodes.every((n, i) => n.received.length >= sent.filter((m) => m.from !== i).length) && Date.now() < deadline) await sleep(20);
+      for (const n of nodes) await n.quiesce();
+      for (const [i, n] of nodes.entries()) {
+        assert.deepEqual(n.errors, []);
+        const want = sent.filter((m) => m.from !== i).map((m) => `${m.from}:${m.seq}`).sort();
+        assert.deepEqual(n.received.map((m) => `${m.from}:${m.seq}`).sort(), want, `node ${i} got every message exactly once`);
+      }
+      assert.equal(fenced, 0, 'nobody was fenced');
+      assert.ok(dlms.reduce((a, d) => a + d.stats.retries, 0) > 0, 'the stalls made appends retry');
+      // every node replayed the same log to the same state
+      for (const d of dlms) await d.internals(spaces[dlms.indexOf(d)]!).idle();
+      await sleep(200);
+      for (const res of ['token', 'message', 'ack']) {
+        const states = dlms.map((d, i) => JSON.stringify(d.internals(spaces[i]!).peek(res)));
+        assert.equal(states[1], states[0], `${res}: node 1's replica equals node 0's`);
+        assert.equal(states[2], states[0], `${res}: node 2's replica equals node 0's`);
+      }
+      for (const ls of spaces) await ls.leave();
+    } finally {
+      for (const d of dlms) d.close();
       if (!server!.running) await server!.startAgain();
     }
   });

@@ -184,6 +184,15 @@ export class EtcdServer {
     clearTimeout(t);
   }
 
+  /** Freeze etcd (SIGSTOP) for `ms`, then let it go on (SIGCONT): a stall, not an outage. */
+  async pause(ms: number): Promise<void> {
+    const p = this.proc;
+    if (!p || !this.running) return;
+    p.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, ms));
+    p.kill('SIGCONT');
+  }
+
   async cleanup(): Promise<void> {
     await this.stop(true);
     rmSync(this.root, { recursive: true, force: true });

@@ -91,6 +91,8 @@ export interface EtcdDlmStats {
   conflicts: number;
   /** checkpoints written (each deletes up to MAX_DELETES_PER_TXN operation keys) */
   checkpoints: number;
+  /** appends retried after a transient failure (etcd unreachable, a deadline passed) */
+  retries: number;
   keepAlives: number;
 }
 
@@ -214,7 +216,7 @@ export class EtcdDlm implements Dlm {
   readonly fenceMarginMs: number;
   readonly callTimeoutMs: number;
   readonly asyncDownConversions: boolean;
-  readonly stats: EtcdDlmStats = { calls: 0, txns: 0, conflicts: 0, checkpoints: 0, keepAlives: 0 };
+  readonly stats: EtcdDlmStats = { calls: 0, txns: 0, conflicts: 0, checkpoints: 0, retries: 0, keepAlives: 0 };
   private readonly spaces = new Set<EtcdSpace>();
   private readonly internalsOf = new WeakMap<Lockspace, EtcdSpace>();
   private closed = false;
@@ -627,6 +629,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
         // it may have been applied: the retry's create(key) == 0 tells, and a copy appended after
         // a checkpoint removed the first is skipped by every replay (sequence numbers)
         this.roundTrips = Math.max(this.roundTrips, rt);
+        d.stats.retries++;
         await this.clock.sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, 500);
         continue;
@@ -691,13 +694,23 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     const d = this.dlm;
     const w = d.client.watch().prefix(this.base).startRevision(String(this.watchRev + 1)).withPreviousKV().watcher();
     this.watcher = w;
+    // The replicas are only as good as the watch is gapless. etcd3 resumes a broken watch from the
+    // revision after the last response header it saw, and takes the header of the re-created
+    // watch (the store's current revision, sent *before* the catch-up events) as seen: a second
+    // break during a catch-up would skip operations for good. So the resume point is ours: the
+    // last revision we applied, delivered again (every event is applied idempotently).
+    const resumeFromOurs = (): void => {
+      w.request.start_revision = String(Math.max(this.watchRev, this.snapshotRev + 1));
+    };
+    w.on('connected', resumeFromOurs);
+    w.on('disconnected', resumeFromOurs);
     w.on('data', (res) => {
-      if (res.events.length === 0) return;
       try {
-        this.processEvents(res.events);
+        if (res.events.length > 0) this.processEvents(res.events);
       } catch (e) {
         this.fence(`internal error processing etcd events: ${e instanceof Error ? e.stack : String(e)}`);
       }
+      resumeFromOurs();
     });
     w.on('error', (e: unknown) => {
       // cancelled by etcd (e.g. compacted past our revision): we cannot know what we missed
@@ -711,6 +724,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
       const key = ev.kv.key.toString();
       const rev = Number(ev.kv.mod_revision);
       if (rev <= this.snapshotRev) continue; // in our snapshot already
+      // A resumed watch delivers the last revision seen again: every branch below is idempotent.
       if (key.startsWith(this.opPrefix)) {
         if (ev.type === 'Put') {
           this.applyOpKv(ev.kv);
@@ -749,7 +763,7 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
             return;
           }
           if (known && known.inc === inc) this.memberMap.delete(slot);
-          if (inc !== undefined) {
+          if (inc !== undefined && !this.deadIncs.has(inc)) {
             for (const rp of this.replicas.values()) this.forgetDead(rp, (x) => x === inc);
             this.recoverMember(slot, inc, leaving);
           }
