@@ -93,6 +93,8 @@ export interface EtcdDlmStats {
   checkpoints: number;
   /** appends retried after a transient failure (etcd unreachable, a deadline passed) */
   retries: number;
+  /** appends whose transaction's read let this node replay the log at once (see fastReplay) */
+  fastReplays: number;
   keepAlives: number;
 }
 
@@ -216,7 +218,7 @@ export class EtcdDlm implements Dlm {
   readonly fenceMarginMs: number;
   readonly callTimeoutMs: number;
   readonly asyncDownConversions: boolean;
-  readonly stats: EtcdDlmStats = { calls: 0, txns: 0, conflicts: 0, checkpoints: 0, retries: 0, keepAlives: 0 };
+  readonly stats: EtcdDlmStats = { calls: 0, txns: 0, conflicts: 0, checkpoints: 0, retries: 0, fastReplays: 0, keepAlives: 0 };
   private readonly spaces = new Set<EtcdSpace>();
   private readonly internalsOf = new WeakMap<Lockspace, EtcdSpace>();
   private closed = false;
@@ -609,15 +611,25 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
     const done = result.then(() => undefined, () => undefined);
     this.waiting.set(seq, { resolve, reject, done }); // our replay may see it before the reply
     let backoffMs = 20;
+    const logStart = Buffer.from(`${this.opPrefix}${resource}/`);
+    const ckKey = Buffer.from(this.resPrefix + resource);
     for (;;) {
       let r: ITxnResponse;
+      // what our replica of this resource has applied when the transaction is sent: the
+      // transaction also reads the resource's operations after it (see fastReplay)
+      const fromRev = this.replica(resource).rev;
       try {
         r = await d.txn(`update ${what}`, {
           compare: [
             { key: memberKey, target: 'Create', result: 'Equal', create_revision: this.incarnation },
             { key, target: 'Create', result: 'Equal', create_revision: '0' },
           ],
-          success: checkpoint ? [{ request_put: { key, value } }, checkpoint.op] : [{ request_put: { key, value } }],
+          success: [
+            { request_put: { key, value } },
+            ...(checkpoint ? [checkpoint.op] : []),
+            { request_range: { key: logStart, range_end: prefixEnd(logStart), min_mod_revision: String(fromRev + 1) } },
+            { request_range: { key: ckKey } },
+          ],
           failure: [{ request_range: { key: memberKey } }],
         });
       } catch (e) {
@@ -651,9 +663,30 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
           rp.ckRev = Math.max(rp.ckRev, rev);
           rp.ckAt = Math.max(rp.ckAt, checkpoint.at);
         }
+        const base = checkpoint ? 2 : 1;
+        this.fastReplay(resource, fromRev, r.responses[base]?.response_range?.kvs ?? [], r.responses[base + 1]?.response_range?.kvs[0]);
       }
       return { result };
     }
+  }
+
+  /**
+   * The append's own transaction read every operation of the resource from `fromRev` (what our
+   * replica had applied when it was sent) up to and including ours: replay them now instead of
+   * waiting for the watch to deliver them, so an uncontended operation costs one round trip.
+   * Safe only when that read is the whole log over that span: no checkpoint deleted operation keys
+   * above `fromRev` (a checkpoint deletes keys up to its `at` only), and no recovery purge is
+   * among them (a grant caused by a membership change is acted on only after the watch has shown
+   * the change and recovery has run). Otherwise, and during recovery, the watch delivers them as
+   * before; either way every operation is applied once, in revision order.
+   */
+  private fastReplay(resource: string, fromRev: number, kvs: readonly IKeyValue[], ckKv: IKeyValue | undefined): void {
+    if (this.fenced || this.done || this.recovering > 0 || kvs.length === 0) return;
+    if (ckKv && Number(ckKv.mod_revision) > fromRev && (JSON.parse(ckKv.value.toString()) as Checkpoint).at > fromRev) return;
+    const sorted = [...kvs].sort((a, b) => Number(a.mod_revision) - Number(b.mod_revision));
+    for (const kv of sorted) if ((JSON.parse(kv.value.toString()) as OpRecord).o.k === 'pg') return;
+    this.dlm.stats.fastReplays++;
+    for (const kv of sorted) this.applyOpKv(kv);
   }
 
   /**
