@@ -627,8 +627,8 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
           success: [
             { request_put: { key, value } },
             ...(checkpoint ? [checkpoint.op] : []),
-            { request_range: { key: logStart, range_end: prefixEnd(logStart), min_mod_revision: String(fromRev + 1) } },
-            { request_range: { key: ckKey } },
+            { request_range: { key: logStart, range_end: prefixEnd(logStart), min_mod_revision: String(fromRev + 1), keys_only: true } },
+            { request_range: { key: ckKey, keys_only: true } },
           ],
           failure: [{ request_range: { key: memberKey } }],
         });
@@ -664,29 +664,32 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
           rp.ckAt = Math.max(rp.ckAt, checkpoint.at);
         }
         const base = checkpoint ? 2 : 1;
-        this.fastReplay(resource, fromRev, r.responses[base]?.response_range?.kvs ?? [], r.responses[base + 1]?.response_range?.kvs[0]);
+        if (!recovery) this.fastReplay(resource, fromRev, rev, key, value, r.responses[base]?.response_range?.kvs ?? [], r.responses[base + 1]?.response_range?.kvs[0]);
       }
       return { result };
     }
   }
 
   /**
-   * The append's own transaction read every operation of the resource from `fromRev` (what our
-   * replica had applied when it was sent) up to and including ours: replay them now instead of
-   * waiting for the watch to deliver them, so an uncontended operation costs one round trip.
-   * Safe only when that read is the whole log over that span: no checkpoint deleted operation keys
-   * above `fromRev` (a checkpoint deletes keys up to its `at` only), and no recovery purge is
-   * among them (a grant caused by a membership change is acted on only after the watch has shown
-   * the change and recovery has run). Otherwise, and during recovery, the watch delivers them as
-   * before; either way every operation is applied once, in revision order.
+   * The append's own transaction listed (keys only) the resource's operations newer than
+   * `fromRev`, what our replica had applied when it was sent, and the checkpoint key. When that
+   * list is our operation alone and no checkpoint was written since `fromRev`, our operation
+   * directly follows what we have applied: replay it now (its value is ours) instead of waiting
+   * for the watch, so an uncontended operation costs one round trip. Otherwise (others'
+   * operations in between, a checkpoint that may have deleted some, recovery under way) the
+   * watch delivers them as before; either way every operation is applied once, in revision
+   * order. A recovery purge is never replayed this way (it is not this node's own queue, and a
+   * grant caused by a membership change waits for the watch to show the change).
    */
-  private fastReplay(resource: string, fromRev: number, kvs: readonly IKeyValue[], ckKv: IKeyValue | undefined): void {
-    if (this.fenced || this.done || this.recovering > 0 || kvs.length === 0) return;
-    if (ckKv && Number(ckKv.mod_revision) > fromRev && (JSON.parse(ckKv.value.toString()) as Checkpoint).at > fromRev) return;
-    const sorted = [...kvs].sort((a, b) => Number(a.mod_revision) - Number(b.mod_revision));
-    for (const kv of sorted) if ((JSON.parse(kv.value.toString()) as OpRecord).o.k === 'pg') return;
+  private fastReplay(resource: string, fromRev: number, rev: number, key: Buffer, value: Buffer, kvs: readonly IKeyValue[], ckKv: IKeyValue | undefined): void {
+    if (this.fenced || this.done || this.recovering > 0 || kvs.length !== 1) return;
+    if (ckKv && Number(ckKv.mod_revision) > fromRev) return;
+    const only = kvs[0]!;
+    if (!only.key.equals(key) || Number(only.mod_revision) !== rev) return;
+    const rp = this.replica(resource);
+    if (rp.rev !== fromRev) return; // the watch moved the replica on meanwhile: it delivers ours too
     this.dlm.stats.fastReplays++;
-    for (const kv of sorted) this.applyOpKv(kv);
+    this.applyOpKv({ ...only, value, mod_revision: String(rev) });
   }
 
   /**
