@@ -664,7 +664,8 @@ class EtcdSpace implements LockspaceBackend, EtcdLockspaceInternals {
           rp.ckAt = Math.max(rp.ckAt, checkpoint.at);
         }
         const base = checkpoint ? 2 : 1;
-        if (!recovery) this.fastReplay(resource, fromRev, rev, key, value, r.responses[base]?.response_range?.kvs ?? [], r.responses[base + 1]?.response_range?.kvs[0]);
+        const listed = r.responses[base]?.response_range?.kvs ?? [];
+        if (!recovery) this.fastReplay(resource, fromRev, rev, key, value, listed, r.responses[base + 1]?.response_range?.kvs[0]);
       }
       return { result };
     }
