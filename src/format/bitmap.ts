@@ -33,6 +33,39 @@ export interface BitmapSuper {
   pad: Uint8Array;
 }
 
+/**
+ * A new bitmap superblock as mdadm writes one (daemon_sleep 5 s, no write-behind, nothing
+ * reserved): version 4, or 5 when clustered (`nodes` slots); events_cleared = events.
+ */
+export function newBitmapSuper(o: {
+  uuid: Uint8Array;
+  events?: bigint;
+  syncSectors: number;
+  chunkBytes: number;
+  clustered?: boolean;
+  nodes?: number;
+  clusterName?: Uint8Array;
+}): BitmapSuper {
+  const nodes = o.nodes ?? 0;
+  const events = o.events ?? 0n;
+  return {
+    magic: BITMAP_MAGIC,
+    version: o.clustered ? BITMAP_MAJOR_CLUSTERED : BITMAP_MAJOR_HI,
+    uuid: o.uuid.slice(),
+    events,
+    eventsCleared: events,
+    syncSize: BigInt(o.syncSectors),
+    state: 0,
+    chunkSize: o.chunkBytes,
+    daemonSleep: 5,
+    writeBehind: 0,
+    sectorsReserved: 0,
+    nodes,
+    clusterName: o.clusterName ?? new Uint8Array(64),
+    pad: new Uint8Array(120),
+  };
+}
+
 export function decodeBitmapSuper(buf: Uint8Array): BitmapSuper {
   if (buf.length < BITMAP_SB_BYTES)
     throw new TsmdError('EBADSB', 'bitmap superblock buffer shorter than 256 bytes');

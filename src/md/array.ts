@@ -8,7 +8,7 @@
  * starts only when asked to (--run). Nothing is written to a member that was not accepted.
  */
 import { assert, TsmdError } from '../errors.js';
-import { BITMAP_MAGIC, BITMAP_MAJOR_HI, BITMAP_SB_BYTES, bitmapAreaBytes, bitmapBits, type BitmapSuper, encodeBitmapSuper, fillCleanBits } from '../format/bitmap.js';
+import { BITMAP_SB_BYTES, bitmapAreaBytes, bitmapBits, encodeBitmapSuper, fillCleanBits, newBitmapSuper } from '../format/bitmap.js';
 import {
   deviceRole,
   encodeSuperblock,
@@ -1196,22 +1196,7 @@ export class MdArray {
       }
       const chunk = places[0]!.chunk;
       const nbits = bitmapBits(size, chunk);
-      const sup: BitmapSuper = {
-        magic: BITMAP_MAGIC,
-        version: BITMAP_MAJOR_HI,
-        uuid: this.sb.setUuid.slice(),
-        events: this.sb.events,
-        eventsCleared: this.sb.events,
-        syncSize: BigInt(size),
-        state: 0,
-        chunkSize: chunk,
-        daemonSleep: 5,
-        writeBehind: 0,
-        sectorsReserved: 0,
-        nodes: 0,
-        clusterName: new Uint8Array(64),
-        pad: new Uint8Array(120),
-      };
+      const sup = newBitmapSuper({ uuid: this.sb.setUuid, events: this.sb.events, syncSectors: size, chunkBytes: chunk });
       const area = new Uint8Array(bitmapAreaBytes(nbits));
       fillCleanBits(area, nbits);
       area.set(encodeBitmapSuper(sup), 0);

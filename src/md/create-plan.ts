@@ -4,12 +4,11 @@
  */
 import { TsmdError } from '../errors.js';
 import {
-  BITMAP_MAGIC,
-  type BitmapSuper,
   bitmapAreaBytes,
   fillCleanBits,
   bitmapBits,
   encodeBitmapSuper,
+  newBitmapSuper,
 } from '../format/bitmap.js';
 import {
   Feature,
@@ -409,22 +408,7 @@ export function planCreate(o: CreateOptions): CreatePlan {
       const slots = Math.max(1, nodes);
       bitmapImage = new Uint8Array(bitmapAreaSectors * 512 * slots);
       for (let k = 0; k < slots; k++) {
-        const sup: BitmapSuper = {
-          magic: BITMAP_MAGIC,
-          version: clustered ? 5 : 4,
-          uuid: o.uuid.slice(),
-          events: 0n,
-          eventsCleared: 0n,
-          syncSize: BigInt(syncSectors),
-          state: 0,
-          chunkSize: bitmapChunk,
-          daemonSleep: 5,
-          writeBehind: 0,
-          sectorsReserved: 0,
-          nodes,
-          clusterName: nameBytes(o.clusterName ?? '', 64),
-          pad: new Uint8Array(120),
-        };
+        const sup = newBitmapSuper({ uuid: o.uuid, syncSectors, chunkBytes: bitmapChunk, clustered, nodes, clusterName: nameBytes(o.clusterName ?? '', 64) });
         const base = k * bitmapAreaSectors * 512;
         bitmapImage.set(encodeBitmapSuper(sup), base);
         // node 0: every bit set (whole array needs its initial sync) unless clean; others clear

@@ -42,16 +42,12 @@ import { LockspaceCore, type LockspaceBackend } from './core.js';
 import * as engine from './grant.js';
 import type { Op, OpResult, ResourceState } from './grant.js';
 import {
-  DEFAULT_MAX_SLOTS,
-  DEFAULT_TIMEOUT_MS,
   type Dlm,
   type JoinOptions,
   type Lockspace,
   type RecoveryOps,
   type SlotInfo,
-  validateLockspaceName,
-  validateLvbLength,
-  validateTimeout,
+  validateJoinOptions,
 } from './types.js';
 
 export interface EtcdDlmOptions {
@@ -293,11 +289,7 @@ export class EtcdDlm implements Dlm {
 
   async join(opts: JoinOptions): Promise<Lockspace> {
     if (this.closed) throw new TsmdError('ENODEV', 'DLM etcd: join after close()');
-    const name = validateLockspaceName(opts?.name);
-    const lvbLength = validateLvbLength(opts.lvbLength);
-    const timeoutMs = opts.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : validateTimeout(opts.timeoutMs, `DLM ${name}`);
-    const maxSlots = opts.maxSlots ?? DEFAULT_MAX_SLOTS;
-    if (!Number.isInteger(maxSlots) || maxSlots < 1 || maxSlots > 4096) throw new TsmdError('EINVAL', `DLM ${name}: maxSlots must be 1..4096`);
+    const { name, lvbLength, timeoutMs, maxSlots } = validateJoinOptions(opts);
     for (const s of this.spaces) if (s.name === name && !s.done) throw new TsmdError('EEXIST', `DLM ${name}: node ${this.nodeId} already joined this lockspace`);
     const space = new EtcdSpace(this, name, lvbLength, maxSlots, timeoutMs, opts.ops ?? {});
     this.spaces.add(space);

@@ -14,16 +14,12 @@ import { LockspaceCore, type LockspaceBackend } from './core.js';
 import * as engine from './grant.js';
 import type { ResourceState } from './grant.js';
 import {
-  DEFAULT_MAX_SLOTS,
-  DEFAULT_TIMEOUT_MS,
   type Dlm,
   type JoinOptions,
   type Lockspace,
   type RecoveryOps,
   type SlotInfo,
-  validateLockspaceName,
-  validateLvbLength,
-  validateTimeout,
+  validateJoinOptions,
 } from './types.js';
 
 export interface MemoryDlmOptions {
@@ -80,11 +76,7 @@ export class MemoryDlmCluster {
   }
 
   private async join(nodeId: string, opts: JoinOptions): Promise<Lockspace> {
-    const name = validateLockspaceName(opts?.name);
-    const lvbLength = validateLvbLength(opts.lvbLength);
-    const timeoutMs = opts.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : validateTimeout(opts.timeoutMs, `DLM ${name}`);
-    const maxSlots = opts.maxSlots ?? DEFAULT_MAX_SLOTS;
-    if (!Number.isInteger(maxSlots) || maxSlots < 1 || maxSlots > 4096) throw new TsmdError('EINVAL', `DLM ${name}: maxSlots must be 1..4096`);
+    const { name, lvbLength, timeoutMs, maxSlots } = validateJoinOptions(opts);
     let s = this.spaces.get(name);
     if (!s) {
       s = { name, lvbLength, maxSlots, members: new Map(), resources: new Map() };

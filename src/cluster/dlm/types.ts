@@ -274,6 +274,16 @@ export function validateTimeout(ms: unknown, what: string): number {
   return ms;
 }
 
+/** The checked settings of a join (both backends): name, LVB length, wait timeout, slot bound. */
+export function validateJoinOptions(opts: JoinOptions): { name: string; lvbLength: number; timeoutMs: number; maxSlots: number } {
+  const name = validateLockspaceName(opts?.name);
+  const lvbLength = validateLvbLength(opts.lvbLength);
+  const timeoutMs = opts.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : validateTimeout(opts.timeoutMs, `DLM ${name}`);
+  const maxSlots = opts.maxSlots ?? DEFAULT_MAX_SLOTS;
+  if (!Number.isInteger(maxSlots) || maxSlots < 1 || maxSlots > 4096) throw new TsmdError('EINVAL', `DLM ${name}: maxSlots must be 1..4096`);
+  return { name, lvbLength, timeoutMs, maxSlots };
+}
+
 export function validateMode(ls: string, mode: unknown): Mode {
   if (!isMode(mode))
     throw new TsmdError('EINVAL', `DLM ${ls}: unknown lock mode ${JSON.stringify(mode)}: use Mode.NL, CR, CW, PR, PW or EX (0..5)`);
