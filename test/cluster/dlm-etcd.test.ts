@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isTsmdError } from '../../src/errors.js';
 import { type Dlm, EtcdDlm, type EtcdDlmOptions, Flag, type Lockspace, Mode, type SlotInfo } from '../../src/cluster/dlm/index.js';
 import { EtcdServer, haveEtcd, requireEtcd, requireOpenssl } from '../helpers/etcd.js';
+import { prng } from '../helpers/prng.js';
 import { repoRoot } from '../helpers/tools.js';
 import { type DlmHarness, dlmConformance, MdNode, type Msg } from './dlm-conformance.js';
 
@@ -273,10 +274,9 @@ describe('etcd DLM', () => {
       })();
       const sent: Msg[] = [];
       let round = 0;
-      let seed = 7;
+      const rnd = prng(7);
       while (!chaosDone || round < 40) {
-        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-        const s = seed % 3;
+        const s = Math.floor(rnd() * 3);
         const seq = round++ * 10 + s;
         sent.push({ from: s, seq });
         await nodes[s]!.send(seq);
