@@ -4,6 +4,9 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { run, tsmdBin, type RunResult } from './tools.js';
 
+/** How long a daemon gets to stop cleanly before the test calls it hung. */
+const STOP_TIMEOUT_MS = 60_000;
+
 export interface DaemonInfo {
   pid: number;
   nbd: { host: string; port: number } | null;
@@ -52,10 +55,28 @@ export async function startDaemon(runDir: string, extra: string[] = []): Promise
     runDir,
     info,
     logs: () => err,
-    tsmd: (args) => run(process.execPath, [tsmdBin, '--run-dir', runDir, ...args]),
+    tsmd: (args) => {
+      try {
+        return run(process.execPath, [tsmdBin, '--run-dir', runDir, ...args]);
+      } catch (e) {
+        // a hung command: what the daemon was doing is the useful part
+        (e as Error).message += `\n--- daemon log tail:\n${err.slice(-8000)}`;
+        throw e;
+      }
+    },
     stop: async (signal = 'SIGTERM') => {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
+      // a daemon that does not stop fails the test with its log instead of hanging the suite
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((res) => {
+        timer = setTimeout(() => res('late'), STOP_TIMEOUT_MS);
+      });
+      const r = await Promise.race([exited, late]);
+      clearTimeout(timer);
+      if (r !== 'late') return r;
+      proc.kill('SIGKILL');
+      await exited;
+      throw new Error(`daemon (pid ${proc.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s of ${signal}; killed. Log tail:\n${err.slice(-8000)}`);
     },
     exited,
   };

@@ -12,6 +12,9 @@ const REQ_MAGIC = 0x25609513;
 const SIMPLE_REPLY = 0x67446698;
 const OPT_REPLY_MAGIC = 0x3e889045565a9n;
 
+/** How long a request may wait for its reply before the test calls the server hung. */
+const REPLY_TIMEOUT_MS = 120_000;
+
 export const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3 } as const;
 export const FLAG_FUA = 1;
 
@@ -122,7 +125,22 @@ export class NbdTestClient {
     h.writeBigUInt64BE(cookie, 8);
     h.writeBigUInt64BE(BigInt(offset), 16);
     h.writeUInt32BE(length, 24);
-    const p = new Promise<Buffer | null>((resolve, reject) => this.pending.set(cookie, { resolve, reject, readLen }));
+    // a server that never answers fails the test with what it did not answer, not a hung suite
+    let timer: NodeJS.Timeout | undefined;
+    const p = new Promise<Buffer | null>((resolve, reject) => {
+      const done = <T>(f: (v: T) => void) => (v: T) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.pending.set(cookie, { resolve: done(resolve), reject: done(reject), readLen });
+      timer = setTimeout(() => {
+        if (!this.pending.delete(cookie)) return;
+        const what = ['READ', 'WRITE', 'DISC', 'FLUSH'][type] ?? `type ${type}`;
+        reject(new Error(`no reply to NBD ${what} (offset ${offset}, length ${length}) within ${REPLY_TIMEOUT_MS / 1000} s`));
+        // its reply can no longer be matched: the stream is unusable
+        this.sock.destroy();
+      }, REPLY_TIMEOUT_MS);
+    });
     this.sock.write(payload ? Buffer.concat([h, payload]) : h);
     return p;
   }

@@ -44,17 +44,29 @@ export interface RunResult {
   stderr: string;
 }
 
+/**
+ * Run a command to completion. A command that hangs is killed after timeoutMs (default 5
+ * minutes) and the test fails with what it printed, instead of the suite waiting forever.
+ */
 export function run(
   cmd: string,
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; input?: string } = {},
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
 ): RunResult {
+  const timeoutMs = opts.timeoutMs ?? 300_000;
   const r = spawnSync(cmd, args, {
     encoding: 'utf8',
     env: { ...process.env, TZ: 'UTC', ...opts.env },
     input: opts.input ?? '',
     maxBuffer: 64 * 1024 * 1024,
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
   });
+  if (r.error && (r.error as NodeJS.ErrnoException).code === 'ETIMEDOUT') {
+    throw new Error(
+      `${cmd} ${args.join(' ')}: no exit within ${timeoutMs / 1000} s (killed)\n--- stdout:\n${String(r.stdout ?? '').slice(-4000)}\n--- stderr:\n${String(r.stderr ?? '').slice(-4000)}`,
+    );
+  }
   if (r.error) throw r.error;
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
