@@ -240,7 +240,7 @@ export async function startDaemon(dir: string, extra: string[] = []): Promise<{ 
   const info = join(runDir, 'daemon.json');
   let port = 0;
   try {
-    // daemon.json is written (not renamed) into place: wait until it parses
+    // wait until daemon.json appears (the daemon renames it into place whole)
     for (let i = 0; i < 400 && port === 0; i++) {
       if (p.exitCode !== null) throw new Error(`tsmd daemon exited (${p.exitCode}): ${err}`);
       try {

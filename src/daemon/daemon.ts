@@ -3,7 +3,7 @@
  * NBD, answers mdadm commands on the control socket, keeps <run-dir>/mdstat current, exports
  * Prometheus metrics, and on SIGTERM/SIGINT stops every array cleanly.
  */
-import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -274,13 +274,22 @@ export class Daemon {
   private async claimRunDir(): Promise<void> {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     for (let attempt = 0; attempt < 2; attempt++) {
+      // the pid file appears with its content or not at all (a link of a finished temp file):
+      // a second daemon must never read it empty and take it for a dead one's
+      const tmp = `${this.pidPath}.${process.pid}.tmp`;
+      const fd = openSync(tmp, 'w', 0o644);
       try {
-        const fd = openSync(this.pidPath, 'wx', 0o644);
         writeSync(fd, `${process.pid}\n`);
+      } finally {
         closeSync(fd);
+      }
+      try {
+        linkSync(tmp, this.pidPath);
         return;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      } finally {
+        unlinkSync(tmp);
       }
       const pid = Number.parseInt(readFileSync(this.pidPath, 'utf8').trim(), 10);
       let answering: boolean;
@@ -351,7 +360,10 @@ export class Daemon {
       d.safeModeTimer.unref();
       d.writeMdstat();
       // where this daemon listens (ports may have been chosen by the OS)
-      writeFileSync(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
+      // written whole then renamed: whoever waits for the file never reads half of it
+      const info = `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`;
+      writeFileSync(`${d.infoPath}.tmp`, info);
+      renameSync(`${d.infoPath}.tmp`, d.infoPath);
       d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, pid: process.pid }, 'tsmd daemon started');
       return d;
     } catch (e) {
@@ -507,7 +519,7 @@ export class Daemon {
           }
           this.registry.remove(r.mdName);
         }
-        for (const p of [this.controlPath, this.pidPath, this.infoPath, this.mdstatPath, `${this.mdstatPath}.tmp`]) {
+        for (const p of [this.controlPath, this.pidPath, this.infoPath, `${this.infoPath}.tmp`, this.mdstatPath, `${this.mdstatPath}.tmp`]) {
           try {
             unlinkSync(p);
           } catch {

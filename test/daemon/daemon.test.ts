@@ -5,8 +5,9 @@
  * and the real mdadm reading the superblocks after a clean shutdown.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -32,6 +33,42 @@ describe('node daemon lifecycle', () => {
     const r = run(process.execPath, [tsmdBin, 'daemon', '--run-dir', d.runDir, '--listen', '127.0.0.1:0']);
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /another tsmd daemon \(pid \d+\) is running/);
+  });
+
+  test('daemons started at the same moment on one run directory: exactly one runs', async () => {
+    // the pid file must never be seen empty (a loser would take it for a dead daemon's and
+    // remove it), and daemon.json never half-written
+    for (let round = 0; round < 4; round++) {
+      const runDir = join(dir.path, `race${round}`);
+      const procs = [0, 1, 2].map(() => {
+        const p = spawn(process.execPath, [tsmdBin, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        p.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+        const exited = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));
+        return { p, exited, err: () => err };
+      });
+      try {
+        // the losers exit with EBUSY; the winner comes up (daemon.json) and stays
+        const t0 = Date.now();
+        const gone = () => procs.filter((x) => x.p.exitCode !== null || x.p.signalCode !== null);
+        while (gone().length < 2 || !existsSync(join(runDir, 'daemon.json'))) {
+          if (Date.now() - t0 > 15_000) break;
+          await new Promise((res) => setTimeout(res, 50));
+        }
+        await new Promise((res) => setTimeout(res, 300));
+        const codes = procs.map((x) => (x.p.exitCode === null && x.p.signalCode === null ? 'up' : x.p.exitCode));
+        assert.equal(codes.filter((c) => c === 'up').length, 1, `one daemon runs: ${JSON.stringify(codes)}\n${procs.map((x) => x.err()).join('\n')}`);
+        assert.deepEqual(codes.filter((c) => c !== 'up'), [1, 1]);
+        const winner = procs[codes.indexOf('up')]!;
+        const info = JSON.parse(readFileSync(join(runDir, 'daemon.json'), 'utf8')) as { pid: number };
+        assert.equal(info.pid, winner.p.pid);
+        assert.equal(Number(readFileSync(join(runDir, 'tsmd.pid'), 'utf8')), winner.p.pid);
+        for (const x of procs) if (x !== winner) assert.match(x.err(), /another tsmd daemon \(pid \d+\) is running/);
+      } finally {
+        for (const x of procs) x.p.kill('SIGKILL');
+        await Promise.all(procs.map((x) => x.exited));
+      }
+    }
   });
 
   test('control socket is private, pid file names the daemon, mdstat exists', () => {
