@@ -41,15 +41,20 @@ export async function startDaemon(runDir: string, extra: string[] = []): Promise
   const exited = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
   const infoPath = join(runDir, 'daemon.json');
   const t0 = Date.now();
-  while (!existsSync(infoPath)) {
-    if (proc.exitCode !== null) throw new Error(`daemon exited early (${proc.exitCode}):\n${err}`);
-    if (Date.now() - t0 > 15000) {
-      proc.kill('SIGKILL');
-      throw new Error(`daemon did not start within 15 s:\n${err}`);
+  let info: DaemonInfo;
+  try {
+    while (!existsSync(infoPath)) {
+      if (proc.exitCode !== null) throw new Error(`daemon exited early (${proc.exitCode}):\n${err}`);
+      if (Date.now() - t0 > 15000) throw new Error(`daemon did not start within 15 s:\n${err}`);
+      await new Promise((r) => setTimeout(r, 50));
     }
-    await new Promise((r) => setTimeout(r, 50));
+    info = JSON.parse(readFileSync(infoPath, 'utf8')) as DaemonInfo;
+  } catch (e) {
+    // never leave a daemon behind: its pipe alone would keep the test file from ending
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    await exited;
+    throw e;
   }
-  const info = JSON.parse(readFileSync(infoPath, 'utf8')) as DaemonInfo;
   return {
     proc,
     runDir,
