@@ -170,6 +170,8 @@ export class EtcdServer {
       if (await healthy(this.clientUrl, this.pki)) return;
       await new Promise((r) => setTimeout(r, 50));
     }
+    // not left running: its pipe would keep the test file's process alive
+    await this.stop(true);
     throw new Error(`etcd did not become healthy within ${timeoutMs} ms:\n${this.log}`);
   }
 
