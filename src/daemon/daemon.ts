@@ -3,7 +3,7 @@
  * NBD, answers mdadm commands on the control socket, keeps <run-dir>/mdstat current, exports
  * Prometheus metrics, and on SIGTERM/SIGINT stops every array cleanly.
  */
-import { chmodSync, closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -273,43 +273,40 @@ export class Daemon {
   /** Take the run directory: refuse when another daemon owns it, clean up after a dead one. */
   private async claimRunDir(): Promise<void> {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
-    for (let attempt = 0; attempt < 2; attempt++) {
-      // the pid file appears with its content or not at all (a link of a finished temp file):
-      // a second daemon must never read it empty and take it for a dead one's
-      const tmp = `${this.pidPath}.${process.pid}.tmp`;
-      const fd = openSync(tmp, 'w', 0o644);
-      try {
-        writeSync(fd, `${process.pid}\n`);
-      } finally {
-        closeSync(fd);
-      }
-      try {
-        linkSync(tmp, this.pidPath);
-        return;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      } finally {
-        unlinkSync(tmp);
-      }
-      const pid = Number.parseInt(readFileSync(this.pidPath, 'utf8').trim(), 10);
-      let answering: boolean;
-      try {
-        await controlCall(this.controlPath, { op: 'ping' }, 2000);
-        answering = true;
-      } catch {
-        answering = false;
-      }
-      if ((Number.isFinite(pid) && pid !== process.pid && pidAlive(pid)) || answering) {
-        throw new TsmdError('EBUSY', `another tsmd daemon (pid ${pid}) is running on ${this.runDir}`);
-      }
-      this.log.warn({ pid }, 'removing the pid file and socket of a daemon that is gone');
-      for (const p of [this.pidPath, this.controlPath]) {
+    // the pid file appears with its content or not at all (a link of a finished temp file):
+    // a second daemon must never read it empty and take it for a dead one's
+    const tmp = `${this.pidPath}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${process.pid}\n`, { mode: 0o644 });
+    try {
+      for (let attempt = 0; attempt < 2; attempt++) {
         try {
-          unlinkSync(p);
+          linkSync(tmp, this.pidPath);
+          return;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        }
+        const pid = Number.parseInt(readFileSync(this.pidPath, 'utf8').trim(), 10);
+        let answering: boolean;
+        try {
+          await controlCall(this.controlPath, { op: 'ping' }, 2000);
+          answering = true;
         } catch {
-          // already gone
+          answering = false;
+        }
+        if ((Number.isFinite(pid) && pid !== process.pid && pidAlive(pid)) || answering) {
+          throw new TsmdError('EBUSY', `another tsmd daemon (pid ${pid}) is running on ${this.runDir}`);
+        }
+        this.log.warn({ pid }, 'removing the pid file and socket of a daemon that is gone');
+        for (const p of [this.pidPath, this.controlPath]) {
+          try {
+            unlinkSync(p);
+          } catch {
+            // already gone
+          }
         }
       }
+    } finally {
+      unlinkSync(tmp);
     }
     throw new TsmdError('EBUSY', `cannot take ${this.pidPath}`);
   }
@@ -360,10 +357,7 @@ export class Daemon {
       d.safeModeTimer.unref();
       d.writeMdstat();
       // where this daemon listens (ports may have been chosen by the OS)
-      // written whole then renamed: whoever waits for the file never reads half of it
-      const info = `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`;
-      writeFileSync(`${d.infoPath}.tmp`, info);
-      renameSync(`${d.infoPath}.tmp`, d.infoPath);
+      writeWhole(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
       d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, pid: process.pid }, 'tsmd daemon started');
       return d;
     } catch (e) {
@@ -419,9 +413,7 @@ export class Daemon {
   /** Rewrite <run-dir>/mdstat atomically (write + rename), as readers expect a whole file. */
   writeMdstat(): void {
     try {
-      const tmp = `${this.mdstatPath}.tmp`;
-      writeFileSync(tmp, this.mdstat());
-      renameSync(tmp, this.mdstatPath);
+      writeWhole(this.mdstatPath, this.mdstat());
     } catch (e) {
       this.log.error({ err: e }, 'cannot write the mdstat file');
     }
@@ -532,4 +524,10 @@ export class Daemon {
     }
     return this.stopping;
   }
+}
+
+/** Replace a file whole (write `<path>.tmp`, rename): whoever reads it never sees half of it. */
+function writeWhole(path: string, text: string): void {
+  writeFileSync(`${path}.tmp`, text);
+  renameSync(`${path}.tmp`, path);
 }

@@ -72,16 +72,15 @@ export async function startDaemon(runDir: string, extra: string[] = []): Promise
     stop: async (signal = 'SIGTERM') => {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       // a daemon that does not stop fails the test with its log instead of hanging the suite
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<'late'>((res) => {
-        timer = setTimeout(() => res('late'), STOP_TIMEOUT_MS);
-      });
-      const r = await Promise.race([exited, late]);
+      let hung = false;
+      const timer = setTimeout(() => {
+        hung = true;
+        proc.kill('SIGKILL');
+      }, STOP_TIMEOUT_MS);
+      const code = await exited;
       clearTimeout(timer);
-      if (r !== 'late') return r;
-      proc.kill('SIGKILL');
-      await exited;
-      throw new Error(`daemon (pid ${proc.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s of ${signal}; killed. Log tail:\n${err.slice(-8000)}`);
+      if (hung) throw new Error(`daemon (pid ${proc.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s of ${signal}; killed. Log tail:\n${err.slice(-8000)}`);
+      return code;
     },
     exited,
   };

@@ -125,24 +125,19 @@ export class NbdTestClient {
     h.writeBigUInt64BE(cookie, 8);
     h.writeBigUInt64BE(BigInt(offset), 16);
     h.writeUInt32BE(length, 24);
+    const p = new Promise<Buffer | null>((resolve, reject) => this.pending.set(cookie, { resolve, reject, readLen }));
     // a server that never answers fails the test with what it did not answer, not a hung suite
-    let timer: NodeJS.Timeout | undefined;
-    const p = new Promise<Buffer | null>((resolve, reject) => {
-      const done = <T>(f: (v: T) => void) => (v: T) => {
-        clearTimeout(timer);
-        f(v);
-      };
-      this.pending.set(cookie, { resolve: done(resolve), reject: done(reject), readLen });
-      timer = setTimeout(() => {
-        if (!this.pending.delete(cookie)) return;
-        const what = ['READ', 'WRITE', 'DISC', 'FLUSH'][type] ?? `type ${type}`;
-        reject(new Error(`no reply to NBD ${what} (offset ${offset}, length ${length}) within ${REPLY_TIMEOUT_MS / 1000} s`));
-        // its reply can no longer be matched: the stream is unusable
-        this.sock.destroy();
-      }, REPLY_TIMEOUT_MS);
-    });
+    const timer = setTimeout(() => {
+      const q = this.pending.get(cookie);
+      if (!q) return;
+      this.pending.delete(cookie);
+      const what = ['READ', 'WRITE', 'DISC', 'FLUSH'][type] ?? `type ${type}`;
+      q.reject(new Error(`no reply to NBD ${what} (offset ${offset}, length ${length}) within ${REPLY_TIMEOUT_MS / 1000} s`));
+      // its reply can no longer be matched: the stream is unusable
+      this.sock.destroy();
+    }, REPLY_TIMEOUT_MS);
     this.sock.write(payload ? Buffer.concat([h, payload]) : h);
-    return p;
+    return p.finally(() => clearTimeout(timer));
   }
 
   read(offset: number, length: number): Promise<Buffer> {
