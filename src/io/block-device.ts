@@ -14,6 +14,18 @@ export interface BlockDevice {
   /** Durability barrier: everything written before returns survives a crash (fdatasync). */
   flush(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * The file descriptor for the sync helper threads (io/bulk.ts), held open until release()
+   * (close() waits for it); absent or null when the device has none to give (memory devices,
+   * fault injection, a closed device).
+   */
+  directFd?(): DirectFd | null;
+}
+
+export interface DirectFd {
+  readonly fd: number;
+  readonly readOnly: boolean;
+  release(): void;
 }
 
 export const SECTOR_BYTES = 512;

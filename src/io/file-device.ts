@@ -28,7 +28,7 @@ import {
 } from 'node:fs';
 import { constants, readFile, stat } from 'node:fs/promises';
 import { TsmdError } from '../errors.js';
-import type { BlockDevice } from './block-device.js';
+import type { BlockDevice, DirectFd } from './block-device.js';
 
 export interface OpenOptions {
   readOnly?: boolean;
@@ -400,6 +400,21 @@ export class FileBlockDevice implements BlockDevice {
         else resolve();
       });
     });
+  }
+
+  directFd(): DirectFd | null {
+    if (this.fd === null) return null;
+    this.inflight++;
+    let released = false;
+    return {
+      fd: this.fd,
+      readOnly: this.readOnly,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.done();
+      },
+    };
   }
 
   /** Close once the operations already started have finished (new ones get ENODEV). */

@@ -1,4 +1,5 @@
-export { type BlockDevice, SECTOR_BYTES } from './block-device.js';
+export { type BlockDevice, type DirectFd, SECTOR_BYTES } from './block-device.js';
+export { type BulkOp, type BulkPiece, defaultSyncThreads, type FdAt, SyncOffload } from './bulk.js';
 export { type FaultRule, FaultyBlockDevice } from './fault-device.js';
 export { FileBlockDevice, type OpenOptions, openDevice } from './file-device.js';
 export { MemoryBlockDevice } from './memory-device.js';

@@ -1,0 +1,118 @@
+/**
+ * A sync helper thread (see bulk.ts): moves and compares member data with synchronous
+ * pread/pwrite on file descriptors the main thread holds open, in steps small enough that
+ * the step's buffers stay in the CPU cache, and XORs with the WebAssembly parity kernels.
+ *
+ * Messages in: BulkRequest (bulk.ts); out: { id, flagged } or { id, error }.
+ */
+import { readSync, writeSync } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import { instantiateParity, type ParityWasm, XOR_MAX_SRCS } from '../raid/parity/kernels.js';
+import { Wasm, type WasmMemory } from '../raid/parity/wasm-api.js';
+import type { BulkPiece, BulkRequest, BulkResponse } from './bulk.js';
+
+/** Bytes per step per source: a step's sources and result fit in a 1 MiB L2 cache. */
+const STEP_TOTAL_BYTES = 1024 * 1024;
+const STEP_MAX_BYTES = 256 * 1024;
+const STEP_MIN_BYTES = 16 * 1024;
+const PAGE = 4096;
+/** Buffers start half a page in: kernel copies to addresses 8-31 bytes past a page are slow (file-device.ts). */
+const SKEW = 2048;
+const WASM_PAGE = 65536;
+
+let memory: WasmMemory | null = null;
+let kernels: ParityWasm | null = null;
+let zero = new Uint8Array(0);
+
+/** `count` buffers of `step` bytes in WebAssembly memory: their addresses. */
+function buffers(count: number, step: number): number[] {
+  const stride = step + PAGE;
+  const need = WASM_PAGE + count * stride + PAGE;
+  if (memory === null) {
+    memory = new Wasm.Memory({ initial: Math.ceil(need / WASM_PAGE) });
+    kernels = instantiateParity(memory);
+  } else if (memory.buffer.byteLength < need) {
+    memory.grow(Math.ceil((need - memory.buffer.byteLength) / WASM_PAGE));
+  }
+  if (zero.length < step) zero = new Uint8Array(step);
+  return Array.from({ length: count }, (_, i) => WASM_PAGE + SKEW + i * stride);
+}
+
+function view(addr: number, len: number): Uint8Array {
+  return new Uint8Array(memory!.buffer, addr, len);
+}
+
+function fullRead(fd: number, buf: Uint8Array, pos: number): void {
+  let done = 0;
+  while (done < buf.length) {
+    const n = readSync(fd, buf, done, buf.length - done, pos + done);
+    if (n === 0) throw Object.assign(new Error(`short read at byte ${pos + done} (device shrank?)`), { code: 'EIO' });
+    done += n;
+  }
+}
+
+function fullWrite(fd: number, buf: Uint8Array, pos: number): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, pos + done);
+}
+
+function stepFor(sources: number): number {
+  const raw = Math.floor(STEP_TOTAL_BYTES / (sources + 1) / PAGE) * PAGE;
+  return Math.max(STEP_MIN_BYTES, Math.min(STEP_MAX_BYTES, raw));
+}
+
+/** dst = XOR of the sources (folded XOR_MAX_SRCS at a time). */
+function xorInto(dst: number, srcs: readonly number[], len: number): void {
+  const k = kernels!;
+  let first = true;
+  for (let i = 0; i < srcs.length;) {
+    const take = Math.min(first ? XOR_MAX_SRCS : XOR_MAX_SRCS - 1, srcs.length - i);
+    const args = first ? srcs.slice(i, i + take) : [dst, ...srcs.slice(i, i + take)];
+    k.xor[args.length - 1]!(dst, ...args, len);
+    i += take;
+    first = false;
+  }
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
+}
+
+/** Runs one piece; true when a compare or a zero check found a difference. */
+function runPiece(op: BulkRequest['op'], p: BulkPiece): boolean {
+  const nsrc = p.srcs.length;
+  const step = stepFor(nsrc);
+  const bufs = buffers(nsrc + 1, step);
+  for (let off = 0; off < p.bytes; off += step) {
+    const len = Math.min(step, p.bytes - off);
+    for (let i = 0; i < nsrc; i++) fullRead(p.srcs[i]![0], view(bufs[i]!, len), p.srcs[i]![1] + off);
+    if (op === 'copy') {
+      for (const [fd, at] of p.dsts) fullWrite(fd, view(bufs[0]!, len), at + off);
+    } else if (op === 'compare') {
+      // a difference sends the whole piece back to the caller's own path: no need to read on
+      for (let i = 1; i < nsrc; i++) if (!equal(view(bufs[0]!, len), view(bufs[i]!, len))) return true;
+    } else {
+      const out = bufs[nsrc]!;
+      xorInto(out, bufs.slice(0, nsrc), len);
+      if (p.dsts.length > 0) {
+        for (const [fd, at] of p.dsts) fullWrite(fd, view(out, len), at + off);
+      } else if (!equal(view(out, len), zero.subarray(0, len))) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+parentPort!.on('message', (req: BulkRequest) => {
+  let res: BulkResponse;
+  try {
+    const flagged: number[] = [];
+    for (const p of req.pieces) if (runPiece(req.op, p)) flagged.push(p.tag);
+    res = { id: req.id, flagged };
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    res = { id: req.id, error: { code: err.code ?? 'EIO', message: err.message } };
+  }
+  parentPort!.postMessage(res);
+});
