@@ -12,6 +12,7 @@ import { type ArrayRegistry, type RunningArray } from '../daemon/registry.js';
 import { TsmdError } from '../errors.js';
 import { parseUuid, setNameText, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
+import type { SyncOffload } from '../io/bulk.js';
 import { openDevice } from '../io/file-device.js';
 import { MdArray } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
@@ -39,6 +40,8 @@ export interface Ctx {
   arrayLog?: (mdName: string, msg: string) => void;
   /** daemon-wide sync speed limits (KiB/s) */
   syncLimits?: SyncLimits;
+  /** helper threads for the arrays' sync work (io/bulk.ts) */
+  syncOffload?: SyncOffload | null;
   /** the daemon noticed a change (mdstat rewrite) */
   changed?: () => void;
   /** wrap every member device opened for an array (the daemon's --fault-injection) */
@@ -233,7 +236,7 @@ export async function startArray(
     if (!commandDone) io.err(`tsmd: ${m}\n`);
     ctx.arrayLog?.(names.mdName, m);
   };
-  const arr = await MdArray.assemble(devs, { ...opts, log, syncLimits: ctx.syncLimits });
+  const arr = await MdArray.assemble(devs, { ...opts, log, syncLimits: ctx.syncLimits, syncOffload: ctx.syncOffload ?? null });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
   if (ctx.daemon) {

@@ -11,6 +11,7 @@ import pino, { type Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { detailOf, main, VERSION } from '../cli/main.js';
 import { TsmdError } from '../errors.js';
+import { defaultSyncThreads, SyncOffload } from '../io/bulk.js';
 import { FaultyBlockDevice } from '../io/fault-device.js';
 import type { MdArray } from '../md/array.js';
 import { DEFAULT_SYNC_LIMITS, type SyncLimits } from '../md/sync.js';
@@ -33,6 +34,8 @@ export interface DaemonOptions {
   syncLimits?: SyncLimits;
   /** wrap member devices so tests can inject I/O errors through the control socket */
   faultInjection?: boolean;
+  /** helper threads for resync / recovery / check (io/bulk.ts); default defaultSyncThreads(), 0 = none */
+  syncThreads?: number;
 }
 
 function arrayState(r: RunningArray): ArrayState {
@@ -245,6 +248,7 @@ export class Daemon {
   private readonly lastSeq = new Map<string, number>();
   readonly syncLimits: SyncLimits;
   private readonly faults: Map<string, FaultyBlockDevice> | null;
+  readonly syncOffload: SyncOffload | null;
 
   private constructor(opts: DaemonOptions) {
     this.runDir = resolve(opts.runDir);
@@ -252,6 +256,8 @@ export class Daemon {
     this.metrics = makeMetrics(this);
     this.syncLimits = opts.syncLimits ?? { ...DEFAULT_SYNC_LIMITS };
     this.faults = opts.faultInjection ? new Map() : null;
+    const threads = opts.syncThreads ?? defaultSyncThreads();
+    this.syncOffload = threads > 0 ? new SyncOffload(threads) : null;
   }
 
   get pidPath(): string {
@@ -358,7 +364,7 @@ export class Daemon {
       d.writeMdstat();
       // where this daemon listens (ports may have been chosen by the OS)
       writeWhole(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
-      d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, pid: process.pid }, 'tsmd daemon started');
+      d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, syncThreads: d.syncOffload?.threads ?? 0, pid: process.pid }, 'tsmd daemon started');
       return d;
     } catch (e) {
       await d.stop().catch(() => {});
@@ -477,6 +483,7 @@ export class Daemon {
         cwd: req.cwd,
         arrayLog: (md, msg) => this.log.info({ array: md }, msg),
         syncLimits: this.syncLimits,
+        syncOffload: this.syncOffload,
         changed: () => this.writeMdstat(),
         wrapDevice: this.faults
           ? (dev) => {
@@ -511,6 +518,7 @@ export class Daemon {
           }
           this.registry.remove(r.mdName);
         }
+        await this.syncOffload?.close();
         for (const p of [this.controlPath, this.pidPath, this.infoPath, `${this.infoPath}.tmp`, this.mdstatPath, `${this.mdstatPath}.tmp`]) {
           try {
             unlinkSync(p);

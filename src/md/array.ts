@@ -22,9 +22,10 @@ import {
   uuidText,
 } from '../format/superblock.js';
 import { type Clock, SystemClock, type Timer } from '../env/clock.js';
-import type { BlockDevice } from '../io/block-device.js';
+import type { BlockDevice, DirectFd } from '../io/block-device.js';
+import type { BulkPiece, FdAt, SyncOffload } from '../io/bulk.js';
 import type { Raid456Geometry } from '../raid/geometry/raid456.js';
-import { giveSyncBuffer, KeyedLocks, type MemberIo, type Personality, runLimited, SYNC_PARALLEL, takeSyncBuffer } from '../raid/personality.js';
+import { giveSyncBuffer, KeyedLocks, type MemberBulk, type MemberIo, type MemberLoc, type Personality, runLimited, SYNC_PARALLEL, takeSyncBuffer } from '../raid/personality.js';
 import { Raid456Personality } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import {
@@ -97,6 +98,8 @@ export interface AssembleOptions {
   clock?: Clock;
   /** sync speed limits (default md's 1000 / 200000 KiB/s) */
   syncLimits?: SyncLimits;
+  /** helper threads for resync / recovery / check (io/bulk.ts); none by default */
+  syncOffload?: SyncOffload | null;
 }
 
 export interface AssemblyReport {
@@ -149,6 +152,7 @@ export class MdArray {
   private replacing = false;
   private cleaning: Promise<void> | null = null;
   private readonly io: MemberIo;
+  private readonly syncOffload: SyncOffload | null;
 
   private constructor(
     members: Member[],
@@ -164,6 +168,7 @@ export class MdArray {
     this.now = opts.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
     this.log = opts.log ?? (() => {});
     this.clock = opts.clock ?? new SystemClock();
+    this.syncOffload = opts.syncOffload ?? null;
     this.io = this.memberIo();
     this.personality = build(this.io);
     this.reshapeBlocked = (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0;
@@ -356,6 +361,7 @@ export class MdArray {
         if (r) await r.dev.flush().catch((e: unknown) => this.replacementFailed(r, e));
         if (m) await m.dev.flush();
       },
+      bulk: this.syncOffload ? this.memberBulk(this.syncOffload) : null,
       reportError: (slot, op, err) => {
         const m = this.slotMember(slot);
         if (!m) return;
@@ -376,6 +382,50 @@ export class MdArray {
       },
     };
     return io;
+  }
+
+  /**
+   * The sync offload over the members: slots whose member is a plain file or block device,
+   * not failing and not being replaced. Each call holds the members' fds open until it ends.
+   */
+  private memberBulk(offload: SyncOffload): MemberBulk {
+    const usable = (slot: number): boolean => {
+      const m = this.slotMember(slot);
+      return !!m && !m.faulty && !(m.badReads && m.badReads.length > 0) && typeof m.dev.directFd === 'function';
+    };
+    return {
+      usable: (slots) => {
+        if (this.readOnly || this.replacing || this.rebuildingForReplacement.size > 0) return false;
+        for (const s of slots) if (!usable(s)) return false;
+        return true;
+      },
+      run: async (op, pieces) => {
+        const held = new Map<number, { fd: DirectFd; base: number }>();
+        const place = (l: MemberLoc, write: boolean): FdAt => {
+          let h = held.get(l.slot);
+          if (!h) {
+            const m = this.slotMember(l.slot);
+            const fd = m && usable(l.slot) ? m.dev.directFd!() : null;
+            if (!m || !fd) throw new TsmdError('ENODEV', `slot ${l.slot}: no member for the sync offload`);
+            h = { fd, base: Number(m.loaded.sb.dataOffset) };
+            held.set(l.slot, h);
+          }
+          if (write && h.fd.readOnly) throw new TsmdError('EROFS', `slot ${l.slot}: opened read-only`);
+          return [h.fd.fd, (h.base + l.sector) * 512];
+        };
+        try {
+          const fdPieces: BulkPiece[] = pieces.map((p, tag) => ({
+            tag,
+            srcs: p.srcs.map((l) => place(l, false)),
+            dsts: p.dsts.map((l) => place(l, true)),
+            bytes: p.sectors * 512,
+          }));
+          return await offload.run(op, fdPieces);
+        } finally {
+          for (const h of held.values()) h.fd.release();
+        }
+      },
+    };
   }
 
   /** A write to a replacement; if it fails, the replacement fails (the array is not affected). */

@@ -4,7 +4,33 @@
  * failure policy and hands the level a MemberIo.
  */
 import type { ErrorCode } from '../errors.js';
+import type { BulkOp } from '../io/bulk.js';
 import { giveBounce, takeBounce } from '../io/file-device.js';
+
+/** A place in a member's data area: slot and member sector (relative to data_offset). */
+export interface MemberLoc {
+  slot: number;
+  sector: number;
+}
+
+/** One piece for the sync offload: see BulkPiece (io/bulk.ts), in member terms. */
+export interface MemberBulkPiece {
+  srcs: MemberLoc[];
+  dsts: MemberLoc[];
+  sectors: number;
+}
+
+/**
+ * The sync offload (io/bulk.ts) over the members: runs pieces on helper threads and resolves
+ * to the indices of the flagged pieces (compare: the copies differ; xor without dsts: not
+ * zero). It decides and reports nothing: on any error it rejects, and the personality redoes
+ * the range on its own path, which retries reads and fails members as md does.
+ */
+export interface MemberBulk {
+  /** Can every one of these slots take part now (a plain file or block device member)? */
+  usable(slots: Iterable<number>): boolean;
+  run(op: BulkOp, pieces: readonly MemberBulkPiece[]): Promise<Set<number>>;
+}
 
 export interface MemberIo {
   /** Number of slots (raid_disks). */
@@ -28,6 +54,8 @@ export interface MemberIo {
   read(slot: number, deviceSector: number, buf: Uint8Array): Promise<void>;
   write(slot: number, deviceSector: number, buf: Uint8Array): Promise<void>;
   flush(slot: number): Promise<void>;
+  /** The sync offload, when the array has one (the daemon's arrays; never in the simulator). */
+  readonly bulk: MemberBulk | null;
   /**
    * A member I/O failed. The core decides (fail the member, count read errors...). After this
    * returns, available(slot) tells whether the personality may still use the member.
@@ -184,3 +212,18 @@ export const SYNC_PARALLEL = 8;
  */
 export const takeSyncBuffer = takeBounce;
 export const giveSyncBuffer = giveBounce;
+
+/** Runs pieces on the offload: true when done, false when it cannot or failed. */
+export async function runOffload(b: MemberBulk, op: BulkOp, pieces: readonly MemberBulkPiece[], slots: Iterable<number>): Promise<boolean> {
+  return (await runOffloadFlagged(b, op, pieces, slots)) !== null;
+}
+
+/** Runs pieces on the offload: the flagged pieces, or null when it cannot or failed. */
+export async function runOffloadFlagged(b: MemberBulk, op: BulkOp, pieces: readonly MemberBulkPiece[], slots: Iterable<number>): Promise<Set<number> | null> {
+  if (pieces.length === 0 || !b.usable(slots)) return null;
+  try {
+    return await b.run(op, pieces);
+  } catch {
+    return null;
+  }
+}

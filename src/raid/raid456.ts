@@ -26,7 +26,18 @@ import {
   recoverTwoData,
   xorInto,
 } from './parity/index.js';
-import { KeyedLocks, type MemberIo, mismatchedSectors, type Personality, runLimited, settleAll, SYNC_PARALLEL } from './personality.js';
+import {
+  KeyedLocks,
+  type MemberBulkPiece,
+  type MemberIo,
+  mismatchedSectors,
+  type Personality,
+  runLimited,
+  runOffload,
+  runOffloadFlagged,
+  settleAll,
+  SYNC_PARALLEL,
+} from './personality.js';
 
 const SECTOR = 512;
 /** Member rows per sync batch (1 MiB), and batches in flight. */
@@ -496,6 +507,64 @@ export class Raid456Personality implements Personality {
    * cannot be checked (there is nothing to compare with): the engine does not run check then.
    */
   async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
+    const end = Math.min(this.syncSectors, start + sectors);
+    const off = await this.offloadParityCheck(start, end);
+    if (!off) return this.checkRows(start, end - start, repair);
+    // only the stripes whose parity did not match, and partial stripes at the edges, are done
+    // here: counted as md counts them and repaired
+    let mismatched = 0;
+    if (start < off.a) mismatched += await this.checkRows(start, off.a - start, repair);
+    for (const st of off.flagged) mismatched += await this.checkRows(st * this.C, this.C, repair);
+    if (off.b < end) mismatched += await this.checkRows(off.b, end - off.b, repair);
+    return mismatched;
+  }
+
+  /**
+   * Whole stripes of member rows [start, end) checked on the sync offload (raid4/5): the
+   * members' blocks of a row XOR to zero exactly when its parity matches the data, whatever
+   * the layout. Returns the stripe-aligned range covered and the stripes whose XOR was not
+   * zero, or null when the offload cannot take it (raid6, degraded, no offload, failed).
+   */
+  private async offloadParityCheck(start: number, end: number): Promise<{ a: number; b: number; flagged: number[] } | null> {
+    const bk = this.io.bulk;
+    if (!bk || this.level === 6) return null;
+    const C = this.C;
+    const a = Math.ceil(start / C) * C;
+    const b = Math.floor(end / C) * C;
+    if (b <= a) return null;
+    const slots = Array.from({ length: this.io.slots }, (_, d) => d);
+    if (!slots.every((d) => this.io.available(d, a, b - a))) return null;
+    const stripes = Array.from({ length: (b - a) / C }, (_, i) => a / C + i);
+    const release = await this.locks.acquire(stripes);
+    try {
+      const pieces: MemberBulkPiece[] = stripes.map((st) => ({ srcs: slots.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C }));
+      const flagged = await runOffloadFlagged(bk, 'xor', pieces, slots);
+      if (!flagged) return null;
+      return { a, b, flagged: [...flagged].sort((x, y) => x - y).map((i) => stripes[i]!) };
+    } finally {
+      release();
+    }
+  }
+
+  /** Recovery of one raid4/5 slot over rows [start, end) on the sync offload: the XOR of the others. */
+  private async offloadRecovery(start: number, end: number, slot: number): Promise<boolean> {
+    const bk = this.io.bulk;
+    if (!bk || this.level === 6 || end <= start) return false;
+    const others = Array.from({ length: this.io.slots }, (_, d) => d).filter((d) => d !== slot);
+    if (!others.every((d) => this.io.available(d, start, end - start))) return false;
+    const C = this.C;
+    const first = Math.floor(start / C);
+    const stripes = Array.from({ length: Math.ceil(end / C) - first }, (_, i) => first + i);
+    const release = await this.locks.acquire(stripes);
+    try {
+      const piece: MemberBulkPiece = { srcs: others.map((d) => ({ slot: d, sector: start })), dsts: [{ slot, sector: start }], sectors: end - start };
+      return await runOffload(bk, 'xor', [piece], [...others, slot]);
+    } finally {
+      release();
+    }
+  }
+
+  private async checkRows(start: number, sectors: number, repair: boolean): Promise<number> {
     let mismatched = 0;
     const jobs = this.syncJobs(
       start,
@@ -553,6 +622,22 @@ export class Raid456Personality implements Personality {
    * `rebuild` from the others) of member rows [start, start+sectors).
    */
   async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
+    const end = Math.min(this.syncSectors, start + sectors);
+    if (rebuild.size === 1 && (await this.offloadRecovery(start, end, [...rebuild][0]!))) return;
+    if (rebuild.size === 0) {
+      // resync as md's raid5 does it: parity computed and checked, written where it differs
+      const off = await this.offloadParityCheck(start, end);
+      if (off) {
+        if (start < off.a) await this.syncRange(start, off.a - start, rebuild);
+        for (const st of off.flagged) await this.syncRange(st * this.C, this.C, rebuild);
+        if (off.b < end) await this.syncRange(off.b, end - off.b, rebuild);
+        return;
+      }
+    }
+    await this.syncRange(start, end - start, rebuild);
+  }
+
+  private async syncRange(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
     const jobs = this.syncJobs(
       start,
       sectors,

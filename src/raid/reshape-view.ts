@@ -40,6 +40,7 @@ export class ReshapeView implements Personality {
       write: (s, d, b) => io.write(s, d + shift, b),
       flush: (s) => io.flush(s),
       reportError: (s, op, e) => io.reportError(s, op, e),
+      bulk: null, // a reshape moves data between layouts; its sync is not offloaded
       get anyWriteMostly() {
         return io.anyWriteMostly;
       },

@@ -19,7 +19,7 @@ import {
   raid10Map,
   raid10Validate,
 } from './geometry/raid10.js';
-import { giveSyncBuffer, type MemberIo, mismatchedSectors, type Personality, runLimited, settleAll, SYNC_PARALLEL, takeSyncBuffer } from './personality.js';
+import { giveSyncBuffer, type MemberBulkPiece, type MemberIo, type MemberLoc, mismatchedSectors, type Personality, runLimited, runOffload, runOffloadFlagged, settleAll, SYNC_PARALLEL, takeSyncBuffer } from './personality.js';
 
 const SECTOR = 512;
 
@@ -227,6 +227,7 @@ abstract class PieceMapped implements Personality {
   async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
     if (this.maxDegraded === 0) return; // linear / raid0: nothing to sync
     const end = Math.min(this.syncSectors, start + sectors);
+    if (await this.offloadSync(start, end, rebuild)) return;
     const jobs: Array<() => Promise<void>> = [];
     for (let pos = start; pos < end;) {
       const m = this.map(pos);
@@ -248,10 +249,71 @@ abstract class PieceMapped implements Personality {
     await runLimited(jobs, SYNC_PARALLEL);
   }
 
+  /**
+   * The window on the sync offload (io/bulk.ts): each piece copied from a readable copy (not a
+   * write-mostly one when another can serve) to the other copies (resync) or to the slots being
+   * rebuilt (recovery). False when the offload cannot take the window or failed (nothing
+   * reported): the caller then does it on its own path.
+   */
+  private async offloadSync(start: number, end: number, rebuild: ReadonlySet<number>): Promise<boolean> {
+    const b = this.io.bulk;
+    if (!b) return false;
+    const pieces: MemberBulkPiece[] = [];
+    const slots = new Set<number>();
+    for (let pos = start; pos < end;) {
+      const m = this.map(pos);
+      const n = Math.min(m.sectors, end - pos);
+      const from = this.syncSource(m.targets.filter((t) => !rebuild.has(t.disk)), n);
+      if (!from) return false;
+      const dests = rebuild.size > 0 ? m.targets.filter((t) => rebuild.has(t.disk)) : m.targets.filter((t) => t !== from);
+      pieces.push(bulkPiece([from], dests, n, slots));
+      pos += n;
+    }
+    return runOffload(b, 'copy', pieces, slots);
+  }
+
+  /** The copy a sync reads: the first available one, write-mostly copies last (null: none). */
+  protected syncSource(copies: ReadonlyArray<{ disk: number; deviceSector: number }>, sectors: number): { disk: number; deviceSector: number } | null {
+    let wm: { disk: number; deviceSector: number } | null = null;
+    for (const t of copies) {
+      if (!this.io.available(t.disk, t.deviceSector, sectors)) continue;
+      if (!this.io.anyWriteMostly || !this.io.writeMostly(t.disk)) return t;
+      wm ??= t;
+    }
+    return wm;
+  }
+
   /** check / repair: every available copy compared with the first readable one. */
   async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
     if (this.maxDegraded === 0) return 0;
     const end = Math.min(this.syncSectors, start + sectors);
+    const b = this.io.bulk;
+    if (b) {
+      // the offload compares; only the pieces where the copies differ are done here (counted,
+      // repaired), as is everything when the offload cannot take the window
+      const pieces: MemberBulkPiece[] = [];
+      const at: Array<[number, number]> = [];
+      const slots = new Set<number>();
+      for (let pos = start; pos < end;) {
+        const m = this.map(pos);
+        const n = Math.min(m.sectors, end - pos);
+        const copies = m.targets.filter((t) => this.io.available(t.disk, t.deviceSector, n));
+        if (copies.length < 2) break;
+        pieces.push(bulkPiece(copies, [], n, slots));
+        at.push([pos, pos + n]);
+        pos += n;
+      }
+      const flagged = at.length > 0 && at[at.length - 1]![1] === end ? await runOffloadFlagged(b, 'compare', pieces, slots) : null;
+      if (flagged) {
+        let mismatched = 0;
+        for (const i of flagged) mismatched += await this.checkRange(at[i]![0], at[i]![1], repair);
+        return mismatched;
+      }
+    }
+    return this.checkRange(start, end, repair);
+  }
+
+  private async checkRange(start: number, end: number, repair: boolean): Promise<number> {
     let mismatched = 0;
     const jobs: Array<() => Promise<void>> = [];
     for (let pos = start; pos < end;) {
@@ -294,6 +356,20 @@ abstract class PieceMapped implements Personality {
     await runLimited(jobs, SYNC_PARALLEL);
     return mismatched;
   }
+}
+
+/** A sync offload piece from targets, noting their slots. */
+function bulkPiece(
+  srcs: ReadonlyArray<{ disk: number; deviceSector: number }>,
+  dsts: ReadonlyArray<{ disk: number; deviceSector: number }>,
+  sectors: number,
+  slots: Set<number>,
+): MemberBulkPiece {
+  const loc = (t: { disk: number; deviceSector: number }): MemberLoc => {
+    slots.add(t.disk);
+    return { slot: t.disk, sector: t.deviceSector };
+  };
+  return { srcs: srcs.map(loc), dsts: dsts.map(loc), sectors };
 }
 
 /** Write one buffer to several copies; a failed copy is reported (the member fails). */
@@ -453,6 +529,7 @@ export class Raid10Personality extends PieceMapped {
     if (rebuild.size === 0) return super.syncRegion(start, sectors, rebuild);
     const end = Math.min(this.recoverySectors, start + sectors);
     const c = this.g.chunkSectors;
+    if (await this.offloadRecovery(start, end, rebuild)) return;
     for (const slot of rebuild) {
       for (let d = start; d < end;) {
         const n = Math.min(c - (d % c), end - d);
@@ -467,5 +544,27 @@ export class Raid10Personality extends PieceMapped {
         d += n;
       }
     }
+  }
+
+  /** Recovery of [start, end) of the rebuilt slots on the sync offload (false: not taken). */
+  private async offloadRecovery(start: number, end: number, rebuild: ReadonlySet<number>): Promise<boolean> {
+    const b = this.io.bulk;
+    if (!b) return false;
+    const c = this.g.chunkSectors;
+    const pieces: MemberBulkPiece[] = [];
+    const slots = new Set<number>();
+    for (const slot of rebuild) {
+      for (let d = start; d < end;) {
+        const n = Math.min(c - (d % c), end - d);
+        const a = raid10DeviceToArray(this.g, slot, d);
+        if (a !== null) {
+          const from = this.syncSource(raid10Map(this.g, a).filter((t) => !rebuild.has(t.disk)), n);
+          if (!from) return false;
+          pieces.push(bulkPiece([from], [{ disk: slot, deviceSector: d }], n, slots));
+        }
+        d += n;
+      }
+    }
+    return runOffload(b, 'copy', pieces, slots);
   }
 }
