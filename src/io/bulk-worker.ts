@@ -10,14 +10,13 @@ import { parentPort } from 'node:worker_threads';
 import { instantiateParity, type ParityWasm, XOR_MAX_SRCS } from '../raid/parity/kernels.js';
 import { Wasm, type WasmMemory } from '../raid/parity/wasm-api.js';
 import type { BulkPiece, BulkRequest, BulkResponse } from './bulk.js';
+import { BOUNCE_SKEW_BYTES } from './file-device.js';
 
 /** Bytes per step per source: a step's sources and result fit in a 1 MiB L2 cache. */
 const STEP_TOTAL_BYTES = 1024 * 1024;
 const STEP_MAX_BYTES = 256 * 1024;
 const STEP_MIN_BYTES = 16 * 1024;
 const PAGE = 4096;
-/** Buffers start half a page in: kernel copies to addresses 8-31 bytes past a page are slow (file-device.ts). */
-const SKEW = 2048;
 const WASM_PAGE = 65536;
 
 let memory: WasmMemory | null = null;
@@ -35,7 +34,8 @@ function buffers(count: number, step: number): number[] {
     memory.grow(Math.ceil((need - memory.buffer.byteLength) / WASM_PAGE));
   }
   if (zero.length < step) zero = new Uint8Array(step);
-  return Array.from({ length: count }, (_, i) => WASM_PAGE + SKEW + i * stride);
+  // half a page in, as the device layer's bounce buffers (kernel copies to page + 8..31 are slow)
+  return Array.from({ length: count }, (_, i) => WASM_PAGE + BOUNCE_SKEW_BYTES + i * stride);
 }
 
 function view(addr: number, len: number): Uint8Array {

@@ -63,7 +63,7 @@ export class SyncOffload {
   private helpers: Helper[] = [];
   private nextId = 1;
   private closed = false;
-  /** Calls served and bytes moved per operation (benchmarks, tests). */
+  /** Calls, failed calls and bytes covered by successful calls (benchmarks, tests). */
   readonly stats = { calls: 0, failed: 0, bytes: 0 };
 
   constructor(threads: number) {
@@ -121,8 +121,8 @@ export class SyncOffload {
   }
 
   private helper(i: number): Helper {
-    let h = this.helpers[i];
-    if (h) return h;
+    const have = this.helpers[i];
+    if (have) return have;
     const worker = new Worker(new URL('./bulk-worker.js', import.meta.url));
     const fresh: Helper = { worker, pending: new Map() };
     const failAll = (e: Error) => {
@@ -141,9 +141,8 @@ export class SyncOffload {
     worker.on('error', (e) => failAll(new TsmdError('EIO', `sync offload thread failed: ${e.message}`)));
     worker.on('exit', (code) => failAll(new TsmdError('EIO', `sync offload thread exited (${code})`)));
     worker.unref();
-    h = fresh;
-    this.helpers[i] = h;
-    return h;
+    this.helpers[i] = fresh;
+    return fresh;
   }
 
   private send(i: number, op: BulkOp, pieces: BulkPiece[]): Promise<number[]> {

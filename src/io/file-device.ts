@@ -75,7 +75,7 @@ const INLINE_BACKOFF_MAX_MS = 60_000;
  * space runs at 25 GB/s (docs/perf.md). Other destinations are read directly.
  */
 const BOUNCE_MIN_BYTES = 16 * 1024;
-const BOUNCE_SKEW_BYTES = 2048;
+export const BOUNCE_SKEW_BYTES = 2048;
 const BOUNCE_KEEP_BYTES = 32 * 1024 * 1024;
 const bounceFree = new Map<number, ArrayBuffer[]>();
 /** Memories known to start on a page (WebAssembly memories): their page-aligned views read fast. */

@@ -405,7 +405,7 @@ export class MdArray {
           let h = held.get(l.slot);
           if (!h) {
             const m = this.slotMember(l.slot);
-            const fd = m && usable(l.slot) ? m.dev.directFd!() : null;
+            const fd = m?.dev.directFd?.() ?? null;
             if (!m || !fd) throw new TsmdError('ENODEV', `slot ${l.slot}: no member for the sync offload`);
             h = { fd, base: Number(m.loaded.sb.dataOffset) };
             held.set(l.slot, h);

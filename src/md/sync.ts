@@ -98,20 +98,21 @@ export interface SyncLimits {
 
 export const DEFAULT_SYNC_LIMITS: SyncLimits = { minKiBs: 1000, maxKiBs: 200_000 };
 
+/**
+ * Sync writes are flushed in the background once this much (at most a checkpoint interval) is
+ * written and not yet flushed: checkpoints and the final flush then find little left, and the
+ * flushes go to the disk in large batches. One flush per 16 MiB window had the writeback compete
+ * with the copy for the CPUs: a 64 MiB raid1 resync ran at 1.3-1.5 GB/s that way and 2.1-2.2
+ * GB/s without (docs/perf.md).
+ */
+const BG_FLUSH_SECTORS = 2048 * 64;
+
 export class SyncEngine {
   private readonly host: SyncHost;
   limits: SyncLimits;
   /** per-array override (null: the daemon-wide limits) */
   windowSectors: number;
   checkpointSectors: number;
-  /**
-   * Sync writes are flushed in the background once this much is written and not yet flushed:
-   * checkpoints and the final flush then find little left, and the flushes go to the disk in
-   * large batches. Smaller, one flush per window, had the writeback compete with the copy for
-   * the CPUs: a 64 MiB raid1 resync ran at 1.3-1.5 GB/s with a flush per 16 MiB window and
-   * 2.1-2.2 GB/s without (docs/perf.md).
-   */
-  flushSectors: number;
   private running: Promise<void> | null = null;
   private interruptReq: 'idle' | 'frozen' | 'stop' | null = null;
   private frozen = false;
@@ -131,7 +132,6 @@ export class SyncEngine {
     this.limits = { ...limits };
     this.windowSectors = opts.windowSectors ?? 2048 * 16;
     this.checkpointSectors = opts.checkpointSectors ?? 2048 * 256;
-    this.flushSectors = Math.min(this.checkpointSectors, 2048 * 64);
   }
 
   get current(): SyncStatus | null {
@@ -357,7 +357,7 @@ export class SyncEngine {
           bitmap?.synced(runStart, pos);
         }
         if (!skip) unflushed += n;
-        if (unflushed >= this.flushSectors && (kind === 'resync' || recovery) && this.bgFlush === null) {
+        if (unflushed >= Math.min(this.checkpointSectors, BG_FLUSH_SECTORS) && (kind === 'resync' || recovery) && this.bgFlush === null) {
           unflushed = 0;
           this.bgFlush = this.host
             .flushData()

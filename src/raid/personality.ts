@@ -213,13 +213,8 @@ export const SYNC_PARALLEL = 8;
 export const takeSyncBuffer = takeBounce;
 export const giveSyncBuffer = giveBounce;
 
-/** Runs pieces on the offload: true when done, false when it cannot or failed. */
-export async function runOffload(b: MemberBulk, op: BulkOp, pieces: readonly MemberBulkPiece[], slots: Iterable<number>): Promise<boolean> {
-  return (await runOffloadFlagged(b, op, pieces, slots)) !== null;
-}
-
-/** Runs pieces on the offload: the flagged pieces, or null when it cannot or failed. */
-export async function runOffloadFlagged(b: MemberBulk, op: BulkOp, pieces: readonly MemberBulkPiece[], slots: Iterable<number>): Promise<Set<number> | null> {
+/** Runs pieces on the offload: the indices of the flagged pieces, or null when it cannot or failed. */
+export async function runOffload(b: MemberBulk, op: BulkOp, pieces: readonly MemberBulkPiece[], slots: Iterable<number>): Promise<Set<number> | null> {
   if (pieces.length === 0 || !b.usable(slots)) return null;
   try {
     return await b.run(op, pieces);

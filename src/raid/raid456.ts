@@ -34,7 +34,6 @@ import {
   type Personality,
   runLimited,
   runOffload,
-  runOffloadFlagged,
   settleAll,
   SYNC_PARALLEL,
 } from './personality.js';
@@ -508,42 +507,43 @@ export class Raid456Personality implements Personality {
    */
   async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
     const end = Math.min(this.syncSectors, start + sectors);
-    const off = await this.offloadParityCheck(start, end);
-    if (!off) return this.checkRows(start, end - start, repair);
-    // only the stripes whose parity did not match, and partial stripes at the edges, are done
-    // here: counted as md counts them and repaired
+    // counted as md counts them and repaired here: what the offload flagged, or everything
     let mismatched = 0;
-    if (start < off.a) mismatched += await this.checkRows(start, off.a - start, repair);
-    for (const st of off.flagged) mismatched += await this.checkRows(st * this.C, this.C, repair);
-    if (off.b < end) mismatched += await this.checkRows(off.b, end - off.b, repair);
+    for (const [a, n] of await this.offloadParityCheck(start, end)) mismatched += await this.checkRows(a, n, repair);
     return mismatched;
   }
 
   /**
-   * Whole stripes of member rows [start, end) checked on the sync offload (raid4/5): the
-   * members' blocks of a row XOR to zero exactly when its parity matches the data, whatever
-   * the layout. Returns the stripe-aligned range covered and the stripes whose XOR was not
-   * zero, or null when the offload cannot take it (raid6, degraded, no offload, failed).
+   * The member rows of [start, end) left for the personality's own path after a parity check
+   * on the sync offload (raid4/5): the members' blocks of a row XOR to zero exactly when its
+   * parity matches the data, whatever the layout. Left: the stripes whose XOR was not zero and
+   * the partial stripes at the edges, as [start, sectors]; all of it when the offload cannot
+   * take it (raid6, degraded, no offload, failed).
    */
-  private async offloadParityCheck(start: number, end: number): Promise<{ a: number; b: number; flagged: number[] } | null> {
+  private async offloadParityCheck(start: number, end: number): Promise<Array<[number, number]>> {
+    const all: Array<[number, number]> = [[start, end - start]];
     const bk = this.io.bulk;
-    if (!bk || this.level === 6) return null;
     const C = this.C;
     const a = Math.ceil(start / C) * C;
     const b = Math.floor(end / C) * C;
-    if (b <= a) return null;
+    if (!bk || this.level === 6 || b <= a) return all;
     const slots = Array.from({ length: this.io.slots }, (_, d) => d);
-    if (!slots.every((d) => this.io.available(d, a, b - a))) return null;
+    if (!slots.every((d) => this.io.available(d, a, b - a))) return all;
     const stripes = Array.from({ length: (b - a) / C }, (_, i) => a / C + i);
     const release = await this.locks.acquire(stripes);
+    let flagged: Set<number> | null;
     try {
       const pieces: MemberBulkPiece[] = stripes.map((st) => ({ srcs: slots.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C }));
-      const flagged = await runOffloadFlagged(bk, 'xor', pieces, slots);
-      if (!flagged) return null;
-      return { a, b, flagged: [...flagged].sort((x, y) => x - y).map((i) => stripes[i]!) };
+      flagged = await runOffload(bk, 'xor', pieces, slots);
     } finally {
       release();
     }
+    if (!flagged) return all;
+    const left: Array<[number, number]> = [];
+    if (start < a) left.push([start, a - start]);
+    for (const i of [...flagged].sort((x, y) => x - y)) left.push([stripes[i]! * C, C]);
+    if (b < end) left.push([b, end - b]);
+    return left;
   }
 
   /** Recovery of one raid4/5 slot over rows [start, end) on the sync offload: the XOR of the others. */
@@ -558,7 +558,7 @@ export class Raid456Personality implements Personality {
     const release = await this.locks.acquire(stripes);
     try {
       const piece: MemberBulkPiece = { srcs: others.map((d) => ({ slot: d, sector: start })), dsts: [{ slot, sector: start }], sectors: end - start };
-      return await runOffload(bk, 'xor', [piece], [...others, slot]);
+      return (await runOffload(bk, 'xor', [piece], [...others, slot])) !== null;
     } finally {
       release();
     }
@@ -624,17 +624,9 @@ export class Raid456Personality implements Personality {
   async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
     const end = Math.min(this.syncSectors, start + sectors);
     if (rebuild.size === 1 && (await this.offloadRecovery(start, end, [...rebuild][0]!))) return;
-    if (rebuild.size === 0) {
-      // resync as md's raid5 does it: parity computed and checked, written where it differs
-      const off = await this.offloadParityCheck(start, end);
-      if (off) {
-        if (start < off.a) await this.syncRange(start, off.a - start, rebuild);
-        for (const st of off.flagged) await this.syncRange(st * this.C, this.C, rebuild);
-        if (off.b < end) await this.syncRange(off.b, end - off.b, rebuild);
-        return;
-      }
-    }
-    await this.syncRange(start, end - start, rebuild);
+    // a resync as md's raid5 does it: parity checked, written where it differs
+    const left = rebuild.size === 0 ? await this.offloadParityCheck(start, end) : [[start, end - start] as [number, number]];
+    for (const [a, n] of left) await this.syncRange(a, n, rebuild);
   }
 
   private async syncRange(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {

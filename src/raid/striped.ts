@@ -19,7 +19,7 @@ import {
   raid10Map,
   raid10Validate,
 } from './geometry/raid10.js';
-import { giveSyncBuffer, type MemberBulkPiece, type MemberIo, type MemberLoc, mismatchedSectors, type Personality, runLimited, runOffload, runOffloadFlagged, settleAll, SYNC_PARALLEL, takeSyncBuffer } from './personality.js';
+import { giveSyncBuffer, type MemberBulkPiece, type MemberIo, type MemberLoc, mismatchedSectors, type Personality, runLimited, runOffload, settleAll, SYNC_PARALLEL, takeSyncBuffer } from './personality.js';
 
 const SECTOR = 512;
 
@@ -260,16 +260,38 @@ abstract class PieceMapped implements Personality {
     if (!b) return false;
     const pieces: MemberBulkPiece[] = [];
     const slots = new Set<number>();
-    for (let pos = start; pos < end;) {
-      const m = this.map(pos);
-      const n = Math.min(m.sectors, end - pos);
-      const from = this.syncSource(m.targets.filter((t) => !rebuild.has(t.disk)), n);
+    for (const p of this.pieces(start, end - start)) {
+      const from = this.syncSource(p.targets.filter((t) => !rebuild.has(t.disk)), p.sectors);
       if (!from) return false;
-      const dests = rebuild.size > 0 ? m.targets.filter((t) => rebuild.has(t.disk)) : m.targets.filter((t) => t !== from);
-      pieces.push(bulkPiece([from], dests, n, slots));
-      pos += n;
+      const dests = rebuild.size > 0 ? p.targets.filter((t) => rebuild.has(t.disk)) : p.targets.filter((t) => t !== from);
+      pieces.push(bulkPiece([from], dests, p.sectors, slots));
     }
-    return runOffload(b, 'copy', pieces, slots);
+    return (await runOffload(b, 'copy', pieces, slots)) !== null;
+  }
+
+  /**
+   * The array ranges of [start, end) that check must do on its own path after the offload
+   * compared the copies: the pieces where they differ; all of [start, end) when the offload
+   * cannot take it (no offload, a piece with fewer than two copies, a failure).
+   */
+  private async offloadCompare(start: number, end: number): Promise<Array<[number, number]>> {
+    const all: Array<[number, number]> = [[start, end]];
+    const b = this.io.bulk;
+    if (!b) return all;
+    const found = this.pieces(start, end - start);
+    const pieces: MemberBulkPiece[] = [];
+    const slots = new Set<number>();
+    for (const p of found) {
+      const copies = p.targets.filter((t) => this.io.available(t.disk, t.deviceSector, p.sectors));
+      if (copies.length < 2) return all;
+      pieces.push(bulkPiece(copies, [], p.sectors, slots));
+    }
+    const flagged = await runOffload(b, 'compare', pieces, slots);
+    if (!flagged) return all;
+    return [...flagged].sort((x, y) => x - y).map((i) => {
+      const at = start + found[i]!.bufOffset / SECTOR;
+      return [at, at + found[i]!.sectors];
+    });
   }
 
   /** The copy a sync reads: the first available one, write-mostly copies last (null: none). */
@@ -287,30 +309,10 @@ abstract class PieceMapped implements Personality {
   async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
     if (this.maxDegraded === 0) return 0;
     const end = Math.min(this.syncSectors, start + sectors);
-    const b = this.io.bulk;
-    if (b) {
-      // the offload compares; only the pieces where the copies differ are done here (counted,
-      // repaired), as is everything when the offload cannot take the window
-      const pieces: MemberBulkPiece[] = [];
-      const at: Array<[number, number]> = [];
-      const slots = new Set<number>();
-      for (let pos = start; pos < end;) {
-        const m = this.map(pos);
-        const n = Math.min(m.sectors, end - pos);
-        const copies = m.targets.filter((t) => this.io.available(t.disk, t.deviceSector, n));
-        if (copies.length < 2) break;
-        pieces.push(bulkPiece(copies, [], n, slots));
-        at.push([pos, pos + n]);
-        pos += n;
-      }
-      const flagged = at.length > 0 && at[at.length - 1]![1] === end ? await runOffloadFlagged(b, 'compare', pieces, slots) : null;
-      if (flagged) {
-        let mismatched = 0;
-        for (const i of flagged) mismatched += await this.checkRange(at[i]![0], at[i]![1], repair);
-        return mismatched;
-      }
-    }
-    return this.checkRange(start, end, repair);
+    // counted and repaired here: what the offload found different, or everything
+    let mismatched = 0;
+    for (const [a, b] of await this.offloadCompare(start, end)) mismatched += await this.checkRange(a, b, repair);
+    return mismatched;
   }
 
   private async checkRange(start: number, end: number, repair: boolean): Promise<number> {
@@ -529,42 +531,37 @@ export class Raid10Personality extends PieceMapped {
     if (rebuild.size === 0) return super.syncRegion(start, sectors, rebuild);
     const end = Math.min(this.recoverySectors, start + sectors);
     const c = this.g.chunkSectors;
-    if (await this.offloadRecovery(start, end, rebuild)) return;
+    // each device chunk piece of a rebuilt slot, with the copies of its array data elsewhere
+    const jobs: Array<{ dest: { disk: number; deviceSector: number }; sectors: number; sources: Array<{ disk: number; deviceSector: number }> }> = [];
     for (const slot of rebuild) {
       for (let d = start; d < end;) {
         const n = Math.min(c - (d % c), end - d);
         const a = raid10DeviceToArray(this.g, slot, d);
-        if (a !== null) {
-          const copies = raid10Map(this.g, a);
-          const sources = copies.filter((t) => !rebuild.has(t.disk));
-          const buf = new Uint8Array(n * SECTOR);
-          await readPiece(this.io, buf, { bufOffset: 0, sectors: n, targets: sources }, 0);
-          await writeCopies(this.io, [{ disk: slot, deviceSector: d }], buf);
-        }
+        if (a !== null) jobs.push({ dest: { disk: slot, deviceSector: d }, sectors: n, sources: raid10Map(this.g, a).filter((t) => !rebuild.has(t.disk)) });
         d += n;
       }
+    }
+    if (await this.offloadRecovery(jobs)) return;
+    for (const j of jobs) {
+      const buf = new Uint8Array(j.sectors * SECTOR);
+      await readPiece(this.io, buf, { bufOffset: 0, sectors: j.sectors, targets: j.sources }, 0);
+      await writeCopies(this.io, [j.dest], buf);
     }
   }
 
-  /** Recovery of [start, end) of the rebuilt slots on the sync offload (false: not taken). */
-  private async offloadRecovery(start: number, end: number, rebuild: ReadonlySet<number>): Promise<boolean> {
+  /** The recovery pieces on the sync offload (false: not taken). */
+  private async offloadRecovery(
+    jobs: ReadonlyArray<{ dest: { disk: number; deviceSector: number }; sectors: number; sources: Array<{ disk: number; deviceSector: number }> }>,
+  ): Promise<boolean> {
     const b = this.io.bulk;
     if (!b) return false;
-    const c = this.g.chunkSectors;
     const pieces: MemberBulkPiece[] = [];
     const slots = new Set<number>();
-    for (const slot of rebuild) {
-      for (let d = start; d < end;) {
-        const n = Math.min(c - (d % c), end - d);
-        const a = raid10DeviceToArray(this.g, slot, d);
-        if (a !== null) {
-          const from = this.syncSource(raid10Map(this.g, a).filter((t) => !rebuild.has(t.disk)), n);
-          if (!from) return false;
-          pieces.push(bulkPiece([from], [{ disk: slot, deviceSector: d }], n, slots));
-        }
-        d += n;
-      }
+    for (const j of jobs) {
+      const from = this.syncSource(j.sources, j.sectors);
+      if (!from) return false;
+      pieces.push(bulkPiece([from], [j.dest], j.sectors, slots));
     }
-    return runOffload(b, 'copy', pieces, slots);
+    return (await runOffload(b, 'copy', pieces, slots)) !== null;
   }
 }

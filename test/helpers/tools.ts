@@ -88,10 +88,6 @@ export function tempDir(prefix: string): { path: string; cleanup: () => void } {
 export async function withLoop<T>(file: string, fn: (dev: string) => Promise<T> | T): Promise<T> {
   const dev = execFileSync('losetup', ['-r', '-f', '--show', file], { encoding: 'utf8' }).trim();
   try {
-    // drop what the loop device's own page cache may still hold from an earlier backing file
-    // (seen once in CI: mdadm -X on a fresh loop0 read a superblock without the bitmap that
-    // mdadm -E of the file itself showed)
-    execFileSync('blockdev', ['--flushbufs', dev]);
     return await fn(dev);
   } finally {
     execFileSync('losetup', ['-d', dev]);
