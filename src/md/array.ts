@@ -125,6 +125,8 @@ export class MdArray {
   private dirty = false;
   private closed = false;
   private sbUpdate: Promise<void> | null = null;
+  /** superblock writes, and changes to what they encode, one at a time (md: reconfig_mutex) */
+  private sbLockTail: Promise<void> = Promise.resolve();
   private sbNeedsWrite = false;
   private readonly now: () => number;
   private readonly log: (msg: string) => void;
@@ -857,8 +859,29 @@ export class MdArray {
     }
   }
 
+  /**
+   * Run `fn` while no superblock write is under way. Two writes in flight at once could land
+   * in either order on a member (the thread pool reorders them), so the older state could win;
+   * and a write encodes member fields (bitmap offset, feature bits) that --grow changes.
+   */
+  private async underSbLock<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.sbLockTail;
+    let release!: () => void;
+    this.sbLockTail = new Promise<void>((r) => (release = r));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
   /** Write the array state to every working member (bitmap header first, then superblock). */
-  async writeSuperblocks(opts: { bitmapBits?: 'all' | 'none' } = {}): Promise<void> {
+  writeSuperblocks(opts: { bitmapBits?: 'all' | 'none' } = {}): Promise<void> {
+    return this.underSbLock(() => this.writeSuperblocksLocked(opts));
+  }
+
+  private async writeSuperblocksLocked(opts: { bitmapBits?: 'all' | 'none' }): Promise<void> {
     assert(!this.readOnly, 'superblock write on a read-only array');
     // a replacement whose original failed holds the slot from now on
     if (this.replacing) {
@@ -1230,43 +1253,49 @@ export class MdArray {
     const release = await this.barrier.lockRanges([[0, size]]);
     try {
       await this.personality.flush();
-      this.sb.events += 1n;
-      if (kind === 'none') {
-        this.bitmap = null;
-        this.bitmapTimer?.cancel();
-        this.bitmapTimer = null;
-        this.sb.featureMap &= ~Feature.BITMAP_OFFSET;
-        for (const m of this.members) {
-          m.bitmaps = [];
-          m.loaded = { ...m.loaded, sb: { ...m.loaded.sb, featureMap: m.loaded.sb.featureMap & ~Feature.BITMAP_OFFSET } };
-        }
-        await this.writeSuperblocks();
-        this.log(`md: ${md}: internal bitmap removed`);
-        return;
-      }
-      const chunk = places[0]!.chunk;
-      const nbits = bitmapBits(size, chunk);
-      const sup = newBitmapSuper({ uuid: this.sb.setUuid, events: this.sb.events, syncSectors: size, chunkBytes: chunk });
-      const area = new Uint8Array(bitmapAreaBytes(nbits));
-      fillCleanBits(area, nbits);
-      area.set(encodeBitmapSuper(sup), 0);
-      await Promise.all(
-        places.map(async ({ m, offset }) => {
-          await m.dev.write(area, (m.loaded.sbStartSector + offset) * 512);
-          await m.dev.flush();
-          m.loaded = { ...m.loaded, sb: { ...m.loaded.sb, bitmapOffset: offset, featureMap: m.loaded.sb.featureMap | Feature.BITMAP_OFFSET } };
-          m.bitmaps = await loadBitmaps(m.dev, m.loaded);
-        }),
-      );
-      this.sb.featureMap |= Feature.BITMAP_OFFSET;
-      this.sb.bitmapOffset = places[0]!.offset;
-      this.bitmap = this.makeBitmap();
-      await this.writeSuperblocks();
-      this.startBitmapDaemon();
-      this.log(`md: ${md}: internal bitmap added (${nbits} bits of ${chunk / 1024} KiB)`);
+      // a superblock write already under way (a clean or active transition, which do not wait
+      // for the barrier) lands first; none starts until the new state is on every member
+      await this.underSbLock(() => this.setBitmapLocked(kind, md, places, size));
     } finally {
       release();
     }
+  }
+
+  private async setBitmapLocked(kind: 'internal' | 'none', md: string, places: { m: Member; offset: number; chunk: number }[], size: number): Promise<void> {
+    this.sb.events += 1n;
+    if (kind === 'none') {
+      this.bitmap = null;
+      this.bitmapTimer?.cancel();
+      this.bitmapTimer = null;
+      this.sb.featureMap &= ~Feature.BITMAP_OFFSET;
+      for (const m of this.members) {
+        m.bitmaps = [];
+        m.loaded = { ...m.loaded, sb: { ...m.loaded.sb, featureMap: m.loaded.sb.featureMap & ~Feature.BITMAP_OFFSET } };
+      }
+      await this.writeSuperblocksLocked({});
+      this.log(`md: ${md}: internal bitmap removed`);
+      return;
+    }
+    const chunk = places[0]!.chunk;
+    const nbits = bitmapBits(size, chunk);
+    const sup = newBitmapSuper({ uuid: this.sb.setUuid, events: this.sb.events, syncSectors: size, chunkBytes: chunk });
+    const area = new Uint8Array(bitmapAreaBytes(nbits));
+    fillCleanBits(area, nbits);
+    area.set(encodeBitmapSuper(sup), 0);
+    await Promise.all(
+      places.map(async ({ m, offset }) => {
+        await m.dev.write(area, (m.loaded.sbStartSector + offset) * 512);
+        await m.dev.flush();
+        m.loaded = { ...m.loaded, sb: { ...m.loaded.sb, bitmapOffset: offset, featureMap: m.loaded.sb.featureMap | Feature.BITMAP_OFFSET } };
+        m.bitmaps = await loadBitmaps(m.dev, m.loaded);
+      }),
+    );
+    this.sb.featureMap |= Feature.BITMAP_OFFSET;
+    this.sb.bitmapOffset = places[0]!.offset;
+    this.bitmap = this.makeBitmap();
+    await this.writeSuperblocksLocked({});
+    this.startBitmapDaemon();
+    this.log(`md: ${md}: internal bitmap added (${nbits} bits of ${chunk / 1024} KiB)`);
   }
 
   /** One pass of the bitmap daemon: bits of chunks idle for a whole period are cleared. */

@@ -1,0 +1,115 @@
+/**
+ * Superblock writes are one at a time. A clean transition (md's safe mode) does not wait for the
+ * write barrier that --grow --bitmap holds, so without ordering its superblock, encoded before
+ * the bitmap existed, could land on a member after the grown one and hide the bitmap (seen once
+ * in CI as mdadm -X "doesn't have bitmap" on one member). Here the clean write to one member is
+ * held at the device while the bitmap is added; the members' superblocks are then judged as
+ * decoded from disk, and by assembling again.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { Feature } from '../../src/format/superblock.js';
+import type { BlockDevice } from '../../src/io/block-device.js';
+import { MemoryBlockDevice } from '../../src/io/memory-device.js';
+import { MdArray } from '../../src/md/array.js';
+import { loadSuperblock } from '../../src/md/sb-io.js';
+import { memoryArray } from '../helpers/arrays.js';
+
+const SB_OFFSET = 4096; // metadata 1.2
+
+/** Delegates to a memory device; the next superblock write waits until released. */
+class HeldSuperblock implements BlockDevice {
+  private gate: Promise<void> | null = null;
+  private open: (() => void) | null = null;
+  reached = false;
+  constructor(private readonly dev: MemoryBlockDevice) {}
+  get name(): string {
+    return this.dev.name;
+  }
+
+  get sizeBytes(): number {
+    return this.dev.sizeBytes;
+  }
+
+  get readOnly(): boolean {
+    return this.dev.readOnly;
+  }
+
+  holdNextSuperblock(): void {
+    this.gate = new Promise((r) => (this.open = r));
+  }
+
+  release(): void {
+    this.open?.();
+  }
+
+  read(buf: Uint8Array, off: number): Promise<void> {
+    return this.dev.read(buf, off);
+  }
+
+  async write(buf: Uint8Array, off: number): Promise<void> {
+    if (off === SB_OFFSET && this.gate) {
+      const g = this.gate;
+      this.gate = null;
+      this.reached = true;
+      await g;
+    }
+    return this.dev.write(buf, off);
+  }
+
+  flush(): Promise<void> {
+    return this.dev.flush();
+  }
+
+  close(): Promise<void> {
+    return this.dev.close();
+  }
+}
+
+async function sbOf(dev: MemoryBlockDevice) {
+  const d = dev.reopen({ readOnly: true });
+  const l = (await loadSuperblock(d))!;
+  await d.close();
+  return l.sb;
+}
+
+const ticks = async (n: number) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+describe('superblock write ordering', () => {
+  for (const kind of ['internal', 'none'] as const) {
+    test(`a clean transition racing --grow --bitmap=${kind} never lands over the grown superblock`, async () => {
+      const devs = await memoryArray({ level: 1, sizesMiB: [8, 8], assumeClean: true, bitmap: kind === 'none' ? 'internal' : 'none' });
+      const live = devs.map((d) => new HeldSuperblock(d.reopen()));
+      const arr = await MdArray.assemble(live);
+      const data = randomBytes(1 << 20);
+      await arr.write(data, 0);
+      assert.ok(arr.isDirty);
+      // the clean transition's superblock reaches member 0 and is held at member 1
+      live[1]!.holdNextSuperblock();
+      const clean = arr.markClean();
+      await ticks(50);
+      assert.ok(live[1]!.reached, 'the clean superblock write is held at member 1');
+      const grow = arr.setBitmap(kind);
+      await ticks(50);
+      live[1]!.release();
+      await Promise.all([clean, grow]);
+      const sbs = await Promise.all(devs.map((d) => sbOf(d)));
+      for (const [i, sb] of sbs.entries()) {
+        assert.equal((sb.featureMap & Feature.BITMAP_OFFSET) !== 0, kind === 'internal', `member ${i} feature map ${sb.featureMap}`);
+        assert.equal(sb.events, sbs[0]!.events, `member ${i} events`);
+      }
+      // the array goes on with the new state, written again over the same fields
+      await arr.write(data, 1 << 20);
+      await arr.close();
+      const again = await MdArray.assemble(devs.map((d) => d.reopen()));
+      assert.equal(again.bitmap !== null, kind === 'internal');
+      const back = new Uint8Array(2 << 20);
+      await again.read(back, 0);
+      assert.ok(Buffer.from(back).equals(Buffer.concat([data, data])));
+      await again.close();
+    });
+  }
+});
