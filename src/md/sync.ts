@@ -7,7 +7,8 @@
  *  - with a write-intent bitmap, resync and the recovery of a re-added member visit only the
  *    windows whose bits are set;
  *  - progress is kept in memory (the recovery frontier that the request path reads) and
- *    checkpointed in the superblocks (resync_offset / recovery_offset) every checkpoint;
+ *    checkpointed in the superblocks (resync_offset / recovery_offset) every checkpoint, each
+ *    after a flush of the data it covers;
  *  - speed limits like /proc/sys/dev/raid/speed_limit_{min,max}: above max the engine sleeps;
  *    above min it also sleeps while the array serves other I/O;
  *  - check counts mismatches (mismatch_cnt); repair rewrites them; `idle` stops the current
@@ -47,9 +48,8 @@ export interface SyncHost {
   /** Move the in-memory resync point (md's recovery_cp). */
   setResyncPoint(pos: number): void;
   /**
-   * Start writing what the sync wrote to stable storage (the members' flush), without waiting:
-   * the data then streams to the disks while the sync goes on, and the flush that must come
-   * before a checkpoint or the final state has little left to do.
+   * Make what the sync wrote durable (every member's flush, a member being rebuilt included):
+   * before a checkpoint or the final state is written.
    */
   flushData(): Promise<void>;
   /** Persist progress in the superblocks (checkpoint). */
@@ -97,15 +97,6 @@ export interface SyncLimits {
 }
 
 export const DEFAULT_SYNC_LIMITS: SyncLimits = { minKiBs: 1000, maxKiBs: 200_000 };
-
-/**
- * Sync writes are flushed in the background once this much (at most a checkpoint interval) is
- * written and not yet flushed: checkpoints and the final flush then find little left, and the
- * flushes go to the disk in large batches. One flush per 16 MiB window had the writeback compete
- * with the copy for the CPUs: a 64 MiB raid1 resync ran at 1.3-1.5 GB/s that way and 2.1-2.2
- * GB/s without (docs/perf.md).
- */
-const BG_FLUSH_SECTORS = 2048 * 64;
 
 export class SyncEngine {
   private readonly host: SyncHost;
@@ -168,8 +159,6 @@ export class SyncEngine {
   }
 
   private kickPending = false;
-  /** the background flush of sync writes in flight (see SyncHost.flushData) */
-  private bgFlush: Promise<void> | null = null;
   private jobsRun = 0;
 
   /** Run until nothing is left to do (tests, the CLI's offline sync). */
@@ -301,7 +290,6 @@ export class SyncEngine {
     let mismatches = 0;
     let worked = 0;
     let sinceCheckpoint = 0;
-    let unflushed = 0;
     let pos = plan.start;
     this.host.log(`md: ${kind === 'recovery' ? 'recovery' : kind === 'resync' ? 'resync' : `data-check (${kind})`} of ${total / 2} blocks started at ${pos / 2}${guided ? ' (bitmap-guided)' : ''}`);
     this.onEvent({ type: 'started', kind });
@@ -356,30 +344,21 @@ export class SyncEngine {
           this.host.setResyncPoint(pos);
           bitmap?.synced(runStart, pos);
         }
-        if (!skip) unflushed += n;
-        if (unflushed >= Math.min(this.checkpointSectors, BG_FLUSH_SECTORS) && (kind === 'resync' || recovery) && this.bgFlush === null) {
-          unflushed = 0;
-          this.bgFlush = this.host
-            .flushData()
-            .catch(() => {}) // a failing member is reported by the checkpoint's own flush
-            .finally(() => {
-              this.bgFlush = null;
-            });
-        }
         this.status.doneSectors = pos;
         this.status.workedSectors = worked;
         this.mark(pos);
         // (not in the last quarter interval: the completion writes the superblocks soon anyway)
         if (sinceCheckpoint >= this.checkpointSectors && total - pos >= this.checkpointSectors / 4 && (kind === 'resync' || recovery)) {
           sinceCheckpoint = 0;
-          if (this.bgFlush) await this.bgFlush;
+          await this.flushSynced();
           await this.host.checkpoint();
         }
         await this.throttle();
       }
       completed = pos >= total;
       dataMs = this.host.clock.nowMs() - startMs;
-      if (this.bgFlush) await this.bgFlush;
+      // what the superblocks are about to vouch for is on the disks first
+      if (kind === 'resync' || recovery) await this.flushSynced();
       // progress ends before the members change state (mdstat / --monitor order: the
       // rebuild finishes, then the spare is active)
       this.status = null;
@@ -418,6 +397,21 @@ export class SyncEngine {
       }
       return;
     }
+  }
+
+  /**
+   * Make the sync's writes so far durable. md writes a superblock that records sync progress
+   * (resync_offset, recovery_offset, a member in sync) with a flush before it, after the sync
+   * writes it covers have completed; on members with a page cache the flush is explicit, or
+   * the superblock could reach the disk before the data it vouches for.
+   *
+   * These are the only flushes of sync writes: a background flush every 64 MiB (to overlap
+   * writeback with the copy) cost 30-40% of the copy's speed on 2 CPUs, where the writeback
+   * competes with the copying threads, and bought 15-30% on the time to a durable end
+   * (docs/perf.md); the kernel's own writeback and the checkpoints bound the dirty data.
+   */
+  private flushSynced(): Promise<void> {
+    return this.host.flushData();
   }
 
   /** Speed over the last ~second (finer than the 10 s mdstat window). */

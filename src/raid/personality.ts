@@ -213,6 +213,21 @@ export const SYNC_PARALLEL = 8;
 export const takeSyncBuffer = takeBounce;
 export const giveSyncBuffer = giveBounce;
 
+/**
+ * The members' flush for a personality's flush(): every slot's member, including one being
+ * rebuilt (it holds the sync's writes and the writes below its frontier, which the superblock
+ * recording its recovery_offset vouches for). A member being rebuilt that cannot flush is
+ * failed (reportError); the others' errors fail the flush as before.
+ */
+export async function flushMembers(io: MemberIo): Promise<void> {
+  const jobs: Promise<void>[] = [];
+  for (let i = 0; i < io.slots; i++) {
+    if (io.available(i)) jobs.push(io.flush(i));
+    else jobs.push(io.flush(i).catch((e: unknown) => io.reportError(i, 'write', e)));
+  }
+  await Promise.all(jobs);
+}
+
 /** Runs pieces on the offload: the indices of the flagged pieces, or null when it cannot or failed. */
 export async function runOffload(b: MemberBulk, op: BulkOp, pieces: readonly MemberBulkPiece[], slots: Iterable<number>): Promise<Set<number> | null> {
   if (pieces.length === 0 || !b.usable(slots)) return null;

@@ -27,6 +27,7 @@ import {
   xorInto,
 } from './parity/index.js';
 import {
+  flushMembers,
   KeyedLocks,
   type MemberBulkPiece,
   type MemberIo,
@@ -795,9 +796,7 @@ export class Raid456Personality implements Personality {
     );
   }
 
-  async flush(): Promise<void> {
-    const jobs: Promise<void>[] = [];
-    for (let i = 0; i < this.io.slots; i++) if (this.io.available(i)) jobs.push(this.io.flush(i));
-    await Promise.all(jobs);
+  flush(): Promise<void> {
+    return flushMembers(this.io);
   }
 }

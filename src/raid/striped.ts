@@ -19,7 +19,7 @@ import {
   raid10Map,
   raid10Validate,
 } from './geometry/raid10.js';
-import { giveSyncBuffer, type MemberBulkPiece, type MemberIo, type MemberLoc, mismatchedSectors, type Personality, runLimited, runOffload, settleAll, SYNC_PARALLEL, takeSyncBuffer } from './personality.js';
+import { flushMembers, giveSyncBuffer, type MemberBulkPiece, type MemberIo, type MemberLoc, mismatchedSectors, type Personality, runLimited, runOffload, settleAll, SYNC_PARALLEL, takeSyncBuffer } from './personality.js';
 
 const SECTOR = 512;
 
@@ -198,10 +198,8 @@ abstract class PieceMapped implements Personality {
     return settleAll(pieces.map((p) => writePiece(this.io, buf, p)));
   }
 
-  async flush(): Promise<void> {
-    const jobs: Promise<void>[] = [];
-    for (let i = 0; i < this.io.slots; i++) if (this.io.available(i)) jobs.push(this.io.flush(i));
-    await Promise.all(jobs);
+  flush(): Promise<void> {
+    return flushMembers(this.io);
   }
 
   get syncSectors(): number {

@@ -310,4 +310,57 @@ describe('sync engine', () => {
     assert.ok(Buffer.from(m0).equals(Buffer.from(m1)), 'mirrors identical');
     assert.ok(Buffer.from(m0.subarray(0, model.length)).equals(Buffer.from(model)), 'the writes are there');
   });
+
+  /**
+   * md writes a superblock that records sync progress (recovery_offset, resync_offset, a member
+   * in sync) only after the sync writes it covers are on the disk (REQ_PREFLUSH). The members
+   * here are files with a page cache, which writes back in any order: a superblock recording
+   * progress must come after a flush of the data written before it, or a power loss could keep
+   * the superblock and lose the data it vouches for.
+   */
+  test('a superblock recording sync progress is written only after the sync data before it is flushed', async () => {
+    const unflushedBeforeSb = (log: Op[], dev: string, dataOff: number): number => {
+      let dirty = false;
+      let bad = 0;
+      for (const o of log) {
+        if (o.dev !== dev) continue;
+        if (o.op === 'flush') dirty = false;
+        else if (o.op === 'write' && o.off >= dataOff) dirty = true;
+        else if (o.op === 'write' && o.off === 4096 && dirty) bad++;
+      }
+      return bad;
+    };
+    // recovery onto the spare, checkpointed every 1 MiB
+    {
+      const devs = await memoryArray({ level: 1, sizesMiB: [8, 8, 8], raidDisks: 2, assumeClean: true });
+      const log: Op[] = [];
+      const arr = await MdArray.assemble(reopenAll(devs).map((d) => new Recorder(d, log)));
+      await arr.write(randomBytes(arr.sizeBytes), 0);
+      await arr.failMember('mem1');
+      arr.sync.windowSectors = 256;
+      log.length = 0;
+      const r = await arr.syncNow({ checkpointSectors: 2048 });
+      assert.ok(r.recovered > 0);
+      const dataOff = Number(arr.members[0]!.loaded.sb.dataOffset) * 512;
+      const sbWrites = log.filter((o) => o.dev === 'mem2' && o.op === 'write' && o.off === 4096).length;
+      assert.ok(sbWrites >= 4, `checkpoints on the spare: ${sbWrites}`);
+      assert.equal(unflushedBeforeSb(log, 'mem2', dataOff), 0, 'spare superblocks written over unflushed rebuilt data');
+      await arr.close();
+    }
+    // resync after an unclean shutdown (the array clean while it runs: resync_offset moves)
+    {
+      const devs = await memoryArray({ level: 1, sizesMiB: [8, 8], noInitialSync: true });
+      const log: Op[] = [];
+      const arr = await MdArray.assemble(reopenAll(devs).map((d) => new Recorder(d, log)));
+      assert.equal(arr.resyncPending, true);
+      arr.sync.windowSectors = 256;
+      log.length = 0;
+      const r = await arr.syncNow({ checkpointSectors: 2048 });
+      assert.ok(r.resynced > 0);
+      const dataOff = Number(arr.members[0]!.loaded.sb.dataOffset) * 512;
+      assert.ok(log.some((o) => o.dev === 'mem1' && o.op === 'write' && o.off >= dataOff), 'the resync wrote mem1');
+      for (const dev of ['mem0', 'mem1']) assert.equal(unflushedBeforeSb(log, dev, dataOff), 0, `${dev}: superblock written over unflushed resync data`);
+      await arr.close();
+    }
+  });
 });
