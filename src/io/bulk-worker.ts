@@ -108,9 +108,16 @@ parentPort!.on('message', (req: BulkRequest) => {
   let res: BulkResponse;
   try {
     const flagged: number[] = [];
-    for (const p of req.pieces) if (runPiece(req.op, p)) flagged.push(p.tag);
+    // parts in turn from the counter the call's threads share, until none is left or one failed
+    while (Atomics.load(req.ctl, 1) === 0) {
+      const i = Atomics.add(req.ctl, 0, 1);
+      if (i >= req.pieces.length) break;
+      const p = req.pieces[i]!;
+      if (runPiece(req.op, p)) flagged.push(p.tag);
+    }
     res = { id: req.id, flagged };
   } catch (e) {
+    Atomics.store(req.ctl, 1, 1);
     const err = e as NodeJS.ErrnoException;
     res = { id: req.id, error: { code: err.code ?? 'EIO', message: err.message } };
   }
