@@ -9,7 +9,7 @@ import { readSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { instantiateParity, type ParityWasm, XOR_MAX_SRCS } from '../raid/parity/kernels.js';
 import { Wasm, type WasmMemory } from '../raid/parity/wasm-api.js';
-import type { BulkPiece, BulkRequest, BulkResponse } from './bulk.js';
+import type { BulkPiece, BulkRequest, BulkResponse, Syndrome } from './bulk.js';
 import { BOUNCE_SKEW_BYTES } from './file-device.js';
 
 /** Bytes per step per source: a step's sources and result fit in a 1 MiB L2 cache. */
@@ -78,16 +78,41 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
 }
 
+/**
+ * raid6 check of one step: P and Q recomputed from the data blocks (bufs[0..n-2) data, then
+ * the P and Q read from the disk, then two outputs and the slot table); true when either differs.
+ */
+function pqDiffers(bufs: readonly number[], syn: Syndrome, len: number): boolean {
+  const nd = syn.qSlots.length;
+  const [pDisk, qDisk, pOut, qOut, tbl] = [bufs[nd]!, bufs[nd + 1]!, bufs[nd + 2]!, bufs[nd + 3]!, bufs[nd + 4]!];
+  const table = new Uint32Array(memory!.buffer, tbl, syn.slots);
+  table.fill(0);
+  let top = 0;
+  for (let i = 0; i < nd; i++) {
+    const slot = syn.qSlots[i]!;
+    table[slot] = bufs[i]!;
+    top = Math.max(top, slot);
+  }
+  kernels!.pq(tbl, top, pOut, qOut, len);
+  return !equal(view(pOut, len), view(pDisk, len)) || !equal(view(qOut, len), view(qDisk, len));
+}
+
 /** Runs one piece; true when a compare or a zero check found a difference. */
 function runPiece(op: BulkRequest['op'], p: BulkPiece): boolean {
   const nsrc = p.srcs.length;
-  const step = stepFor(nsrc);
-  const bufs = buffers(nsrc + 1, step);
+  if (op === 'pq' && (!p.syndrome || p.syndrome.qSlots.length !== nsrc - 2 || p.dsts.length > 0))
+    throw Object.assign(new Error('pq: a piece needs its syndrome layout, data + P + Q sources and no destinations'), { code: 'EINVAL' });
+  // pq: two outputs and the slot table besides the sources; the others one output
+  const extra = op === 'pq' ? 3 : 1;
+  const step = stepFor(nsrc + extra - 1);
+  const bufs = buffers(nsrc + extra, step);
   for (let off = 0; off < p.bytes; off += step) {
     const len = Math.min(step, p.bytes - off);
     for (let i = 0; i < nsrc; i++) fullRead(p.srcs[i]![0], view(bufs[i]!, len), p.srcs[i]![1] + off);
     if (op === 'copy') {
       for (const [fd, at] of p.dsts) fullWrite(fd, view(bufs[0]!, len), at + off);
+    } else if (op === 'pq') {
+      if (pqDiffers(bufs, p.syndrome!, len)) return true;
     } else if (op === 'compare') {
       // a difference sends the whole piece back to the caller's own path: no need to read on
       for (let i = 1; i < nsrc; i++) if (!equal(view(bufs[0]!, len), view(bufs[i]!, len))) return true;

@@ -25,7 +25,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type ErrorCode, TsmdError } from '../errors.js';
 
-export type BulkOp = 'copy' | 'compare' | 'xor';
+export type BulkOp = 'copy' | 'compare' | 'xor' | 'pq';
 /** A file descriptor and a byte offset in it. */
 export type FdAt = [fd: number, offsetBytes: number];
 
@@ -33,13 +33,22 @@ export type FdAt = [fd: number, offsetBytes: number];
  * One piece of work over `bytes` bytes at each place:
  *  - copy: srcs[0] to every dst;
  *  - compare: flagged when the srcs are not all equal;
- *  - xor: the XOR of the srcs written to every dst, or (no dsts) flagged when it is not zero.
+ *  - xor: the XOR of the srcs written to every dst, or (no dsts) flagged when it is not zero;
+ *  - pq (raid6 check): srcs are the data blocks, then P, then Q; flagged when P or Q does not
+ *    match the data (`syndrome` gives each data block's place in the Q sum).
  */
 export interface BulkPiece {
   tag: number;
   srcs: FdAt[];
   dsts: FdAt[];
   bytes: number;
+  syndrome?: Syndrome;
+}
+
+/** For pq: the slot (power of g) of each data block in the Q sum, and the number of slots. */
+export interface Syndrome {
+  qSlots: number[];
+  slots: number;
 }
 
 export interface BulkRequest {
@@ -90,7 +99,7 @@ export class SyncOffload {
       for (let off = 0; off < p.bytes; off += SPLIT_BYTES) {
         const bytes = Math.min(SPLIT_BYTES, p.bytes - off);
         const at = (x: FdAt): FdAt => [x[0], x[1] + off];
-        parts.push({ tag: p.tag, srcs: p.srcs.map(at), dsts: p.dsts.map(at), bytes });
+        parts.push({ tag: p.tag, srcs: p.srcs.map(at), dsts: p.dsts.map(at), bytes, ...(p.syndrome ? { syndrome: p.syndrome } : {}) });
         total += bytes;
       }
     }

@@ -421,6 +421,7 @@ export class MdArray {
             srcs: p.srcs.map((l) => place(l, false)),
             dsts: p.dsts.map((l) => place(l, true)),
             bytes: p.sectors * 512,
+            ...(p.syndrome ? { syndrome: p.syndrome } : {}),
           }));
           return await offload.run(op, fdPieces);
         } finally {

@@ -4,7 +4,7 @@
  * failure policy and hands the level a MemberIo.
  */
 import type { ErrorCode } from '../errors.js';
-import type { BulkOp } from '../io/bulk.js';
+import type { BulkOp, Syndrome } from '../io/bulk.js';
 import { giveBounce, takeBounce } from '../io/file-device.js';
 
 /** A place in a member's data area: slot and member sector (relative to data_offset). */
@@ -18,6 +18,8 @@ export interface MemberBulkPiece {
   srcs: MemberLoc[];
   dsts: MemberLoc[];
   sectors: number;
+  /** pq only (see io/bulk.ts) */
+  syndrome?: Syndrome;
 }
 
 /**

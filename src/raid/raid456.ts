@@ -516,10 +516,11 @@ export class Raid456Personality implements Personality {
 
   /**
    * The member rows of [start, end) left for the personality's own path after a parity check
-   * on the sync offload (raid4/5): the members' blocks of a row XOR to zero exactly when its
-   * parity matches the data, whatever the layout. Left: the stripes whose XOR was not zero and
-   * the partial stripes at the edges, as [start, sectors]; all of it when the offload cannot
-   * take it (raid6, degraded, no offload, failed).
+   * on the sync offload. raid4/5: the members' blocks of a row XOR to zero exactly when its
+   * parity matches the data, whatever the layout. raid6: P and Q recomputed from the data in
+   * the stripe's Q order (pq), so a piece is one stripe's row. Left: the stripes that did not
+   * match and the partial stripes at the edges, as [start, sectors]; all of it when the
+   * offload cannot take it (degraded, no offload, failed).
    */
   private async offloadParityCheck(start: number, end: number): Promise<Array<[number, number]>> {
     const all: Array<[number, number]> = [[start, end - start]];
@@ -527,15 +528,20 @@ export class Raid456Personality implements Personality {
     const C = this.C;
     const a = Math.ceil(start / C) * C;
     const b = Math.floor(end / C) * C;
-    if (!bk || this.level === 6 || b <= a) return all;
+    if (!bk || b <= a) return all;
     const slots = Array.from({ length: this.io.slots }, (_, d) => d);
     if (!slots.every((d) => this.io.available(d, a, b - a))) return all;
     const stripes = Array.from({ length: (b - a) / C }, (_, i) => a / C + i);
     const release = await this.locks.acquire(stripes);
     let flagged: Set<number> | null;
     try {
-      const pieces: MemberBulkPiece[] = stripes.map((st) => ({ srcs: slots.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C }));
-      flagged = await runOffload(bk, 'xor', pieces, slots);
+      const pieces: MemberBulkPiece[] = stripes.map((st) => {
+        if (this.level !== 6) return { srcs: slots.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C };
+        const sm = stripeMap(this.geometry, st);
+        const order = [...sm.dataDisks, sm.pDisk, sm.qDisk];
+        return { srcs: order.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C, syndrome: { qSlots: sm.dataDisks.map((_, dd) => sm.qSlots[dd]!), slots: sm.syndromeSlots } };
+      });
+      flagged = await runOffload(bk, this.level === 6 ? 'pq' : 'xor', pieces, slots);
     } finally {
       release();
     }
