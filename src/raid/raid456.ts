@@ -539,7 +539,8 @@ export class Raid456Personality implements Personality {
         if (this.level !== 6) return { srcs: slots.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C };
         const sm = stripeMap(this.geometry, st);
         const order = [...sm.dataDisks, sm.pDisk, sm.qDisk];
-        return { srcs: order.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C, syndrome: { qSlots: sm.dataDisks.map((_, dd) => sm.qSlots[dd]!), slots: sm.syndromeSlots } };
+        const syndrome = { qSlots: sm.dataDisks.map((_, dd) => sm.qSlots[dd]!), slots: sm.syndromeSlots };
+        return { srcs: order.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C, syndrome };
       });
       flagged = await runOffload(bk, this.level === 6 ? 'pq' : 'xor', pieces, slots);
     } finally {
