@@ -78,6 +78,19 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
 }
 
+/** The Q kernels' slot table at `tbl`: each data block's address at its slot; the top slot. */
+function slotTable(bufs: readonly number[], syn: Syndrome, tbl: number): number {
+  const table = new Uint32Array(memory!.buffer, tbl, syn.slots);
+  table.fill(0);
+  let top = 0;
+  for (let i = 0; i < syn.qSlots.length; i++) {
+    const slot = syn.qSlots[i]!;
+    table[slot] = bufs[i]!;
+    top = Math.max(top, slot);
+  }
+  return top;
+}
+
 /**
  * raid6 check of one step: P and Q recomputed from the data blocks (bufs[0..n-2) data, then
  * the P and Q read from the disk, then two outputs and the slot table); true when either differs.
@@ -85,25 +98,27 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
 function pqDiffers(bufs: readonly number[], syn: Syndrome, len: number): boolean {
   const nd = syn.qSlots.length;
   const [pDisk, qDisk, pOut, qOut, tbl] = [bufs[nd]!, bufs[nd + 1]!, bufs[nd + 2]!, bufs[nd + 3]!, bufs[nd + 4]!];
-  const table = new Uint32Array(memory!.buffer, tbl, syn.slots);
-  table.fill(0);
-  let top = 0;
-  for (let i = 0; i < nd; i++) {
-    const slot = syn.qSlots[i]!;
-    table[slot] = bufs[i]!;
-    top = Math.max(top, slot);
-  }
-  kernels!.pq(tbl, top, pOut, qOut, len);
+  kernels!.pq(tbl, slotTable(bufs, syn, tbl), pOut, qOut, len);
   return !equal(view(pOut, len), view(pDisk, len)) || !equal(view(qOut, len), view(qDisk, len));
+}
+
+/** The op's shape is what the worker's buffers assume: refused otherwise. */
+function checkShape(op: BulkRequest['op'], p: BulkPiece): void {
+  const n = p.srcs.length;
+  let ok = n >= 1;
+  if (op === 'pq') ok = p.syndrome?.qSlots.length === n - 2 && p.dsts.length === 0;
+  else if (op === 'q') ok = p.syndrome?.qSlots.length === n && p.dsts.length > 0;
+  else if (op === 'copy') ok = n === 1;
+  if (!ok) throw Object.assign(new Error(`${op}: a piece with ${n} sources and ${p.dsts.length} destinations does not fit the op`), { code: 'EINVAL' });
 }
 
 /** Runs one piece; true when a compare or a zero check found a difference. */
 function runPiece(op: BulkRequest['op'], p: BulkPiece): boolean {
+  checkShape(op, p);
   const nsrc = p.srcs.length;
-  if (op === 'pq' && (!p.syndrome || p.syndrome.qSlots.length !== nsrc - 2 || p.dsts.length > 0))
-    throw Object.assign(new Error('pq: a piece needs its syndrome layout, data + P + Q sources and no destinations'), { code: 'EINVAL' });
-  // pq: two outputs and the slot table besides the sources; the others one output
-  const extra = op === 'pq' ? 3 : 1;
+  // besides the sources: pq two outputs and the slot table, q one output and the table, the
+  // others one output
+  const extra = op === 'pq' ? 3 : op === 'q' ? 2 : 1;
   const step = stepFor(nsrc + extra - 1);
   const bufs = buffers(nsrc + extra, step);
   for (let off = 0; off < p.bytes; off += step) {
@@ -113,6 +128,10 @@ function runPiece(op: BulkRequest['op'], p: BulkPiece): boolean {
       for (const [fd, at] of p.dsts) fullWrite(fd, view(bufs[0]!, len), at + off);
     } else if (op === 'pq') {
       if (pqDiffers(bufs, p.syndrome!, len)) return true;
+    } else if (op === 'q') {
+      const [out, tbl] = [bufs[nsrc]!, bufs[nsrc + 1]!];
+      kernels!.q(tbl, slotTable(bufs, p.syndrome!, tbl), out, len);
+      for (const [fd, at] of p.dsts) fullWrite(fd, view(out, len), at + off);
     } else if (op === 'compare') {
       // a difference sends the whole piece back to the caller's own path: no need to read on
       for (let i = 1; i < nsrc; i++) if (!equal(view(bufs[0]!, len), view(bufs[i]!, len))) return true;

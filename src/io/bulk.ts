@@ -25,7 +25,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type ErrorCode, TsmdError } from '../errors.js';
 
-export type BulkOp = 'copy' | 'compare' | 'xor' | 'pq';
+export type BulkOp = 'copy' | 'compare' | 'xor' | 'pq' | 'q';
 /** A file descriptor and a byte offset in it. */
 export type FdAt = [fd: number, offsetBytes: number];
 
@@ -35,7 +35,8 @@ export type FdAt = [fd: number, offsetBytes: number];
  *  - compare: flagged when the srcs are not all equal;
  *  - xor: the XOR of the srcs written to every dst, or (no dsts) flagged when it is not zero;
  *  - pq (raid6 check): srcs are the data blocks, then P, then Q; flagged when P or Q does not
- *    match the data (`syndrome` gives each data block's place in the Q sum).
+ *    match the data (`syndrome` gives each data block's place in the Q sum);
+ *  - q (raid6 recovery of a Q block): srcs are the data blocks; their Q written to every dst.
  */
 export interface BulkPiece {
   tag: number;
@@ -45,7 +46,7 @@ export interface BulkPiece {
   syndrome?: Syndrome;
 }
 
-/** For pq: the slot (power of g) of each data block in the Q sum, and the number of slots. */
+/** For pq and q: the slot (power of g) of each data block in the Q sum, and the number of slots. */
 export interface Syndrome {
   qSlots: number[];
   slots: number;

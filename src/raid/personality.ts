@@ -18,7 +18,7 @@ export interface MemberBulkPiece {
   srcs: MemberLoc[];
   dsts: MemberLoc[];
   sectors: number;
-  /** pq only (see io/bulk.ts) */
+  /** pq and q only (see io/bulk.ts) */
   syndrome?: Syndrome;
 }
 

@@ -554,10 +554,14 @@ export class Raid456Personality implements Personality {
     return left;
   }
 
-  /** Recovery of one raid4/5 slot over rows [start, end) on the sync offload: the XOR of the others. */
+  /**
+   * Recovery of one slot over rows [start, end) on the sync offload. raid4/5: the XOR of the
+   * others, whatever the layout. raid6, stripe by stripe: where the slot holds data or P, the
+   * XOR of the others but Q; where it holds Q, Q recomputed from the data (op q).
+   */
   private async offloadRecovery(start: number, end: number, slot: number): Promise<boolean> {
     const bk = this.io.bulk;
-    if (!bk || this.level === 6 || end <= start) return false;
+    if (!bk || end <= start) return false;
     const others = Array.from({ length: this.io.slots }, (_, d) => d).filter((d) => d !== slot);
     if (!others.every((d) => this.io.available(d, start, end - start))) return false;
     const C = this.C;
@@ -565,8 +569,27 @@ export class Raid456Personality implements Personality {
     const stripes = Array.from({ length: Math.ceil(end / C) - first }, (_, i) => first + i);
     const release = await this.locks.acquire(stripes);
     try {
-      const piece: MemberBulkPiece = { srcs: others.map((d) => ({ slot: d, sector: start })), dsts: [{ slot, sector: start }], sectors: end - start };
-      return (await runOffload(bk, 'xor', [piece], [...others, slot])) !== null;
+      const dsts = (at: number) => [{ slot, sector: at }];
+      if (this.level !== 6) {
+        const piece: MemberBulkPiece = { srcs: others.map((d) => ({ slot: d, sector: start })), dsts: dsts(start), sectors: end - start };
+        return (await runOffload(bk, 'xor', [piece], [...others, slot])) !== null;
+      }
+      const xor: MemberBulkPiece[] = [];
+      const q: MemberBulkPiece[] = [];
+      for (const st of stripes) {
+        const lo = Math.max(start, st * C);
+        const sectors = Math.min(end, (st + 1) * C) - lo;
+        const sm = stripeMap(this.geometry, st);
+        if (slot === sm.qDisk) {
+          const syndrome = { qSlots: sm.dataDisks.map((_, dd) => sm.qSlots[dd]!), slots: sm.syndromeSlots };
+          q.push({ srcs: sm.dataDisks.map((d) => ({ slot: d, sector: lo })), dsts: dsts(lo), sectors, syndrome });
+        } else {
+          xor.push({ srcs: others.filter((d) => d !== sm.qDisk).map((d) => ({ slot: d, sector: lo })), dsts: dsts(lo), sectors });
+        }
+      }
+      // both or neither: the engine's own path redoes the whole range after a failure
+      if (xor.length > 0 && (await runOffload(bk, 'xor', xor, [...others, slot])) === null) return false;
+      return q.length === 0 || (await runOffload(bk, 'q', q, [...others, slot])) !== null;
     } finally {
       release();
     }

@@ -175,7 +175,7 @@ describe('sync offload (helper threads)', () => {
     { name: 'raid10 (near 2, 4 members)', level: 10 as Level, files: 5, raidDisks: 4, layout: 0x102 },
     { name: 'raid4', level: 4 as Level, files: 5, raidDisks: 4 },
     { name: 'raid5', level: 5 as Level, files: 5, raidDisks: 4 },
-    // check and resync only (pq); a raid6 recovery stays on the engine's path
+    // pq for check and resync; recovery by stripe: XOR where the slot holds data or P, q where Q
     { name: 'raid6', level: 6 as Level, files: 6, raidDisks: 5 },
   ]) {
     test(`${c.name}: resync, check, repair and recovery on the offload give what the engine's own path gives`, async () => {
@@ -223,8 +223,10 @@ describe('sync offload (helper threads)', () => {
 
       // a member fails: the spare is rebuilt on the offload and holds its share alone
       await arr.failMember(active[0]!);
+      const bytesBefore = offload.stats.bytes;
       const rec = await arr.syncNow();
       assert.ok(rec.recovered > 0, 'a recovery ran');
+      assert.ok(offload.stats.bytes >= bytesBefore + rec.recovered * 512, 'the recovery ran on the offload');
       assert.equal(arr.degraded, false);
       if (c.level === 10) await arr.failMember(active[1]!); // the rebuilt member's near partner
       else if (c.level === 6) {
