@@ -832,8 +832,7 @@ export class MdArray {
     while (this.sbNeedsWrite) {
       this.sbNeedsWrite = false;
       failed = true;
-      this.sb.events += 1n;
-      await this.writeSuperblocks();
+      await this.writeSuperblocks({ bump: true });
     }
     if (failed) this.memberFailed();
   }
@@ -847,11 +846,10 @@ export class MdArray {
   private async markDirty(): Promise<void> {
     if (this.sbUpdate) return this.sbUpdate;
     this.sbUpdate = (async () => {
-      this.sb.events += 1n;
       this.dirty = true;
       // with a runtime bitmap a crash resyncs the chunks whose bits are set; without one
       // (a clustered bitmap here), all bits are set so that everything is resynced
-      await this.writeSuperblocks({ bitmapBits: this.bitmap ? undefined : 'all' });
+      await this.writeSuperblocks({ bump: true, bitmapBits: this.bitmap ? undefined : 'all' });
     })();
     try {
       await this.sbUpdate;
@@ -877,13 +875,20 @@ export class MdArray {
     }
   }
 
-  /** Write the array state to every working member (bitmap header first, then superblock). */
-  writeSuperblocks(opts: { bitmapBits?: 'all' | 'none' } = {}): Promise<void> {
+  /**
+   * Write the array state to every working member (bitmap header first, then superblock).
+   * `bump`: a state change, so the event count goes up by one, under the same lock as the write
+   * (md_update_sb): a count bumped before waiting for the lock would ride on the write in
+   * progress, and a crash during it could leave members two events apart, which assembly
+   * takes for a stale member.
+   */
+  writeSuperblocks(opts: { bitmapBits?: 'all' | 'none'; bump?: boolean } = {}): Promise<void> {
     return this.underSbLock(() => this.writeSuperblocksLocked(opts));
   }
 
-  private async writeSuperblocksLocked(opts: { bitmapBits?: 'all' | 'none' }): Promise<void> {
+  private async writeSuperblocksLocked(opts: { bitmapBits?: 'all' | 'none'; bump?: boolean }): Promise<void> {
     assert(!this.readOnly, 'superblock write on a read-only array');
+    if (opts.bump) this.sb.events += 1n;
     // a replacement whose original failed holds the slot from now on
     if (this.replacing) {
       for (let s = 0; s < this.sb.raidDisks; s++) if (!this.members.some((m) => m.slot === s && !m.faulty && !m.replacement)) this.promoteReplacement(s);
@@ -1042,8 +1047,7 @@ export class MdArray {
     }
     m.faulty = true;
     this.log(`md: ${path} set faulty (slot ${m.slot ?? 'spare'})`);
-    this.sb.events += 1n;
-    await this.writeSuperblocks();
+    await this.writeSuperblocks({ bump: true });
     this.memberFailed();
   }
 
@@ -1082,8 +1086,7 @@ export class MdArray {
     }
     await m.dev.close().catch(() => {});
     this.log(`md: unbind ${path}`);
-    this.sb.events += 1n;
-    await this.writeSuperblocks();
+    await this.writeSuperblocks({ bump: true });
   }
 
   /**
@@ -1121,8 +1124,7 @@ export class MdArray {
         }
         this.members.push(m);
         this.report.missingSlots = this.report.missingSlots.filter((s) => s !== role);
-        this.sb.events += 1n;
-        await this.writeSuperblocks();
+        await this.writeSuperblocks({ bump: true });
         if (this.bitmap) await this.bitmap.writeThrough(true);
         this.log(`md: re-added ${dev.name} to slot ${role}${fromBitmap ? ' (recovery of the chunks the bitmap records)' : ''}`);
         if (fromBitmap && this.background) this.sync.kick();
@@ -1179,8 +1181,7 @@ export class MdArray {
       member.bitmaps = await loadBitmaps(dev, loaded).catch(() => []);
     }
     this.members.push(member);
-    this.sb.events += 1n;
-    await this.writeSuperblocks();
+    await this.writeSuperblocks({ bump: true });
     this.log(`md: bind ${dev.name} as a spare (device number ${dn})`);
     if (this.background) this.sync.kick();
     return 'spare';
@@ -1360,16 +1361,14 @@ export class MdArray {
             m.bitmapGuided = false;
           }
         }
-        this.sb.events += 1n;
         // every member now holds every write: the bits owed to the missing member can go
         if (!this.degraded && this.bitmap && this.resyncCp === MAX_SECTOR) this.bitmap.synced(0, this.personality.syncSectors);
-        await this.writeSuperblocks();
+        await this.writeSuperblocks({ bump: true });
         this.log(`md: recovery done (${slots.length} member(s))`);
       },
       resyncDone: async () => {
         this.resyncCp = MAX_SECTOR;
-        this.sb.events += 1n;
-        await this.writeSuperblocks();
+        await this.writeSuperblocks({ bump: true });
       },
       ioCount: () => this.ioCounter,
       canSync: () => !this.readOnly && !this.softReadOnly && !this.closed && !this.reshapeBlocked && !this.degraded && this.personality.maxDegraded > 0,
@@ -1460,8 +1459,7 @@ export class MdArray {
       const avail = Array.from({ length: this.sb.raidDisks }, (_, s) => this.workingSlots.includes(s));
       if (!p.canRun(avail)) return null;
       if (activated) {
-        this.sb.events += 1n;
-        await this.writeSuperblocks();
+        await this.writeSuperblocks({ bump: true });
       }
       return {
         kind: 'recovery',
@@ -1491,8 +1489,7 @@ export class MdArray {
     const repl = this.members.filter((m) => m.replacement && !m.faulty);
     if (repl.length > 0) {
       if (replaced) {
-        this.sb.events += 1n;
-        await this.writeSuperblocks();
+        await this.writeSuperblocks({ bump: true });
       }
       return { kind: 'recovery', slots: repl.map((m) => m.slot!), start: Math.min(...repl.map((m) => m.recoveryOffset!)), bitmapGuided: false, replace: true };
     }
@@ -1537,9 +1534,8 @@ export class MdArray {
     await this.personality.flush();
     await this.settleSuperblocks();
     const inSync = this.resyncCp === MAX_SECTOR;
-    this.sb.events += 1n;
     this.dirty = false;
-    await this.writeSuperblocks({ bitmapBits: inSync && !this.degraded && this.rebuildingSlots.length === 0 ? 'none' : undefined });
+    await this.writeSuperblocks({ bump: true, bitmapBits: inSync && !this.degraded && this.rebuildingSlots.length === 0 ? 'none' : undefined });
   }
 
   /** Stop: flush, and record a clean shutdown on every member (mdadm --stop). */
