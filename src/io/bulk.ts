@@ -100,7 +100,7 @@ export class SyncOffload {
       for (let off = 0; off < p.bytes; off += SPLIT_BYTES) {
         const bytes = Math.min(SPLIT_BYTES, p.bytes - off);
         const at = (x: FdAt): FdAt => [x[0], x[1] + off];
-        parts.push({ tag: p.tag, srcs: p.srcs.map(at), dsts: p.dsts.map(at), bytes, ...(p.syndrome ? { syndrome: p.syndrome } : {}) });
+        parts.push({ tag: p.tag, srcs: p.srcs.map(at), dsts: p.dsts.map(at), bytes, syndrome: p.syndrome });
         total += bytes;
       }
     }

@@ -126,7 +126,7 @@ export class MdArray {
   private closed = false;
   private sbUpdate: Promise<void> | null = null;
   /** superblock writes, and changes to what they encode, one at a time (md: reconfig_mutex) */
-  private sbLockTail: Promise<void> = Promise.resolve();
+  private readonly sbLock = new KeyedLocks();
   private sbNeedsWrite = false;
   private readonly now: () => number;
   private readonly log: (msg: string) => void;
@@ -421,7 +421,7 @@ export class MdArray {
             srcs: p.srcs.map((l) => place(l, false)),
             dsts: p.dsts.map((l) => place(l, true)),
             bytes: p.sectors * 512,
-            ...(p.syndrome ? { syndrome: p.syndrome } : {}),
+            syndrome: p.syndrome,
           }));
           return await offload.run(op, fdPieces);
         } finally {
@@ -864,10 +864,7 @@ export class MdArray {
    * and a write encodes member fields (bitmap offset, feature bits) that --grow changes.
    */
   private async underSbLock<T>(fn: () => Promise<T>): Promise<T> {
-    const prev = this.sbLockTail;
-    let release!: () => void;
-    this.sbLockTail = new Promise<void>((r) => (release = r));
-    await prev;
+    const release = await this.sbLock.acquire([0]);
     try {
       return await fn();
     } finally {

@@ -48,8 +48,15 @@ export interface SyncHost {
   /** Move the in-memory resync point (md's recovery_cp). */
   setResyncPoint(pos: number): void;
   /**
-   * Make what the sync wrote durable (every member's flush, a member being rebuilt included):
-   * before a checkpoint or the final state is written.
+   * Make what the sync wrote durable (every member's flush, a member being rebuilt included).
+   * The engine calls it before a checkpoint and before the final state: md writes a superblock
+   * that records sync progress with a flush before it, and on members with a page cache the
+   * superblock could otherwise reach the disk before the data it vouches for.
+   *
+   * These are the only flushes of sync writes: a background flush every 64 MiB (to overlap
+   * writeback with the copy) cost 30-40% of the copy's speed on 2 CPUs, where the writeback
+   * competes with the copying threads, and bought 15-30% on the time to a durable end
+   * (docs/perf.md); the kernel's own writeback and the checkpoints bound the dirty data.
    */
   flushData(): Promise<void>;
   /** Persist progress in the superblocks (checkpoint). */
@@ -350,7 +357,7 @@ export class SyncEngine {
         // (not in the last quarter interval: the completion writes the superblocks soon anyway)
         if (sinceCheckpoint >= this.checkpointSectors && total - pos >= this.checkpointSectors / 4 && (kind === 'resync' || recovery)) {
           sinceCheckpoint = 0;
-          await this.flushSynced();
+          await this.host.flushData();
           await this.host.checkpoint();
         }
         await this.throttle();
@@ -358,7 +365,7 @@ export class SyncEngine {
       completed = pos >= total;
       dataMs = this.host.clock.nowMs() - startMs;
       // what the superblocks are about to vouch for is on the disks first
-      if (kind === 'resync' || recovery) await this.flushSynced();
+      if (kind === 'resync' || recovery) await this.host.flushData();
       // progress ends before the members change state (mdstat / --monitor order: the
       // rebuild finishes, then the spare is active)
       this.status = null;
@@ -397,21 +404,6 @@ export class SyncEngine {
       }
       return;
     }
-  }
-
-  /**
-   * Make the sync's writes so far durable. md writes a superblock that records sync progress
-   * (resync_offset, recovery_offset, a member in sync) with a flush before it, after the sync
-   * writes it covers have completed; on members with a page cache the flush is explicit, or
-   * the superblock could reach the disk before the data it vouches for.
-   *
-   * These are the only flushes of sync writes: a background flush every 64 MiB (to overlap
-   * writeback with the copy) cost 30-40% of the copy's speed on 2 CPUs, where the writeback
-   * competes with the copying threads, and bought 15-30% on the time to a durable end
-   * (docs/perf.md); the kernel's own writeback and the checkpoints bound the dirty data.
-   */
-  private flushSynced(): Promise<void> {
-    return this.host.flushData();
   }
 
   /** Speed over the last ~second (finer than the 10 s mdstat window). */

@@ -8,6 +8,7 @@
  * Parity maths: ./parity (P = XOR, Q = Σ g^slot·D over GF(2^8)).
  */
 import { TsmdError } from '../errors.js';
+import type { Syndrome } from '../io/bulk.js';
 import {
   dataDisksPerStripe,
   type Raid456Geometry,
@@ -91,6 +92,11 @@ interface StripeSpan {
   ranges: Array<{ lo: number; hi: number; bufOffset: number } | null>;
   rlo: number;
   rhi: number;
+}
+
+/** A raid6 stripe's Q layout for the sync offload: each data block's slot in the Q sum. */
+function syndromeOf(sm: StripeMap): Syndrome {
+  return { qSlots: sm.dataDisks.map((_, dd) => sm.qSlots[dd]!), slots: sm.syndromeSlots };
 }
 
 export class Raid456Personality implements Personality {
@@ -539,8 +545,7 @@ export class Raid456Personality implements Personality {
         if (this.level !== 6) return { srcs: slots.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C };
         const sm = stripeMap(this.geometry, st);
         const order = [...sm.dataDisks, sm.pDisk, sm.qDisk];
-        const syndrome = { qSlots: sm.dataDisks.map((_, dd) => sm.qSlots[dd]!), slots: sm.syndromeSlots };
-        return { srcs: order.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C, syndrome };
+        return { srcs: order.map((d) => ({ slot: d, sector: st * C })), dsts: [], sectors: C, syndrome: syndromeOf(sm) };
       });
       flagged = await runOffload(bk, this.level === 6 ? 'pq' : 'xor', pieces, slots);
     } finally {
@@ -581,8 +586,7 @@ export class Raid456Personality implements Personality {
         const sectors = Math.min(end, (st + 1) * C) - lo;
         const sm = stripeMap(this.geometry, st);
         if (slot === sm.qDisk) {
-          const syndrome = { qSlots: sm.dataDisks.map((_, dd) => sm.qSlots[dd]!), slots: sm.syndromeSlots };
-          q.push({ srcs: sm.dataDisks.map((d) => ({ slot: d, sector: lo })), dsts: dsts(lo), sectors, syndrome });
+          q.push({ srcs: sm.dataDisks.map((d) => ({ slot: d, sector: lo })), dsts: dsts(lo), sectors, syndrome: syndromeOf(sm) });
         } else {
           xor.push({ srcs: others.filter((d) => d !== sm.qDisk).map((d) => ({ slot: d, sector: lo })), dsts: dsts(lo), sectors });
         }

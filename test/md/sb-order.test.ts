@@ -10,8 +10,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { decodeSuperblock, Feature } from '../../src/format/superblock.js';
-import type { BlockDevice } from '../../src/io/block-device.js';
-import { MemoryBlockDevice } from '../../src/io/memory-device.js';
+import { FaultyBlockDevice } from '../../src/io/fault-device.js';
+import type { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
@@ -19,27 +19,16 @@ import { memoryArray } from '../helpers/arrays.js';
 const SB_OFFSET = 4096; // metadata 1.2
 
 /**
- * Delegates to a memory device; the next write at the held offset (the superblock unless
- * told) waits until released. Records the event count of every superblock written.
+ * A member (the fault wrapper, with no faults armed, does the delegation) whose next write at
+ * the held offset (the superblock unless told) waits until released. Records the event count
+ * of every superblock written.
  */
-class HeldSuperblock implements BlockDevice {
+class HeldSuperblock extends FaultyBlockDevice {
   private gate: Promise<void> | null = null;
   private open: (() => void) | null = null;
   private heldAt = SB_OFFSET;
   reached = false;
   readonly events: bigint[] = [];
-  constructor(private readonly dev: MemoryBlockDevice) {}
-  get name(): string {
-    return this.dev.name;
-  }
-
-  get sizeBytes(): number {
-    return this.dev.sizeBytes;
-  }
-
-  get readOnly(): boolean {
-    return this.dev.readOnly;
-  }
 
   holdNextSuperblock(at = SB_OFFSET): void {
     this.heldAt = at;
@@ -51,11 +40,7 @@ class HeldSuperblock implements BlockDevice {
     this.open?.();
   }
 
-  read(buf: Uint8Array, off: number): Promise<void> {
-    return this.dev.read(buf, off);
-  }
-
-  async write(buf: Uint8Array, off: number): Promise<void> {
+  override async write(buf: Uint8Array, off: number): Promise<void> {
     if (off === SB_OFFSET) this.events.push(decodeSuperblock(buf).events);
     if (off === this.heldAt && this.gate) {
       const g = this.gate;
@@ -63,15 +48,7 @@ class HeldSuperblock implements BlockDevice {
       this.reached = true;
       await g;
     }
-    return this.dev.write(buf, off);
-  }
-
-  flush(): Promise<void> {
-    return this.dev.flush();
-  }
-
-  close(): Promise<void> {
-    return this.dev.close();
+    return super.write(buf, off);
   }
 }
 
