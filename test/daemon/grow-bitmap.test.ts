@@ -30,6 +30,14 @@ async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 30_
   }
 }
 
+/** The kernel-style name (md127...) the daemon gave the array at `devPath`. */
+async function mdNameOf(d: TestDaemon, devPath: string): Promise<string> {
+  const arrays = (await controlCall(join(d.runDir, 'control.sock'), { op: 'arrays' }, 5000)).arrays ?? [];
+  const a = arrays.find((x) => x.devPath === devPath);
+  assert.ok(a, `${devPath} is running`);
+  return a.mdName;
+}
+
 describe('--grow --bitmap on a running array', () => {
   let dir: ReturnType<typeof tempDir>;
   let d: TestDaemon;
@@ -50,7 +58,12 @@ describe('--grow --bitmap on a running array', () => {
       const md = `/dev/md/g${tag}`;
       let r = d.tsmd(['--create', md, '-l5', '-n3', '-c64', `-e${meta}`, '--run', '--assume-clean', '--homehost=h', ...files]);
       assert.equal(r.status, 0, r.stderr);
-      const mdName = (await controlCall(join(d.runDir, 'control.sock'), { op: 'arrays' }, 5000)).arrays!.find((a) => a.devPath === md)!.mdName;
+      // a failure below must not leave the array running into the next test (the daemon is
+      // shared); after a clean end it is stopped already and this is refused, harmlessly
+      t.after(() => {
+        d.tsmd(['--stop', md]);
+      });
+      let mdName = await mdNameOf(d, md);
       let c = await NbdTestClient.connect(d.info.nbd!.port, `g${tag}`);
       const model = randomBytes(c.sizeBytes);
       for (let off = 0; off < model.length; off += 8 * MiB) await c.write(off, model.subarray(off, Math.min(model.length, off + 8 * MiB)), true);
@@ -111,6 +124,8 @@ describe('--grow --bitmap on a running array', () => {
       d = await startDaemon(join(dir.path, 'run'), ['--speed-limit-min=200000']);
       r = d.tsmd(['--assemble', md, ...files]);
       assert.equal(r.status, 0, r.stderr);
+      // assembly takes the lowest free number, which need not be the one --create had
+      mdName = await mdNameOf(d, md);
       await until('resync', async () => !(await state(d, mdName)).syncBusy);
       const s2 = await state(d, mdName);
       const resync = s2.syncHistory.filter((h) => h.kind === 'resync');
