@@ -13,7 +13,12 @@
  *   TSMD_BENCH_PROF=DIR      run the daemon with --cpu-prof, profiles written to DIR
  *   TSMD_BENCH_CASES=REGEX   only the cases whose label matches
  *   TSMD_BENCH_SECONDS=S     seconds per fio run (full 2, quick 1.2)
- *   TSMD_BENCH_REPS=N        runs per side, best kept, sides alternating (full 2, quick 1)
+ *   TSMD_BENCH_REPS=N        pairs of runs (tsmd, then nbdkit) per case (full 3, quick 1)
+ *
+ * Each case runs tsmd and nbdkit back to back, REPS times. The figures printed are the medians
+ * of each side, the ratio is the median of the pairs' ratios, and the range of those ratios is
+ * printed after it: on this kind of VM single runs move by 20 % and more, and a pair shares
+ * the machine's state of the moment (another tenant, writeback, the host).
  *   TSMD_BENCH_JSON=FILE     also write the figures as JSON
  *
  * Run: node dist/bench/array-nbd.js [--quick]
@@ -294,9 +299,20 @@ export interface ArrayNbdLine {
   label: string;
   tsmd: number;
   nbdkit: number;
+  /** median of the pairs' ratios */
   ratio: number;
+  /** smallest and largest ratio of a pair */
+  ratioMin: number;
+  ratioMax: number;
   target: number | null;
   unit: string;
+}
+
+/** The middle value (the mean of the two middle ones for an even count). */
+export function median(xs: readonly number[]): number {
+  const v = [...xs].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
 }
 
 export async function runArrayNbdBench(opts: { quick?: boolean } = {}): Promise<ArrayNbdLine[]> {
@@ -309,12 +325,13 @@ export async function runArrayNbdBench(opts: { quick?: boolean } = {}): Promise<
   }
   if (!existsSync(join(ROOT, 'dist', 'src', 'cli', 'entry.js'))) throw new Error('dist/ is missing: build first');
   const seconds = Number(process.env.TSMD_BENCH_SECONDS ?? (quick ? 1.2 : 2));
-  const reps = Number(process.env.TSMD_BENCH_REPS ?? (quick ? 1 : 2));
+  const reps = Number(process.env.TSMD_BENCH_REPS ?? (quick ? 1 : 3));
+  if (!Number.isSafeInteger(reps) || reps < 1) throw new Error(`TSMD_BENCH_REPS=${process.env.TSMD_BENCH_REPS}: a positive integer`);
   const filter = process.env.TSMD_BENCH_CASES ? new RegExp(process.env.TSMD_BENCH_CASES) : null;
   const uv = process.env.TSMD_BENCH_UV ?? process.env.UV_THREADPOOL_SIZE;
   console.log(
     `  nbdkit file (default threads); tsmd daemon UV_THREADPOOL_SIZE=${uv ?? '4 (default)'}; ` +
-      `${availableParallelism()} CPUs shared by fio, nbdkit/tsmd; best of ${reps} x ${seconds} s per side`,
+      `${availableParallelism()} CPUs shared by fio, nbdkit/tsmd; medians of ${reps} pair(s) of ${seconds} s runs`,
   );
   const lines: ArrayNbdLine[] = [];
   for (const ac of arrayCases(quick)) {
@@ -344,21 +361,30 @@ export async function runArrayNbdBench(opts: { quick?: boolean } = {}): Promise<
         for (const c of cases) {
           const o = { rw: c.rw, bs: c.bs, iodepth: c.iodepth, sizeBytes, seconds };
           const pick = (r: FioResult) => (c.unit === 'MB/s' ? r.mbs : r.iops);
-          // best of `reps` runs per side, alternating sides (this VM's figures vary run to run)
-          let t = 0;
-          let k = 0;
+          // pairs of runs, tsmd then nbdkit (this VM's figures vary run to run)
+          const ts: number[] = [];
+          const ks: number[] = [];
+          const ratios: number[] = [];
           for (let rep = 0; rep < reps; rep++) {
-            t = Math.max(t, pick(await runFio(tsmdUri, o, dir)));
+            const tr = pick(await runFio(tsmdUri, o, dir));
             if (c.rw.includes('write')) settle();
-            k = Math.max(k, pick(await runFio(kitUri, o, dir)));
+            const kr = pick(await runFio(kitUri, o, dir));
             if (c.rw.includes('write')) settle();
+            ts.push(tr);
+            ks.push(kr);
+            ratios.push(tr / kr);
           }
-          const ratio = t / k;
-          lines.push({ array: ac.name, label: c.label, tsmd: t, nbdkit: k, ratio, target: c.target, unit: c.unit });
+          const t = median(ts);
+          const k = median(ks);
+          const ratio = median(ratios);
+          const ratioMin = Math.min(...ratios);
+          const ratioMax = Math.max(...ratios);
+          lines.push({ array: ac.name, label: c.label, tsmd: t, nbdkit: k, ratio, ratioMin, ratioMax, target: c.target, unit: c.unit });
           const fmt = (v: number) => (c.unit === 'MB/s' ? `${v.toFixed(0)} MB/s` : `${(v / 1000).toFixed(1)}k IOPS`);
           const verdict = c.target === null ? '(no target)' : `(target >= ${c.target.toFixed(1)})  ${ratio >= c.target ? 'ok' : 'MISS'}`;
           console.log(
-            `  ${`${ac.name} ${c.label}:`.padEnd(42)} tsmd ${fmt(t).padStart(11)}  nbdkit ${fmt(k).padStart(11)}  ratio ${ratio.toFixed(2)} ${verdict}`,
+            `  ${`${ac.name} ${c.label}:`.padEnd(42)} tsmd ${fmt(t).padStart(11)}  nbdkit ${fmt(k).padStart(11)}  ratio ${ratio.toFixed(2)} ` +
+              `${reps > 1 ? `[${ratioMin.toFixed(2)}-${ratioMax.toFixed(2)}] ` : ''}${verdict}`,
           );
         }
       } finally {
