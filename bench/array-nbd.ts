@@ -14,12 +14,12 @@
  *   TSMD_BENCH_CASES=REGEX   only the cases whose label matches
  *   TSMD_BENCH_SECONDS=S     seconds per fio run (full 2, quick 1.2)
  *   TSMD_BENCH_REPS=N        pairs of runs (tsmd, then nbdkit) per case (full 3, quick 1)
+ *   TSMD_BENCH_JSON=FILE     also write the figures as JSON
  *
  * Each case runs tsmd and nbdkit back to back, REPS times. The figures printed are the medians
  * of each side, the ratio is the median of the pairs' ratios, and the range of those ratios is
  * printed after it: on this kind of VM single runs move by 20 % and more, and a pair shares
  * the machine's state of the moment (another tenant, writeback, the host).
- *   TSMD_BENCH_JSON=FILE     also write the figures as JSON
  *
  * Run: node dist/bench/array-nbd.js [--quick]
  */

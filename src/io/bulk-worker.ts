@@ -92,13 +92,13 @@ function slotTable(bufs: readonly number[], syn: Syndrome, tbl: number): number 
 }
 
 /**
- * raid6 check of one step: P and Q recomputed from the data blocks (bufs[0..n-2) data, then
- * the P and Q read from the disk, then two outputs and the slot table); true when either differs.
+ * raid6 check of one step: P and Q recomputed from the data blocks (bufs[0..nd) data, then
+ * the P and Q read from the disk, then two outputs and the slot table with top slot `top`);
+ * true when either differs.
  */
-function pqDiffers(bufs: readonly number[], syn: Syndrome, len: number): boolean {
-  const nd = syn.qSlots.length;
+function pqDiffers(bufs: readonly number[], nd: number, top: number, len: number): boolean {
   const [pDisk, qDisk, pOut, qOut, tbl] = [bufs[nd]!, bufs[nd + 1]!, bufs[nd + 2]!, bufs[nd + 3]!, bufs[nd + 4]!];
-  kernels!.pq(tbl, slotTable(bufs, syn, tbl), pOut, qOut, len);
+  kernels!.pq(tbl, top, pOut, qOut, len);
   return !equal(view(pOut, len), view(pDisk, len)) || !equal(view(qOut, len), view(qDisk, len));
 }
 
@@ -121,16 +121,18 @@ function runPiece(op: BulkRequest['op'], p: BulkPiece): boolean {
   const extra = op === 'pq' ? 3 : op === 'q' ? 2 : 1;
   const step = stepFor(nsrc + extra - 1);
   const bufs = buffers(nsrc + extra, step);
+  // the table holds the buffers' addresses, the same for every step: built once (last buffer)
+  const top = p.syndrome && extra > 1 ? slotTable(bufs, p.syndrome, bufs[nsrc + extra - 1]!) : 0;
   for (let off = 0; off < p.bytes; off += step) {
     const len = Math.min(step, p.bytes - off);
     for (let i = 0; i < nsrc; i++) fullRead(p.srcs[i]![0], view(bufs[i]!, len), p.srcs[i]![1] + off);
     if (op === 'copy') {
       for (const [fd, at] of p.dsts) fullWrite(fd, view(bufs[0]!, len), at + off);
     } else if (op === 'pq') {
-      if (pqDiffers(bufs, p.syndrome!, len)) return true;
+      if (pqDiffers(bufs, nsrc - 2, top, len)) return true;
     } else if (op === 'q') {
       const [out, tbl] = [bufs[nsrc]!, bufs[nsrc + 1]!];
-      kernels!.q(tbl, slotTable(bufs, p.syndrome!, tbl), out, len);
+      kernels!.q(tbl, top, out, len);
       for (const [fd, at] of p.dsts) fullWrite(fd, view(out, len), at + off);
     } else if (op === 'compare') {
       // a difference sends the whole piece back to the caller's own path: no need to read on
