@@ -4,6 +4,7 @@
  * bundled short flags (`-vv`), and short letters whose meaning depends on the mode exactly as
  * in mdadm (`-f` force/fail, `-b` bitmap/brief, `-c` chunk/config, `-W` write-mostly/wait).
  */
+import { levelByName } from '../raid/levels.js';
 
 export type Mode =
   | 'create'
@@ -414,25 +415,7 @@ export function parseIntStrict(
 /** mdadm's level names: linear, raid0/0/stripe, raid1/1/mirror, raid4/4, raid5/5, raid6/6, raid10/10. */
 export function parseLevel(text: string): number {
   const t = text.trim().toLowerCase();
-  const map: Record<string, number> = {
-    linear: -1,
-    '-1': -1,
-    raid0: 0,
-    0: 0,
-    stripe: 0,
-    raid1: 1,
-    1: 1,
-    mirror: 1,
-    raid4: 4,
-    4: 4,
-    raid5: 5,
-    5: 5,
-    raid6: 6,
-    6: 6,
-    raid10: 10,
-    10: 10,
-  };
-  const v = map[t];
+  const v = levelByName(t)?.level;
   if (v === undefined) {
     if (t === 'multipath' || t === 'mp' || t === 'faulty' || t === 'container') {
       throw new UsageError(`level ${text} is not supported by tsmd`);

@@ -15,6 +15,7 @@ import { defaultSyncThreads, SyncOffload } from '../io/bulk.js';
 import { FaultyBlockDevice } from '../io/fault-device.js';
 import type { MdArray } from '../md/array.js';
 import { DEFAULT_SYNC_LIMITS, type SyncLimits } from '../md/sync.js';
+import { levelByNumber } from '../raid/levels.js';
 import { NbdServer } from '../nbd/server.js';
 import type { BlockTarget, ExportRegistry, NbdExport } from '../nbd/target.js';
 import { type ArrayState, controlCall, type ControlRequest, serveControl } from './control.js';
@@ -48,7 +49,7 @@ function arrayState(r: RunningArray): ArrayState {
     level: a.level,
     raidDisks: a.raidDisks,
     degraded: a.degraded,
-    missing: a.personality.maxDegraded > 0 ? a.raidDisks - a.workingSlots.length : 0,
+    missing: a.redundant ? a.raidDisks - a.workingSlots.length : 0,
     members: a.members.map((m) => ({ path: m.dev.name, slot: m.slot, faulty: m.faulty, rebuilding: m.slot !== null && m.recoveryOffset !== null })),
     sync: cur ? { kind: cur.kind, doneSectors: cur.doneSectors, totalSectors: cur.totalSectors, speedKiBs: cur.speedKiBs } : null,
     syncBusy: a.sync.busy,
@@ -160,7 +161,7 @@ function makeMetrics(d: Daemon): DaemonMetrics {
       for (const r of d.registry.list()) {
         const a = r.array;
         const state = a.reshapeActive ? 'reshaping' : a.degraded ? 'degraded' : a.isReadOnly ? 'readonly' : a.isClean ? 'clean' : 'active';
-        this.set({ array: r.mdName, name: r.exportName, level: a.level === -1 ? 'linear' : `raid${a.level}`, state }, 1);
+        this.set({ array: r.mdName, name: r.exportName, level: levelByNumber(a.level).name, state }, 1);
       }
     },
   });
@@ -379,7 +380,7 @@ export class Daemon {
         t = targetOf(r, this.metrics);
         this.targets.set(r.mdName, t);
       }
-      const lvl = r.array.level === -1 ? 'linear' : `raid${r.array.level}`;
+      const lvl = levelByNumber(r.array.level).name;
       return { name: r.exportName, description: `${r.devPath} (${lvl}, ${r.array.raidDisks} devices, uuid ${r.array.uuid})`, target: t };
     };
     return {

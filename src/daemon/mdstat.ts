@@ -26,6 +26,7 @@
  *   created array is printed first. Callers pass `arrays` in the order they were created.
  */
 import { assert } from '../errors.js';
+import { findLevel } from '../raid/levels.js';
 
 /** What the sync thread is doing (the kernel's MD_RECOVERY_* bits as sync_action names them). */
 export type MdstatSyncAction = 'resync' | 'recovery' | 'reshape' | 'check' | 'repair';
@@ -152,21 +153,14 @@ const INDENT = '      ';
 
 /** The personality name the kernel prints for a level. */
 export function personalityName(level: number): string {
-  switch (level) {
-    case -1: return 'linear';
-    case 0: return 'raid0';
-    case 1: return 'raid1';
-    case 4: return 'raid4';
-    case 5: return 'raid5';
-    case 6: return 'raid6';
-    case 10: return 'raid10';
-    default: throw new RangeError(`mdstat: no md personality for level ${level}`);
-  }
+  const d = findLevel(level);
+  if (!d) throw new RangeError(`mdstat: no md personality for level ${level}`);
+  return d.name;
 }
 
 /** Levels whose personality has a sync_request, so that mdstat shows sync progress. */
 function hasSyncThread(level: number): boolean {
-  return level === 1 || level === 4 || level === 5 || level === 6 || level === 10;
+  return findLevel(level)?.redundancy !== 'none';
 }
 
 /** Counter pages of a write-intent bitmap of `chunks` chunks (2048 16-bit counters per 4 KiB page). */

@@ -24,16 +24,11 @@ import {
 import { type Clock, SystemClock, type Timer } from '../env/clock.js';
 import type { BlockDevice, DirectFd } from '../io/block-device.js';
 import type { BulkPiece, FdAt, SyncOffload } from '../io/bulk.js';
-import type { Raid456Geometry } from '../raid/geometry/raid456.js';
-import { giveSyncBuffer, KeyedLocks, type MemberBulk, type MemberIo, type MemberLoc, type Personality, runLimited, SYNC_PARALLEL, takeSyncBuffer } from '../raid/personality.js';
-import { Raid456Personality } from '../raid/raid456.js';
+import type { MemberBulk, MemberIo, MemberLoc, Personality } from '../raid/personality.js';
+import { giveSyncBuffer, SYNC_PARALLEL, takeSyncBuffer } from '../raid/sync-support.js';
+import { KeyedLocks, runLimited } from '../util/async.js';
+import { levelByNumber } from '../raid/levels.js';
 import { ReshapeView } from '../raid/reshape-view.js';
-import {
-  LinearPersonality,
-  Raid0Personality,
-  Raid1Personality,
-  Raid10Personality,
-} from '../raid/striped.js';
 import { SyncBarrier } from './barrier.js';
 import { defaultBitmapChunk } from './create-plan.js';
 import { WriteIntentBitmap } from './bitmap.js';
@@ -248,6 +243,11 @@ export class MdArray {
 
   get reshapeActive(): boolean {
     return this.reshapeBlocked;
+  }
+
+  /** Does the level keep redundancy (sync, bitmap, spares, replacement)? */
+  get redundant(): boolean {
+    return this.personality.maxDegraded > 0;
   }
 
   /** slots with a working, in-sync member */
@@ -1597,50 +1597,17 @@ export function bitmapPlace(l: LoadedSuperblock, syncSectors: number, chunkBytes
 
 /** Build the personality for the array's geometry (old/new split when a reshape is active). */
 function buildPersonality(sb: Superblock1, members: Member[], io: MemberIo): Personality {
-  const memberSectorsBySlot = (): number[] => {
-    const sizes: number[] = [];
-    for (let s = 0; s < sb.raidDisks; s++) {
-      const m = members.find((x) => x.slot === s);
-      sizes.push(m ? Number(m.loaded.sb.dataSize) : 0);
-    }
-    return sizes;
-  };
-  const component = Number(sb.size);
-  const make = (
-    level: number,
-    layout: number,
-    chunk: number,
-    disks: number,
-    mio: MemberIo,
-  ): Personality => {
-    switch (level) {
-      case -1:
-        return new LinearPersonality(mio, memberSectorsBySlot());
-      case 0: {
-        const lay = (sb.featureMap & Feature.RAID0_LAYOUT) !== 0 ? layout : 1;
-        return new Raid0Personality(mio, memberSectorsBySlot(), chunk, lay);
-      }
-      case 1:
-        return new Raid1Personality(mio, component);
-      case 4:
-      case 5:
-      case 6: {
-        const g: Raid456Geometry = { level, raidDisks: disks, layout, chunkSectors: chunk };
-        return new Raid456Personality(mio, g, component);
-      }
-      case 10:
-        return new Raid10Personality(mio, {
-          raidDisks: disks,
-          layout,
-          chunkSectors: chunk,
-          componentSectors: component,
-        });
-      default:
-        throw new TsmdError('ENOTSUP', `raid level ${sb.level} is not supported`);
-    }
-  };
-  if ((sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0) {
-    return new ReshapeView(sb, io, make);
+  const memberSectors: number[] = [];
+  for (let s = 0; s < sb.raidDisks; s++) {
+    const m = members.find((x) => x.slot === s);
+    memberSectors.push(m ? Number(m.loaded.sb.dataSize) : 0);
   }
+  const make = (level: number, layout: number, chunkSectors: number, raidDisks: number, mio: MemberIo): Personality => {
+    // raid0 arrays made before the RAID0_LAYOUT feature are laid out as layout 1 (original)
+    const lay = level === 0 && (sb.featureMap & Feature.RAID0_LAYOUT) === 0 ? 1 : layout;
+    const componentSectors = Number(sb.size);
+    return levelByNumber(level).create({ io: mio, layout: lay, chunkSectors, raidDisks, componentSectors, memberSectors: memberSectors.slice(0, raidDisks) });
+  };
+  if ((sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0) return new ReshapeView(sb, io, make);
   return make(sb.level, sb.layout, sb.chunkSize, sb.raidDisks, io);
 }

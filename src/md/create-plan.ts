@@ -21,6 +21,7 @@ import {
 import { defaultLayout } from '../raid/geometry/names.js';
 import { decodeRaid10Layout, raid10ArraySectors, raid10Validate } from '../raid/geometry/raid10.js';
 import { validLayouts } from '../raid/geometry/raid456.js';
+import { levelByNumber } from '../raid/levels.js';
 
 export const LEVELS = [-1, 0, 1, 4, 5, 6, 10] as const;
 export type Level = (typeof LEVELS)[number];
@@ -96,11 +97,11 @@ function roundUp(x: number, m: number): number {
 }
 
 function hasRedundancy(level: number): boolean {
-  return level === 1 || level === 4 || level === 5 || level === 6 || level === 10;
+  return levelByNumber(level).redundancy !== 'none';
 }
 
 function usesChunk(level: number): boolean {
-  return level === 0 || level === 4 || level === 5 || level === 6 || level === 10;
+  return levelByNumber(level).usesChunk;
 }
 
 /** Default data_offset for 1.1/1.2 (§2.2), from the first listed member. */
@@ -126,8 +127,7 @@ export function planCreate(o: CreateOptions): CreatePlan {
   const level = o.level;
   if (!(LEVELS as readonly number[]).includes(level))
     throw new TsmdError('EINVAL', `invalid raid level ${level}`);
-  const minDisks =
-    level === 1 ? 1 : level === 4 || level === 5 ? 2 : level === 6 ? 4 : level === 10 ? 2 : 1;
+  const minDisks = levelByNumber(level).minDevices;
   if (!Number.isInteger(o.raidDisks) || o.raidDisks < minDisks) {
     throw new TsmdError(
       'EINVAL',

@@ -1,11 +1,15 @@
 /**
  * The personality seam (Linux: struct md_personality). A level knows how array sectors map to
  * member sectors and how to keep redundancy; the core (md/) owns members, superblocks and
- * failure policy and hands the level a MemberIo.
+ * failure policy and hands the level a MemberIo. Each level is described once in the level
+ * registry (raid/registry.ts), which builds its personality.
+ *
+ * Required: everything without a `?`. Optional hooks (md's personality has the same split:
+ * the core checks for NULL before calling): errorHandler, resize, discard and the reshape
+ * hooks (checkReshape, startReshape, reshapeRegion, finishReshape, takeover). A level without
+ * a hook gets the core's default, said at each hook.
  */
-import type { ErrorCode } from '../errors.js';
 import type { BulkOp, Syndrome } from '../io/bulk.js';
-import { giveBounce, takeBounce } from '../io/file-device.js';
 
 /** A place in a member's data area: slot and member sector (relative to data_offset). */
 export interface MemberLoc {
@@ -103,139 +107,45 @@ export interface Personality {
    * as md counts mismatch_cnt. With `repair`, rewrite the redundancy from the data.
    */
   checkRegion(start: number, sectors: number, repair: boolean): Promise<number>;
+
+  // ---- optional hooks ----
+
+  /**
+   * md's error_handler (raid1_error, raid10_error...): may the member in `slot` be failed
+   * after an I/O error? `available` is the slots that would still be usable without it.
+   * false keeps the member (the request that met the error fails with EIO instead): raid1
+   * and raid10 never fail the last in-sync copy of a range. Default: fail it.
+   */
+  errorHandler?(slot: number, available: readonly boolean[]): boolean;
+  /**
+   * md's ->resize: the component size changed (--grow --size); returns the new array size in
+   * sectors. Default: the size cannot change (reshape issue).
+   */
+  resize?(componentSectors: number): number;
+  /** md's discard support: unmap array sectors. Default: discards are not offered. */
+  discard?(arraySector: number, sectors: number): Promise<void>;
+  /**
+   * md's ->check_reshape: can this array move to `to`? null when it can, else the reason in
+   * mdadm's words. Default: no reshape (the reshape issue fills these hooks in).
+   */
+  checkReshape?(to: LevelGeometry): string | null;
+  /** md's ->start_reshape: set up the move to `to` (the core has written the superblocks). */
+  startReshape?(to: LevelGeometry): void;
+  /** md's reshape_request: move [start, start+sectors) of the array to the new geometry. */
+  reshapeRegion?(start: number, sectors: number): Promise<void>;
+  /** md's ->finish_reshape: the new geometry holds all the data. */
+  finishReshape?(): void;
+  /**
+   * md's ->takeover: the geometry this array has as `level` without moving data (raid1 of
+   * two as raid5, raid0 as raid10...), or null when that takes a reshape. Default: none.
+   */
+  takeover?(level: number): LevelGeometry | null;
 }
 
-/** md counts check mismatches in units of one page (STRIPE_SECTORS). */
-export const MISMATCH_UNIT_SECTORS = 8;
-
-/** Mismatched sectors between two equal-length buffers, counted per 4 KiB unit. */
-export function mismatchedSectors(a: Uint8Array, b: Uint8Array): number {
-  const unit = MISMATCH_UNIT_SECTORS * 512;
-  const ba = Buffer.from(a.buffer, a.byteOffset, a.length);
-  const bb = Buffer.from(b.buffer, b.byteOffset, b.length);
-  if (ba.equals(bb)) return 0; // one memcmp for the common case
-  let n = 0;
-  for (let off = 0; off < a.length; off += unit) {
-    const end = Math.min(a.length, off + unit);
-    if (!ba.subarray(off, end).equals(bb.subarray(off, end))) n += Math.ceil((end - off) / 512);
-  }
-  return n;
-}
-
-export class IoError extends Error {
-  readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
-
-/**
- * Promise.all that settles only when every promise has: a request whose first member I/O
- * fails must not settle while other member I/O still reads or writes its buffer (the caller
- * may reuse the buffer as soon as the request settles). Rejects with the first error.
- */
-export async function settleAll(jobs: ReadonlyArray<Promise<unknown>>): Promise<void> {
-  let failed = false;
-  let first: unknown;
-  await Promise.all(
-    jobs.map((j) =>
-      j.catch((e: unknown) => {
-        if (!failed) {
-          failed = true;
-          first = e;
-        }
-      }),
-    ),
-  );
-  if (failed) throw first;
-}
-
-/**
- * Async locks on integer keys (stripes), acquired in ascending order so that multi-stripe
- * requests cannot deadlock. Bounded by the number of concurrent requests.
- */
-export class KeyedLocks {
-  private readonly tails = new Map<number, Promise<void>>();
-
-  async acquire(keys: number[]): Promise<() => void> {
-    const sorted = [...new Set(keys)].sort((a, b) => a - b);
-    const releases: Array<() => void> = [];
-    for (const k of sorted) {
-      const prev = this.tails.get(k) ?? Promise.resolve();
-      let release!: () => void;
-      const mine = new Promise<void>((r) => {
-        release = r;
-      });
-      const tail = prev.then(() => mine);
-      this.tails.set(k, tail);
-      await prev;
-      releases.push(() => {
-        release();
-        if (this.tails.get(k) === tail) this.tails.delete(k);
-      });
-    }
-    return () => {
-      for (const r of releases) r();
-    };
-  }
-
-  get held(): number {
-    return this.tails.size;
-  }
-}
-
-/** Run the jobs with at most `limit` in flight (sync windows issue their pieces this way). */
-export async function runLimited(jobs: ReadonlyArray<() => Promise<void>>, limit: number): Promise<void> {
-  let next = 0;
-  let failed: unknown = null;
-  const worker = async () => {
-    while (next < jobs.length && failed === null) {
-      const j = jobs[next++]!;
-      try {
-        await j();
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, worker));
-  if (failed !== null) throw failed;
-}
-
-/** Pieces of one sync window in flight at once. */
-export const SYNC_PARALLEL = 8;
-
-/**
- * Buffers for sync pieces (resync, recovery, check, replacement copies): the device layer's
- * pool of page-skewed buffers. A sync moves gigabytes through the same few buffers; a fresh
- * large ArrayBuffer per piece would cost a calloc, GC-accounted external memory and a slow
- * kernel copy (it starts 16 bytes into a page: src/io/file-device.ts, BOUNCE_MIN_BYTES).
- */
-export const takeSyncBuffer = takeBounce;
-export const giveSyncBuffer = giveBounce;
-
-/**
- * The members' flush for a personality's flush(): every slot's member, including one being
- * rebuilt (it holds the sync's writes and the writes below its frontier, which the superblock
- * recording its recovery_offset vouches for). A member being rebuilt that cannot flush is
- * failed (reportError); the others' errors fail the flush as before.
- */
-export async function flushMembers(io: MemberIo): Promise<void> {
-  const jobs: Promise<void>[] = [];
-  for (let i = 0; i < io.slots; i++) {
-    if (io.available(i)) jobs.push(io.flush(i));
-    else jobs.push(io.flush(i).catch((e: unknown) => io.reportError(i, 'write', e)));
-  }
-  await Promise.all(jobs);
-}
-
-/** Runs pieces on the offload: the indices of the flagged pieces, or null when it cannot or failed. */
-export async function runOffload(b: MemberBulk, op: BulkOp, pieces: readonly MemberBulkPiece[], slots: Iterable<number>): Promise<Set<number> | null> {
-  if (pieces.length === 0 || !b.usable(slots)) return null;
-  try {
-    return await b.run(op, pieces);
-  } catch {
-    return null;
-  }
+/** A level's geometry as the superblock states it (level, layout, chunk, raid_disks). */
+export interface LevelGeometry {
+  level: number;
+  layout: number;
+  chunkSectors: number;
+  raidDisks: number;
 }

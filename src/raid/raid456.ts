@@ -27,18 +27,10 @@ import {
   recoverTwoData,
   xorInto,
 } from './parity/index.js';
-import {
-  flushMembers,
-  KeyedLocks,
-  type MemberBulkPiece,
-  type MemberIo,
-  mismatchedSectors,
-  type Personality,
-  runLimited,
-  runOffload,
-  settleAll,
-  SYNC_PARALLEL,
-} from './personality.js';
+import { KeyedLocks, runLimited, settleAll } from '../util/async.js';
+import type { MemberBulkPiece, MemberIo, Personality } from './personality.js';
+import { registerLevel } from './registry.js';
+import { flushMembers, mismatchedSectors, runOffload, SYNC_PARALLEL } from './sync-support.js';
 
 const SECTOR = 512;
 /** Member rows per sync batch (1 MiB), and batches in flight. */
@@ -833,4 +825,18 @@ export class Raid456Personality implements Personality {
   flush(): Promise<void> {
     return flushMembers(this.io);
   }
+}
+
+// RAID_MODULE_REGISTER for raid4/5/6: one personality, three levels (md's raid456 module)
+for (const level of [4, 5, 6] as const) {
+  registerLevel({
+    level,
+    name: `raid${level}`,
+    aliases: [],
+    minDevices: level === 6 ? 4 : 2,
+    redundancy: 'parity',
+    usesChunk: true,
+    maxDegraded: () => (level === 6 ? 2 : 1),
+    create: (a) => new Raid456Personality(a.io, { level, raidDisks: a.raidDisks, layout: a.layout, chunkSectors: a.chunkSectors }, a.componentSectors),
+  });
 }

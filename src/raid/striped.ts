@@ -19,7 +19,10 @@ import {
   raid10Map,
   raid10Validate,
 } from './geometry/raid10.js';
-import { flushMembers, giveSyncBuffer, type MemberBulkPiece, type MemberIo, type MemberLoc, mismatchedSectors, type Personality, runLimited, runOffload, settleAll, SYNC_PARALLEL, takeSyncBuffer } from './personality.js';
+import { runLimited, settleAll } from '../util/async.js';
+import type { MemberBulkPiece, MemberIo, MemberLoc, Personality } from './personality.js';
+import { registerLevel } from './registry.js';
+import { flushMembers, giveSyncBuffer, mismatchedSectors, runOffload, SYNC_PARALLEL, takeSyncBuffer } from './sync-support.js';
 
 const SECTOR = 512;
 
@@ -463,6 +466,11 @@ export class Raid1Personality extends PieceMapped {
     return available.some(Boolean);
   }
 
+  /** raid1_error: the last in-sync mirror is never failed; the I/O that met the error gets EIO. */
+  errorHandler(_slot: number, available: readonly boolean[]): boolean {
+    return this.canRun(available);
+  }
+
   protected map(s: number) {
     // one piece per 1 MiB so that large reads spread over the mirrors
     const span = 2048 - (s % 2048);
@@ -496,6 +504,11 @@ export class Raid10Personality extends PieceMapped {
       if (!copies.some((t) => available[t.disk])) return false;
     }
     return true;
+  }
+
+  /** raid10_error: a member whose loss leaves some chunk with no copy (md's enough()) is kept. */
+  errorHandler(_slot: number, available: readonly boolean[]): boolean {
+    return this.canRun(available);
   }
 
   protected map(s: number) {
@@ -563,3 +576,48 @@ export class Raid10Personality extends PieceMapped {
     return (await runOffload(b, 'copy', pieces, slots)) !== null;
   }
 }
+
+// RAID_MODULE_REGISTER for the levels of this module (mdadm's minimum device counts)
+registerLevel({
+  level: -1,
+  name: 'linear',
+  aliases: [],
+  minDevices: 1,
+  redundancy: 'none',
+  usesChunk: false,
+  maxDegraded: () => 0,
+  create: (a) => new LinearPersonality(a.io, [...a.memberSectors]),
+});
+registerLevel({
+  level: 0,
+  name: 'raid0',
+  aliases: ['stripe'],
+  minDevices: 1,
+  redundancy: 'none',
+  usesChunk: true,
+  maxDegraded: () => 0,
+  create: (a) => new Raid0Personality(a.io, [...a.memberSectors], a.chunkSectors, a.layout),
+});
+registerLevel({
+  level: 1,
+  name: 'raid1',
+  aliases: ['mirror'],
+  minDevices: 1,
+  redundancy: 'mirror',
+  usesChunk: false,
+  maxDegraded: (disks) => disks - 1,
+  create: (a) => new Raid1Personality(a.io, a.componentSectors),
+});
+registerLevel({
+  level: 10,
+  name: 'raid10',
+  aliases: [],
+  minDevices: 2,
+  redundancy: 'mirror',
+  usesChunk: true,
+  maxDegraded: (_disks, layout) => {
+    const l = decodeRaid10Layout(layout);
+    return l.near * l.far - 1;
+  },
+  create: (a) => new Raid10Personality(a.io, { raidDisks: a.raidDisks, layout: a.layout, chunkSectors: a.chunkSectors, componentSectors: a.componentSectors }),
+});
