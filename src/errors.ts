@@ -1,7 +1,9 @@
 /**
- * The one error type of tsmd. Every failure that reaches a user carries a stable errno-like
- * code (mapped to NBD error replies and to mdadm-style exit codes by ERROR_CODES below) and a
- * message that says what to do next.
+ * The error types of tsmd. Every failure that reaches a user carries a stable errno-like code
+ * (mapped to NBD error replies and to mdadm-style exit codes by ERROR_CODES below) and a message
+ * that says what to do next. A broken invariant is not such a failure: assert() throws an
+ * AssertionError, which is a bug report and must crash the process instead of becoming an error
+ * reply (Node's own AssertionError is the model: code ERR_ASSERTION, never an I/O error).
  */
 import type { NbdErrnoName } from './nbd/protocol.js';
 
@@ -139,7 +141,20 @@ export function isTsmdError(e: unknown, code?: ErrorCode): e is TsmdError {
   return e instanceof TsmdError && (code === undefined || e.code === code);
 }
 
+/**
+ * A broken invariant: a bug in tsmd, not a failure of the storage or of the request. Not a
+ * TsmdError, so no `catch` that handles TsmdErrors (the CLI's exit codes, the control socket)
+ * mistakes it for one, and the NBD server crashes on it instead of answering EIO (the kernel's
+ * BUG_ON, Node's assert.AssertionError with code ERR_ASSERTION).
+ */
+export class AssertionError extends Error {
+  readonly code = 'ERR_TSMD_ASSERTION';
+}
+// on the prototype, so that the stack (what the daemon's log prints) starts with the name too:
+// Error() writes the stack's first line before a constructor could set this.name
+AssertionError.prototype.name = 'TsmdAssertionError';
+
 /** Invariant check: a broken invariant is a bug and must crash loudly. */
 export function assert(cond: unknown, what: string): asserts cond {
-  if (!cond) throw new Error(`tsmd invariant violated: ${what}`);
+  if (!cond) throw new AssertionError(`tsmd invariant violated: ${what}`);
 }
