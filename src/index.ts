@@ -10,7 +10,7 @@
  *
  * See README.md ("Library") for the full walk-through.
  */
-export { assert, type ErrorCode, isTsmdError, TsmdError } from './errors.js';
+export { assert, AssertionError, ERROR_CODES, type ErrorCode, type ErrorCodeInfo, isErrorCode, isTsmdError, TsmdError } from './errors.js';
 export * as bitmapFormat from './format/bitmap.js';
 export * as superblockFormat from './format/superblock.js';
 export {

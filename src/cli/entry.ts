@@ -14,7 +14,7 @@ import { TsmdError } from '../errors.js';
 import { openDevice } from '../io/file-device.js';
 import { detectUse } from '../md/create.js';
 import { parseArgs, UsageError } from './args.js';
-import { main, processIo, VERSION } from './main.js';
+import { exitCodeOf, main, processIo, VERSION } from './main.js';
 
 const DAEMON_USAGE = `Usage: tsmd daemon [options]
 
@@ -289,14 +289,10 @@ export async function run(argv: string[]): Promise<number> {
     if (forwarded !== null) return forwarded;
     return await main(args, io);
   } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(`tsmd: ${e.message}\n`);
-      return 2;
-    }
-    if (e instanceof TsmdError) {
-      io.err(`tsmd: ${e.message}\n`);
-      return 1;
-    }
-    throw e;
+    // mdadm's exit codes, from ERROR_CODES (a TsmdError from the daemon keeps its code)
+    const code = exitCodeOf(e);
+    if (code === null) throw e;
+    io.err(`tsmd: ${(e as Error).message}\n`);
+    return code;
   }
 }

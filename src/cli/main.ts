@@ -1,12 +1,13 @@
 /**
  * `tsmd`: mdadm's command line over tsmd. Exit codes follow mdadm: 0 success, 1 failure,
- * 2 bad usage. Messages go to stderr prefixed "tsmd: " (mdadm prints "mdadm: ").
+ * 2 bad usage (exitCodeOf, from ERROR_CODES in ../errors.ts). Messages go to stderr prefixed
+ * "tsmd: " (mdadm prints "mdadm: ").
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { resolve as pathResolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { isTsmdError, TsmdError } from '../errors.js';
+import { ERROR_CODES, isTsmdError, TsmdError } from '../errors.js';
 import { BITMAP_SB_BYTES, decodeBitmapSuper } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, parseUuid } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
@@ -491,6 +492,18 @@ function resolvePaths(a: ParsedArgs, cwd: string): void {
   if (typeof conf === 'string') a.opts.set('config', fix(conf));
 }
 
+/**
+ * The exit status of a command that ended with `e`, as mdadm's: 2 for bad usage (UsageError,
+ * mdadm's usage() exit), the code's row of ERROR_CODES for a TsmdError (1: mdadm's failure
+ * exit); null for anything else, which is a bug and is rethrown rather than passed off as a
+ * failure.
+ */
+export function exitCodeOf(e: unknown): number | null {
+  if (e instanceof UsageError) return 2;
+  if (isTsmdError(e)) return ERROR_CODES[e.code].exit;
+  return null;
+}
+
 export function defaultCtx(): Ctx {
   return { registry: new ArrayRegistry(), daemon: false, detailOf };
 }
@@ -500,11 +513,10 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
   try {
     a = parseArgs(argv);
   } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(`tsmd: ${e.message}\n`);
-      return 2;
-    }
-    throw e;
+    const code = exitCodeOf(e);
+    if (code === null) throw e;
+    io.err(`tsmd: ${(e as Error).message}\n`);
+    return code;
   }
   resolvePaths(a, ctx.cwd ?? process.cwd());
   try {
@@ -553,15 +565,10 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
         return 1;
     }
   } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(`tsmd: ${e.message}\n`);
-      return 2;
-    }
-    if (isTsmdError(e)) {
-      io.err(`tsmd: ${e.message}\n`);
-      return 1;
-    }
-    throw e;
+    const code = exitCodeOf(e);
+    if (code === null) throw e;
+    io.err(`tsmd: ${(e as Error).message}\n`);
+    return code;
   }
 }
 

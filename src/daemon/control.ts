@@ -5,9 +5,17 @@
  *   → {"id":1,"op":"mdadm","argv":["--detail","/dev/md0"],"cwd":"/root","env":{...}}
  *   ← {"id":1,"code":0,"stdout":"...","stderr":""}
  *   → {"id":2,"op":"ping"}   ← {"id":2,"pid":123,"version":"0.1.0"}
+ *   → {"id":3,"op":"nope"}   ← {"id":3,"error":"unknown control operation nope","errorCode":"EINVAL"}
+ *
+ * A request the daemon could not handle is answered with `error` (the message) and, when the
+ * handler threw a TsmdError, `errorCode` (its code, see ERROR_CODES in ../errors.ts), the way
+ * an ioctl fails with an errno: the client (controlCall) rejects with a TsmdError of that code
+ * and message, so `tsmd` exits as it would had the failure happened in-process. A reply
+ * without `errorCode` (an older daemon, or an error that is no TsmdError) or with a code this
+ * build does not know (a newer daemon) is EIO.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { TsmdError } from '../errors.js';
+import { type ErrorCode, isErrorCode, TsmdError } from '../errors.js';
 
 export const MAX_REQUEST_BYTES = 1 << 20;
 
@@ -28,7 +36,10 @@ export interface ControlReply {
   stderr?: string;
   pid?: number;
   version?: string;
+  /** the request failed: the message */
   error?: string;
+  /** the request failed with a TsmdError: its code (absent for other errors) */
+  errorCode?: string;
   /** op 'arrays': the state --wait and --monitor poll */
   arrays?: ArrayState[];
 }
@@ -86,7 +97,7 @@ export function serveControl(path: string, handler: ControlHandler, onError: (e:
           },
           (e: unknown) => {
             onError(e);
-            if (!sock.destroyed) sock.write(`${JSON.stringify({ id: req.id, error: e instanceof Error ? e.message : String(e) })}\n`);
+            if (!sock.destroyed) sock.write(`${JSON.stringify({ id: req.id, ...errorReply(e) })}\n`);
           },
         );
       }
@@ -95,7 +106,22 @@ export function serveControl(path: string, handler: ControlHandler, onError: (e:
   return server;
 }
 
-/** One request to a daemon; rejects with ENODEV when nothing listens. */
+/** The reply fields for a request whose handler threw `e`. */
+export function errorReply(e: unknown): Pick<ControlReply, 'error' | 'errorCode'> {
+  const error = e instanceof Error ? e.message : String(e);
+  return e instanceof TsmdError ? { error, errorCode: e.code } : { error };
+}
+
+/** The error a failed reply stands for: a TsmdError with the daemon's code (EIO if none or unknown). */
+export function replyError(rep: Pick<ControlReply, 'error' | 'errorCode'>): TsmdError {
+  const code: ErrorCode = isErrorCode(rep.errorCode) ? rep.errorCode : 'EIO';
+  return new TsmdError(code, rep.error ?? 'the node daemon failed without saying why');
+}
+
+/**
+ * One request to a daemon. A failed request rejects with a TsmdError carrying the daemon's
+ * code and message (replyError); ENODEV when nothing listens, ETIMEDOUT after timeoutMs.
+ */
 export function controlCall(path: string, req: Omit<ControlRequest, 'id'>, timeoutMs = 0): Promise<ControlReply> {
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
@@ -120,7 +146,7 @@ export function controlCall(path: string, req: Omit<ControlRequest, 'id'>, timeo
       sock.end();
       try {
         const rep = JSON.parse(buf.slice(0, nl)) as ControlReply;
-        done(() => (rep.error ? reject(new TsmdError('EIO', `node daemon: ${rep.error}`)) : resolve(rep)));
+        done(() => (rep.error !== undefined || rep.errorCode !== undefined ? reject(replyError(rep)) : resolve(rep)));
       } catch (e) {
         done(() => reject(e));
       }

@@ -341,6 +341,14 @@ export class Daemon {
           tls: nbdOpts.tls,
           log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) =>
             d.log[level]({ ...fields, component: 'nbd' }, msg),
+          // a broken invariant under NBD I/O: the arrays' state is not to be trusted, so the
+          // daemon dies (a kernel BUG() in md's place), with the reason in its log first
+          onBug: (e) => {
+            d.log.fatal({ err: e, component: 'nbd' }, 'tsmd invariant violated; the daemon exits');
+            process.nextTick(() => {
+              throw e;
+            });
+          },
         });
         d.nbdAddress = await d.nbd.listen({ host: nbdOpts.host, port: nbdOpts.port });
         if (nbdOpts.path) await d.nbd.listen({ path: nbdOpts.path });

@@ -14,10 +14,10 @@
  */
 import type { Socket } from 'node:net';
 import { type SecureContext, TLSSocket } from 'node:tls';
-import { assert } from '../errors.js';
+import { assert, type AssertionError } from '../errors.js';
 import type { BufferPool } from './buffer-pool.js';
 import { ByteQueue } from './byte-queue.js';
-import { isUnexpected, nbdErrnoOf } from './errors.js';
+import { isCrash, isUnexpected, nbdErrnoOf } from './errors.js';
 import {
   Cmd,
   CMD_NAMES,
@@ -112,6 +112,8 @@ export interface ConnectionConfig {
   log: LogFn;
   stats: NbdServerStats;
   pool: BufferPool;
+  /** a request failed an assert(): called after the client is disconnected (see NbdServerOptions.onBug) */
+  onBug: (e: AssertionError) => void;
 }
 
 /** Largest option payload parsed; longer ones are read, discarded and refused (ERR_TOO_BIG). */
@@ -865,6 +867,7 @@ export class NbdConnection {
     let data: Buffer | undefined;
     let backing: Buffer | null = null;
     let failure: Failure | undefined;
+    let bug: AssertionError | undefined;
     try {
       const fua = (req.flags & CmdFlag.FUA) !== 0;
       switch (req.type) {
@@ -900,26 +903,37 @@ export class NbdConnection {
           assert(false, `NBD command ${req.type} passed validation`);
       }
     } catch (e) {
-      const errno = nbdErrnoOf(e);
-      const msg = e instanceof Error ? e.message : String(e);
-      failure = { errno, msg };
-      this.cfg.log(isUnexpected(e) ? 'error' : 'warn', 'nbd: request failed', {
-        peer: this.peer,
-        export: this.exp?.name,
-        cmd: CMD_NAMES[req.type],
-        offset: req.offset,
-        length: req.length,
-        errno: errnoName(errno),
-        err: isUnexpected(e) && e instanceof Error ? e.stack : msg,
-      });
+      if (isCrash(e)) {
+        // a failed assert() is a bug, not a failed request: no NBD reply (an EIO would let
+        // the client carry on as after a bad sector, and hide the bug); crash below
+        bug = e;
+      } else {
+        const errno = nbdErrnoOf(e);
+        const msg = e instanceof Error ? e.message : String(e);
+        failure = { errno, msg };
+        this.cfg.log(isUnexpected(e) ? 'error' : 'warn', 'nbd: request failed', {
+          peer: this.peer,
+          export: this.exp?.name,
+          cmd: CMD_NAMES[req.type],
+          offset: req.offset,
+          length: req.length,
+          errno: errnoName(errno),
+          err: isUnexpected(e) && e instanceof Error ? e.stack : msg,
+        });
+      }
     }
     // the target is done with the payload (BlockTarget.write contract): its buffer is reused.
     // Not after a failure: a target that failed early may still have I/O reading the buffer
     // (a Promise.all that rejected while other members were writing), so it is left to the GC.
-    if (!failure) this.cfg.pool.release(payloadBacking);
+    if (!failure && !bug) this.cfg.pool.release(payloadBacking);
     this.inflight--;
     this.cfg.stats.inflight--;
     this.inflightBytes -= bytes;
+    if (bug) {
+      this.crash(req, bug);
+      this.settle();
+      return;
+    }
     if (failure) {
       // same caution as above for a read buffer the target may still be filling
       this.replyError(req, failure);
@@ -931,6 +945,24 @@ export class NbdConnection {
     this.settle();
     this.pump();
     this.maybeFinish();
+  }
+
+  /**
+   * A request hit a broken invariant (assert() in the target or here): the array's state can no
+   * longer be trusted, so the client is cut off without a reply, as a kernel BUG() takes the
+   * nbd device with it, and the server's onBug crashes the process (by default).
+   */
+  private crash(req: RequestHeader, e: AssertionError): void {
+    this.cfg.log('error', 'nbd: tsmd invariant violated while serving a request; disconnecting the client', {
+      peer: this.peer,
+      export: this.exp?.name,
+      cmd: CMD_NAMES[req.type],
+      offset: req.offset,
+      length: req.length,
+      err: e.stack,
+    });
+    this.destroy();
+    this.cfg.onBug(e);
   }
 
   /** false when nothing was sent (connection gone), or no data went with the reply */

@@ -5,7 +5,7 @@
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type OnReadOpts, type Server, Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
-import { assert, isTsmdError, TsmdError } from '../errors.js';
+import { assert, type AssertionError, isTsmdError, TsmdError } from '../errors.js';
 import { BufferPool } from './buffer-pool.js';
 import { type ConnectionConfig, emptyStats, type LogFn, NbdConnection, type NbdServerStats } from './connection.js';
 import type { ExportRegistry } from './target.js';
@@ -36,6 +36,20 @@ export interface NbdServerOptions {
   /** at most this many client connections at a time (default 1024) */
   maxConnections?: number;
   log?: LogFn;
+  /**
+   * A request failed an assert() (a bug in tsmd or its target): the client has been cut off
+   * without a reply; this decides what happens to the process. Default: the error is thrown
+   * again from a fresh tick, i.e. an uncaughtException that ends the process (Node's answer to
+   * a bug) and fails the test that provoked it. A handler that returns keeps the server up.
+   */
+  onBug?: (e: AssertionError) => void;
+}
+
+/** NbdServerOptions.onBug's default: crash with the bug, outside any promise chain that could swallow it. */
+function rethrowBug(e: AssertionError): void {
+  process.nextTick(() => {
+    throw e;
+  });
 }
 
 export interface ListenAddress {
@@ -92,6 +106,7 @@ export class NbdServer {
       log: opts.log ?? (() => {}),
       stats: this.st,
       pool: new BufferPool(64 * MiB),
+      onBug: opts.onBug ?? rethrowBug,
     };
   }
 

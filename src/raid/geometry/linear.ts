@@ -2,6 +2,7 @@
  * Linear (concatenation) address mapping: members in role order, each contributing its whole
  * data_size (shared/spec/md-formats.md §2.7, §4.4). Pure functions, no I/O.
  */
+import { AssertionError } from '../../errors.js';
 import { fail, requireArraySector, requireInt } from './check.js';
 
 function requireMembers(memberSectors: number[]): void {
@@ -33,5 +34,5 @@ export function linearMap(
     if (arraySector < end) return { disk, deviceSector: arraySector - start };
     start = end;
   }
-  throw new Error('tsmd invariant violated: linearMap ran past the last member');
+  throw new AssertionError('tsmd invariant violated: linearMap ran past the last member');
 }

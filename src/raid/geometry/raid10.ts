@@ -4,6 +4,7 @@
  *
  * layout bits: 0-7 near copies, 8-15 far copies, 16 "offset", 17-18 far-set mode, >= 19 zero.
  */
+import { assert } from '../../errors.js';
 import { fail, requireArraySector, requireChunkPow2, requireInt } from './check.js';
 
 export interface Raid10Layout {
@@ -96,9 +97,7 @@ export function raid10Derive(g: Raid10Geometry): Raid10Derived {
   const strideSectors = l.offset ? c : Math.floor(devChunks / l.far) * c;
   // kernel raid10_size() from dev_sectors; equals arrayChunks (checked here as an invariant)
   const sizeChunks = Math.floor((Math.floor(devChunks / l.far) * n) / l.near);
-  if (sizeChunks !== arrayChunks) {
-    throw new Error(`tsmd invariant violated: raid10 size ${sizeChunks} != ${arrayChunks} chunks`);
-  }
+  assert(sizeChunks === arrayChunks, `raid10 size ${sizeChunks} != ${arrayChunks} chunks`);
   return {
     ...l,
     copies,
