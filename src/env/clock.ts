@@ -1,6 +1,7 @@
 /**
  * Time, injected. The core (md/, raid/, cluster/) never calls setTimeout or Date.now itself:
  * it gets a Clock, so tests and the simulator can drive time by hand and replay a run exactly.
+ * (The kernel's counterparts: jiffies for nowMs, ktime_get_real_seconds for wallMs.)
  */
 export interface Timer {
   /** Stop the timer; harmless after it fired or was cancelled. */
@@ -8,8 +9,14 @@ export interface Timer {
 }
 
 export interface Clock {
-  /** Milliseconds on a monotonic scale (not wall time). */
+  /** Milliseconds on a monotonic scale (not wall time): for intervals, timeouts, speeds. */
   nowMs(): number;
+  /**
+   * Wall-clock milliseconds since the Unix epoch: for what leaves the process and is compared
+   * with other machines' clocks (superblock utime, gRPC deadlines). It may jump (NTP, the
+   * simulator); never measure an interval with it.
+   */
+  wallMs(): number;
   /** Call `fn` once after `delayMs` (>= 0). */
   setTimer(delayMs: number, fn: () => void): Timer;
   /** Resolve after `delayMs`. */
@@ -20,6 +27,10 @@ export interface Clock {
 export class SystemClock implements Clock {
   nowMs(): number {
     return performance.now();
+  }
+
+  wallMs(): number {
+    return Date.now();
   }
 
   setTimer(delayMs: number, fn: () => void): Timer {
@@ -40,21 +51,42 @@ interface Pending {
   cancelled: boolean;
 }
 
+export interface ManualClockOptions {
+  /**
+   * Wall time (ms since the epoch) at monotonic time `startMs` (default 1_700_000_000_000, a
+   * fixed instant, so a replayed run writes the same timestamps).
+   */
+  wallStartMs?: number;
+}
+
 /**
  * A clock that moves only when told to. Timers due at the same instant fire in the order they
- * were set, so a run is a pure function of the calls made on it.
+ * were set, so a run is a pure function of the calls made on it. Wall time is the wall start
+ * plus the manual time elapsed since construction, moved further by setWallMs (an NTP step).
  */
 export class ManualClock implements Clock {
   private now: number;
   private seq = 0;
   private pending: Pending[] = [];
+  /** wall time minus monotonic time */
+  private wallOffset: number;
 
-  constructor(startMs = 0) {
+  constructor(startMs = 0, opts: ManualClockOptions = {}) {
     this.now = startMs;
+    this.wallOffset = (opts.wallStartMs ?? 1_700_000_000_000) - startMs;
   }
 
   nowMs(): number {
     return this.now;
+  }
+
+  wallMs(): number {
+    return this.now + this.wallOffset;
+  }
+
+  /** Step the wall clock to `ms` (like settimeofday); monotonic time and timers do not move. */
+  setWallMs(ms: number): void {
+    this.wallOffset = ms - this.now;
   }
 
   setTimer(delayMs: number, fn: () => void): Timer {

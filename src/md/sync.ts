@@ -14,7 +14,7 @@
  *  - check counts mismatches (mismatch_cnt); repair rewrites them; `idle` stops the current
  *    action (resync/recovery restart on their own), `frozen` stops and holds everything.
  */
-import { TsmdError } from '../errors.js';
+import { assert, TsmdError } from '../errors.js';
 import type { Clock } from '../env/clock.js';
 import type { Personality } from '../raid/personality.js';
 import type { SyncBarrier } from './barrier.js';
@@ -130,6 +130,9 @@ export class SyncEngine {
     this.limits = { ...limits };
     this.windowSectors = opts.windowSectors ?? 2048 * 16;
     this.checkpointSectors = opts.checkpointSectors ?? 2048 * 256;
+    // (speed_limit_min/max are validated where a user sets them: a bad value here is a bug)
+    assert(limits.minKiBs >= 0 && limits.maxKiBs > 0, 'sync speed limits: min >= 0, max > 0');
+    assert(Number.isSafeInteger(this.windowSectors) && this.windowSectors > 0 && Number.isSafeInteger(this.checkpointSectors) && this.checkpointSectors > 0, 'sync window and checkpoint sizes');
   }
 
   get current(): SyncStatus | null {
@@ -238,6 +241,8 @@ export class SyncEngine {
   }
 
   private mark(done: number): void {
+    // progress only moves forward within a job (md's curr_resync; marks restart per job)
+    assert(this.marks.length === 0 || done >= this.marks[this.marks.length - 1]!.done, 'sync progress is monotonic');
     const now = this.host.clock.nowMs();
     this.marks.push({ ms: now, done, worked: this.status?.workedSectors ?? 0 });
     // keep ~10 s of marks, like the kernel's sync mark window
@@ -276,6 +281,8 @@ export class SyncEngine {
     const kind: SyncKind = plan.kind;
     const recovery = plan.kind === 'recovery';
     const total = recovery ? p.recoverySectors : p.syncSectors;
+    assert(Number.isSafeInteger(total) && total >= 0 && Number.isSafeInteger(plan.start) && plan.start >= 0, 'sync plan: space and start');
+    assert(!recovery || plan.slots.length > 0, 'a recovery rebuilds at least one slot');
     const rebuild = new Set(recovery ? plan.slots : []);
     const bitmap = this.host.bitmap;
     const guided = bitmap !== null && (plan.kind === 'resync' || (plan.kind === 'recovery' && plan.bitmapGuided));
@@ -320,6 +327,8 @@ export class SyncEngine {
         const base = Math.min(this.windowSectors, byLimit);
         const win = guided ? Math.max(128, Math.min(bitmap!.chunkSectors, base)) : base;
         const n = Math.min(win - (guided ? pos % win : 0), total - pos);
+        // a window is never empty (the loop would not advance) and never past the end
+        assert(n > 0 && pos + n <= total, 'sync window start < end <= total');
         const ranges: Array<[number, number]> = recovery
           ? plan.slots.flatMap((s) => p.recoveryToSync(s, pos, n))
           : [[pos, pos + n]];
@@ -363,6 +372,7 @@ export class SyncEngine {
         await this.throttle();
       }
       completed = pos >= total;
+      assert(pos <= total || pos === plan.start, 'sync stopped inside its space');
       dataMs = this.host.clock.nowMs() - startMs;
       // what the superblocks are about to vouch for is on the disks first
       if (kind === 'resync' || recovery) await this.host.flushData();

@@ -7,7 +7,7 @@
  *   - read: straight from the data member; from parity when the member is missing or fails.
  * Parity maths: ./parity (P = XOR, Q = Σ g^slot·D over GF(2^8)).
  */
-import { TsmdError } from '../errors.js';
+import { assert, TsmdError } from '../errors.js';
 import type { Syndrome } from '../io/bulk.js';
 import {
   dataDisksPerStripe,
@@ -120,14 +120,11 @@ export class Raid456Personality implements Personality {
   }
 
   private checkRange(buf: Uint8Array, arraySector: number): void {
-    if (buf.length % SECTOR !== 0)
-      throw new TsmdError('EINVAL', `request length ${buf.length} is not a multiple of 512`);
-    if (arraySector < 0 || arraySector + buf.length / SECTOR > this.arraySectors) {
-      throw new TsmdError(
-        'ENOSPC',
-        `request at sector ${arraySector} (+${buf.length / SECTOR}) beyond the array end (${this.arraySectors})`,
-      );
-    }
+    // MdArray.checkIo (md's bio_check_eod) has already refused requests past the array end and
+    // turned unaligned ones into whole sectors: one that reaches here is a bug in md/, not a
+    // user error. Constant messages: nothing is built on the hot path.
+    assert(buf.length % SECTOR === 0, 'raid456 request: whole sectors');
+    assert(Number.isSafeInteger(arraySector) && arraySector >= 0 && arraySector + buf.length / SECTOR <= this.arraySectors, 'raid456 request inside the array');
   }
 
   /** Split [arraySector, +sectors) into per-stripe spans. */
@@ -152,6 +149,8 @@ export class Raid456Personality implements Personality {
         rlo = Math.min(rlo, lo - cs);
         rhi = Math.max(rhi, hi - cs);
       }
+      // a stripe span covers at least one sector of one chunk (md's stripe_head has a bio)
+      assert(rlo < rhi && rhi <= C, 'raid456 stripe span inside its chunk rows');
       out.push({ stripe, bufOffset: (pos - arraySector) * SECTOR, ranges, rlo, rhi });
       pos = stripeEnd;
     }
@@ -178,7 +177,9 @@ export class Raid456Personality implements Personality {
     dd: number,
     r: { lo: number; hi: number; bufOffset: number },
   ): Promise<void> {
+    assert(r.lo < r.hi && r.hi <= this.C, 'raid456 read inside one chunk');
     const disk = sm.dataDisks[dd]!;
+    assert(disk !== undefined, 'raid456 read: data index inside the stripe');
     const view = buf.subarray(r.bufOffset, r.bufOffset + (r.hi - r.lo) * SECTOR);
     const devSector = stripe * this.C + r.lo;
     if (this.io.available(disk, devSector, r.hi - r.lo)) {
@@ -214,6 +215,8 @@ export class Raid456Personality implements Personality {
     scratch: Scratch,
     skip?: ReadonlySet<number>,
   ): Promise<{ data: Uint8Array[]; p: Uint8Array; q: Uint8Array | null }> {
+    assert(lo >= 0 && lo < hi && hi <= this.C, 'raid456 stripe rows inside the chunk');
+    assert(stripe >= 0 && stripe * this.C < this.syncSectors, 'raid456 stripe inside the members');
     const len = (hi - lo) * SECTOR;
     const devSector = stripe * this.C + lo;
     const is6 = this.level === 6;
@@ -292,9 +295,13 @@ export class Raid456Personality implements Personality {
     const slotOf = (dd: number) => (this.level === 6 ? sm.qSlots[dd]! : dd);
     if (missingData.length === 1) {
       const dd = missingData[0]!;
+      // (lost <= maxDegraded: without P, raid6's Q is there)
+      assert(pOk || (q !== null && qOk), 'raid456 rebuild of one block: P or Q present');
       if (pOk) recoverOneDataFromP(slots, slotOf(dd), p);
       else recoverOneDataFromQ(slots, slotOf(dd), q!);
     } else if (missingData.length === 2) {
+      // two data blocks lost is raid6 only (raid5's maxDegraded is 1), with P and Q both read
+      assert(q !== null && pOk && qOk, 'raid456 rebuild of two blocks: raid6 with P and Q');
       recoverTwoData(slots, slotOf(missingData[0]!), slotOf(missingData[1]!), p, q!);
     }
     if (!pOk || (q && !qOk)) {
@@ -341,6 +348,7 @@ export class Raid456Personality implements Personality {
     scratch: Scratch,
   ): Promise<'done' | 'retry'> {
     const { rlo, rhi } = sp;
+    assert(rlo < rhi && rhi <= this.C, 'raid456 write rows inside the chunk');
     const len = rhi - rlo;
     const rowSector = sp.stripe * this.C;
     const is6 = this.level === 6;
@@ -485,6 +493,7 @@ export class Raid456Personality implements Personality {
 
   /** Member rows touched: exact inside one chunk, whole stripe rows otherwise. */
   syncRangeOf(arraySector: number, sectors: number): [number, number] {
+    assert(arraySector >= 0 && sectors >= 0 && arraySector + sectors <= this.arraySectors, 'raid456 sync range of a request inside the array');
     const width = this.C * this.D;
     const s0 = Math.floor(arraySector / width);
     const s1 = Math.floor((arraySector + Math.max(1, sectors) - 1) / width);
@@ -505,6 +514,8 @@ export class Raid456Personality implements Personality {
    * cannot be checked (there is nothing to compare with): the engine does not run check then.
    */
   async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
+    // the sync engine's windows (md_do_sync) are non-empty and inside the resync space
+    assert(Number.isSafeInteger(start) && start >= 0 && sectors > 0 && start + sectors <= this.syncSectors, 'raid456 check window inside the members');
     const end = Math.min(this.syncSectors, start + sectors);
     // counted as md counts them and repaired here: what the offload flagged, or everything
     let mismatched = 0;
@@ -521,6 +532,7 @@ export class Raid456Personality implements Personality {
    * offload cannot take it (degraded, no offload, failed).
    */
   private async offloadParityCheck(start: number, end: number): Promise<Array<[number, number]>> {
+    assert(start <= end, 'raid456 parity check window start <= end');
     const all: Array<[number, number]> = [[start, end - start]];
     const bk = this.io.bulk;
     const C = this.C;
@@ -557,6 +569,7 @@ export class Raid456Personality implements Personality {
    * XOR of the others but Q; where it holds Q, Q recomputed from the data (op q).
    */
   private async offloadRecovery(start: number, end: number, slot: number): Promise<boolean> {
+    assert(slot >= 0 && slot < this.io.slots && start <= end, 'raid456 offload recovery: slot and window');
     const bk = this.io.bulk;
     if (!bk || end <= start) return false;
     const others = Array.from({ length: this.io.slots }, (_, d) => d).filter((d) => d !== slot);
@@ -627,6 +640,7 @@ export class Raid456Personality implements Personality {
     scratch: Scratch,
   ): Promise<number> {
     const len = blocks.p.length;
+    assert(blocks.data.length === this.D && len % SECTOR === 0 && lo * SECTOR + len <= this.C * SECTOR, 'raid456 check: a whole stripe of rows inside the chunk');
     const p2 = scratch.alloc(len, false);
     const q2 = blocks.q ? scratch.alloc(len, false) : null;
     if (q2) genPQ(this.slotList(sm, blocks.data), p2, q2);
@@ -649,6 +663,9 @@ export class Raid456Personality implements Personality {
    * `rebuild` from the others) of member rows [start, start+sectors).
    */
   async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
+    // the sync engine's windows (md_do_sync) are non-empty and inside the resync space
+    assert(Number.isSafeInteger(start) && start >= 0 && sectors > 0 && start + sectors <= this.syncSectors, 'raid456 sync window inside the members');
+    for (const d of rebuild) assert(Number.isInteger(d) && d >= 0 && d < this.io.slots, 'raid456 rebuild slot in range');
     const end = Math.min(this.syncSectors, start + sectors);
     if (rebuild.size === 1 && (await this.offloadRecovery(start, end, [...rebuild][0]!))) return;
     // a resync as md's raid5 does it: parity checked, written where it differs
@@ -727,6 +744,7 @@ export class Raid456Personality implements Personality {
     batch: (stripe0: number, count: number, scratch: Scratch) => Promise<boolean>,
   ): { list: Array<() => Promise<void>>; parallel: number } {
     const end = Math.min(this.syncSectors, start + sectors);
+    assert(start >= 0 && start <= end, 'raid456 sync jobs: window start <= end');
     const perBatch = Math.max(1, Math.floor(SYNC_BATCH_SECTORS / this.C));
     const list: Array<() => Promise<void>> = [];
     let batched = false;
@@ -778,6 +796,7 @@ export class Raid456Personality implements Personality {
   private async readBatch(stripe0: number, count: number, skip: ReadonlySet<number>, scratch: Scratch): Promise<Array<Uint8Array | null> | null> {
     const row = stripe0 * this.C;
     const n = count * this.C;
+    assert(count > 0 && row >= 0 && row + n <= this.syncSectors, 'raid456 sync batch inside the members');
     const bufs: Array<Uint8Array | null> = [];
     for (let d = 0; d < this.io.slots; d++) {
       if (!skip.has(d) && !this.io.available(d, row, n)) return null;
@@ -811,6 +830,10 @@ export class Raid456Personality implements Personality {
 
   /** Sync/repair writes of one stripe row range; a failing member is reported (and fails). */
   private async writeRows(row: number, writes: ReadonlyArray<[number, Uint8Array]>): Promise<void> {
+    for (const [d, b] of writes) {
+      assert(d >= 0 && d < this.io.slots, 'raid456 sync write: slot in range');
+      assert(b.length % SECTOR === 0 && row >= 0 && row + b.length / SECTOR <= this.syncSectors, 'raid456 sync write: whole sectors inside the member');
+    }
     await Promise.all(
       writes.map(async ([d, b]) => {
         try {

@@ -8,7 +8,7 @@
  * members are merged into one member write (raid1's 1 MiB pieces, raid10 with as many copies
  * as disks); the pieces of a large mirrored read are spread over the copies.
  */
-import { TsmdError } from '../errors.js';
+import { assert, TsmdError } from '../errors.js';
 import { linearArraySectors, linearMap } from './geometry/linear.js';
 import { type Raid0Zone, raid0ArraySectors, raid0Map, raid0Zones } from './geometry/raid0.js';
 import {
@@ -34,14 +34,11 @@ interface Piece {
 }
 
 function checkRange(p: Personality, buf: Uint8Array, arraySector: number): void {
-  if (buf.length % SECTOR !== 0)
-    throw new TsmdError('EINVAL', `request length ${buf.length} is not a multiple of 512`);
-  if (arraySector < 0 || arraySector * SECTOR + buf.length > p.arraySectors * SECTOR) {
-    throw new TsmdError(
-      'ENOSPC',
-      `request at sector ${arraySector} (+${buf.length / SECTOR}) beyond the array end (${p.arraySectors})`,
-    );
-  }
+  // MdArray.checkIo (md's bio_check_eod) has already refused requests past the array end and
+  // turned unaligned ones into whole sectors: one that reaches here is a bug in md/, not a
+  // user error. Constant messages: nothing is built on the hot path.
+  assert(buf.length % SECTOR === 0, 'striped request: whole sectors');
+  assert(Number.isSafeInteger(arraySector) && arraySector >= 0 && arraySector * SECTOR + buf.length <= p.arraySectors * SECTOR, 'striped request inside the array');
 }
 
 /** Read a piece from one of its targets, trying the others on error (mirrors); returns the copy read. */
@@ -52,6 +49,7 @@ async function readPiece(
   start: number,
 ): Promise<{ disk: number; deviceSector: number }> {
   const bytes = piece.sectors * SECTOR;
+  assert(piece.sectors > 0 && piece.bufOffset + bytes <= buf.length, 'striped read piece inside the request buffer');
   const view =
     piece.bufOffset === 0 && bytes === buf.length
       ? buf
@@ -82,6 +80,9 @@ async function readPiece(
 /** Write a piece to all its available targets; fails only if no copy could be written. */
 async function writePiece(io: MemberIo, buf: Uint8Array, piece: Piece): Promise<void> {
   const bytes = piece.sectors * SECTOR;
+  assert(piece.sectors > 0 && piece.bufOffset + bytes <= buf.length, 'striped write piece inside the request buffer');
+  // every array sector maps to at least one member (md's map functions never return none)
+  assert(piece.targets.length > 0, 'striped write piece has a target');
   const view =
     piece.bufOffset === 0 && bytes === buf.length
       ? buf
@@ -153,6 +154,8 @@ abstract class PieceMapped implements Personality {
     let done = 0;
     while (done < totalSectors) {
       const m = this.map(arraySector + done);
+      // a mapping that covers no sector would loop forever
+      assert(m.sectors > 0, 'striped mapping covers at least one sector');
       const n = Math.min(m.sectors, totalSectors - done);
       const piece = { bufOffset: done * SECTOR, sectors: n, targets: m.targets };
       const last = out[out.length - 1];
@@ -226,6 +229,9 @@ abstract class PieceMapped implements Personality {
    * copies (resync) or to the copies on the slots being rebuilt (recovery).
    */
   async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
+    // the sync engine's windows (md_do_sync) are non-empty and inside the resync space
+    assert(Number.isSafeInteger(start) && start >= 0 && sectors > 0 && start + sectors <= this.syncSectors, 'mirror sync window inside the array');
+    for (const d of rebuild) assert(Number.isInteger(d) && d >= 0 && d < this.io.slots, 'mirror rebuild slot in range');
     if (this.maxDegraded === 0) return; // linear / raid0: nothing to sync
     const end = Math.min(this.syncSectors, start + sectors);
     if (await this.offloadSync(start, end, rebuild)) return;
@@ -257,6 +263,7 @@ abstract class PieceMapped implements Personality {
    * reported): the caller then does it on its own path.
    */
   private async offloadSync(start: number, end: number, rebuild: ReadonlySet<number>): Promise<boolean> {
+    assert(start < end, 'mirror sync offload: window start < end');
     const b = this.io.bulk;
     if (!b) return false;
     const pieces: MemberBulkPiece[] = [];
@@ -276,6 +283,7 @@ abstract class PieceMapped implements Personality {
    * cannot take it (no offload, a piece with fewer than two copies, a failure).
    */
   private async offloadCompare(start: number, end: number): Promise<Array<[number, number]>> {
+    assert(start < end, 'mirror check offload: window start < end');
     const all: Array<[number, number]> = [[start, end]];
     const b = this.io.bulk;
     if (!b) return all;
@@ -308,6 +316,7 @@ abstract class PieceMapped implements Personality {
 
   /** check / repair: every available copy compared with the first readable one. */
   async checkRegion(start: number, sectors: number, repair: boolean): Promise<number> {
+    assert(Number.isSafeInteger(start) && start >= 0 && sectors > 0 && start + sectors <= this.syncSectors, 'mirror check window inside the array');
     if (this.maxDegraded === 0) return 0;
     const end = Math.min(this.syncSectors, start + sectors);
     // counted and repaired here: what the offload found different, or everything
@@ -317,6 +326,7 @@ abstract class PieceMapped implements Personality {
   }
 
   private async checkRange(start: number, end: number, repair: boolean): Promise<number> {
+    assert(start >= 0 && start < end && end <= this.syncSectors, 'mirror check range: start < end inside the array');
     let mismatched = 0;
     const jobs: Array<() => Promise<void>> = [];
     for (let pos = start; pos < end;) {
@@ -522,6 +532,8 @@ export class Raid10Personality extends PieceMapped {
   }
 
   override recoveryToSync(slot: number, start: number, sectors: number): Array<[number, number]> {
+    assert(slot >= 0 && slot < this.g.raidDisks, 'raid10 recovery slot in range');
+    assert(start >= 0 && sectors >= 0 && start + sectors <= this.g.componentSectors, 'raid10 recovery range inside the member');
     const out: Array<[number, number]> = [];
     const c = this.g.chunkSectors;
     for (let d = start; d < start + sectors;) {
@@ -540,6 +552,9 @@ export class Raid10Personality extends PieceMapped {
    */
   override async syncRegion(start: number, sectors: number, rebuild: ReadonlySet<number>): Promise<void> {
     if (rebuild.size === 0) return super.syncRegion(start, sectors, rebuild);
+    // recovery by member sector (raid10_sync_request's recovery half): inside the member's used area
+    assert(Number.isSafeInteger(start) && start >= 0 && sectors > 0 && start + sectors <= this.recoverySectors, 'raid10 recovery window inside the members');
+    for (const d of rebuild) assert(Number.isInteger(d) && d >= 0 && d < this.g.raidDisks, 'raid10 rebuild slot in range');
     const end = Math.min(this.recoverySectors, start + sectors);
     const c = this.g.chunkSectors;
     // each device chunk piece of a rebuilt slot, with the copies of its array data elsewhere

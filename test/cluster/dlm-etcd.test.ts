@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { SystemClock } from '../../src/env/clock.js';
 import { isTsmdError } from '../../src/errors.js';
 import { type Dlm, EtcdDlm, type EtcdDlmOptions, Flag, type Lockspace, Mode, type SlotInfo } from '../../src/cluster/dlm/index.js';
 import { EtcdServer, haveEtcd, requireEtcd, requireOpenssl } from '../helpers/etcd.js';
@@ -16,6 +17,8 @@ import { prng } from '../helpers/prng.js';
 import { repoRoot } from '../helpers/tools.js';
 import { type DlmHarness, dlmConformance, MdNode, type Msg } from './dlm-conformance.js';
 
+/** A real etcd runs on real time: the system clock, injected like any other. */
+const clock = new SystemClock();
 let server: EtcdServer | undefined;
 let prefixSeq = 0;
 
@@ -24,7 +27,7 @@ function newPrefix(): string {
 }
 
 function node(id: string, prefix: string, extra: Partial<EtcdDlmOptions> = {}): EtcdDlm {
-  return new EtcdDlm({ nodeId: id, endpoints: [server!.clientUrl], prefix, leaseTtlSec: 3, ...extra });
+  return new EtcdDlm({ clock, nodeId: id, endpoints: [server!.clientUrl], prefix, leaseTtlSec: 3, ...extra });
 }
 
 function harness(): Promise<DlmHarness> {
@@ -350,18 +353,18 @@ describe('etcd DLM', () => {
     if (!requireEtcd(t)) return;
     const authServer = await EtcdServer.start();
     try {
-      const admin = new EtcdDlm({ nodeId: 'admin', endpoints: [authServer.clientUrl] }).client;
+      const admin = new EtcdDlm({ clock, nodeId: 'admin', endpoints: [authServer.clientUrl] }).client;
       await admin.user('root').create('rootpw');
       await admin.user('root').addRole('root');
       await admin.auth.authEnable({});
       admin.close();
-      const good = new EtcdDlm({ nodeId: 'authed', endpoints: [authServer.clientUrl], auth: { username: 'root', password: 'rootpw' }, leaseTtlSec: 3 });
+      const good = new EtcdDlm({ clock, nodeId: 'authed', endpoints: [authServer.clientUrl], auth: { username: 'root', password: 'rootpw' }, leaseTtlSec: 3 });
       const ls = await good.join({ name: 'auth', lvbLength: 0 });
       const lk = await ls.lock('r', Mode.EX);
       await lk.unlock();
       await ls.leave();
       good.close();
-      const bad = new EtcdDlm({ nodeId: 'intruder', endpoints: [authServer.clientUrl], auth: { username: 'root', password: 'wrong' }, leaseTtlSec: 3 });
+      const bad = new EtcdDlm({ clock, nodeId: 'intruder', endpoints: [authServer.clientUrl], auth: { username: 'root', password: 'wrong' }, leaseTtlSec: 3 });
       await assert.rejects(bad.join({ name: 'auth', lvbLength: 0 }), (e: unknown) => isTsmdError(e, 'EPERM') && /user\/password/.test(e.message));
       bad.close();
     } finally {
@@ -377,13 +380,13 @@ describe('etcd DLM', () => {
       assert.match(tlsServer.clientUrl, /^https:\/\/127\.0\.0\.1:\d+$/);
       const pki = tlsServer.pki!;
       const mk = (id: string, tls?: EtcdDlmOptions['tls']): EtcdDlm => {
-        const d = new EtcdDlm({ nodeId: id, endpoints: [tlsServer.clientUrl], prefix: newPrefix(), leaseTtlSec: 3, callTimeoutMs: 3000, tls });
+        const d = new EtcdDlm({ clock, nodeId: id, endpoints: [tlsServer.clientUrl], prefix: newPrefix(), leaseTtlSec: 3, callTimeoutMs: 3000, tls });
         dlms.push(d);
         return d;
       };
       const prefix = newPrefix();
-      const a = new EtcdDlm({ nodeId: 'tlsA', endpoints: [tlsServer.clientUrl], prefix, leaseTtlSec: 3, tls: pki.client });
-      const b = new EtcdDlm({ nodeId: 'tlsB', endpoints: [tlsServer.clientUrl], prefix, leaseTtlSec: 3, tls: pki.client });
+      const a = new EtcdDlm({ clock, nodeId: 'tlsA', endpoints: [tlsServer.clientUrl], prefix, leaseTtlSec: 3, tls: pki.client });
+      const b = new EtcdDlm({ clock, nodeId: 'tlsB', endpoints: [tlsServer.clientUrl], prefix, leaseTtlSec: 3, tls: pki.client });
       dlms.push(a, b);
       const la = await a.join({ name: 'tls', lvbLength: 8 });
       const lb = await b.join({ name: 'tls', lvbLength: 8 });
@@ -419,7 +422,7 @@ describe('etcd DLM', () => {
         return true;
       });
       // plain http to a TLS port fails too
-      const plain = new EtcdDlm({ nodeId: 'plain', endpoints: [tlsServer.clientUrl.replace('https', 'http')], prefix: newPrefix(), leaseTtlSec: 3, callTimeoutMs: 3000 });
+      const plain = new EtcdDlm({ clock, nodeId: 'plain', endpoints: [tlsServer.clientUrl.replace('https', 'http')], prefix: newPrefix(), leaseTtlSec: 3, callTimeoutMs: 3000 });
       dlms.push(plain);
       await assert.rejects(plain.join({ name: 'tls', lvbLength: 8 }), (e: unknown) => isTsmdError(e, 'EIO'));
     } finally {
@@ -429,10 +432,10 @@ describe('etcd DLM', () => {
   });
 
   test('etcd: options are checked', () => {
-    assert.throws(() => new EtcdDlm({ nodeId: 'a/b', endpoints: ['x'] }), /node id/);
-    assert.throws(() => new EtcdDlm({ nodeId: 'a', endpoints: [] }), /endpoints/);
-    assert.throws(() => new EtcdDlm({ nodeId: 'a', endpoints: ['x'], leaseTtlSec: 1 }), /leaseTtlSec/);
-    assert.throws(() => new EtcdDlm({ nodeId: 'a', endpoints: ['x'], leaseTtlSec: 2, keepAliveIntervalMs: 900 }), /does not fit/);
+    assert.throws(() => new EtcdDlm({ clock, nodeId: 'a/b', endpoints: ['x'] }), /node id/);
+    assert.throws(() => new EtcdDlm({ clock, nodeId: 'a', endpoints: [] }), /endpoints/);
+    assert.throws(() => new EtcdDlm({ clock, nodeId: 'a', endpoints: ['x'], leaseTtlSec: 1 }), /leaseTtlSec/);
+    assert.throws(() => new EtcdDlm({ clock, nodeId: 'a', endpoints: ['x'], leaseTtlSec: 2, keepAliveIntervalMs: 900 }), /does not fit/);
   });
 });
 

@@ -4,10 +4,11 @@
  * (without --dlm-node it does nothing, so a test runner that loads it is unaffected).
  */
 import { EtcdDlm, Flag, Mode } from '../../src/cluster/dlm/index.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 async function main(args: string[]): Promise<void> {
   const [endpoint, prefix, name, resource, ttl] = args;
-  const dlm = new EtcdDlm({ nodeId: `victim-${process.pid}`, endpoints: [endpoint!], prefix, leaseTtlSec: Number(ttl) });
+  const dlm = new EtcdDlm({ clock: new SystemClock(), nodeId: `victim-${process.pid}`, endpoints: [endpoint!], prefix, leaseTtlSec: Number(ttl) });
   const ls = await dlm.join({ name: name!, lvbLength: 8 });
   const lk = await ls.lock(resource!, Mode.EX, { flags: Flag.VALBLK });
   lk.lvb!.write('victim');

@@ -1,11 +1,11 @@
-/** A small seeded PRNG (mulberry32) so that a failing run can be replayed from its seed. */
+import { SeededRandom } from '../../src/env/random.js';
+
+/**
+ * A small seeded PRNG (mulberry32) so that a failing run can be replayed from its seed: the
+ * core's SeededRandom (src/env/random.ts) as a bare function, the form the tests were written
+ * against. Same seed, same floats as before the move.
+ */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new SeededRandom(seed);
+  return () => r.float();
 }

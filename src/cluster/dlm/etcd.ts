@@ -31,12 +31,13 @@
  * fenceMarginMs, the node declares itself fenced — before the server can expire the lease, so
  * before any survivor can recover its slot — rejects everything and emits 'fenced'.
  *
- * The network edge: gRPC deadlines need wall-clock time (Date.now) — the only use of it here;
- * every timer of the DLM itself runs on the injected Clock.
+ * The network edge: gRPC deadlines are absolute wall-clock times, taken from the injected
+ * Clock's wallMs (so the clock given here must keep real wall time); every timer of the DLM
+ * itself runs on the same Clock's monotonic time.
  */
 import { EventEmitter } from 'node:events';
 import { Etcd3, type IKeyValue, type IOptions, type IRequestOp as RequestOp, type ITxnResponse, type Watcher } from 'etcd3';
-import { type Clock, SystemClock, type Timer } from '../../env/clock.js';
+import type { Clock, Timer } from '../../env/clock.js';
 import { assert, TsmdError } from '../../errors.js';
 import { LockspaceCore, type LockspaceBackend } from './core.js';
 import * as engine from './grant.js';
@@ -75,7 +76,11 @@ export interface EtcdDlmOptions {
    * (default true). Other nodes may see the old mode for one etcd round trip.
    */
   asyncDownConversions?: boolean;
-  clock?: Clock;
+  /**
+   * Required, no SystemClock fallback (the core never picks its own time source): timers,
+   * keep-alives and fencing run on it, and gRPC deadlines on its wall time.
+   */
+  clock: Clock;
 }
 
 /** Counters for benchmarks and tests. */
@@ -224,7 +229,8 @@ export class EtcdDlm implements Dlm {
       throw new TsmdError('EINVAL', `DLM etcd: node id ${JSON.stringify(o?.nodeId)} must be 1..64 printable ASCII characters without spaces or '/'`);
     if (!Array.isArray(o.endpoints) || o.endpoints.length === 0) throw new TsmdError('EINVAL', 'DLM etcd: endpoints must list at least one etcd client URL');
     this.nodeId = o.nodeId;
-    this.clock = o.clock ?? new SystemClock();
+    assert(o.clock, 'EtcdDlm needs an injected clock');
+    this.clock = o.clock;
     this.prefix = (o.prefix ?? 'tsmd/dlm').replace(/\/+$/, '');
     if (this.prefix.length === 0 || this.prefix.includes('\0')) throw new TsmdError('EINVAL', 'DLM etcd: prefix must be a non-empty key without NUL');
     this.leaseTtlSec = o.leaseTtlSec ?? 10;
@@ -266,9 +272,9 @@ export class EtcdDlm implements Dlm {
     this.client = new Etcd3(opts);
   }
 
-  /** gRPC call options with a deadline (wall clock: the network edge). */
+  /** gRPC call options with a deadline (wall clock: grpc-js compares it with its own Date.now). */
   callOptions(): { deadline: number } {
-    return { deadline: Date.now() + this.callTimeoutMs };
+    return { deadline: this.clock.wallMs() + this.callTimeoutMs };
   }
 
   /** One unary etcd call, counted, its error mapped to a TsmdError. */

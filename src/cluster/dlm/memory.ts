@@ -8,7 +8,7 @@
  * not valid where it held PW/EX), the survivors run recoverPrep, recoverSlot(slot) and
  * recoverDone(slots, ourSlot) in slot order, and only then learn of the grants the purge made.
  */
-import { type Clock, SystemClock } from '../../env/clock.js';
+import type { Clock } from '../../env/clock.js';
 import { assert, TsmdError } from '../../errors.js';
 import { LockspaceCore, type LockspaceBackend } from './core.js';
 import * as engine from './grant.js';
@@ -23,7 +23,11 @@ import {
 } from './types.js';
 
 export interface MemoryDlmOptions {
-  clock?: Clock;
+  /**
+   * Required, no SystemClock fallback: the cluster's timers (lock timeouts) must run on the
+   * simulator's clock when there is one, and a default would let a caller forget it silently.
+   */
+  clock: Clock;
   /** Check the resource invariants after every operation (default true; the benchmark turns it off). */
   checkInvariants?: boolean;
 }
@@ -51,8 +55,9 @@ export class MemoryDlmCluster {
   private readonly spaces = new Map<string, Space>();
   private incSeq = 0;
 
-  constructor(opts: MemoryDlmOptions = {}) {
-    this.clock = opts.clock ?? new SystemClock();
+  constructor(opts: MemoryDlmOptions) {
+    assert(opts?.clock, 'MemoryDlmCluster needs an injected clock');
+    this.clock = opts.clock;
     this.check = opts.checkInvariants ?? true;
   }
 
