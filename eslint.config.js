@@ -30,4 +30,26 @@ export default tseslint.config(
     files: ['src/**/*.ts'],
     rules: { 'require-atomic-updates': ['error', { allowProperties: true }] },
   },
+  {
+    // Determinism in the core (shared/DESIGN.md): md/, raid/ and cluster/ get time and
+    // randomness injected (env/clock.ts, env/random.ts) so the simulator can replay a run
+    // from a seed; a global clock or random source here would make a replay diverge.
+    files: ['src/md/**/*.ts', 'src/raid/**/*.ts', 'src/cluster/**/*.ts'],
+    ignores: ['src/raid/parity/**', 'src/raid/offload/**', 'src/raid/bulk*.ts'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        { object: 'Date', property: 'now', message: 'inject a Clock (clock.wallMs / clock.nowMs)' },
+        { object: 'Math', property: 'random', message: 'inject a Random (env/random.ts)' },
+        { object: 'performance', property: 'now', message: 'inject a Clock (clock.nowMs)' },
+      ],
+      'no-restricted-globals': [
+        'error',
+        { name: 'setTimeout', message: 'inject a Clock (clock.setTimer / clock.sleep)' },
+        { name: 'setInterval', message: 'inject a Clock (clock.setTimer)' },
+        { name: 'setImmediate', message: 'inject a Clock' },
+      ],
+      'no-restricted-syntax': ['error', { selector: "NewExpression[callee.name='Date']", message: 'inject a Clock (clock.wallMs)' }],
+    },
+  },
 );

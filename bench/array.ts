@@ -12,6 +12,7 @@ import { MemoryBlockDevice } from '../src/io/memory-device.js';
 import { MdArray } from '../src/md/array.js';
 import { createArray } from '../src/md/create.js';
 import type { Level } from '../src/md/create-plan.js';
+import { SystemClock } from '../src/env/clock.js';
 
 const MiB = 1024 * 1024;
 
@@ -53,9 +54,9 @@ async function oneCase(
       assumeClean: true,
       nowSeconds: 1_700_000_000,
     },
-    { confirmOverwrite: async () => false },
+    { confirmOverwrite: async () => false, clock: new SystemClock() },
   );
-  const arr = await MdArray.assemble(devs.map((d) => d.reopen()));
+  const arr = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
   const req = randomBytes(reqKiB * 1024);
   const total = Math.floor(arr.sizeBytes / req.length) * req.length;
   const depth = 8;

@@ -9,6 +9,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { type ArrayRegistry, type RunningArray } from '../daemon/registry.js';
+import { SystemClock } from '../env/clock.js';
 import { TsmdError } from '../errors.js';
 import { parseUuid, setNameText, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
@@ -236,7 +237,7 @@ export async function startArray(
     if (!commandDone) io.err(`tsmd: ${m}\n`);
     ctx.arrayLog?.(names.mdName, m);
   };
-  const arr = await MdArray.assemble(devs, { ...opts, log, syncLimits: ctx.syncLimits, syncOffload: ctx.syncOffload ?? null });
+  const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload: ctx.syncOffload ?? null });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
   if (ctx.daemon) {

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { resolve as pathResolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
+import { SystemClock } from '../env/clock.js';
 import { ERROR_CODES, isTsmdError, TsmdError } from '../errors.js';
 import { BITMAP_SB_BYTES, decodeBitmapSuper } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, parseUuid } from '../format/superblock.js';
@@ -249,6 +250,7 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
       },
       // in the daemon the array resyncs in the background, as md does after mdadm --create
       initialSync: !ctx.daemon,
+      clock: new SystemClock(),
       log: (m) => {
         if (a.verbose) io.err(`tsmd: ${m}\n`);
       },

@@ -17,7 +17,7 @@
 import { assert, TsmdError } from '../errors.js';
 import { bitmapBits } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, type Superblock1, setNameText, uuidText } from '../format/superblock.js';
-import { type Clock, SystemClock, type Timer } from '../env/clock.js';
+import type { Clock, Timer } from '../env/clock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { SyncOffload } from '../io/bulk.js';
 import { type LevelDescriptor, levelByNumber } from '../raid/levels.js';
@@ -52,12 +52,14 @@ export interface AssembleOptions {
   uuid?: Uint8Array;
   /** search by array name (set_name, with or without the "homehost:" part) */
   name?: string;
-  /** clock for utime, seconds */
-  nowSeconds?: () => number;
   /** called for messages mdadm would print (stale member left out, started degraded...) */
   log?: (msg: string) => void;
-  /** time for the sync engine and the bitmap daemon (default: the system clock) */
-  clock?: Clock;
+  /**
+   * Time, injected (never a global in md/): the sync engine's speed and timers, the bitmap
+   * daemon, and the wall time written as utime. The daemon and the CLI pass the system clock;
+   * tests and the simulator a ManualClock.
+   */
+  clock: Clock;
   /** sync speed limits (default md's 1000 / 200000 KiB/s) */
   syncLimits?: SyncLimits;
   /** helper threads for resync / recovery / check (io/bulk.ts); none by default */
@@ -78,7 +80,6 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
   private dirty = false;
   private closed = false;
   private sbUpdate: Promise<void> | null = null;
-  private readonly now: () => number;
   readonly log: (msg: string) => void;
   private readonly reshapeBlocked: boolean;
   /** md's recovery_cp: everything below is in sync (MAX_SECTOR: all of it) */
@@ -114,9 +115,9 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
     this.meta = new Metadata(sb, this.metadataHost());
     this.report = plan.report;
     this.readOnly = !!opts.readOnly;
-    this.now = opts.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
     this.log = opts.log ?? (() => {});
-    this.clock = opts.clock ?? new SystemClock();
+    assert(typeof opts.clock?.wallMs === 'function', 'an array is assembled with a clock');
+    this.clock = opts.clock;
     this.io = new MemberIoAdapter(this, opts.syncOffload ?? null);
     this.personality = buildPersonality(sb, this.members, this.io);
     this.levelDesc = levelByNumber(this.personality.level);
@@ -134,7 +135,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
    * Assemble from explicit devices. The array takes ownership of the devices: they are closed
    * by close(), or right away when assembly is refused.
    */
-  static async assemble(devs: BlockDevice[], opts: AssembleOptions = {}): Promise<MdArray> {
+  static async assemble(devs: BlockDevice[], opts: AssembleOptions): Promise<MdArray> {
     try {
       return await MdArray.assembleInner(devs, opts);
     } catch (e) {
@@ -577,7 +578,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
       get cluster() {
         return self.cluster;
       },
-      wallSeconds: () => this.now(),
+      wallSeconds: () => Math.floor(this.clock.wallMs() / 1000),
       // a replacement whose original failed holds the slot from now on
       settleReplacements: () => {
         if (!this.memberSet.replacing) return;
@@ -658,7 +659,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
   }
 
   /** mdadm --add / --add-spare / --re-add: see manage.ts. */
-  addMember(dev: BlockDevice, opts: AddOptions & { nowSeconds?: number }): Promise<'spare' | 're-added'> {
+  addMember(dev: BlockDevice, opts: AddOptions): Promise<'spare' | 're-added'> {
     return addMember(this, dev, opts);
   }
 

@@ -14,6 +14,7 @@ import {
   uuidText,
 } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
+import type { Clock } from '../env/clock.js';
 import { MdArray } from './array.js';
 import { type CreateOptions, type CreatePlan, planCreate } from './create-plan.js';
 import { loadSuperblock } from './sb-io.js';
@@ -77,6 +78,8 @@ export async function createArray(
     /** run the initial resync/recovery now (the kernel does it in the background) */
     initialSync?: boolean;
     log?: (m: string) => void;
+    /** time for that initial sync (injected, as everywhere in md/) */
+    clock: Clock;
   },
 ): Promise<CreateResult> {
   const present = devices.filter((d): d is BlockDevice => d !== null);
@@ -116,7 +119,7 @@ export async function createArray(
     const messages: string[] = [];
     let syncedSectors = 0;
     if (opts.initialSync !== false && (plan.needsResync || plan.recoverOntoLast)) {
-      const arr = await MdArray.assemble(present, { run: true, log: opts.log });
+      const arr = await MdArray.assemble(present, { run: true, log: opts.log, clock: opts.clock });
       try {
         const r = await arr.syncNow();
         syncedSectors = r.recovered + r.resynced;

@@ -1,5 +1,6 @@
 /** Arrays on in-memory members for engine tests (created exactly as tsmd --create would). */
 import { randomBytes } from 'node:crypto';
+import { SystemClock } from '../../src/env/clock.js';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { createArray } from '../../src/md/create.js';
 import type { Level } from '../../src/md/create-plan.js';
@@ -40,7 +41,7 @@ export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice
       nowSeconds: 1_700_000_000,
       members: devs.map((d, i) => ({ sizeSectors: Math.floor(d.sizeBytes / 512), writeMostly: o.writeMostly?.includes(i) })),
     },
-    { confirmOverwrite: async () => false, initialSync: !o.noInitialSync },
+    { confirmOverwrite: async () => false, initialSync: !o.noInitialSync, clock: new SystemClock() },
   );
   return devs;
 }

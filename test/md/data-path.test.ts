@@ -14,6 +14,7 @@ import { raid10Map } from '../../src/raid/geometry/raid10.js';
 import { stripeMap } from '../../src/raid/geometry/raid456.js';
 import type { Raid456Personality } from '../../src/raid/raid456.js';
 import { prng } from '../helpers/prng.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 /** independent GF(2^8) (poly 0x11d) multiply by 2, bytewise */
 function mul2(x: number): number {
@@ -105,8 +106,7 @@ async function assemble(
   const use = keep ? keep.map((i) => devs[i]!) : devs;
   return MdArray.assemble(
     use.map((d) => d.reopen({ readOnly })),
-    { run: true, readOnly },
-  );
+    { clock: new SystemClock(), run: true, readOnly });
 }
 
 async function readWhole(arr: MdArray): Promise<Uint8Array> {

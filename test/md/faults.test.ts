@@ -14,6 +14,7 @@ import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
 import type { Level } from '../../src/md/create-plan.js';
 import { memoryArray } from '../helpers/arrays.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 const MiB = 1024 * 1024;
 
@@ -24,7 +25,7 @@ function make(level: Level, n: number, layout?: number): Promise<MemoryBlockDevi
 async function withFaults(devs: MemoryBlockDevice[], run = false) {
   const faulty = devs.map((d) => new FaultyBlockDevice(d.reopen()));
   const log: string[] = [];
-  const arr = await MdArray.assemble(faulty, { run, log: (m) => log.push(m) });
+  const arr = await MdArray.assemble(faulty, { clock: new SystemClock(), run, log: (m) => log.push(m) });
   return { arr, faulty, log };
 }
 
@@ -66,8 +67,7 @@ describe('member failure', () => {
       // the others' superblocks say member 1 is faulty; assembly without --run refuses
       const again = await MdArray.assemble(
         devs.map((d) => d.reopen()),
-        { run: true },
-      );
+        { clock: new SystemClock(), run: true });
       assert.equal(again.sb.devRoles[again.members.find((m) => m.dev.name === 'mem0')!.devNumber], 0);
       assert.equal(again.report.stale.length, 1, 'the failed member is not used again');
       const back2 = new Uint8Array(again.sizeBytes);
@@ -92,8 +92,7 @@ describe('member failure', () => {
       await arr.close();
       const again = await MdArray.assemble(
         devs.slice(1).map((d) => d.reopen()),
-        { run: true },
-      );
+        { clock: new SystemClock(), run: true });
       const back2 = new Uint8Array(again.sizeBytes);
       await again.read(back2, 0);
       assert.ok(Buffer.from(back2).equals(data), 'after reassembly without the vanished member');

@@ -9,6 +9,7 @@ import { openDevice } from '../../src/io/file-device.js';
 import { MdArray } from '../../src/md/array.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { checkPattern, fillPattern, fixtureMembers } from '../helpers/fixtures.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 const KEY2 = 0xa5a5a5a5a5a5a5a5n;
 
@@ -17,7 +18,7 @@ async function open(name: string, opts: { run?: boolean; members?: number[] } = 
   if (opts.members) paths = opts.members.map((i) => paths[i]!);
   const devs = await Promise.all(paths.map((p) => openDevice(p, { readOnly: true })));
   const log: string[] = [];
-  const arr = await MdArray.assemble(devs, {
+  const arr = await MdArray.assemble(devs, { clock: new SystemClock(),
     readOnly: true,
     run: opts.run,
     log: (m) => log.push(m),
@@ -151,8 +152,7 @@ describe('finding members in a pool of devices', () => {
     const log: string[] = [];
     const arr = await MdArray.assemble(
       await Promise.all(pool.map((p) => openDevice(p, { readOnly: true }))),
-      { readOnly: true, uuid, log: (m) => log.push(m) },
-    );
+      { clock: new SystemClock(), readOnly: true, uuid, log: (m) => log.push(m) });
     try {
       assert.equal(arr.members.length, 5);
       assert.equal(arr.degraded, false);
@@ -166,8 +166,7 @@ describe('finding members in a pool of devices', () => {
     await assert.rejects(
       MdArray.assemble(
         await Promise.all(pool.slice(0, 2).map((p) => openDevice(p, { readOnly: true }))),
-        { readOnly: true, uuid },
-      ),
+        { clock: new SystemClock(), readOnly: true, uuid }),
       (e) => isTsmdError(e, 'ENODEV'),
     );
   });

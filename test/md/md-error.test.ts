@@ -15,6 +15,7 @@ import type { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 const MiB = 1024 * 1024;
 
@@ -28,7 +29,7 @@ async function rolesOnDisk(dev: MemoryBlockDevice): Promise<number[]> {
 async function open(devs: MemoryBlockDevice[]) {
   const faulty = devs.map((d) => new FaultyBlockDevice(d.reopen()));
   const log: string[] = [];
-  const arr = await MdArray.assemble(faulty, { run: true, log: (m) => log.push(m) });
+  const arr = await MdArray.assemble(faulty, { clock: new SystemClock(), run: true, log: (m) => log.push(m) });
   return { arr, faulty, log };
 }
 
@@ -136,7 +137,7 @@ describe('a new personality on a quiesced array', () => {
     await arr.write(more, 64 * 1024);
     await arr.close();
     // assembled again from the superblocks alone: raid5, consistent parity, the data
-    const again = await MdArray.assemble(devs.map((d) => d.reopen()));
+    const again = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
     assert.equal(again.level, 5);
     assert.equal(again.sb.layout, 2);
     assert.equal(again.sb.chunkSize, 128);

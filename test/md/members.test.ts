@@ -13,6 +13,7 @@ import { DEV_FLAG_WRITEMOSTLY, MdArray } from '../../src/md/array.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 function reopenAll(devs: MemoryBlockDevice[]): MemoryBlockDevice[] {
   return devs.map((d) => d.reopen());
@@ -37,7 +38,7 @@ describe('raid1 write-mostly', () => {
     assert.equal((await sbOf(devs[2]!)).devFlags & DEV_FLAG_WRITEMOSTLY, DEV_FLAG_WRITEMOSTLY);
     assert.equal((await sbOf(devs[0]!)).devFlags & DEV_FLAG_WRITEMOSTLY, 0);
     const live = reopenAll(devs);
-    const arr = await MdArray.assemble(live);
+    const arr = await MdArray.assemble(live, { clock: new SystemClock() });
     const rnd = prng(7);
     const data = randomBytes(arr.sizeBytes);
     await arr.write(data, 0);
@@ -69,7 +70,7 @@ describe('raid1 write-mostly', () => {
 
   test('--add --write-mostly sets the flag on the new member; --readwrite clears it on re-add', async () => {
     const devs = await memoryArray({ level: 1, sizesMiB: [8, 8], assumeClean: true, bitmap: 'internal', bitmapChunkKiB: 64 });
-    const arr = await MdArray.assemble(reopenAll(devs));
+    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     const spare = new MemoryBlockDevice('spare', 8 << 20);
     assert.equal(await arr.addMember(spare, { deviceUuid: randomBytes(16), writeMostly: true }), 'spare');
     assert.equal((await sbOf(spare)).devFlags & DEV_FLAG_WRITEMOSTLY, DEV_FLAG_WRITEMOSTLY);
@@ -79,7 +80,7 @@ describe('raid1 write-mostly', () => {
     assert.deepEqual(arr.workingSlots.sort(), [0, 1]);
     // a raid5 refuses the flag
     const r5 = await memoryArray({ level: 5, sizesMiB: [8, 8, 8], assumeClean: true });
-    const arr5 = await MdArray.assemble(reopenAll(r5));
+    const arr5 = await MdArray.assemble(reopenAll(r5), { clock: new SystemClock() });
     await assert.rejects(arr5.addMember(new MemoryBlockDevice('x', 8 << 20), { deviceUuid: randomBytes(16), writeMostly: true }), /only meaningful for raid1/);
     await arr5.close();
     // clearing on re-add: the member left and comes back with --readwrite
@@ -121,7 +122,7 @@ describe('--replace', () => {
       const n = level === 1 ? 2 : 4;
       const devs = await memoryArray({ level, sizesMiB: Array(n + 1).fill(8), raidDisks: n, chunkKiB: 64, assumeClean: true });
       const live = reopenAll(devs);
-      const arr = await MdArray.assemble(live, { syncLimits: { minKiBs: 20_000, maxKiBs: 20_000 } });
+      const arr = await MdArray.assemble(live, { clock: new SystemClock(), syncLimits: { minKiBs: 20_000, maxKiBs: 20_000 } });
       const model = randomBytes(arr.sizeBytes);
       await arr.write(model, 0);
       arr.startBackground();
@@ -177,7 +178,7 @@ describe('--replace', () => {
     const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8, 8], raidDisks: 4, chunkKiB: 64, assumeClean: true });
     const faulty = reopenAll(devs).map((d) => new FaultyBlockDevice(d));
     const logs: string[] = [];
-    const arr = await MdArray.assemble(faulty, { log: (m) => logs.push(m) });
+    const arr = await MdArray.assemble(faulty, { clock: new SystemClock(), log: (m) => logs.push(m) });
     const model = randomBytes(arr.sizeBytes);
     await arr.write(model, 0);
     const off = await dataOffsetOf(devs[2]!);
@@ -203,7 +204,7 @@ describe('--replace', () => {
     const devs = await memoryArray({ level: 6, sizesMiB: [8, 8, 8, 8, 8], raidDisks: 4, chunkKiB: 64, assumeClean: true });
     const live = reopenAll(devs);
     const logs: string[] = [];
-    const arr = await MdArray.assemble(live, { log: (m) => logs.push(m), syncLimits: { minKiBs: 1000, maxKiBs: 8000 } });
+    const arr = await MdArray.assemble(live, { clock: new SystemClock(), log: (m) => logs.push(m), syncLimits: { minKiBs: 1000, maxKiBs: 8000 } });
     const model = randomBytes(arr.sizeBytes);
     await arr.write(model, 0);
     arr.startBackground();
@@ -228,7 +229,7 @@ describe('--replace', () => {
 
   test('stopped mid-replacement: the superblock says REPLACEMENT, assembly pairs it with its original, the copy goes on', async () => {
     const devs = await memoryArray({ level: 1, sizesMiB: [8, 8, 8], raidDisks: 2, assumeClean: true });
-    const arr = await MdArray.assemble(reopenAll(devs), { syncLimits: { minKiBs: 1000, maxKiBs: 4000 } });
+    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock(), syncLimits: { minKiBs: 1000, maxKiBs: 4000 } });
     const model = randomBytes(arr.sizeBytes);
     await arr.write(model, 0);
     arr.startBackground();
@@ -241,7 +242,7 @@ describe('--replace', () => {
     assert.equal(sb.featureMap & 0x2, 0x2, 'RECOVERY_OFFSET');
     assert.ok(sb.recoveryOffset > 0n && sb.recoveryOffset < sb.dataSize);
     assert.equal(sb.devRoles[sb.devNumber], 0, 'the replacement carries the role of the member it replaces');
-    const again = await MdArray.assemble(reopenAll(devs));
+    const again = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     const r2 = again.members.find((m) => m.dev.name === devs[2]!.name)!;
     assert.equal(r2.replacement, true);
     assert.equal(r2.recoveryOffset, Number(sb.recoveryOffset), 'clean stop: the copy resumes from its checkpoint');
@@ -262,7 +263,7 @@ describe('reads while a resync is owed', () => {
     await raw.write(new Uint8Array(1 << 20).fill(0x5a), off);
     await raw.close();
     const live = reopenAll(devs);
-    const arr = await MdArray.assemble(live);
+    const arr = await MdArray.assemble(live, { clock: new SystemClock() });
     assert.ok(arr.resyncPending, 'a resync is owed');
     const others0 = live[1]!.stats.reads + live[2]!.stats.reads;
     const first = new Uint8Array(1 << 20);

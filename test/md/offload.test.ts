@@ -16,6 +16,7 @@ import { MdArray } from '../../src/md/array.js';
 import { createArray } from '../../src/md/create.js';
 import type { Level } from '../../src/md/create-plan.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 const MiB = 1024 * 1024;
 const dir = mkdtempSync(join(tmpdir(), 'tsmd-offload-'));
@@ -70,13 +71,13 @@ async function fileArray(o: FileArrayOptions): Promise<string[]> {
       nowSeconds: 1_700_000_000,
       members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
     },
-    { confirmOverwrite: async () => true, initialSync: false },
+    { confirmOverwrite: async () => true, initialSync: false, clock: new SystemClock() },
   );
   return paths;
 }
 
 async function assemble(paths: string[], off: SyncOffload | null): Promise<MdArray> {
-  return MdArray.assemble(await Promise.all(paths.map((p) => openDevice(p))), { run: true, syncOffload: off });
+  return MdArray.assemble(await Promise.all(paths.map((p) => openDevice(p))), { clock: new SystemClock(), run: true, syncOffload: off });
 }
 
 /** A member's data area, read straight from its file. */

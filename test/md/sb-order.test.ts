@@ -15,6 +15,7 @@ import type { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 const SB_OFFSET = 4096; // metadata 1.2
 
@@ -68,7 +69,7 @@ describe('superblock write ordering', () => {
     test(`a clean transition racing --grow --bitmap=${kind} never lands over the grown superblock`, async () => {
       const devs = await memoryArray({ level: 1, sizesMiB: [8, 8], assumeClean: true, bitmap: kind === 'none' ? 'internal' : 'none' });
       const live = devs.map((d) => new HeldSuperblock(d.reopen()));
-      const arr = await MdArray.assemble(live);
+      const arr = await MdArray.assemble(live, { clock: new SystemClock() });
       const data = randomBytes(1 << 20);
       await arr.write(data, 0);
       assert.ok(arr.isDirty);
@@ -89,7 +90,7 @@ describe('superblock write ordering', () => {
       // the array goes on with the new state, written again over the same fields
       await arr.write(data, 1 << 20);
       await arr.close();
-      const again = await MdArray.assemble(devs.map((d) => d.reopen()));
+      const again = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
       assert.equal(again.bitmap !== null, kind === 'internal');
       const back = new Uint8Array(2 << 20);
       await again.read(back, 0);
@@ -103,7 +104,7 @@ describe('superblock write ordering', () => {
     // accepts; two apart is a stale member (CI once saw a crash test kick one)
     const devs = await memoryArray({ level: 1, sizesMiB: [8, 8, 8], bitmap: 'internal', assumeClean: true });
     const live = devs.map((d) => new HeldSuperblock(d.reopen()));
-    const arr = await MdArray.assemble(live);
+    const arr = await MdArray.assemble(live, { clock: new SystemClock() });
     await arr.write(randomBytes(1 << 20), 0);
     // the clean transition's bitmap header write (before its superblocks) is held at member 0
     live[0]!.holdNextSuperblock(arr.members[0]!.bitmaps[0]!.startSector * 512);
@@ -120,7 +121,7 @@ describe('superblock write ordering', () => {
       for (let k = 1; k < d.events.length; k++) assert.equal(d.events[k]! - d.events[k - 1]!, 1n, `member ${i}: events ${d.events.join(', ')}`);
     }
     await arr.close();
-    const again = await MdArray.assemble(devs.map((d) => d.reopen()), { run: true });
+    const again = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock(), run: true });
     assert.equal(again.degraded, true, 'mem2 stays failed');
     await again.close();
   });

@@ -15,6 +15,7 @@ import { MdArray } from '../../src/md/array.js';
 import { loadBitmaps, loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 interface Op {
   dev: string;
@@ -91,7 +92,7 @@ describe('write-intent bitmap at runtime', () => {
   test('a chunk bit is on every member (flushed) before the first data write to it; concurrent writes share one bitmap write', async () => {
     const devs = await memoryArray({ level: 1, sizesMiB: [16, 16], bitmap: 'internal', bitmapChunkKiB: 64, assumeClean: true });
     const log: Op[] = [];
-    const arr = await MdArray.assemble(reopenAll(devs).map((d) => new Recorder(d, log)));
+    const arr = await MdArray.assemble(reopenAll(devs).map((d) => new Recorder(d, log)), { clock: new SystemClock() });
     assert.ok(arr.bitmap, 'runtime bitmap');
     const bmStart = arr.members[0]!.bitmaps[0]!.startSector * 512;
     const dataOff = Number(arr.members[0]!.loaded.sb.dataOffset) * 512;
@@ -119,7 +120,7 @@ describe('write-intent bitmap at runtime', () => {
 
   test('the bitmap daemon clears a bit only after a whole idle period, and events_cleared follows', async () => {
     const devs = await memoryArray({ level: 5, sizesMiB: [16, 16, 16], bitmap: 'internal', bitmapChunkKiB: 64, assumeClean: true, chunkKiB: 64 });
-    const arr = await MdArray.assemble(reopenAll(devs));
+    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     await arr.write(randomBytes(65536), 0);
     await arr.write(randomBytes(65536), 1 << 20);
     const before = await bitsOnDisk(devs);
@@ -140,7 +141,7 @@ describe('write-intent bitmap at runtime', () => {
 
   test('after a crash only the dirty chunks are resynced (and what lies outside them is not touched)', async () => {
     const devs = await memoryArray({ level: 5, sizesMiB: [16, 16, 16, 16], bitmap: 'internal', bitmapChunkKiB: 64, assumeClean: true, chunkKiB: 64 });
-    const arr = await MdArray.assemble(reopenAll(devs));
+    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     const rnd = prng(42);
     for (let i = 0; i < 40; i++) {
       const off = Math.floor(rnd() * (arr.sizeBytes / 4096 - 16)) * 4096;
@@ -159,7 +160,7 @@ describe('write-intent bitmap at runtime', () => {
       if (!set && cleanChunk < 0 && c > 2) cleanChunk = c;
     }
     for (const c of [dirtyChunk, cleanChunk]) await devs[3]!.reopen().write(randomBytes(4096), area.off + c * disk.chunkSectors * 512);
-    const again = await MdArray.assemble(reopenAll(devs));
+    const again = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     assert.equal(again.resyncPending, true, 'unclean shutdown: resync owed');
     const r = await again.syncNow();
     // exactly the dirty chunks (the array ends on a chunk boundary here)
@@ -181,7 +182,7 @@ describe('write-intent bitmap at runtime', () => {
 describe('sync engine', () => {
   test('raid6: a failed member is replaced by the hot spare, rebuilt, and the data survives two more failures', async () => {
     const devs = await memoryArray({ level: 6, sizesMiB: [8, 8, 8, 8, 8, 8], raidDisks: 5, chunkKiB: 64, assumeClean: true });
-    const arr = await MdArray.assemble(reopenAll(devs));
+    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     const model = randomBytes(arr.sizeBytes);
     await arr.write(model, 0);
     await arr.failMember('mem1');
@@ -200,7 +201,7 @@ describe('sync engine', () => {
 
   test('raid10 (far 2): recovery by member sector rebuilds the far copies too', async () => {
     const devs = await memoryArray({ level: 10, sizesMiB: [8, 8, 8, 8, 8], raidDisks: 4, chunkKiB: 64, layout: 0x201, assumeClean: true });
-    const arr = await MdArray.assemble(reopenAll(devs));
+    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     const model = randomBytes(arr.sizeBytes);
     await arr.write(model, 0);
     await arr.failMember('mem2');
@@ -215,7 +216,7 @@ describe('sync engine', () => {
 
   test('re-add after remove recovers only the chunks written meanwhile', async () => {
     const devs = await memoryArray({ level: 1, sizesMiB: [16, 16, 16], bitmap: 'internal', bitmapChunkKiB: 64, assumeClean: true });
-    const arr = await MdArray.assemble(reopenAll(devs));
+    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     await arr.write(randomBytes(arr.sizeBytes), 0);
     // the bitmap daemon clears what every member has (two idle periods)
     await arr.bitmapDaemonPass();
@@ -240,7 +241,7 @@ describe('sync engine', () => {
   test('check counts mismatches per 4 KiB, repair rewrites them (raid1 and raid5)', async () => {
     for (const level of [1, 5] as const) {
       const devs = await memoryArray({ level, sizesMiB: [8, 8, 8], chunkKiB: 64, assumeClean: true });
-      const arr = await MdArray.assemble(reopenAll(devs));
+      const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
       await arr.write(randomBytes(arr.sizeBytes), 0);
       const area = await dataArea(devs[1]!);
       const raw = devs[1]!.reopen();
@@ -262,7 +263,7 @@ describe('sync engine', () => {
     const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8], chunkKiB: 64, assumeClean: true });
     const faulty = reopenAll(devs).map((d) => new FaultyBlockDevice(d));
     const logs: string[] = [];
-    const arr = await MdArray.assemble(faulty, { log: (m) => logs.push(m) });
+    const arr = await MdArray.assemble(faulty, { clock: new SystemClock(), log: (m) => logs.push(m) });
     const model = randomBytes(arr.sizeBytes);
     await arr.write(model, 0);
     const area = await dataArea(devs[1]!);
@@ -284,7 +285,7 @@ describe('sync engine', () => {
     // make the mirrors differ everywhere, as after a crash with no bitmap
     const area = await dataArea(devs[1]!);
     await devs[0]!.reopen().write(randomBytes(area.bytes), (await dataArea(devs[0]!)).off);
-    const arr = await MdArray.assemble(reopenAll(devs));
+    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock() });
     assert.equal(arr.resyncPending, true);
     arr.sync.windowSectors = 512;
     // resync copies the first mirror over the others
@@ -334,7 +335,7 @@ describe('sync engine', () => {
     {
       const devs = await memoryArray({ level: 1, sizesMiB: [8, 8, 8], raidDisks: 2, assumeClean: true });
       const log: Op[] = [];
-      const arr = await MdArray.assemble(reopenAll(devs).map((d) => new Recorder(d, log)));
+      const arr = await MdArray.assemble(reopenAll(devs).map((d) => new Recorder(d, log)), { clock: new SystemClock() });
       await arr.write(randomBytes(arr.sizeBytes), 0);
       await arr.failMember('mem1');
       arr.sync.windowSectors = 256;
@@ -351,7 +352,7 @@ describe('sync engine', () => {
     {
       const devs = await memoryArray({ level: 1, sizesMiB: [8, 8], noInitialSync: true });
       const log: Op[] = [];
-      const arr = await MdArray.assemble(reopenAll(devs).map((d) => new Recorder(d, log)));
+      const arr = await MdArray.assemble(reopenAll(devs).map((d) => new Recorder(d, log)), { clock: new SystemClock() });
       assert.equal(arr.resyncPending, true);
       arr.sync.windowSectors = 256;
       log.length = 0;

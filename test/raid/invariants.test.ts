@@ -10,6 +10,7 @@ import { isTsmdError } from '../../src/errors.js';
 import { MdArray } from '../../src/md/array.js';
 import type { Level } from '../../src/md/create-plan.js';
 import { memoryArray } from '../helpers/arrays.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 const invariant = /tsmd invariant violated/;
 
@@ -22,7 +23,7 @@ describe('personality invariants', () => {
   ] as Array<[Level, number]>) {
     test(`raid${level}: out-of-range internal requests are bugs; the user's are errors`, async () => {
       const devs = await memoryArray({ level, sizesMiB: new Array(disks).fill(4), chunkKiB: 64, assumeClean: true });
-      const arr = await MdArray.assemble(devs.map((d) => d.reopen()));
+      const arr = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
       try {
         const p = arr.personality;
         const end = p.arraySectors;

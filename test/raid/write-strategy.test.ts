@@ -10,13 +10,14 @@ import { MdArray } from '../../src/md/array.js';
 import { memoryArray } from '../helpers/arrays.js';
 import type { Level } from '../../src/md/create-plan.js';
 import type { Raid456Personality } from '../../src/raid/raid456.js';
+import { SystemClock } from '../../src/env/clock.js';
 
 const KiB = 1024;
 
 async function open(level: Level, disks: number) {
   const devs = await memoryArray({ level, sizesMiB: new Array(disks).fill(4), chunkKiB: 64, assumeClean: true });
   const handles = devs.map((d) => d.reopen());
-  const arr = await MdArray.assemble(handles);
+  const arr = await MdArray.assemble(handles, { clock: new SystemClock() });
   await arr.write(new Uint8Array(4096), 0); // first write marks the array dirty (superblock I/O)
   const reads = () => handles.reduce((n, d) => n + d.stats.readBytes, 0);
   return { arr, reads, p: arr.personality as Raid456Personality };
