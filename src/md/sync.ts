@@ -105,6 +105,24 @@ export interface SyncLimits {
 
 export const DEFAULT_SYNC_LIMITS: SyncLimits = { minKiBs: 1000, maxKiBs: 200_000 };
 
+/** One job in progress (runPlan's state, shared by its steps). */
+interface Run {
+  readonly plan: SyncPlan;
+  readonly kind: SyncKind;
+  readonly recovery: boolean;
+  /** sectors of the job's space (recovery or resync space) */
+  readonly total: number;
+  /** the slots a recovery rebuilds (empty otherwise) */
+  readonly rebuild: ReadonlySet<number>;
+  /** the bitmap when the pass visits only its dirty chunks */
+  readonly guided: WriteIntentBitmap | null;
+  readonly startMs: number;
+  pos: number;
+  worked: number;
+  sinceCheckpoint: number;
+  mismatches: number;
+}
+
 export class SyncEngine {
   private readonly host: SyncHost;
   limits: SyncLimits;
@@ -277,125 +295,140 @@ export class SyncEngine {
   }
 
   private async runPlan(plan: SyncPlan): Promise<SyncResult> {
-    const p = this.host.personality;
-    const kind: SyncKind = plan.kind;
-    const recovery = plan.kind === 'recovery';
-    const total = recovery ? p.recoverySectors : p.syncSectors;
-    assert(Number.isSafeInteger(total) && total >= 0 && Number.isSafeInteger(plan.start) && plan.start >= 0, 'sync plan: space and start');
-    assert(!recovery || plan.slots.length > 0, 'a recovery rebuilds at least one slot');
-    const rebuild = new Set(recovery ? plan.slots : []);
-    const bitmap = this.host.bitmap;
-    const guided = bitmap !== null && (plan.kind === 'resync' || (plan.kind === 'recovery' && plan.bitmapGuided));
-    const startMs = this.host.clock.nowMs();
-    this.status = {
-      kind,
-      doneSectors: plan.start,
-      totalSectors: total,
-      workedSectors: 0,
-      startedMs: startMs,
-      speedKiBs: 0,
-      windowSectors: 0,
-      windowSeconds: 1,
-    };
-    this.marks = [];
-    this.mark(plan.start);
-    if (kind === 'check' || kind === 'repair') this.mismatchCnt = 0;
-    const runStart = plan.start;
-    let mismatches = 0;
-    let worked = 0;
-    let sinceCheckpoint = 0;
-    let pos = plan.start;
-    this.host.log(`md: ${kind === 'recovery' ? 'recovery' : kind === 'resync' ? 'resync' : `data-check (${kind})`} of ${total / 2} blocks started at ${pos / 2}${guided ? ' (bitmap-guided)' : ''}`);
-    this.onEvent({ type: 'started', kind });
+    const run = this.startRun(plan);
+    const { kind, total, recovery } = run;
     let completed: boolean;
     let dataMs: number;
     try {
-      while (pos < total) {
-        if (this.interruptReq !== null || this.stopped) break;
-        if (recovery && !this.host.recoveryValid(plan.slots)) {
-          this.host.log('md: recovery interrupted: a member failed');
-          break;
-        }
-        if (!recovery && !this.host.canSync()) {
-          this.host.log(`md: ${kind} interrupted: the array is degraded`);
-          break;
-        }
-        // a bitmap-guided pass works chunk by chunk, so it syncs exactly the dirty chunks
-        // at most ~100 ms of work at the speed limit per window, so the throttle stays smooth
-        // (a power of two, so a bitmap-guided window never straddles a bitmap chunk)
-        const byLimit = Math.max(128, 2 ** Math.floor(Math.log2(Math.max(1, (this.limits.maxKiBs * 2) / 10))));
-        const base = Math.min(this.windowSectors, byLimit);
-        const win = guided ? Math.max(128, Math.min(bitmap!.chunkSectors, base)) : base;
-        const n = Math.min(win - (guided ? pos % win : 0), total - pos);
-        // a window is never empty (the loop would not advance) and never past the end
-        assert(n > 0 && pos + n <= total, 'sync window start < end <= total');
-        const ranges: Array<[number, number]> = recovery
-          ? plan.slots.flatMap((s) => p.recoveryToSync(s, pos, n))
-          : [[pos, pos + n]];
-        const skip = guided && !ranges.some(([a, b]) => bitmap!.anyDirty(a, b));
-        if (!skip) {
-          const release = await this.host.barrier.lockRanges(ranges);
-          try {
-            if (kind === 'check' || kind === 'repair') {
-              const bad = await p.checkRegion(pos, n, kind === 'repair');
-              mismatches += bad;
-              this.mismatchCnt += bad;
-            } else if (recovery && plan.replace) {
-              await this.host.copyToReplacements(plan.slots, pos, n);
-            } else {
-              await p.syncRegion(pos, n, rebuild);
-            }
-            // the frontier moves while the window is still held: no write can slip between
-            if (recovery) this.host.setRecoveryFrontier(plan.slots, pos + n);
-          } finally {
-            release();
-          }
-          worked += n;
-          sinceCheckpoint += n;
-        } else if (recovery) {
-          this.host.setRecoveryFrontier(plan.slots, pos + n);
-        }
-        pos += n;
-        if (kind === 'resync') {
-          this.host.setResyncPoint(pos);
-          bitmap?.synced(runStart, pos);
-        }
-        this.status.doneSectors = pos;
-        this.status.workedSectors = worked;
-        this.mark(pos);
+      while (run.pos < total && !this.interrupted(plan)) {
+        await this.syncWindow(run);
         // (not in the last quarter interval: the completion writes the superblocks soon anyway)
-        if (sinceCheckpoint >= this.checkpointSectors && total - pos >= this.checkpointSectors / 4 && (kind === 'resync' || recovery)) {
-          sinceCheckpoint = 0;
+        if (run.sinceCheckpoint >= this.checkpointSectors && total - run.pos >= this.checkpointSectors / 4 && (kind === 'resync' || recovery)) {
+          run.sinceCheckpoint = 0;
           await this.host.flushData();
           await this.host.checkpoint();
         }
         await this.throttle();
       }
-      completed = pos >= total;
-      assert(pos <= total || pos === plan.start, 'sync stopped inside its space');
-      dataMs = this.host.clock.nowMs() - startMs;
-      // what the superblocks are about to vouch for is on the disks first
-      if (kind === 'resync' || recovery) await this.host.flushData();
-      // progress ends before the members change state (mdstat / --monitor order: the
-      // rebuild finishes, then the spare is active)
-      this.status = null;
-      if (completed) {
-        if (recovery) await this.host.recoveryDone(plan.slots);
-        else if (kind === 'resync') await this.host.resyncDone();
-      } else if (kind === 'resync' || recovery) {
-        await this.host.checkpoint();
-      }
+      completed = run.pos >= total;
+      assert(run.pos <= total || run.pos === plan.start, 'sync stopped inside its space');
+      dataMs = this.host.clock.nowMs() - run.startMs;
+      await this.endRun(run, completed);
     } finally {
       this.status = null;
     }
-    const elapsedMs = this.host.clock.nowMs() - startMs;
-    const result: SyncResult = { kind, completed, workedSectors: worked, totalSectors: total, mismatches, dataMs, elapsedMs };
-    const secs = Math.max(0.001, (this.host.clock.nowMs() - startMs) / 1000);
-    this.host.log(
-      `md: ${kind} ${completed ? 'done' : 'interrupted'}: ${worked / 2} KiB worked in ${secs.toFixed(1)} s${kind === 'check' || kind === 'repair' ? `, mismatches ${mismatches}` : ''}`,
-    );
+    const elapsedMs = this.host.clock.nowMs() - run.startMs;
+    const result: SyncResult = { kind, completed, workedSectors: run.worked, totalSectors: total, mismatches: run.mismatches, dataMs, elapsedMs };
+    const secs = Math.max(0.001, elapsedMs / 1000);
+    const what = kind === 'check' || kind === 'repair' ? `, mismatches ${run.mismatches}` : '';
+    this.host.log(`md: ${kind} ${completed ? 'done' : 'interrupted'}: ${run.worked / 2} KiB worked in ${secs.toFixed(1)} s${what}`);
     this.onEvent({ type: completed ? 'finished' : 'interrupted', kind, result });
     return result;
+  }
+
+  /** A job's state, and its status for mdstat and --detail from its first window on. */
+  private startRun(plan: SyncPlan): Run {
+    const p = this.host.personality;
+    const recovery = plan.kind === 'recovery';
+    const total = recovery ? p.recoverySectors : p.syncSectors;
+    assert(Number.isSafeInteger(total) && total >= 0 && Number.isSafeInteger(plan.start) && plan.start >= 0, 'sync plan: space and start');
+    assert(!recovery || plan.slots.length > 0, 'a recovery rebuilds at least one slot');
+    const bitmap = this.host.bitmap;
+    const guided = bitmap !== null && (plan.kind === 'resync' || (plan.kind === 'recovery' && plan.bitmapGuided));
+    const startMs = this.host.clock.nowMs();
+    const kind: SyncKind = plan.kind;
+    const none = { workedSectors: 0, speedKiBs: 0, windowSectors: 0, windowSeconds: 1 };
+    this.status = { kind, doneSectors: plan.start, totalSectors: total, startedMs: startMs, ...none };
+    this.marks = [];
+    this.mark(plan.start);
+    if (kind === 'check' || kind === 'repair') this.mismatchCnt = 0;
+    const name = kind === 'recovery' ? 'recovery' : kind === 'resync' ? 'resync' : `data-check (${kind})`;
+    this.host.log(`md: ${name} of ${total / 2} blocks started at ${plan.start / 2}${guided ? ' (bitmap-guided)' : ''}`);
+    this.onEvent({ type: 'started', kind });
+    const rebuild = new Set(plan.kind === 'recovery' ? plan.slots : []);
+    return { plan, kind, recovery, total, rebuild, guided: guided ? bitmap : null, startMs, pos: plan.start, worked: 0, sinceCheckpoint: 0, mismatches: 0 };
+  }
+
+  /** Stop between windows: asked to, a member of the recovery failed, or the array degraded. */
+  private interrupted(plan: SyncPlan): boolean {
+    if (this.interruptReq !== null || this.stopped) return true;
+    if (plan.kind === 'recovery' && !this.host.recoveryValid(plan.slots)) {
+      this.host.log('md: recovery interrupted: a member failed');
+      return true;
+    }
+    if (plan.kind !== 'recovery' && !this.host.canSync()) {
+      this.host.log(`md: ${plan.kind} interrupted: the array is degraded`);
+      return true;
+    }
+    return false;
+  }
+
+  /** The window's size: at most ~100 ms of work at the speed limit, within a bitmap chunk when guided. */
+  private windowAt(run: Run): number {
+    // a power of two, so a bitmap-guided window never straddles a bitmap chunk; a
+    // bitmap-guided pass works chunk by chunk, so it syncs exactly the dirty chunks
+    const byLimit = Math.max(128, 2 ** Math.floor(Math.log2(Math.max(1, (this.limits.maxKiBs * 2) / 10))));
+    const base = Math.min(this.windowSectors, byLimit);
+    const win = run.guided ? Math.max(128, Math.min(run.guided.chunkSectors, base)) : base;
+    const n = Math.min(win - (run.guided ? run.pos % win : 0), run.total - run.pos);
+    // a window is never empty (the loop would not advance) and never past the end
+    assert(n > 0 && run.pos + n <= run.total, 'sync window start < end <= total');
+    return n;
+  }
+
+  /** One window of the job, under the barrier for its resync-space ranges (md_do_sync's loop body). */
+  private async syncWindow(run: Run): Promise<void> {
+    const { plan, kind, pos } = run;
+    const p = this.host.personality;
+    const n = this.windowAt(run);
+    const ranges: Array<[number, number]> = plan.kind === 'recovery' ? plan.slots.flatMap((s) => p.recoveryToSync(s, pos, n)) : [[pos, pos + n]];
+    const skip = run.guided !== null && !ranges.some(([a, b]) => run.guided!.anyDirty(a, b));
+    if (!skip) {
+      const release = await this.host.barrier.lockRanges(ranges);
+      try {
+        if (kind === 'check' || kind === 'repair') {
+          const bad = await p.checkRegion(pos, n, kind === 'repair');
+          run.mismatches += bad;
+          this.mismatchCnt += bad;
+        } else if (plan.kind === 'recovery' && plan.replace) {
+          await this.host.copyToReplacements(plan.slots, pos, n);
+        } else {
+          await p.syncRegion(pos, n, run.rebuild);
+        }
+        // the frontier moves while the window is still held: no write can slip between
+        if (plan.kind === 'recovery') this.host.setRecoveryFrontier(plan.slots, pos + n);
+      } finally {
+        release();
+      }
+      run.worked += n;
+      run.sinceCheckpoint += n;
+    } else if (plan.kind === 'recovery') {
+      this.host.setRecoveryFrontier(plan.slots, pos + n);
+    }
+    run.pos = pos + n;
+    if (kind === 'resync') {
+      this.host.setResyncPoint(run.pos);
+      this.host.bitmap?.synced(plan.start, run.pos);
+    }
+    this.status!.doneSectors = run.pos;
+    this.status!.workedSectors = run.worked;
+    this.mark(run.pos);
+  }
+
+  /** Data durable first, then the state that vouches for it: done, or a checkpoint to resume from. */
+  private async endRun(run: Run, completed: boolean): Promise<void> {
+    const { kind, recovery, plan } = run;
+    // what the superblocks are about to vouch for is on the disks first
+    if (kind === 'resync' || recovery) await this.host.flushData();
+    // progress ends before the members change state (mdstat / --monitor order: the
+    // rebuild finishes, then the spare is active)
+    this.status = null;
+    if (completed) {
+      if (plan.kind === 'recovery') await this.host.recoveryDone(plan.slots);
+      else if (kind === 'resync') await this.host.resyncDone();
+    } else if (kind === 'resync' || recovery) {
+      await this.host.checkpoint();
+    }
   }
 
   /** md's throttle: never above max; above min only while the array is idle. */
