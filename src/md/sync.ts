@@ -187,6 +187,8 @@ export class SyncEngine {
   }
 
   private kickPending = false;
+  /** ends the throttle's current sleep (set while it sleeps) */
+  private wakeThrottle: (() => void) | null = null;
   private jobsRun = 0;
 
   /** Run until nothing is left to do (tests, the CLI's offline sync). */
@@ -239,6 +241,8 @@ export class SyncEngine {
   private async interrupt(why: 'idle' | 'frozen' | 'stop'): Promise<void> {
     if (!this.running) return;
     this.interruptReq = why;
+    // a job sleeping in the throttle stops now, not when its sleep ends (md_wakeup_thread)
+    this.wakeThrottle?.();
     await this.running.catch(() => {});
     this.interruptReq = null;
   }
@@ -442,10 +446,23 @@ export class SyncEngine {
       const busy = this.lastIo >= 0 && io !== this.lastIo;
       this.lastIo = io;
       if (speedKiBs > this.limits.maxKiBs || (speedKiBs > this.limits.minKiBs && busy)) {
-        await this.host.clock.sleep(busy ? 10 : 20);
+        await this.nap(busy ? 10 : 20);
         continue;
       }
       return;
+    }
+  }
+
+  /** The throttle's sleep on the injected clock, cut short by an interrupt. */
+  private async nap(ms: number): Promise<void> {
+    assert(this.wakeThrottle === null, 'one throttle sleep at a time');
+    const woken = new Promise<void>((resolve) => {
+      this.wakeThrottle = resolve;
+    });
+    try {
+      await Promise.race([this.host.clock.sleep(ms), woken]);
+    } finally {
+      this.wakeThrottle = null;
     }
   }
 

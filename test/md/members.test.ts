@@ -13,7 +13,7 @@ import { DEV_FLAG_WRITEMOSTLY, MdArray } from '../../src/md/array.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
-import { SystemClock } from '../../src/env/clock.js';
+import { ManualClock, SystemClock } from '../../src/env/clock.js';
 
 function reopenAll(devs: MemoryBlockDevice[]): MemoryBlockDevice[] {
   return devs.map((d) => d.reopen());
@@ -122,7 +122,9 @@ describe('--replace', () => {
       const n = level === 1 ? 2 : 4;
       const devs = await memoryArray({ level, sizesMiB: Array(n + 1).fill(8), raidDisks: n, chunkKiB: 64, assumeClean: true });
       const live = reopenAll(devs);
-      const arr = await MdArray.assemble(live, { clock: new SystemClock(), syncLimits: { minKiBs: 20_000, maxKiBs: 20_000 } });
+      // the sync's speed limit runs on a manual clock: the test moves time, no real timer
+      const clock = new ManualClock();
+      const arr = await MdArray.assemble(live, { clock, syncLimits: { minKiBs: 20_000, maxKiBs: 20_000 } });
       const model = randomBytes(arr.sizeBytes);
       await arr.write(model, 0);
       arr.startBackground();
@@ -136,7 +138,7 @@ describe('--replace', () => {
         everDegraded ||= d;
       });
       for (let i = 0; i < 2000 && !done; i++) {
-        await new Promise((r) => setTimeout(r, 10));
+        await clock.advanceAsync(10);
         const r = arr.members.find((m) => m.dev === spare);
         if (r?.replacement) sawReplacement = true;
         done = victim === arr.members.find((m) => m.faulty)?.dev && !arr.sync.busy;
@@ -154,7 +156,7 @@ describe('--replace', () => {
       // gone every slot is consistent
       assert.ok(Buffer.from(await readAll(arr)).equals(model));
       await arr.setSyncAction('check');
-      while (arr.sync.busy) await new Promise((r) => setTimeout(r, 10));
+      while (arr.sync.busy) await clock.advanceAsync(10);
       assert.equal(arr.sync.mismatchCnt, 0);
       await arr.close();
       // on disk: the old member is recorded faulty, the spare holds slot 1 without REPLACEMENT
@@ -204,38 +206,42 @@ describe('--replace', () => {
     const devs = await memoryArray({ level: 6, sizesMiB: [8, 8, 8, 8, 8], raidDisks: 4, chunkKiB: 64, assumeClean: true });
     const live = reopenAll(devs);
     const logs: string[] = [];
-    const arr = await MdArray.assemble(live, { clock: new SystemClock(), log: (m) => logs.push(m), syncLimits: { minKiBs: 1000, maxKiBs: 8000 } });
+    // the sync's speed limit runs on a manual clock: the test moves time, no real timer
+    const clock = new ManualClock();
+    const arr = await MdArray.assemble(live, { clock, log: (m) => logs.push(m), syncLimits: { minKiBs: 1000, maxKiBs: 8000 } });
     const model = randomBytes(arr.sizeBytes);
     await arr.write(model, 0);
     arr.startBackground();
     await arr.requestReplacement(live[0]!.name);
     const r = arr.members.find((m) => m.dev === live[4])!;
-    while (!(r.replacement && (r.recoveryOffset ?? 0) > 2048)) await new Promise((res) => setTimeout(res, 5));
+    while (!(r.replacement && (r.recoveryOffset ?? 0) > 2048)) await clock.advanceAsync(5);
     await arr.failMember(live[0]!.name);
     assert.equal(r.replacement, false, 'promoted');
     assert.equal(r.slot, 0);
     const model2 = randomBytes(1 << 20);
     await arr.write(model2, 3 << 20);
     model.set(model2, 3 << 20);
-    while (r.recoveryOffset !== null) await new Promise((res) => setTimeout(res, 10));
+    while (r.recoveryOffset !== null) await clock.advanceAsync(10);
     assert.ok(logs.some((l) => /takes slot 0 over/.test(l)));
     assert.deepEqual(arr.workingSlots.sort(), [0, 1, 2, 3]);
     assert.ok(Buffer.from(await readAll(arr)).equals(model));
     await arr.setSyncAction('check');
-    while (arr.sync.busy) await new Promise((res) => setTimeout(res, 10));
+    while (arr.sync.busy) await clock.advanceAsync(10);
     assert.equal(arr.sync.mismatchCnt, 0);
     await arr.close();
   });
 
   test('stopped mid-replacement: the superblock says REPLACEMENT, assembly pairs it with its original, the copy goes on', async () => {
     const devs = await memoryArray({ level: 1, sizesMiB: [8, 8, 8], raidDisks: 2, assumeClean: true });
-    const arr = await MdArray.assemble(reopenAll(devs), { clock: new SystemClock(), syncLimits: { minKiBs: 1000, maxKiBs: 4000 } });
+    // the sync's speed limit runs on a manual clock: the test moves time, no real timer
+    const clock = new ManualClock();
+    const arr = await MdArray.assemble(reopenAll(devs), { clock, syncLimits: { minKiBs: 1000, maxKiBs: 4000 } });
     const model = randomBytes(arr.sizeBytes);
     await arr.write(model, 0);
     arr.startBackground();
     await arr.requestReplacement(devs[0]!.name);
     const r = arr.members.find((m) => m.dev.name === devs[2]!.name)!;
-    while (!(r.replacement && (r.recoveryOffset ?? 0) > 2048)) await new Promise((res) => setTimeout(res, 5));
+    while (!(r.replacement && (r.recoveryOffset ?? 0) > 2048)) await clock.advanceAsync(5);
     await arr.close();
     const sb = await sbOf(devs[2]!);
     assert.equal(sb.featureMap & 0x10, 0x10, 'REPLACEMENT');

@@ -195,3 +195,24 @@ test("setAction('frozen') stops the sync at a checkpoint and holds it; 'idle' re
   await h.clock.advanceAsync(100);
   await p;
 });
+
+test('an interrupt wakes a throttled sync at once: stop() returns with the clock standing still', async () => {
+  const h = harness({ sectors: 1 << 20, maxKiBs: 1000 });
+  h.engine.kick();
+  // run until the engine is over its limit and asleep in the throttle
+  await h.clock.advanceAsync(300);
+  assert.ok(h.engine.busy && doneSectors(h) > 0);
+  const at = h.clock.nowMs();
+  let stopped = false;
+  const stopping = h.engine.stop().then(() => {
+    stopped = true;
+  });
+  // no time passes: only promise callbacks and I/O turns run
+  for (let i = 0; i < 50 && !stopped; i++) await new Promise<void>((r) => setImmediate(r));
+  assert.ok(stopped, 'stop() waited for the throttle sleep to end');
+  await stopping;
+  assert.equal(h.clock.nowMs(), at);
+  assert.equal(h.engine.busy, false);
+  // the stopped resync left a checkpoint to resume from
+  assert.match(h.events.at(-1) ?? '', /^checkpoint@\d+$/);
+});
