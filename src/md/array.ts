@@ -14,7 +14,7 @@
  * What stays here is the request path into the personality, md_error (the one way a member
  * fails), the clean/active transitions (md's safe mode), read-error correction and the glue.
  */
-import { assert, TsmdError } from '../errors.js';
+import { assert, AssertionError, TsmdError } from '../errors.js';
 import { bitmapBits } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, type Superblock1, setNameText, uuidText } from '../format/superblock.js';
 import type { Clock, Timer } from '../env/clock.js';
@@ -349,6 +349,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
 
   /** The core's decision on a member I/O error (MemberIo.reportError): read errors are counted first. */
   reportError(slot: number, op: 'read' | 'write', err: unknown): void {
+    // a broken invariant below is a bug, not a failing member: it goes on up and crashes
+    if (err instanceof AssertionError) throw err;
     const m = this.slotMember(slot);
     if (!m) return;
     const why = err instanceof Error ? err.message : String(err);

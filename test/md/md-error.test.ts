@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { isTsmdError } from '../../src/errors.js';
+import { AssertionError, isTsmdError } from '../../src/errors.js';
 import { Role } from '../../src/format/superblock.js';
 import { FaultyBlockDevice } from '../../src/io/fault-device.js';
 import type { MemoryBlockDevice } from '../../src/io/memory-device.js';
@@ -159,6 +159,20 @@ describe('a new personality on a quiesced array', () => {
     await assert.rejects(arr.installPersonality({ level: 7, layout: 0, chunkSectors: 128, raidDisks: 2 }), (e) => isTsmdError(e, 'ENOTSUP'));
     assert.equal(arr.level, 1);
     assert.equal(arr.events, events);
+    await arr.close();
+  });
+});
+
+describe('a bug is not a member failure', () => {
+  test('an assertion thrown by a member device reaches the caller; no member is failed for it', async () => {
+    const devs = await memoryArray({ level: 1, sizesMiB: [4, 4], assumeClean: true });
+    const { arr, faulty } = await open(devs);
+    // a device whose read trips an invariant (as a bug in an io/ layer would)
+    const dev = faulty[0]!;
+    const read = dev.read.bind(dev);
+    dev.read = (buf, off) => (off >= 1024 * 1024 ? Promise.reject(new AssertionError('invariant of the device layer')) : read(buf, off));
+    await assert.rejects(arr.read(new Uint8Array(arr.sizeBytes), 0), (e) => e instanceof AssertionError);
+    assert.equal(arr.members.some((m) => m.faulty), false, 'no member failed for a bug');
     await arr.close();
   });
 });
