@@ -11,6 +11,7 @@ import { createReadStream } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { type ConnectionOptions, connect as tlsConnect } from 'node:tls';
+import { SeededRandom } from '../../src/env/random.js';
 import { TsmdError } from '../../src/errors.js';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { NbdServer, type NbdServerOptions } from '../../src/nbd/server.js';
@@ -188,20 +189,16 @@ export function sha256(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-/** Deterministic PRNG (mulberry32) for fuzzing from a seed. */
+/** Deterministic PRNG for fuzzing from a seed: env/random.ts's SeededRandom, with the fuzzers' helpers. */
 export class Prng {
-  private s: number;
+  private readonly r: SeededRandom;
 
   constructor(seed: number) {
-    this.s = seed >>> 0;
+    this.r = new SeededRandom(seed);
   }
 
   u32(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
+    return this.r.u32();
   }
 
   /** integer in [0, n) */
