@@ -33,7 +33,7 @@ import { dropBitmaps, placeBitmaps, writeNewBitmaps } from './grow-bitmap.js';
 import { addMember, type AddOptions, failMember, type ManageHost, removeMember, requestReplacement } from './manage.js';
 import { MemberIoAdapter, type MemberIoHost } from './member-io.js';
 import { dataByteOffset, MAX_READ_ERRORS, type Member, MemberSet } from './members.js';
-import { Metadata, type UpdateOptions } from './metadata.js';
+import { Metadata, type MetadataHost, type UpdateOptions } from './metadata.js';
 import { planRecovery, type RecoveryHost } from './recovery.js';
 import { bitmapMatches, loadBitmaps, loadSuperblock } from './sb-io.js';
 import { DEFAULT_SYNC_LIMITS, SyncEngine, type SyncHost, type SyncLimits } from './sync.js';
@@ -66,7 +66,7 @@ export interface AssembleOptions {
   syncOffload?: SyncOffload | null;
 }
 
-export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
+export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, MetadataHost {
   /** the members as a list (the set's own list; read-only use outside md/) */
   readonly members: Member[];
   readonly memberSet: MemberSet;
@@ -112,7 +112,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
     const sb: Superblock1 = { ...plan.fresh, devRoles: plan.fresh.devRoles.slice() };
     this.memberSet = new MemberSet(plan.members, () => this.meta.sb.raidDisks);
     this.members = this.memberSet.list;
-    this.meta = new Metadata(sb, this.metadataHost());
+    this.meta = new Metadata(sb, this);
     this.report = plan.report;
     this.readOnly = !!opts.readOnly;
     this.log = opts.log ?? (() => {});
@@ -559,37 +559,20 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost {
     if (this.background) this.sync.kick();
   }
 
-  private metadataHost() {
-    const self = this as MdArray;
-    return {
-      get memberSet() {
-        return self.memberSet;
-      },
-      get bitmap() {
-        return self.bitmap;
-      },
-      get dirty() {
-        return self.dirty;
-      },
-      get resyncCp() {
-        return self.resyncPoint;
-      },
-      get readOnly() {
-        return self.readOnly;
-      },
-      get cluster() {
-        return self.cluster;
-      },
-      wallSeconds: () => Math.floor(this.clock.wallMs() / 1000),
-      // a replacement whose original failed holds the slot from now on
-      settleReplacements: () => {
-        if (!this.memberSet.replacing) return;
-        for (let s = 0; s < this.sb.raidDisks; s++) if (!this.memberSet.original(s)) this.promoteReplacement(s);
-      },
-      writeFailed: (m: Member, what: string, e: unknown) => {
-        this.mdError(m, `${what} write failed on ${m.dev.name}: ${(e as Error).message}`);
-      },
-    };
+  /** seconds since the epoch, for utime (MetadataHost) */
+  wallSeconds(): number {
+    return Math.floor(this.clock.wallMs() / 1000);
+  }
+
+  /** Before roles are encoded: a replacement whose original failed holds the slot from now on. */
+  settleReplacements(): void {
+    if (!this.memberSet.replacing) return;
+    for (let s = 0; s < this.sb.raidDisks; s++) if (!this.memberSet.original(s)) this.promoteReplacement(s);
+  }
+
+  /** A member's superblock or bitmap write failed (MetadataHost): md_error. */
+  writeFailed(m: Member, what: string, e: unknown): void {
+    this.mdError(m, `${what} write failed on ${m.dev.name}: ${(e as Error).message}`);
   }
 
   /** First write after open: record "active" (resync needed after a crash) on every member. */

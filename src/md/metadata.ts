@@ -30,7 +30,7 @@ export interface MetadataHost {
   /** the runtime bitmap (null: none, or a clustered bitmap the core does not run yet) */
   readonly bitmap: WriteIntentBitmap | null;
   /** md's !in_sync: an active array records resync_offset 0 (resync after a crash) */
-  readonly dirty: boolean;
+  readonly isDirty: boolean;
   /** md's recovery_cp */
   readonly resyncCp: bigint;
   readonly readOnly: boolean;
@@ -148,7 +148,7 @@ export class Metadata {
     h.settleReplacements();
     this.sb.utime = BigInt(h.wallSeconds());
     // md's super_1_sync: an active array says 0 (resync after a crash), a clean one recovery_cp
-    this.sb.resyncOffset = h.dirty ? 0n : h.resyncCp;
+    this.sb.resyncOffset = h.isDirty ? 0n : h.resyncCp;
     const bm = h.bitmap;
     if (bm) {
       if (bitmapBits === 'none') bm.clearAll(this.sb.events);
