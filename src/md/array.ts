@@ -19,7 +19,7 @@ import { bitmapBits } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, type Superblock1, setNameText, uuidText } from '../format/superblock.js';
 import { type Clock, SystemClock, type Timer } from '../env/clock.js';
 import type { BlockDevice } from '../io/block-device.js';
-import type { SyncOffload } from '../io/bulk.js';
+import type { SyncOffload } from '../raid/offload/bulk.js';
 import { type LevelDescriptor, levelByNumber } from '../raid/levels.js';
 import type { LevelGeometry, MemberIo, Personality } from '../raid/personality.js';
 import { ReshapeView } from '../raid/reshape-view.js';
