@@ -29,7 +29,7 @@ export type ErrorCode =
 
 /**
  * What a code means to the two places a user sees it: the exit status of the tsmd command
- * (mdadm's convention: 0 success, 1 failure, 2 bad usage; usage errors are cli/args.ts's
+ * (mdadm's convention: 0 success, 1 failure, 2 bad usage; usage errors are mdadm/args.ts's
  * UsageError, not a code here) and the error of an NBD reply (spec/nbd.md "Errors", the only
  * errnos a client understands; see nbd/protocol.ts NbdErrno).
  */

@@ -9,7 +9,7 @@ import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import { detailOf, main, VERSION } from '../cli/main.js';
+import { detailOf, main, VERSION } from '../mdadm/main.js';
 import { TsmdError } from '../errors.js';
 import { defaultSyncThreads, SyncOffload } from '../raid/offload/bulk.js';
 import { FaultyBlockDevice } from '../io/fault-device.js';
@@ -20,7 +20,7 @@ import { NbdServer } from '../nbd/server.js';
 import type { BlockTarget, ExportRegistry, NbdExport } from '../nbd/target.js';
 import { type ArrayState, controlCall, type ControlRequest, serveControl } from './control.js';
 import { mdstatText } from './mdstat-view.js';
-import { ArrayRegistry, type RunningArray } from './registry.js';
+import { ArrayRegistry, type RunningArray } from '../mdadm/registry.js';
 
 export interface DaemonOptions {
   runDir: string;

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { type ArrayRegistry, type RunningArray } from '../daemon/registry.js';
+import { type ArrayRegistry, type RunningArray } from './registry.js';
 import { TsmdError } from '../errors.js';
 import { parseUuid, setNameText, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
