@@ -5,7 +5,13 @@
  * AssertionError, which is a bug report and must crash the process instead of becoming an error
  * reply (Node's own AssertionError is the model: code ERR_ASSERTION, never an I/O error).
  */
-import type { NbdErrnoName } from './nbd/protocol.js';
+
+/**
+ * The errors an NBD reply can carry (spec/nbd.md "Errors"). The names live here, at the bottom,
+ * so that ERROR_CODES can say which one each code becomes; nbd/protocol.ts NbdErrno gives their
+ * numbers and its type makes the compiler keep the two lists equal.
+ */
+export type NbdErrnoName = 'EPERM' | 'EIO' | 'ENOMEM' | 'EINVAL' | 'ENOSPC' | 'EOVERFLOW' | 'ENOTSUP' | 'ESHUTDOWN';
 
 /** tsmd's error codes; ERROR_CODES below says what each means and what it becomes. */
 export type ErrorCode =
@@ -29,7 +35,7 @@ export type ErrorCode =
 
 /**
  * What a code means to the two places a user sees it: the exit status of the tsmd command
- * (mdadm's convention: 0 success, 1 failure, 2 bad usage; usage errors are cli/args.ts's
+ * (mdadm's convention: 0 success, 1 failure, 2 bad usage; usage errors are mdadm/args.ts's
  * UsageError, not a code here) and the error of an NBD reply (spec/nbd.md "Errors", the only
  * errnos a client understands; see nbd/protocol.ts NbdErrno).
  */

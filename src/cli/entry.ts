@@ -5,6 +5,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline/promises';
 import cliProgress from 'cli-progress';
 import { deliver, MonitorState } from './monitor.js';
 import type { ArrayState } from '../daemon/control.js';
@@ -13,8 +14,26 @@ import { controlPath, Daemon, defaultRunDir } from '../daemon/daemon.js';
 import { TsmdError } from '../errors.js';
 import { openDevice } from '../io/file-device.js';
 import { detectUse } from '../md/create.js';
-import { parseArgs, UsageError } from './args.js';
-import { exitCodeOf, main, processIo, VERSION } from './main.js';
+import { parseArgs, UsageError } from '../mdadm/args.js';
+import { exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
+
+/** The terminal's Io for the mdadm operations: stdout, stderr, questions on stdin. */
+function processIo(): Io {
+  return {
+    out: (s) => process.stdout.write(s),
+    err: (s) => process.stderr.write(s),
+    interactive: !!process.stdin.isTTY,
+    ask: async (q) => {
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return await rl.question(q);
+      } finally {
+        rl.close();
+      }
+    },
+    env: process.env,
+  };
+}
 
 const DAEMON_USAGE = `Usage: tsmd daemon [options]
 

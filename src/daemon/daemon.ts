@@ -9,9 +9,9 @@ import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import { detailOf, main, VERSION } from '../cli/main.js';
+import { detailOf, main, VERSION } from '../mdadm/main.js';
 import { TsmdError } from '../errors.js';
-import { defaultSyncThreads, SyncOffload } from '../io/bulk.js';
+import { defaultSyncThreads, SyncOffload } from '../raid/offload/bulk.js';
 import { FaultyBlockDevice } from '../io/fault-device.js';
 import type { MdArray } from '../md/array.js';
 import { DEFAULT_SYNC_LIMITS, type SyncLimits } from '../md/sync.js';
@@ -20,7 +20,7 @@ import { NbdServer } from '../nbd/server.js';
 import type { BlockTarget, ExportRegistry, NbdExport } from '../nbd/target.js';
 import { type ArrayState, controlCall, type ControlRequest, serveControl } from './control.js';
 import { mdstatText } from './mdstat-view.js';
-import { ArrayRegistry, type RunningArray } from './registry.js';
+import { ArrayRegistry, type RunningArray } from '../mdadm/registry.js';
 
 export interface DaemonOptions {
   runDir: string;
@@ -35,7 +35,7 @@ export interface DaemonOptions {
   syncLimits?: SyncLimits;
   /** wrap member devices so tests can inject I/O errors through the control socket */
   faultInjection?: boolean;
-  /** helper threads for resync / recovery / check (io/bulk.ts); default defaultSyncThreads(), 0 = none */
+  /** helper threads for resync / recovery / check (raid/offload/bulk.ts); default defaultSyncThreads(), 0 = none */
   syncThreads?: number;
 }
 

@@ -2,7 +2,7 @@
 import { basename } from 'node:path';
 import { Feature } from '../format/superblock.js';
 import { bitmapCounterPages, formatMdstat, type MdstatArray } from './mdstat.js';
-import type { RunningArray } from './registry.js';
+import type { RunningArray } from '../mdadm/registry.js';
 
 export function mdstatArrays(running: RunningArray[]): MdstatArray[] {
   return running.map((r) => {

@@ -15,7 +15,7 @@ export interface BlockDevice {
   flush(): Promise<void>;
   close(): Promise<void>;
   /**
-   * The file descriptor for the sync helper threads (io/bulk.ts), held open until release()
+   * The file descriptor for the sync helper threads (raid/offload/bulk.ts), held open until release()
    * (close() waits for it); absent or null when the device has none to give (memory devices,
    * fault injection, a closed device).
    */

@@ -19,7 +19,7 @@ import { bitmapBits } from '../format/bitmap.js';
 import { Feature, MAX_SECTOR, type Superblock1, setNameText, uuidText } from '../format/superblock.js';
 import type { Clock, Timer } from '../env/clock.js';
 import type { BlockDevice } from '../io/block-device.js';
-import type { SyncOffload } from '../io/bulk.js';
+import type { SyncOffload } from '../raid/offload/bulk.js';
 import { type LevelDescriptor, levelByNumber } from '../raid/levels.js';
 import type { LevelGeometry, MemberIo, Personality } from '../raid/personality.js';
 import { ReshapeView } from '../raid/reshape-view.js';
@@ -62,7 +62,7 @@ export interface AssembleOptions {
   clock: Clock;
   /** sync speed limits (default md's 1000 / 200000 KiB/s) */
   syncLimits?: SyncLimits;
-  /** helper threads for resync / recovery / check (io/bulk.ts); none by default */
+  /** helper threads for resync / recovery / check (raid/offload/bulk.ts); none by default */
   syncOffload?: SyncOffload | null;
 }
 

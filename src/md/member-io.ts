@@ -10,7 +10,7 @@
 import { TsmdError } from '../errors.js';
 import { MAX_SECTOR } from '../format/superblock.js';
 import type { DirectFd } from '../io/block-device.js';
-import type { BulkPiece, FdAt, SyncOffload } from '../io/bulk.js';
+import type { BulkPiece, FdAt, SyncOffload } from '../raid/offload/bulk.js';
 import type { MemberBulk, MemberIo, MemberLoc } from '../raid/personality.js';
 import { dataByteOffset, DEV_FLAG_WRITEMOSTLY, type Member, type MemberSet } from './members.js';
 

@@ -3,6 +3,7 @@
  * newstyle handshake and the transmission phase (see shared/spec/nbd.md). Pure: no I/O.
  * Everything on the wire is big-endian.
  */
+import type { NbdErrnoName } from '../errors.js';
 
 /** "NBDMAGIC" */
 export const NBDMAGIC_HI = 0x4e42444d;
@@ -128,8 +129,8 @@ export const NbdErrno = {
   EOVERFLOW: 75,
   ENOTSUP: 95,
   ESHUTDOWN: 108,
-} as const;
-export type NbdErrnoName = keyof typeof NbdErrno;
+} as const satisfies Record<NbdErrnoName, number>;
+export type { NbdErrnoName };
 
 export function errnoName(errno: number): NbdErrnoName | 'UNKNOWN' {
   for (const [k, v] of Object.entries(NbdErrno)) if (v === errno) return k as NbdErrnoName;

@@ -9,7 +9,7 @@
  * hooks (checkReshape, startReshape, reshapeRegion, finishReshape, takeover). A level without
  * a hook gets the core's default, said at each hook.
  */
-import type { BulkOp, Syndrome } from '../io/bulk.js';
+import type { BulkOp, Syndrome } from './offload/bulk.js';
 
 /** A place in a member's data area: slot and member sector (relative to data_offset). */
 export interface MemberLoc {
@@ -17,17 +17,17 @@ export interface MemberLoc {
   sector: number;
 }
 
-/** One piece for the sync offload: see BulkPiece (io/bulk.ts), in member terms. */
+/** One piece for the sync offload: see BulkPiece (raid/offload/bulk.ts), in member terms. */
 export interface MemberBulkPiece {
   srcs: MemberLoc[];
   dsts: MemberLoc[];
   sectors: number;
-  /** pq and q only (see io/bulk.ts) */
+  /** pq and q only (see raid/offload/bulk.ts) */
   syndrome?: Syndrome;
 }
 
 /**
- * The sync offload (io/bulk.ts) over the members: runs pieces on helper threads and resolves
+ * The sync offload (raid/offload/bulk.ts) over the members: runs pieces on helper threads and resolves
  * to the indices of the flagged pieces (compare: the copies differ; xor without dsts: not
  * zero). It decides and reports nothing: on any error it rejects, and the personality redoes
  * the range on its own path, which retries reads and fails members as md does.

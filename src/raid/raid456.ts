@@ -8,7 +8,7 @@
  * Parity maths: ./parity (P = XOR, Q = Σ g^slot·D over GF(2^8)).
  */
 import { assert, TsmdError } from '../errors.js';
-import type { Syndrome } from '../io/bulk.js';
+import type { Syndrome } from './offload/bulk.js';
 import {
   dataDisksPerStripe,
   type Raid456Geometry,

@@ -257,7 +257,7 @@ abstract class PieceMapped implements Personality {
   }
 
   /**
-   * The window on the sync offload (io/bulk.ts): each piece copied from a readable copy (not a
+   * The window on the sync offload (raid/offload/bulk.ts): each piece copied from a readable copy (not a
    * write-mostly one when another can serve) to the other copies (resync) or to the slots being
    * rebuilt (recovery). False when the offload cannot take the window or failed (nothing
    * reported): the caller then does it on its own path.

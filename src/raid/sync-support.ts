@@ -3,7 +3,7 @@
  * buffers, the members' flush and the sync offload's entry. (These sat in personality.ts next
  * to the seam itself; they are helpers of the levels, not part of the contract.)
  */
-import type { BulkOp } from '../io/bulk.js';
+import type { BulkOp } from './offload/bulk.js';
 import { giveBounce, takeBounce } from '../io/file-device.js';
 import type { MemberBulk, MemberBulkPiece, MemberIo } from './personality.js';
 

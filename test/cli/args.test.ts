@@ -1,8 +1,8 @@
 /** mdadm's argument grammar as tsmd parses it. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseArgs, parseLevel, parseSizeKiB, UsageError } from '../../src/cli/args.js';
-import { nameFromMdDevice, setNameFor } from '../../src/cli/main.js';
+import { parseArgs, parseLevel, parseSizeKiB, UsageError } from '../../src/mdadm/args.js';
+import { nameFromMdDevice, setNameFor } from '../../src/mdadm/main.js';
 
 describe('mdadm grammar', () => {
   test('create with long, short, attached and separate values', () => {

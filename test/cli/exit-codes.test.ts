@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { UsageError } from '../../src/cli/args.js';
-import { exitCodeOf, main } from '../../src/cli/main.js';
+import { UsageError } from '../../src/mdadm/args.js';
+import { exitCodeOf, main } from '../../src/mdadm/main.js';
 import { ERROR_CODES, type ErrorCode, isErrorCode, TsmdError } from '../../src/errors.js';
 import { nbdErrnoOf } from '../../src/nbd/errors.js';
 import { NbdErrno, type NbdErrnoName } from '../../src/nbd/protocol.js';

@@ -27,14 +27,14 @@ import {
   examineSpareCount,
   formatExamine,
   formatExamineBrief,
-} from '../../src/cli/report/examine.js';
+} from '../../src/mdadm/report/examine.js';
 import {
   type BitmapSlot,
   bitmapBitsBytes,
   bitmapSlotLocation,
   bitmapSlotLocations,
   formatExamineBitmap,
-} from '../../src/cli/report/examine-bitmap.js';
+} from '../../src/mdadm/report/examine-bitmap.js';
 import {
   BITMAP_MAGIC,
   type BitmapSuper,

@@ -15,15 +15,15 @@ import {
   detailFieldsFromSuperblock,
   formatDetail,
   formatDetailBrief,
-} from '../../src/cli/report/detail.js';
+} from '../../src/mdadm/report/detail.js';
 import {
   examineSpareCount,
   formatExamine,
   formatExamineBrief,
   formatExamineScan,
-} from '../../src/cli/report/examine.js';
-import { formatExamineBitmap } from '../../src/cli/report/examine-bitmap.js';
-import { cFixed1, humanSize, humanSizeBrief, mdCtime } from '../../src/cli/report/human.js';
+} from '../../src/mdadm/report/examine.js';
+import { formatExamineBitmap } from '../../src/mdadm/report/examine-bitmap.js';
+import { cFixed1, humanSize, humanSizeBrief, mdCtime } from '../../src/mdadm/report/human.js';
 import { Feature, type Superblock1 } from '../../src/format/superblock.js';
 import {
   decodeMember,

@@ -6,8 +6,8 @@
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { BitmapSlot } from '../../src/cli/report/examine-bitmap.js';
-import { bitmapSlotLocations } from '../../src/cli/report/examine-bitmap.js';
+import type { BitmapSlot } from '../../src/mdadm/report/examine-bitmap.js';
+import { bitmapSlotLocations } from '../../src/mdadm/report/examine-bitmap.js';
 import { decodeBitmapSuper } from '../../src/format/bitmap.js';
 import { decodeSuperblock, Feature, type Superblock1 } from '../../src/format/superblock.js';
 

@@ -4,7 +4,7 @@
  * 4.2 outputs recorded for them in the spec.
  */
 import { readFileSync } from 'node:fs';
-import type { BitmapSlot } from '../../src/cli/report/examine-bitmap.js';
+import type { BitmapSlot } from '../../src/mdadm/report/examine-bitmap.js';
 import {
   BITMAP_MAGIC,
   type BitmapSuper,

@@ -1,5 +1,5 @@
 /**
- * The sync offload (io/bulk.ts): resync, recovery, check and repair on file members with the
+ * The sync offload (raid/offload/bulk.ts): resync, recovery, check and repair on file members with the
  * helper threads, judged by the raw member files (mirrors byte-equal, the members of a raid4/5
  * row XOR to zero, the array's data unchanged) and by the counts the engine's own path gives;
  * an offload that fails leaves the same results (the personality redoes the work itself).
@@ -10,7 +10,7 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { type BulkOp, type BulkPiece, SyncOffload } from '../../src/io/bulk.js';
+import { type BulkOp, type BulkPiece, SyncOffload } from '../../src/raid/offload/bulk.js';
 import { openDevice } from '../../src/io/file-device.js';
 import { MdArray } from '../../src/md/array.js';
 import { createArray } from '../../src/md/create.js';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { exitCodeOf } from '../../src/cli/main.js';
+import { exitCodeOf } from '../../src/mdadm/main.js';
 import { AssertionError, assert as invariant, isTsmdError, TsmdError } from '../../src/errors.js';
 import { isCrash, isUnexpected, nbdErrnoOf } from '../../src/nbd/errors.js';
 import { tempDir } from '../helpers/tools.js';

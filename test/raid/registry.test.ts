@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseLevel, UsageError } from '../../src/cli/args.js';
+import { parseLevel, UsageError } from '../../src/mdadm/args.js';
 import { isTsmdError } from '../../src/errors.js';
 import { findLevel, levelByName, levelByNumber, registeredLevels } from '../../src/raid/levels.js';
 import type { MemberIo } from '../../src/raid/personality.js';

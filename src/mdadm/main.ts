@@ -6,7 +6,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { resolve as pathResolve } from 'node:path';
-import { createInterface } from 'node:readline/promises';
 import { SystemClock } from '../env/clock.js';
 import { ERROR_CODES, isTsmdError, TsmdError } from '../errors.js';
 import { BITMAP_SB_BYTES, decodeBitmapSuper } from '../format/bitmap.js';
@@ -14,7 +13,7 @@ import { Feature, MAX_SECTOR, parseUuid } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import { FaultyBlockDevice } from '../io/fault-device.js';
 import { FileBlockDevice, openDevice } from '../io/file-device.js';
-import { ArrayRegistry } from '../daemon/registry.js';
+import { ArrayRegistry } from './registry.js';
 import type { MdArray } from '../md/array.js';
 import { cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
@@ -572,21 +571,4 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
     io.err(`tsmd: ${(e as Error).message}\n`);
     return code;
   }
-}
-
-export function processIo(): Io {
-  return {
-    out: (s) => process.stdout.write(s),
-    err: (s) => process.stderr.write(s),
-    interactive: !!process.stdin.isTTY,
-    ask: async (q) => {
-      const rl = createInterface({ input: process.stdin, output: process.stderr });
-      try {
-        return await rl.question(q);
-      } finally {
-        rl.close();
-      }
-    },
-    env: process.env,
-  };
 }

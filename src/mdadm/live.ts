@@ -8,12 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { type ArrayRegistry, type RunningArray } from '../daemon/registry.js';
 import { SystemClock } from '../env/clock.js';
+import { type ArrayRegistry, type RunningArray } from './registry.js';
 import { TsmdError } from '../errors.js';
 import { parseUuid, setNameText, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
-import type { SyncOffload } from '../io/bulk.js';
+import type { SyncOffload } from '../raid/offload/bulk.js';
 import { openDevice } from '../io/file-device.js';
 import { MdArray } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
@@ -41,7 +41,7 @@ export interface Ctx {
   arrayLog?: (mdName: string, msg: string) => void;
   /** daemon-wide sync speed limits (KiB/s) */
   syncLimits?: SyncLimits;
-  /** helper threads for the arrays' sync work (io/bulk.ts) */
+  /** helper threads for the arrays' sync work (raid/offload/bulk.ts) */
   syncOffload?: SyncOffload | null;
   /** the daemon noticed a change (mdstat rewrite) */
   changed?: () => void;

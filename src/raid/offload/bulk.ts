@@ -24,7 +24,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { type ErrorCode, TsmdError } from '../errors.js';
+import { type ErrorCode, TsmdError } from '../../errors.js';
 
 export type BulkOp = 'copy' | 'compare' | 'xor' | 'pq' | 'q';
 /** A file descriptor and a byte offset in it. */

@@ -7,10 +7,10 @@
  */
 import { readSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import { instantiateParity, type ParityWasm, XOR_MAX_SRCS } from '../raid/parity/kernels.js';
-import { Wasm, type WasmMemory } from '../raid/parity/wasm-api.js';
+import { instantiateParity, type ParityWasm, XOR_MAX_SRCS } from '../parity/kernels.js';
+import { Wasm, type WasmMemory } from '../parity/wasm-api.js';
 import type { BulkPiece, BulkRequest, BulkResponse, Syndrome } from './bulk.js';
-import { BOUNCE_SKEW_BYTES } from './file-device.js';
+import { BOUNCE_SKEW_BYTES } from '../../io/file-device.js';
 
 /** Bytes per step per source: a step's sources and result fit in a 1 MiB L2 cache. */
 const STEP_TOTAL_BYTES = 1024 * 1024;
