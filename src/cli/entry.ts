@@ -42,7 +42,10 @@ const DAEMON_USAGE = `Usage: tsmd daemon [options]
   --unix=PATH          also serve NBD on a Unix socket
   --no-nbd             do not serve NBD
   --tls-cert=FILE --tls-key=FILE [--tls-ca=FILE] [--tls=require]
-                       NBD over TLS (x509); --tls=require refuses plain clients
+                       NBD over TLS (x509); --tls=require refuses plain clients;
+                       with --tls-ca, clients must present a certificate signed by
+                       that CA (no certificate or another CA's: refused), as
+                       nbd-server and qemu-nbd do
   --metrics=HOST:PORT  Prometheus metrics on http://HOST:PORT/metrics
   --log-level=LEVEL    pino level (info)
   --speed-limit-min=K  resync/recovery/check speed always allowed, KiB/s (md default 1000)

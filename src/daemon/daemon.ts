@@ -338,7 +338,8 @@ export class Daemon {
         const nbdOpts = opts.nbd ?? { host: '127.0.0.1', port: 10809 };
         d.nbd = new NbdServer({
           exports: d.exportRegistry(),
-          tls: nbdOpts.tls,
+          // --tls-ca means clients must show a certificate that CA signed (nbd-server, qemu-nbd)
+          tls: nbdOpts.tls && { ...nbdOpts.tls, verifyPeer: nbdOpts.tls.ca !== undefined },
           log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) =>
             d.log[level]({ ...fields, component: 'nbd' }, msg),
           // a broken invariant under NBD I/O: the arrays' state is not to be trusted, so the

@@ -774,6 +774,13 @@ export class NbdConnection {
     this.attach(secure);
     secure.once('secure', () => {
       if (this.closed) return;
+      if (tls.verifyPeer) {
+        const refused = peerRefusal(secure);
+        if (refused) {
+          this.fatal('client certificate refused', { reason: refused });
+          return;
+        }
+      }
       this.tlsActive = true;
       // STARTTLS forgets everything negotiated before it
       this.structured = false;
@@ -1005,4 +1012,21 @@ async function writeZeroesByWriting(t: BlockTarget, offsetBytes: number, lengthB
     await t.write(zeroChunk.subarray(0, n), offsetBytes + done);
     done += n;
   }
+}
+
+/**
+ * Why a TLS client's certificate is not acceptable, or null when it is. OpenSSL, as Node sets it
+ * up, refuses a client that sends no certificate (SSL_VERIFY_FAIL_IF_NO_PEER_CERT) but accepts
+ * any certificate and leaves the verdict for later: tls.Server checks it when the handshake
+ * completes (onServerSocketSecure), a TLSSocket made by hand - as STARTTLS needs - never does.
+ * So this asks the handle for the same verdict tls.Server reads (verifyError: chain to the CA,
+ * dates, purpose). nbd-server and qemu-nbd refuse such clients through GnuTLS; so does this.
+ * Without that internal (a Node that renamed it), every client is refused: failing closed.
+ */
+function peerRefusal(secure: TLSSocket): string | null {
+  const handle = (secure as TLSSocket & { _handle?: { verifyError?: () => (Error & { code?: string }) | null } | null })._handle;
+  if (typeof handle?.verifyError !== 'function') return 'this Node cannot report the certificate check';
+  const err = handle.verifyError();
+  if (err) return err.code ?? err.message;
+  return secure.getPeerX509Certificate() ? null : 'no client certificate';
 }
