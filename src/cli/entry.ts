@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import cliProgress from 'cli-progress';
 import { deliver, MonitorState } from './monitor.js';
+import { finalProgress, type WaitProgress, waitLine } from './progress.js';
 import type { ArrayState } from '../daemon/control.js';
 import { controlCall } from '../daemon/control.js';
 import { controlPath, Daemon, defaultRunDir } from '../daemon/daemon.js';
@@ -42,7 +43,10 @@ const DAEMON_USAGE = `Usage: tsmd daemon [options]
   --unix=PATH          also serve NBD on a Unix socket
   --no-nbd             do not serve NBD
   --tls-cert=FILE --tls-key=FILE [--tls-ca=FILE] [--tls=require]
-                       NBD over TLS (x509); --tls=require refuses plain clients
+                       NBD over TLS (x509); --tls=require refuses plain clients;
+                       with --tls-ca, clients must present a certificate signed by
+                       that CA (no certificate or another CA's: refused), as
+                       nbd-server and qemu-nbd do
   --metrics=HOST:PORT  Prometheus metrics on http://HOST:PORT/metrics
   --log-level=LEVEL    pino level (info)
   --speed-limit-min=K  resync/recovery/check speed always allowed, KiB/s (md default 1000)
@@ -235,28 +239,45 @@ async function runWait(a: ReturnType<typeof parseArgs>, path: string, io: Return
   let waited = false;
   const tty = io.interactive && process.stderr.isTTY;
   for (const d of a.devices) {
-    let bar: cliProgress.SingleBar | null = null;
+    // one bar per sync job; its numbers are the daemon's (./progress.ts), not cli-progress's ETA
+    let bar: { b: cliProgress.SingleBar; last: WaitProgress; historyTail: string } | null = null;
+    let st: ArrayState | undefined;
+    const finish = () => {
+      if (!bar) return;
+      // the job is over: 100 % when it completed (the last poll may have seen 97 %); the
+      // history is bounded, so "new" is "not the newest entry seen when the job started"
+      const newest = st?.syncHistory.at(-1);
+      const done = !!newest && JSON.stringify(newest) !== bar.historyTail && newest.kind === bar.last.kind && newest.completed;
+      bar.b.update(0, { p: finalProgress(bar.last, done) });
+      bar.b.stop();
+      bar = null;
+    };
     for (;;) {
-      const st = findArray(await pollArrays(path), d);
+      st = findArray(await pollArrays(path), d);
       if (!st) {
+        finish();
         io.err(`tsmd: ${d} is not an active md array\n`);
         return waited ? 0 : 1;
       }
       if (!st.sync && !st.syncBusy) break;
       waited = true;
+      if (bar && (!st.sync || st.sync.kind !== bar.last.kind || st.sync.totalSectors !== bar.last.totalSectors)) finish();
       if (st.sync && tty) {
+        const p: WaitProgress = { ...st.sync };
         if (!bar) {
-          bar = new cliProgress.SingleBar(
-            { format: `${d} ${st.sync.kind} [{bar}] {percentage}% | {speed} KiB/s | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true },
+          const b = new cliProgress.SingleBar(
+            { format: (_o, _params, payload: { p: WaitProgress }) => waitLine(d, payload.p), stream: process.stderr, hideCursor: true },
             cliProgress.Presets.shades_classic,
           );
-          bar.start(st.sync.totalSectors, st.sync.doneSectors, { speed: st.sync.speedKiBs });
+          b.start(1, 0, { p });
+          bar = { b, last: p, historyTail: JSON.stringify(st.syncHistory.at(-1) ?? null) };
         }
-        bar.update(st.sync.doneSectors, { speed: st.sync.speedKiBs });
+        bar.last = p;
+        bar.b.update(0, { p });
       }
       await new Promise((r) => setTimeout(r, tty ? 250 : 100));
     }
-    bar?.stop();
+    finish();
   }
   return waited ? 0 : 1;
 }

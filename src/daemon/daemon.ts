@@ -7,7 +7,9 @@ import { chmodSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, w
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
-import pino, { type Logger } from 'pino';
+import { isatty } from 'node:tty';
+import pino, { type DestinationStream, type Logger } from 'pino';
+import pinoPretty from 'pino-pretty';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { detailOf, main, VERSION } from '../mdadm/main.js';
 import { TsmdError } from '../errors.js';
@@ -61,6 +63,12 @@ function arrayState(r: RunningArray): ArrayState {
 
 /** md's safe_mode_delay: an array idle this long is marked clean (kernel default 200 ms). */
 export const SAFE_MODE_DELAY_MS = 200;
+/**
+ * While a resync/recovery/check/reshape runs, <run-dir>/mdstat is rewritten this often: the
+ * kernel's /proc/mdstat is computed when read, so its progress line is always current; a file
+ * written only when a sync starts or ends said 0.0% while --detail said 23%.
+ */
+export const MDSTAT_PROGRESS_MS = 500;
 
 /** Default run directory: TSMD_RUN_DIR, else /run/tsmd for root, else a per-user temp dir. */
 export function defaultRunDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -140,7 +148,12 @@ interface DaemonMetrics {
 
 function makeMetrics(d: Daemon): DaemonMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'tsmd_process_' });
+  // no prefix: process_* and nodejs_* are the names every Prometheus client library gives its
+  // process metrics (client_golang, client_python, prom-client), so stock dashboards and alerts
+  // (process_resident_memory_bytes, process_cpu_seconds_total) work; the job label says it is
+  // tsmd. prom-client's prefix is prepended to the full names: 'tsmd_process_' made
+  // tsmd_process_process_cpu_seconds_total.
+  collectDefaultMetrics({ register: registry });
   const ops = new Counter({ name: 'tsmd_io_ops_total', help: 'Completed I/O requests by array and operation', labelNames: ['array', 'op'], registers: [registry] });
   const bytes = new Counter({ name: 'tsmd_io_bytes_total', help: 'Bytes transferred by array and operation', labelNames: ['array', 'op'], registers: [registry] });
   const errors = new Counter({ name: 'tsmd_io_errors_total', help: 'Failed I/O requests by array and operation', labelNames: ['array', 'op'], registers: [registry] });
@@ -231,6 +244,16 @@ function makeMetrics(d: Daemon): DaemonMetrics {
   return { registry, ops, bytes, errors, latency };
 }
 
+/**
+ * Where the log goes: JSON lines (for journald, files, log shippers), except on a terminal,
+ * where a person reads it: pino-pretty's one line per message, written synchronously as the
+ * JSON destination is (a crash must not lose its last lines).
+ */
+function logDestination(fd: number): DestinationStream {
+  if (!isatty(fd)) return pino.destination({ fd, sync: true });
+  return pinoPretty({ destination: fd, sync: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'hostname' });
+}
+
 export class Daemon {
   readonly runDir: string;
   readonly registry = new ArrayRegistry();
@@ -246,6 +269,7 @@ export class Daemon {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly targets = new Map<string, BlockTarget>();
   private safeModeTimer: NodeJS.Timeout | null = null;
+  private progressTimer: NodeJS.Timeout | null = null;
   private readonly lastSeq = new Map<string, number>();
   readonly syncLimits: SyncLimits;
   private readonly faults: Map<string, FaultyBlockDevice> | null;
@@ -253,7 +277,7 @@ export class Daemon {
 
   private constructor(opts: DaemonOptions) {
     this.runDir = resolve(opts.runDir);
-    this.log = pino({ name: 'tsmd', level: opts.logLevel ?? 'info' }, pino.destination({ fd: opts.logFd ?? 2, sync: true }));
+    this.log = pino({ name: 'tsmd', level: opts.logLevel ?? 'info' }, logDestination(opts.logFd ?? 2));
     this.metrics = makeMetrics(this);
     this.syncLimits = opts.syncLimits ?? { ...DEFAULT_SYNC_LIMITS };
     this.faults = opts.faultInjection ? new Map() : null;
@@ -303,7 +327,8 @@ export class Daemon {
         if ((Number.isFinite(pid) && pid !== process.pid && pidAlive(pid)) || answering) {
           throw new TsmdError('EBUSY', `another tsmd daemon (pid ${pid}) is running on ${this.runDir}`);
         }
-        this.log.warn({ pid }, 'removing the pid file and socket of a daemon that is gone');
+        // not `pid`: pino puts this process's pid there already
+        this.log.warn({ stalePid: pid }, 'removing the pid file and socket of a daemon that is gone');
         for (const p of [this.pidPath, this.controlPath]) {
           try {
             unlinkSync(p);
@@ -338,7 +363,8 @@ export class Daemon {
         const nbdOpts = opts.nbd ?? { host: '127.0.0.1', port: 10809 };
         d.nbd = new NbdServer({
           exports: d.exportRegistry(),
-          tls: nbdOpts.tls,
+          // --tls-ca means clients must show a certificate that CA signed (nbd-server, qemu-nbd)
+          tls: nbdOpts.tls && { ...nbdOpts.tls, verifyPeer: nbdOpts.tls.ca !== undefined },
           log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) =>
             d.log[level]({ ...fields, component: 'nbd' }, msg),
           // a broken invariant under NBD I/O: the arrays' state is not to be trusted, so the
@@ -370,10 +396,12 @@ export class Daemon {
       }
       d.safeModeTimer = setInterval(() => d.safeModeTick(), SAFE_MODE_DELAY_MS);
       d.safeModeTimer.unref();
+      d.progressTimer = setInterval(() => d.progressTick(), MDSTAT_PROGRESS_MS);
+      d.progressTimer.unref();
       d.writeMdstat();
       // where this daemon listens (ports may have been chosen by the OS)
       writeWhole(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
-      d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, syncThreads: d.syncOffload?.threads ?? 0, pid: process.pid }, 'tsmd daemon started');
+      d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, syncThreads: d.syncOffload?.threads ?? 0 }, 'tsmd daemon started');
       return d;
     } catch (e) {
       await d.stop().catch(() => {});
@@ -420,6 +448,15 @@ export class Daemon {
       }
     }
   }
+
+  /** A sync is running (or just ended): the mdstat file shows where it is, as --detail does. */
+  private progressTick(): void {
+    const busy = this.registry.list().some((r) => r.array.sync.current !== null || r.array.reshapeActive);
+    if (busy || this.syncWasRunning) this.writeMdstat();
+    this.syncWasRunning = busy;
+  }
+
+  private syncWasRunning = false;
 
   mdstat(): string {
     return mdstatText(this.registry.list());
@@ -490,7 +527,8 @@ export class Daemon {
         detailOf,
         mdstat: () => this.mdstat(),
         cwd: req.cwd,
-        arrayLog: (md, msg) => this.log.info({ array: md }, msg),
+        // md's printk level carried over: a failed member is an error, not news
+        arrayLog: (md, msg, level = 'info') => this.log[level]({ array: md }, msg),
         syncLimits: this.syncLimits,
         syncOffload: this.syncOffload,
         changed: () => this.writeMdstat(),
@@ -514,6 +552,7 @@ export class Daemon {
       this.stopping = (async () => {
         this.log.info('stopping');
         if (this.safeModeTimer) clearInterval(this.safeModeTimer);
+        if (this.progressTimer) clearInterval(this.progressTimer);
         if (this.nbd) await this.nbd.close().catch((e: unknown) => this.log.error({ err: e }, 'nbd close'));
         if (this.control) await new Promise<void>((res) => this.control!.close(() => res()));
         if (this.http) await new Promise<void>((res) => this.http!.close(() => res()));

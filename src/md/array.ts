@@ -42,6 +42,10 @@ export type { AssemblyReport } from './assemble.js';
 export { bitmapPlace } from './grow-bitmap.js';
 export { DEV_FLAG_WRITEMOSTLY, MAX_READ_ERRORS, type Member } from './members.js';
 
+/** a message from the array and how loud it is (md's printk levels, mapped onto a logger's) */
+export type MdLogLevel = 'info' | 'warn' | 'error';
+export type MdLog = (msg: string, level?: MdLogLevel) => void;
+
 export interface AssembleOptions {
   /** start even when members are missing (mdadm --run) */
   run?: boolean;
@@ -52,8 +56,12 @@ export interface AssembleOptions {
   uuid?: Uint8Array;
   /** search by array name (set_name, with or without the "homehost:" part) */
   name?: string;
-  /** called for messages mdadm would print (stale member left out, started degraded...) */
-  log?: (msg: string) => void;
+  /**
+   * called for messages mdadm would print (stale member left out, started degraded...) and for
+   * what md prints while the array runs; level as md's printk: member failures are KERN_ALERT /
+   * KERN_CRIT there ('error'), read errors KERN_WARNING-worthy ('warn'), the rest 'info'
+   */
+  log?: MdLog;
   /**
    * Time, injected (never a global in md/): the sync engine's speed and timers, the bitmap
    * daemon, and the wall time written as utime. The daemon and the CLI pass the system clock;
@@ -80,7 +88,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   private dirty = false;
   private closed = false;
   private sbUpdate: Promise<void> | null = null;
-  readonly log: (msg: string) => void;
+  readonly log: MdLog;
   private readonly reshapeBlocked: boolean;
   /** md's recovery_cp: everything below is in sync (MAX_SECTOR: all of it) */
   private resyncPoint: bigint;
@@ -336,14 +344,15 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (m.faulty) return true;
     const eh = this.personality.errorHandler;
     if (!m.replacement && m.slot !== null && m.recoveryOffset === null && eh && !eh.call(this.personality, m.slot, this.memberSet.availability(m.slot))) {
-      this.log(`md: ${why}; ${m.dev.name} is the last working copy: not failing it, the I/O gets an error instead`);
+      this.log(`md: ${why}; ${m.dev.name} is the last working copy: not failing it, the I/O gets an error instead`, 'error');
       return false;
     }
     m.faulty = true;
     m.badReads = [];
     this.memberSet.updateReplacing();
     this.meta.changePending = true;
-    this.log(`md: ${why}; marking it faulty`);
+    // md_error: raid1/raid10 "Disk failure on %s, disabling device" is pr_crit, raid5's KERN_ALERT
+    this.log(`md: ${why}; marking it faulty`, 'error');
     return true;
   }
 
@@ -357,10 +366,10 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (op === 'read' && this.redundant && !this.readOnly && m.recoveryOffset === null) {
       m.readErrors = (m.readErrors ?? 0) + 1;
       if (m.readErrors <= this.readErrorLimit) {
-        this.log(`md: read error on ${m.dev.name} (slot ${slot}): ${why}; answering from redundancy and rewriting it`);
+        this.log(`md: read error on ${m.dev.name} (slot ${slot}): ${why}; answering from redundancy and rewriting it`, 'warn');
         return;
       }
-      this.log(`md: ${m.dev.name} has had too many read errors (${m.readErrors} > ${this.readErrorLimit})`);
+      this.log(`md: ${m.dev.name} has had too many read errors (${m.readErrors} > ${this.readErrorLimit})`, 'error');
     }
     this.mdError(m, `${op} error on ${m.dev.name} (slot ${slot}): ${why}`);
   }
@@ -441,16 +450,17 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
         ok = true;
       }
     } catch (e) {
-      this.log(`md: read error not correctable on ${m.dev.name} (sectors ${a}-${b}): ${(e as Error).message}`);
+      this.log(`md: read error not correctable on ${m.dev.name} (sectors ${a}-${b}): ${(e as Error).message}`, 'error');
     } finally {
       m.badReads = (m.badReads ?? []).filter(([x, y]) => !(x === a && y === b));
       release();
     }
     if (ok) {
       m.loaded.sb.cntCorrectedRead += b - a;
-      this.log(`md: read error corrected (${b - a} sectors at ${a} on ${m.dev.name})`);
+      // a disk that returned an error, repaired: worth an operator's look (warn), not a failure
+      this.log(`md: read error corrected (${b - a} sectors at ${a} on ${m.dev.name})`, 'warn');
     } else if (!m.faulty) {
-      if (!p.canRun(this.memberSet.availability(slot))) this.log(`md: ${m.dev.name}: unrecoverable read error at sectors ${a}-${b}, and no other copy: keeping the member`);
+      if (!p.canRun(this.memberSet.availability(slot))) this.log(`md: ${m.dev.name}: unrecoverable read error at sectors ${a}-${b}, and no other copy: keeping the member`, 'error');
       else this.mdError(m, `${m.dev.name}: unrecoverable read error`);
     }
   }

@@ -15,7 +15,7 @@ import { parseUuid, setNameText, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { SyncOffload } from '../raid/offload/bulk.js';
 import { openDevice } from '../io/file-device.js';
-import { MdArray } from '../md/array.js';
+import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, parseSizeKiB, UsageError } from './args.js';
@@ -38,7 +38,7 @@ export interface Ctx {
   /** build the --detail input (kept in main.ts with the other report glue) */
   detailOf: (arr: MdArray, devName: string, homehost?: string) => Parameters<typeof formatDetail>[0];
   /** the daemon's log for what arrays say after the command that started them returned */
-  arrayLog?: (mdName: string, msg: string) => void;
+  arrayLog?: (mdName: string, msg: string, level?: MdLogLevel) => void;
   /** daemon-wide sync speed limits (KiB/s) */
   syncLimits?: SyncLimits;
   /** helper threads for the arrays' sync work (raid/offload/bulk.ts) */
@@ -233,9 +233,9 @@ export async function startArray(
   const devs = await openPaths(paths, !!opts.readOnly, ctx);
   // messages go to the command's stderr while it runs, and to the daemon log always
   let commandDone = false;
-  const log = (m: string) => {
+  const log = (m: string, level?: MdLogLevel) => {
     if (!commandDone) io.err(`tsmd: ${m}\n`);
-    ctx.arrayLog?.(names.mdName, m);
+    ctx.arrayLog?.(names.mdName, m, level);
   };
   const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload: ctx.syncOffload ?? null });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };

@@ -19,16 +19,20 @@ import type { BufferPool } from './buffer-pool.js';
 import { ByteQueue } from './byte-queue.js';
 import { isCrash, isUnexpected, nbdErrnoOf } from './errors.js';
 import {
+  BASE_ALLOCATION,
+  BASE_ALLOCATION_ID,
   Cmd,
   CMD_NAMES,
   CmdFlag,
   decodeRequestHeader,
+  encodeBlockStatusChunk,
   encodeErrorChunk,
   encodeExportNameReply,
   encodeGreeting,
   encodeInfoBlockSize,
   encodeInfoExport,
   encodeInfoString,
+  encodeMetaContext,
   encodeNoneChunk,
   encodeOffsetDataHeader,
   encodeOptionReply,
@@ -40,6 +44,7 @@ import {
   IHAVEOPT_HI,
   IHAVEOPT_LO,
   Info,
+  MAX_EXTENTS_PER_REPLY,
   MAX_STRING_BYTES,
   NbdErrno,
   Opt,
@@ -49,6 +54,7 @@ import {
   REQUEST_HEADER_BYTES,
   REQUEST_MAGIC,
   type RequestHeader,
+  StateFlag,
   TxFlag,
 } from './protocol.js';
 import { advertisedBlockSize, type BlockTarget, type ExportRegistry, type NbdExport } from './target.js';
@@ -147,6 +153,7 @@ const ALLOWED_FLAGS: Record<number, number> = {
   [Cmd.TRIM]: CmdFlag.FUA,
   [Cmd.CACHE]: 0,
   [Cmd.WRITE_ZEROES]: CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO,
+  [Cmd.BLOCK_STATUS]: CmdFlag.REQ_ONE,
 };
 
 interface PayloadState {
@@ -200,6 +207,8 @@ export class NbdConnection {
   private noZeroes = false;
   private tlsActive = false;
   private structured = false;
+  /** SET_META_CONTEXT's outcome: for which export, and whether base:allocation was selected */
+  private meta: { exportName: string; baseAllocation: boolean } | null = null;
   // transmission state
   private exp: NbdExport | undefined;
   private target: BlockTarget | undefined;
@@ -650,6 +659,10 @@ export class NbdConnection {
       case Opt.GO:
         this.infoOrGo(opt, data);
         return;
+      case Opt.LIST_META_CONTEXT:
+      case Opt.SET_META_CONTEXT:
+        this.metaContext(opt, data);
+        return;
       case Opt.STRUCTURED_REPLY:
         if (data.length !== 0) {
           this.optError(opt, Rep.ERR_INVALID, 'STRUCTURED_REPLY takes no data');
@@ -716,6 +729,56 @@ export class NbdConnection {
     }
   }
 
+  /**
+   * LIST_META_CONTEXT / SET_META_CONTEXT: u32 export name length, name, u32 query count, then
+   * (u32 length, query) each. One context exists, base:allocation. LIST with no query, or the
+   * query "base:", lists it (context id 0, as the spec reserves for LIST); SET selects it when
+   * asked by its full name only (an empty leaf selects nothing in SET, as in qemu-nbd), needs
+   * structured replies (ERR_INVALID otherwise, as qemu-nbd answers), and replaces whatever an
+   * earlier SET selected. Queries for other namespaces are ignored, not refused (the spec).
+   */
+  private metaContext(opt: number, data: Buffer): void {
+    const what = optName(opt);
+    if (data.length < 8) {
+      this.optError(opt, Rep.ERR_INVALID, `${what}: option data too short`);
+      return;
+    }
+    const nameLen = data.readUInt32BE(0);
+    if (nameLen > data.length - 8 || nameLen > MAX_STRING_BYTES) {
+      this.optError(opt, Rep.ERR_INVALID, `${what}: bad export name length`);
+      return;
+    }
+    const name = data.toString('utf8', 4, 4 + nameLen);
+    const count = data.readUInt32BE(4 + nameLen);
+    const queries: string[] = [];
+    let at = 8 + nameLen;
+    for (let i = 0; i < count; i++) {
+      if (data.length - at < 4) break;
+      const len = data.readUInt32BE(at);
+      if (len > data.length - at - 4 || len > MAX_STRING_BYTES) break;
+      queries.push(data.toString('utf8', at + 4, at + 4 + len));
+      at += 4 + len;
+    }
+    if (queries.length !== count || at !== data.length) {
+      this.optError(opt, Rep.ERR_INVALID, `${what}: option length does not match the queries`);
+      return;
+    }
+    if (opt === Opt.SET_META_CONTEXT && !this.structured) {
+      this.optError(opt, Rep.ERR_INVALID, 'SET_META_CONTEXT needs structured replies (STRUCTURED_REPLY first)');
+      return;
+    }
+    const exp = this.resolveExport(name);
+    if (!exp) {
+      this.optError(opt, Rep.ERR_UNKNOWN, `export '${name}' not found`);
+      return;
+    }
+    const list = opt === Opt.LIST_META_CONTEXT;
+    const base = (list && count === 0) || queries.some((q) => q === BASE_ALLOCATION || (list && q === 'base:'));
+    if (base) this.optReply(opt, Rep.META_CONTEXT, encodeMetaContext(list ? 0 : BASE_ALLOCATION_ID, BASE_ALLOCATION));
+    if (!list) this.meta = { exportName: exp.name, baseAllocation: base };
+    this.optReply(opt, Rep.ACK);
+  }
+
   private txFlags(t: BlockTarget): number {
     let f = TxFlag.HAS_FLAGS | TxFlag.SEND_FLUSH | TxFlag.SEND_CACHE;
     if (t.readOnly) f |= TxFlag.READ_ONLY;
@@ -737,6 +800,8 @@ export class NbdConnection {
   }
 
   private enterTransmission(exp: NbdExport): void {
+    // contexts selected for another export do not carry over (qemu-nbd, nbd-server alike)
+    if (this.meta && this.meta.exportName !== exp.name) this.meta = null;
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
     this.phase = 'transmission';
@@ -774,9 +839,17 @@ export class NbdConnection {
     this.attach(secure);
     secure.once('secure', () => {
       if (this.closed) return;
+      if (tls.verifyPeer) {
+        const refused = peerRefusal(secure);
+        if (refused) {
+          this.fatal('client certificate refused', { reason: refused });
+          return;
+        }
+      }
       this.tlsActive = true;
       // STARTTLS forgets everything negotiated before it
       this.structured = false;
+      this.meta = null;
       this.state = { k: 'optHeader' };
       this.cfg.log('debug', 'nbd: TLS established', { peer: this.peer, protocol: secure.getProtocol() });
       this.pump();
@@ -848,6 +921,10 @@ export class NbdConnection {
       };
     }
     if (type === Cmd.FLUSH) return null;
+    if (type === Cmd.BLOCK_STATUS) {
+      if (!this.meta?.baseAllocation) return { errno: NbdErrno.EINVAL, msg: 'BLOCK_STATUS without a metadata context (SET_META_CONTEXT base:allocation)' };
+      if (req.length === 0) return { errno: NbdErrno.EINVAL, msg: 'BLOCK_STATUS of length 0' };
+    }
     if (req.offset + req.length > t.sizeBytes) {
       const errno = type === Cmd.WRITE || type === Cmd.WRITE_ZEROES ? NbdErrno.ENOSPC : NbdErrno.EINVAL;
       return { errno, msg: `request of ${req.length} bytes at ${req.offset} is beyond the end of the export (${t.sizeBytes} bytes)` };
@@ -866,6 +943,7 @@ export class NbdConnection {
     const bytes = req.type === Cmd.READ || req.type === Cmd.WRITE ? req.length : 0;
     let data: Buffer | undefined;
     let backing: Buffer | null = null;
+    let extents: { length: number; flags: number }[] | undefined;
     let failure: Failure | undefined;
     let bug: AssertionError | undefined;
     try {
@@ -898,6 +976,9 @@ export class NbdConnection {
           break;
         case Cmd.CACHE:
           if (t.cache && req.length > 0) await t.cache(req.offset, req.length);
+          break;
+        case Cmd.BLOCK_STATUS:
+          extents = await blockStatusExtents(t, req.offset, req.length, (req.flags & CmdFlag.REQ_ONE) !== 0);
           break;
         default:
           assert(false, `NBD command ${req.type} passed validation`);
@@ -940,7 +1021,8 @@ export class NbdConnection {
     } else {
       const pool = this.cfg.pool;
       // the read buffer goes back to the pool once the socket has sent it
-      if (!this.replyOk(req, data, backing ? () => pool.release(backing) : undefined)) pool.release(backing);
+      if (extents) this.send(encodeBlockStatusChunk(req.cookieHi, req.cookieLo, BASE_ALLOCATION_ID, extents));
+      else if (!this.replyOk(req, data, backing ? () => pool.release(backing) : undefined)) pool.release(backing);
     }
     this.settle();
     this.pump();
@@ -1005,4 +1087,49 @@ async function writeZeroesByWriting(t: BlockTarget, offsetBytes: number, lengthB
     await t.write(zeroChunk.subarray(0, n), offsetBytes + done);
     done += n;
   }
+}
+
+/**
+ * Why a TLS client's certificate is not acceptable, or null when it is. OpenSSL, as Node sets it
+ * up, refuses a client that sends no certificate (SSL_VERIFY_FAIL_IF_NO_PEER_CERT) but accepts
+ * any certificate and leaves the verdict for later: tls.Server checks it when the handshake
+ * completes (onServerSocketSecure), a TLSSocket made by hand - as STARTTLS needs - never does.
+ * So this asks the handle for the same verdict tls.Server reads (verifyError: chain to the CA,
+ * dates, purpose). nbd-server and qemu-nbd refuse such clients through GnuTLS; so does this.
+ * Without that internal (a Node that renamed it), every client is refused: failing closed.
+ */
+function peerRefusal(secure: TLSSocket): string | null {
+  const handle = (secure as TLSSocket & { _handle?: { verifyError?: () => (Error & { code?: string }) | null } | null })._handle;
+  if (typeof handle?.verifyError !== 'function') return 'this Node cannot report the certificate check';
+  const err = handle.verifyError();
+  if (err) return err.code ?? err.message;
+  return secure.getPeerX509Certificate() ? null : 'no client certificate';
+}
+
+/**
+ * base:allocation extents for [offset, offset+length), as NBD_REPLY_TYPE_BLOCK_STATUS carries
+ * them. Without the target's blockStatus, one data extent for the whole request: always true,
+ * what nbd-server answers for a file whose holes it cannot see. With it: the target's extents,
+ * clipped so that together they never pass the request (every length then fits the u32 of the
+ * descriptor, the request's own length being a u32), neighbours with the same flags merged,
+ * at most MAX_EXTENTS_PER_REPLY of them, a single one under REQ_ONE; a target that says
+ * nothing useful gets the data answer.
+ */
+async function blockStatusExtents(t: BlockTarget, offset: number, length: number, reqOne: boolean): Promise<{ length: number; flags: number }[]> {
+  const data = [{ length, flags: 0 }];
+  if (!t.blockStatus) return data;
+  const out: { length: number; flags: number }[] = [];
+  let covered = 0;
+  for (const e of await t.blockStatus(offset, length)) {
+    const len = Math.min(e.lengthBytes, length - covered);
+    if (!Number.isSafeInteger(len) || len <= 0) break;
+    const flags = (e.hole ? StateFlag.HOLE : 0) | (e.zero ? StateFlag.ZERO : 0);
+    const last = out[out.length - 1];
+    if (last && last.flags === flags) last.length += len;
+    else if (out.length >= (reqOne ? 1 : MAX_EXTENTS_PER_REPLY)) break;
+    else out.push({ length: len, flags });
+    covered += len;
+    if (covered >= length) break;
+  }
+  return out.length > 0 ? out : data;
 }

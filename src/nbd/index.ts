@@ -3,6 +3,7 @@ export { NbdServer, type ListenAddress, type NbdServerOptions } from './server.j
 export type { CommandName, LogFn, NbdServerStats } from './connection.js';
 export {
   advertisedBlockSize,
+  type BlockExtent,
   type BlockTarget,
   DEFAULT_BLOCK_SIZE,
   type ExportRegistry,

@@ -320,3 +320,40 @@ export function encodeNoneChunk(cookieHi: number, cookieLo: number): Buffer {
 export function isPowerOfTwo(n: number): boolean {
   return Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0 && n <= 0x8000_0000;
 }
+
+/**
+ * The one metadata context tsmd offers: base:allocation, with the flags below per extent (0 =
+ * data). Its id is the same on every connection, as qemu-nbd's is (a u32 of the server's
+ * choice; clients only match it against what SET_META_CONTEXT answered).
+ */
+export const BASE_ALLOCATION = 'base:allocation';
+export const BASE_ALLOCATION_ID = 1;
+export const StateFlag = { HOLE: 1, ZERO: 2 } as const;
+/** descriptors per BLOCK_STATUS chunk: the protocol's bound is 2^20, this keeps a reply under 64 KiB */
+export const MAX_EXTENTS_PER_REPLY = 8192;
+
+/** REP_META_CONTEXT payload: u32 context id, then the context's name (no length: the rest). */
+export function encodeMetaContext(id: number, name: string): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  const b = Buffer.allocUnsafe(4 + n.length);
+  b.writeUInt32BE(id >>> 0, 0);
+  n.copy(b, 4);
+  return b;
+}
+
+/** BLOCK_STATUS chunk (with DONE): u32 context id, then (u32 length, u32 flags) per extent. */
+export function encodeBlockStatusChunk(
+  cookieHi: number,
+  cookieLo: number,
+  contextId: number,
+  extents: readonly { length: number; flags: number }[],
+): Buffer {
+  const b = Buffer.allocUnsafe(STRUCTURED_HEADER_BYTES + 4 + 8 * extents.length);
+  encodeStructuredHeader(REPLY_FLAG_DONE, ReplyType.BLOCK_STATUS, cookieHi, cookieLo, 4 + 8 * extents.length).copy(b, 0);
+  b.writeUInt32BE(contextId >>> 0, STRUCTURED_HEADER_BYTES);
+  extents.forEach((e, i) => {
+    b.writeUInt32BE(e.length >>> 0, STRUCTURED_HEADER_BYTES + 4 + 8 * i);
+    b.writeUInt32BE(e.flags >>> 0, STRUCTURED_HEADER_BYTES + 8 + 8 * i);
+  });
+  return b;
+}

@@ -16,7 +16,9 @@ export interface NbdServerOptions {
   exports: ExportRegistry;
   /**
    * x509, PEM strings. require = refuse plain clients (ERR_TLS_REQD); verifyPeer = clients
-   * must present a certificate signed by `ca` (default false).
+   * must present a certificate signed by `ca`. verifyPeer defaults to "a ca is given", as
+   * nbd-server (cacertfile) and qemu-nbd (tls-creds-x509 verify-peer=on) do: a CA loaded and
+   * then not asked would let any client certificate, or none, read and write the exports.
    */
   tls?: { key: string; cert: string; ca?: string; require: boolean; verifyPeer?: boolean };
   /** default 32 MiB; larger WRITE payloads are read, discarded and refused with EINVAL */
@@ -89,7 +91,7 @@ export class NbdServer {
       } catch (e) {
         throw new TsmdError('EINVAL', `NBD TLS key/certificate rejected: ${(e as Error).message}`, { cause: e });
       }
-      tls = { context, require: opts.tls.require, verifyPeer: !!opts.tls.verifyPeer };
+      tls = { context, require: opts.tls.require, verifyPeer: opts.tls.verifyPeer ?? opts.tls.ca !== undefined };
       if (tls.verifyPeer && !opts.tls.ca) {
         throw new TsmdError('EINVAL', 'NBD TLS verifyPeer needs a ca certificate to check clients against');
       }

@@ -32,6 +32,22 @@ export interface BlockTarget {
   trim?(offsetBytes: number, lengthBytes: number): Promise<void>;
   writeZeroes?(offsetBytes: number, lengthBytes: number, opts: { noHole: boolean }): Promise<void>;
   cache?(offsetBytes: number, lengthBytes: number): Promise<void>;
+  /**
+   * What NBD_CMD_BLOCK_STATUS (base:allocation) reports for [offset, offset+length): extents in
+   * order from offset, together at most `length` bytes (fewer is allowed: the client asks again
+   * for the rest). `hole`: no storage behind the range; `zero`: it reads as zeros. Only a target
+   * that KNOWS may say so (a range never written, or trimmed and known to read as zeros);
+   * without this method everything is reported as data, which is always correct. md arrays
+   * leave it out: tsmd cannot see holes in the members from Node, and md itself keeps no record
+   * of what was never written.
+   */
+  blockStatus?(offsetBytes: number, lengthBytes: number): Promise<BlockExtent[]>;
+}
+
+export interface BlockExtent {
+  lengthBytes: number;
+  hole: boolean;
+  zero: boolean;
 }
 
 export interface NbdExport {

@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { controlCall } from '../../src/daemon/control.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { NbdTestClient } from '../helpers/nbd-client.js';
 import { fields, haveTool, requireTool, run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
@@ -240,5 +241,122 @@ describe('real NBD clients against every level', () => {
       assert.equal(sha(back), sha(blobs[k]!), `range of connection ${k}`);
     }
     await Promise.all([...clients, reader].map((c) => c.close()));
+  });
+});
+
+/**
+ * What a new user sees of a running daemon (issue 15): one `pid` per log line, member failures
+ * logged as md prints them (md_error at KERN_ALERT/KERN_CRIT: error; read errors: warn), the
+ * process metrics under the names every Prometheus client library uses, a readable log on a
+ * terminal, and an mdstat file whose progress line moves with the sync as --detail's does.
+ */
+describe('node daemon: logs, metrics and mdstat as a user meets them', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let d: TestDaemon;
+  let files: string[];
+  type LogLine = { level: number; msg: string; array?: string; pid?: number };
+  const logLines = (): { raw: string; j: LogLine }[] =>
+    d
+      .logs()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((raw) => ({ raw, j: JSON.parse(raw) as LogLine }));
+
+  before(async () => {
+    dir = tempDir('daemon-ux');
+    // a slow sync (4 MB/s on 64 MiB: ~16 s) so that its progress can be watched
+    d = await startDaemon(join(dir.path, 'run'), ['--metrics', '127.0.0.1:0', '--fault-injection', '--speed-limit-min=1000', '--speed-limit-max=4000']);
+    files = [0, 1].map((i) => sparseFile(join(dir.path, `u${i}.img`), 64 * MiB));
+    const r = d.tsmd(['--create', '/dev/md0', '-l1', '-n2', '--assume-clean', '--run', ...files]);
+    assert.equal(r.status, 0, r.stderr);
+  });
+  after(async () => {
+    await d.stop('SIGKILL');
+    dir.cleanup();
+  });
+
+  test('each log line names the process once', () => {
+    const started = logLines().find((l) => l.j.msg === 'tsmd daemon started');
+    assert.ok(started, d.logs());
+    assert.equal(started.raw.match(/"pid":/g)?.length, 1, started.raw);
+    assert.equal(started.j.pid, d.info.pid);
+  });
+
+  test('metrics: process_* and nodejs_* as every Prometheus client names them, no tsmd_process_process_*', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${d.info.metrics!.port}/metrics`)).text();
+    assert.match(text, /^process_cpu_seconds_total \d/m);
+    assert.match(text, /^process_resident_memory_bytes \d/m);
+    assert.match(text, /^nodejs_heap_size_total_bytes \d/m);
+    assert.doesNotMatch(text, /tsmd_process_/);
+    assert.match(text, /^tsmd_array_degraded\{array="md0"\} 0$/m, 'tsmd\'s own metrics keep their prefix');
+  });
+
+  test('member errors are logged at md\'s levels: read errors warn, a member failing error', async () => {
+    const sock = join(d.runDir, 'control.sock');
+    const e = run(process.execPath, [tsmdBin, '--examine', files[0]!]);
+    const off0 = Number(/Data Offset : (\d+) sectors/.exec(e.stdout)?.[1] ?? NaN) * 512;
+    assert.ok(Number.isFinite(off0), e.stdout + e.stderr);
+    for (const k of [0, 1, 2, 3]) {
+      const rep = await controlCall(sock, { op: 'fault', fault: { path: files[0]!, kind: 'read', startBytes: off0 + k * MiB, endBytes: off0 + k * MiB + 4096, count: 1 } }, 5000);
+      assert.equal(rep.code, 0, rep.stderr);
+    }
+    const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
+    for (let round = 0; round < 4; round++) for (let at = 0; at < 4 * MiB; at += MiB) await c.read(at, 64 * 1024);
+    await c.close();
+    await controlCall(sock, { op: 'fault', fault: { path: files[0]!, kind: 'clear' } }, 5000);
+    const readErr = logLines().filter((l) => /read error/.test(l.j.msg));
+    assert.ok(readErr.length > 0, `a read error was met and logged:\n${d.logs().slice(-4000)}`);
+    for (const l of readErr) assert.equal(l.j.level, 40, `warn: ${l.raw}`);
+
+    const r = d.tsmd(['/dev/md0', '--fail', files[1]!]);
+    assert.equal(r.status, 0, r.stderr);
+    // the daemon's stderr reaches this process when its event loop runs (d.tsmd blocked it)
+    for (let i = 0; i < 40 && !/marking it faulty/.test(d.logs()); i++) await new Promise((res) => setTimeout(res, 50));
+    const faulty = logLines().filter((l) => /marking it faulty/.test(l.j.msg));
+    assert.equal(faulty.length, 1, d.logs().slice(-4000));
+    assert.equal(faulty[0]!.j.level, 50, `error: ${faulty[0]!.raw}`);
+    assert.equal(faulty[0]!.j.array, 'md0');
+  });
+
+  test('mdstat follows a recovery as --detail does', async () => {
+    let r = d.tsmd(['/dev/md0', '--remove', files[1]!]);
+    assert.equal(r.status, 0, r.stderr);
+    r = d.tsmd(['/dev/md0', '--add', files[1]!]);
+    assert.equal(r.status, 0, r.stderr);
+    const mdstatPct = () => {
+      const m = /recovery = +([\d.]+)% .* speed=(\d+)K\/sec/.exec(readFileSync(join(d.runDir, 'mdstat'), 'utf8'));
+      return m ? { pct: Number(m[1]), speed: Number(m[2]) } : null;
+    };
+    const t0 = Date.now();
+    let compared = 0;
+    while (Date.now() - t0 < 6000) {
+      await new Promise((res) => setTimeout(res, 400));
+      const m1 = mdstatPct();
+      const det = /Rebuild Status : (\d+)% complete/.exec(d.tsmd(['--detail', '/dev/md0']).stdout);
+      const m2 = mdstatPct();
+      if (!m1 || !det || !m2) break; // over already (a fast machine)
+      const detPct = Number(det[1]);
+      // the file is at most ~0.5 s old: --detail (read between the two) sits between them, give
+      // or take half a second of a 4 MB/s sync on 64 MiB (3 %)
+      assert.ok(detPct >= Math.floor(m1.pct) - 1, `--detail ${detPct}% behind mdstat ${m1.pct}%`);
+      assert.ok(detPct <= m2.pct + 5, `mdstat ${m2.pct}% lags --detail ${detPct}%`);
+      if (Date.now() - t0 > 2000) {
+        assert.ok(m2.pct > 0, `two seconds in, mdstat still says ${m2.pct}%`);
+        assert.ok(m2.speed > 0, 'and a speed');
+      }
+      compared++;
+    }
+    assert.ok(compared >= 3, `watched the recovery (${compared} comparisons)`);
+  });
+
+  test('on a terminal the log is pretty-printed, not JSON', async (t) => {
+    if (!requireTool(t, 'script', 'util-linux, to give the daemon a terminal')) return;
+    const runDir = join(dir.path, 'tty-run');
+    const cmd = `timeout -s TERM 3 ${process.execPath} ${tsmdBin} daemon --run-dir ${runDir} --no-nbd`;
+    const r = run('script', ['-qec', cmd, '/dev/null'], { timeoutMs: 30_000 });
+    const line = r.stdout.split('\n').find((l) => l.includes('tsmd daemon started'));
+    assert.ok(line, r.stdout + r.stderr);
+    assert.doesNotMatch(line, /^\{/);
+    assert.match(line, /INFO/);
   });
 });

@@ -15,10 +15,12 @@ import { SeededRandom } from '../../src/env/random.js';
 import { TsmdError } from '../../src/errors.js';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { NbdServer, type NbdServerOptions } from '../../src/nbd/server.js';
-import { type BlockTarget, MapExportRegistry, type NbdExport } from '../../src/nbd/target.js';
+import { type BlockExtent, type BlockTarget, MapExportRegistry, type NbdExport } from '../../src/nbd/target.js';
 import type { RunResult } from '../helpers/tools.js';
 
 export const MiB = 1024 * 1024;
+/** allocation granularity of a TestTarget with holes */
+export const HOLE_BLOCK = 64 * 1024;
 
 /** Memory-backed BlockTarget with trim/writeZeroes/cache, fault and latency injection. */
 export class TestTarget implements BlockTarget {
@@ -37,27 +39,70 @@ export class TestTarget implements BlockTarget {
   readonly calls = { trim: 0, writeZeroes: 0, cache: 0, flush: 0 };
   trim?: (offsetBytes: number, lengthBytes: number) => Promise<void>;
   writeZeroes?: (offsetBytes: number, lengthBytes: number, opts: { noHole: boolean }) => Promise<void>;
+  /** with `holes`: which HOLE_BLOCK-sized blocks hold data (written, or zeroed with NO_HOLE) */
+  readonly allocated: Uint8Array | null;
+  blockStatus?: (offsetBytes: number, lengthBytes: number) => Promise<BlockExtent[]>;
+  /** how often blockStatus was asked */
+  blockStatusCalls = 0;
 
   constructor(
     sizeBytes: number,
-    opts: { readOnly?: boolean; blockSize?: { min: number; preferred: number; max: number }; noTrim?: boolean; noZero?: boolean } = {},
+    opts: { readOnly?: boolean; blockSize?: { min: number; preferred: number; max: number }; noTrim?: boolean; noZero?: boolean; holes?: boolean } = {},
   ) {
     this.dev = new MemoryBlockDevice('test', sizeBytes);
     this.sizeBytes = sizeBytes;
     this.readOnly = !!opts.readOnly;
     if (opts.blockSize) this.blockSize = opts.blockSize;
+    this.allocated = opts.holes ? new Uint8Array(Math.ceil(sizeBytes / HOLE_BLOCK)) : null;
     if (!opts.noTrim) {
       this.trim = async (off, len) => {
         this.calls.trim++;
         await this.zero(off, len);
+        this.punch(off, len);
       };
     }
     if (!opts.noZero) {
-      this.writeZeroes = async (off, len) => {
+      this.writeZeroes = async (off, len, o) => {
         this.calls.writeZeroes++;
         await this.zero(off, len);
+        if (o.noHole) this.mark(off, len);
+        else this.punch(off, len);
       };
     }
+    if (this.allocated) {
+      // real holes: a block never written, or trimmed / zeroed whole, is a hole that reads as zeros
+      const map = this.allocated;
+      this.blockStatus = async (off, len) => {
+        this.blockStatusCalls++;
+        await this.gate(off, len);
+        const out: BlockExtent[] = [];
+        const end = off + len;
+        let at = off;
+        while (at < end) {
+          const next = Math.min(end, (Math.floor(at / HOLE_BLOCK) + 1) * HOLE_BLOCK);
+          const hole = map[Math.floor(at / HOLE_BLOCK)] === 0;
+          const last = out[out.length - 1];
+          if (last && last.hole === hole) last.lengthBytes += next - at;
+          else out.push({ lengthBytes: next - at, hole, zero: hole });
+          at = next;
+        }
+        return out;
+      };
+    }
+  }
+
+  /** blocks touched by a write hold data */
+  private mark(off: number, len: number): void {
+    if (!this.allocated || len === 0) return;
+    this.allocated.fill(1, Math.floor(off / HOLE_BLOCK), Math.ceil((off + len) / HOLE_BLOCK));
+  }
+
+  /** blocks wholly inside a trim / zeroing are holes again */
+  private punch(off: number, len: number): void {
+    if (!this.allocated) return;
+    const first = Math.ceil(off / HOLE_BLOCK);
+    const end = off + len === this.sizeBytes ? this.allocated.length : Math.floor((off + len) / HOLE_BLOCK);
+    if (end > first) this.allocated.fill(0, first, end);
   }
 
   private async gate(off: number, len: number): Promise<void> {
@@ -90,6 +135,7 @@ export class TestTarget implements BlockTarget {
     await this.gate(off, buf.length);
     if (this.readOnly) throw new TsmdError('EROFS', 'read-only');
     this.dev.writeSync(buf, off);
+    this.mark(off, buf.length);
   }
 
   async flush(): Promise<void> {
@@ -242,6 +288,7 @@ export const NBD = {
     ACK: 1,
     SERVER: 2,
     INFO: 3,
+    META_CONTEXT: 4,
     ERR_UNSUP: 0x80000001,
     ERR_POLICY: 0x80000002,
     ERR_INVALID: 0x80000003,
@@ -279,6 +326,8 @@ export interface CmdReply {
   data: Buffer;
   /** structured chunk types seen, in order */
   chunks: number[];
+  /** BLOCK_STATUS chunks: context id and (length, flags) descriptors */
+  status?: { id: number; extents: [number, number][] }[];
   message?: string;
 }
 
@@ -523,6 +572,11 @@ export class RawClient {
         reply.error = payload.readUInt32BE(0);
         const ml = payload.readUInt16BE(4);
         reply.message = payload.toString('utf8', 6, 6 + ml);
+      } else if (type === 5) {
+        if (len < 12 || (len - 4) % 8 !== 0) throw new Error(`BLOCK_STATUS chunk of ${len} bytes`);
+        const extents: [number, number][] = [];
+        for (let at = 4; at < len; at += 8) extents.push([payload.readUInt32BE(at), payload.readUInt32BE(at + 4)]);
+        (reply.status ??= []).push({ id: payload.readUInt32BE(0), extents });
       } else if (type !== 0) {
         throw new Error(`unexpected chunk type ${type}`);
       }

@@ -96,7 +96,9 @@ out['info_unknown'] = err(lambda: h.opt_info())
 h.set_export_name('disk')
 h.opt_info()
 out['info_size'] = h.get_size()
-out['meta'] = err(lambda: h.opt_list_meta_context(lambda name: 0))
+metas = []
+out['meta'] = err(lambda: h.opt_list_meta_context(lambda name: metas.append(name) or 0))
+out['metas'] = metas
 h.opt_go()
 out['go_size'] = h.get_size()
 out['go_read'] = len(h.pread(4096, 0))
@@ -174,7 +176,8 @@ describe('nbd with nbdsh (libnbd python)', () => {
     ]);
     assert.equal(out.info_unknown, 2, 'ERR_UNKNOWN: libnbd says ENOENT');
     assert.equal(out.info_size, 16 * MiB);
-    assert.equal(out.meta, ENOTSUP, 'meta contexts are not supported (ERR_UNSUP), and haggling goes on');
+    assert.equal(out.meta, 0, 'LIST_META_CONTEXT answered, and haggling goes on');
+    assert.deepEqual(out.metas, ['base:allocation'], 'the one context offered');
     assert.equal(out.go_size, 16 * MiB);
     assert.equal(out.go_read, 4096);
     assert.equal(out.aborted, true);

@@ -9,8 +9,10 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { requireTool, tempDir } from '../helpers/tools.js';
-import { MiB, NBD, RawClient, runAsync, sha256, sha256File, startServer, TestTarget, type TestServer } from './helpers.js';
+import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { makeTestPki, type TestPki } from '../helpers/etcd.js';
+import { requireTool, sparseFile, tempDir } from '../helpers/tools.js';
+import { MiB, NBD, RawClient, runAsync, sha256, sha256File, startServer, systemPythonEnv, TestTarget, type TestServer } from './helpers.js';
 
 describe('nbd over TLS', () => {
   const dir = tempDir('nbd-tls');
@@ -50,11 +52,13 @@ describe('nbd over TLS', () => {
     dir.cleanup();
   });
 
-  async function serve(name: string, tls: { require: boolean; verifyPeer?: boolean }, target = new TestTarget(16 * MiB)) {
+  /** with `ca`, the server checks client certificates (verifyPeer follows it unless given) */
+  async function serve(name: string, tls: { require: boolean; ca?: boolean; verifyPeer?: boolean }, target = new TestTarget(16 * MiB)) {
     const d = join(dir.path, name);
     mkdirSync(d);
+    const { ca, ...rest } = tls;
     const s = await startServer([{ name: 'disk', description: 'secret', target }], d, {
-      tls: { key, cert, ca: cert, ...tls },
+      tls: { key, cert, ...(ca ? { ca: cert } : {}), ...rest },
     });
     servers.push(s);
     return s;
@@ -162,11 +166,111 @@ describe('nbd over TLS', () => {
 
   test('verifyPeer: clients must present a certificate signed by the CA', async (t) => {
     if (!ready(t, 'nbdinfo')) return;
-    const s = await serve('mtls', { require: true, verifyPeer: true });
+    const s = await serve('mtls', { require: true, ca: true, verifyPeer: true });
     const noCert = await runAsync('nbdinfo', ['--size', tlsUri(s, pki)]);
     assert.notEqual(noCert.status, 0, 'no client certificate: refused');
     const withCert = await runAsync('nbdinfo', ['--size', tlsUri(s, pkiClient)]);
     assert.equal(withCert.status, 0, withCert.stderr);
     assert.equal(withCert.stdout.trim(), String(16 * MiB));
+  });
+});
+
+/**
+ * A CA given means client certificates are checked, as nbd-server (cacertfile) and qemu-nbd
+ * (tls-creds-x509, verify-peer=on) do: a client certificate signed by that CA is served, one
+ * signed by another CA is refused, and so is a client with none. Certificates: a CA with a
+ * server and a client certificate, and a second CA with its own client certificate, all made
+ * by openssl here. libnbd reads them from a directory (tls-certificates=DIR: ca-cert.pem,
+ * client-cert.pem, client-key.pem).
+ */
+describe('nbd over TLS: client certificates checked against --tls-ca', () => {
+  const dir = tempDir('nbd-mtls');
+  let ours: TestPki;
+  let dirs: { signed: string; foreign: string; none: string };
+  const servers: TestServer[] = [];
+  let daemon: TestDaemon | null = null;
+
+  before(() => {
+    try {
+      ours = makeTestPki(join(dir.path, 'ca'));
+      const theirs = makeTestPki(join(dir.path, 'other-ca'));
+      const clientDir = (name: string, client?: TestPki) => {
+        const d = join(dir.path, name);
+        mkdirSync(d);
+        copyFileSync(ours.caFile, join(d, 'ca-cert.pem'));
+        if (client) {
+          writeFileSync(join(d, 'client-cert.pem'), client.client.cert);
+          writeFileSync(join(d, 'client-key.pem'), client.client.key, { mode: 0o600 });
+        }
+        return d;
+      };
+      dirs = { signed: clientDir('signed', ours), foreign: clientDir('foreign', theirs), none: clientDir('none') };
+    } catch (e) {
+      // no openssl: each test says so through requireTool
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  });
+  after(async () => {
+    for (const s of servers) await s.close();
+    if (daemon) await daemon.stop('SIGKILL');
+    dir.cleanup();
+  });
+
+  const uri = (port: number, exportName: string, certDir: string) => `nbds://localhost:${port}/${exportName}?tls-certificates=${certDir}`;
+
+  /** nbdsh connected to `u` (libnbd reads the certificate directory only when allowed to), then `script` */
+  function nbdsh(u: string, script: string) {
+    const connect = `h.set_uri_allow_local_file(True)\nh.connect_uri(${JSON.stringify(u)})\n`;
+    return runAsync('nbdsh', ['-c', connect + script], { env: systemPythonEnv, timeoutMs: 15000 });
+  }
+
+  /** nbdinfo with no client certificate and with another CA's is refused; the signed one reads and writes */
+  async function judge(port: number, exportName: string, size: number | null) {
+    for (const [what, d] of [['no client certificate', dirs.none], ['a client certificate signed by another CA', dirs.foreign]] as const) {
+      const r = await runAsync('nbdinfo', ['--size', uri(port, exportName, d)], { timeoutMs: 15000 });
+      assert.notEqual(r.status, 0, `${what}: refused, yet nbdinfo said ${r.stdout}`);
+      const w = await nbdsh(uri(port, exportName, d), 'h.pwrite(b"\\xee" * 4096, 0)');
+      assert.notEqual(w.status, 0, `${what}: no write either`);
+      if (process.env.NBD_TEST_LOG) console.error(w.stderr);
+      assert.match(w.stderr, /nbd_connect_uri|handshake|TLS|certificate/i, 'refused at the connection, not for another reason');
+    }
+    const info = await runAsync('nbdinfo', ['--size', uri(port, exportName, dirs.signed)], { timeoutMs: 15000 });
+    assert.equal(info.status, 0, info.stderr);
+    if (size !== null) assert.equal(info.stdout.trim(), String(size));
+    else assert.ok(Number(info.stdout.trim()) > 0, info.stdout);
+    const rw = await nbdsh(
+      uri(port, exportName, dirs.signed),
+      'h.pwrite(b"\\xa5" * 65536, 4096)\nassert h.pread(65536, 4096) == b"\\xa5" * 65536\nassert h.pread(4096, 0) != b"\\xee" * 4096\nprint("ok")',
+    );
+    assert.equal(rw.status, 0, rw.stderr);
+    assert.equal(rw.stdout.trim(), 'ok');
+  }
+
+  function ready(t: Parameters<typeof requireTool>[0]): boolean {
+    return requireTool(t, 'openssl', 'to make the CAs and certificates') && requireTool(t, 'nbdinfo') && requireTool(t, 'nbdsh', 'Debian package python3-libnbd');
+  }
+
+  test('NbdServer with a ca: the CA decides who is served', async (t) => {
+    if (!ready(t)) return;
+    const d = join(dir.path, 'srv');
+    mkdirSync(d);
+    const target = new TestTarget(16 * MiB);
+    const s = await startServer([{ name: 'disk', target }], d, {
+      tls: { key: readFileSync(ours.serverKey, 'utf8'), cert: readFileSync(ours.serverCert, 'utf8'), ca: readFileSync(ours.caFile, 'utf8'), require: true },
+    });
+    servers.push(s);
+    await judge(s.port, 'disk', 16 * MiB);
+    const b = new Uint8Array(4096);
+    target.dev.readSync(b, 0);
+    assert.ok(b.every((x) => x === 0), 'the refused clients wrote nothing');
+  });
+
+  test('tsmd daemon --tls-ca: the CA decides who is served', async (t) => {
+    if (!ready(t)) return;
+    daemon = await startDaemon(join(dir.path, 'run'), ['--tls-cert', ours.serverCert, '--tls-key', ours.serverKey, '--tls-ca', ours.caFile, '--tls=require']);
+    const files = [0, 1].map((i) => sparseFile(join(dir.path, `m${i}.img`), 16 * MiB));
+    const c = daemon.tsmd(['--create', '/dev/md0', '-l1', '-n2', '--assume-clean', '--run', ...files]);
+    assert.equal(c.status, 0, c.stderr);
+    await judge(daemon.info.nbd!.port, 'md0', null);
   });
 });
