@@ -62,9 +62,14 @@ function arrayState(r: RunningArray): ArrayState {
 /** md's safe_mode_delay: an array idle this long is marked clean (kernel default 200 ms). */
 export const SAFE_MODE_DELAY_MS = 200;
 
-/** Default run directory: TSMD_RUN_DIR, else /run/tsmd for root, else a per-user temp dir. */
+/**
+ * Default run directory: TSMD_RUN_DIR, else /run/tsmd for root, else a per-user temp dir.
+ * Under the test suite (TSMD_UNDER_TEST, set by test/helpers/isolate.ts) there is no default:
+ * it would be the user's own daemon (`npm start`), which a test must never drive.
+ */
 export function defaultRunDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.TSMD_RUN_DIR) return resolve(env.TSMD_RUN_DIR);
+  if (env.TSMD_UNDER_TEST) throw new TsmdError('EINVAL', 'under test (TSMD_UNDER_TEST) the default run directory is refused: give --run-dir or TSMD_RUN_DIR');
   if (process.getuid?.() === 0) return '/run/tsmd';
   return join(env.XDG_RUNTIME_DIR ?? '/tmp', `tsmd-${process.getuid?.() ?? 'user'}`);
 }
