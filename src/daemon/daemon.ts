@@ -19,6 +19,7 @@ import { levelByNumber } from '../raid/levels.js';
 import { NbdServer } from '../nbd/server.js';
 import type { BlockTarget, ExportRegistry, NbdExport } from '../nbd/target.js';
 import { type ArrayState, controlCall, type ControlRequest, serveControl } from './control.js';
+import { bootAssemble } from './boot-assemble.js';
 import { mdstatText } from './mdstat-view.js';
 import { ArrayRegistry, type RunningArray } from '../mdadm/registry.js';
 
@@ -37,6 +38,11 @@ export interface DaemonOptions {
   faultInjection?: boolean;
   /** helper threads for resync / recovery / check (raid/offload/bulk.ts); default defaultSyncThreads(), 0 = none */
   syncThreads?: number;
+  /**
+   * At start, assemble the ARRAY lines of mdadm.conf (config: that file, else mdadm's lookup),
+   * as `mdadm --assemble --scan` does at boot (./boot-assemble.ts). Default: off.
+   */
+  assemble?: { config?: string } | false;
 }
 
 function arrayState(r: RunningArray): ArrayState {
@@ -376,6 +382,14 @@ export class Daemon {
       d.safeModeTimer = setInterval(() => d.safeModeTick(), SAFE_MODE_DELAY_MS);
       d.safeModeTimer.unref();
       d.writeMdstat();
+      // boot assembly before daemon.json announces the daemon: whoever waits for it sees the arrays
+      if (opts.assemble) {
+        await bootAssemble(d.log, opts.assemble.config, process.env, (argv) => {
+          const run = d.queue.then(() => d.runMdadm({ id: 0, op: 'mdadm', argv }));
+          d.queue = run.catch(() => {});
+          return run;
+        });
+      }
       // where this daemon listens (ports may have been chosen by the OS)
       writeWhole(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
       d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, syncThreads: d.syncOffload?.threads ?? 0, pid: process.pid }, 'tsmd daemon started');
