@@ -51,6 +51,13 @@ const DAEMON_USAGE = `Usage: tsmd daemon [options]
   --log-level=LEVEL    pino level (info)
   --speed-limit-min=K  resync/recovery/check speed always allowed, KiB/s (md default 1000)
   --speed-limit-max=K  resync/recovery/check speed never exceeded, KiB/s (md default 200000)
+  --config=FILE        mdadm.conf for the assembly at start (default TSMD_CONF,
+                       /etc/mdadm/mdadm.conf, /etc/mdadm.conf)
+  --no-assemble        do not assemble at start (also TSMD_AUTO_ASSEMBLE=0). By default the
+                       daemon starts the arrays of the config's ARRAY lines, as
+                       mdadm --assemble --scan at boot: members from devices= or the DEVICE
+                       globs, matched by UUID=/name=; an array missing members is not started
+                       (assemble it by hand with --run); one log line per array
   --fault-injection    (tests) member devices accept injected I/O errors over the control socket
   --demo[=DIR]         create (first start) or assemble a RAID5 of four 64 MiB sparse files
                        in DIR (default ./demo-data) and export it as md0
@@ -110,6 +117,8 @@ async function runDaemon(args: string[]): Promise<number> {
   };
   const syncLimits = { minKiBs: kibs(speedMin, 'speed-limit-min', 1000), maxKiBs: kibs(speedMax, 'speed-limit-max', 200_000) };
   const faultInjection = takeFlag(args, 'fault-injection');
+  const config = takeOpt(args, 'config');
+  const noAssemble = takeFlag(args, 'no-assemble') || process.env.TSMD_AUTO_ASSEMBLE === '0';
   let demo: string | undefined;
   const di = args.findIndex((a) => a === '--demo' || a.startsWith('--demo='));
   if (di >= 0) {
@@ -129,6 +138,7 @@ async function runDaemon(args: string[]): Promise<number> {
     logLevel,
     syncLimits,
     faultInjection,
+    assemble: noAssemble ? false : { config },
   });
   const onSignal = (sig: string) => {
     d.log.info({ signal: sig }, 'signal received');

@@ -21,6 +21,7 @@ import { levelByNumber } from '../raid/levels.js';
 import { NbdServer } from '../nbd/server.js';
 import type { BlockTarget, ExportRegistry, NbdExport } from '../nbd/target.js';
 import { type ArrayState, controlCall, type ControlRequest, serveControl } from './control.js';
+import { bootAssemble } from './boot-assemble.js';
 import { mdstatText } from './mdstat-view.js';
 import { ArrayRegistry, type RunningArray } from '../mdadm/registry.js';
 
@@ -39,6 +40,11 @@ export interface DaemonOptions {
   faultInjection?: boolean;
   /** helper threads for resync / recovery / check (raid/offload/bulk.ts); default defaultSyncThreads(), 0 = none */
   syncThreads?: number;
+  /**
+   * At start, assemble the ARRAY lines of mdadm.conf (config: that file, else mdadm's lookup),
+   * as `mdadm --assemble --scan` does at boot (./boot-assemble.ts). Default: off.
+   */
+  assemble?: { config?: string } | false;
 }
 
 function arrayState(r: RunningArray): ArrayState {
@@ -70,9 +76,14 @@ export const SAFE_MODE_DELAY_MS = 200;
  */
 export const MDSTAT_PROGRESS_MS = 500;
 
-/** Default run directory: TSMD_RUN_DIR, else /run/tsmd for root, else a per-user temp dir. */
+/**
+ * Default run directory: TSMD_RUN_DIR, else /run/tsmd for root, else a per-user temp dir.
+ * Under the test suite (TSMD_UNDER_TEST, set by test/helpers/isolate.ts) there is no default:
+ * it would be the user's own daemon (`npm start`), which a test must never drive.
+ */
 export function defaultRunDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.TSMD_RUN_DIR) return resolve(env.TSMD_RUN_DIR);
+  if (env.TSMD_UNDER_TEST) throw new TsmdError('EINVAL', 'under test (TSMD_UNDER_TEST) the default run directory is refused: give --run-dir or TSMD_RUN_DIR');
   if (process.getuid?.() === 0) return '/run/tsmd';
   return join(env.XDG_RUNTIME_DIR ?? '/tmp', `tsmd-${process.getuid?.() ?? 'user'}`);
 }
@@ -399,6 +410,14 @@ export class Daemon {
       d.progressTimer = setInterval(() => d.progressTick(), MDSTAT_PROGRESS_MS);
       d.progressTimer.unref();
       d.writeMdstat();
+      // boot assembly before daemon.json announces the daemon: whoever waits for it sees the arrays
+      if (opts.assemble) {
+        await bootAssemble(d.log, opts.assemble.config, process.env, (argv) => {
+          const run = d.queue.then(() => d.runMdadm({ id: 0, op: 'mdadm', argv }));
+          d.queue = run.catch(() => {});
+          return run;
+        });
+      }
       // where this daemon listens (ports may have been chosen by the OS)
       writeWhole(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
       d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, syncThreads: d.syncOffload?.threads ?? 0 }, 'tsmd daemon started');

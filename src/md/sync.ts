@@ -105,6 +105,9 @@ export interface SyncLimits {
 
 export const DEFAULT_SYNC_LIMITS: SyncLimits = { minKiBs: 1000, maxKiBs: 200_000 };
 
+/** The longest interval between sync checkpoints (256 MiB of the job's space). */
+const MAX_CHECKPOINT_SECTORS = 2048 * 256;
+
 /** One job in progress (runPlan's state, shared by its steps). */
 interface Run {
   readonly plan: SyncPlan;
@@ -128,7 +131,15 @@ export class SyncEngine {
   limits: SyncLimits;
   /** per-array override (null: the daemon-wide limits) */
   windowSectors: number;
-  checkpointSectors: number;
+  /**
+   * Sectors of progress between checkpoints; null (the default) is md's rule: md_do_sync
+   * records curr_resync_completed (which md_update_sb copies into the rebuilding rdev's
+   * recovery_offset) each time it advanced by max_sectors >> 4, 1/16 of the job's space, so a
+   * crash loses at most about 1/16 of the work whatever the size. Capped at 256 MiB, the fixed
+   * interval tsmd had before: alone, it was never reached by members under ~320 MiB, and a
+   * daemon killed during their recovery restarted it from 0 (issue 15).
+   */
+  checkpointSectors: number | null;
   private running: Promise<void> | null = null;
   private interruptReq: 'idle' | 'frozen' | 'stop' | null = null;
   private frozen = false;
@@ -147,10 +158,10 @@ export class SyncEngine {
     this.host = host;
     this.limits = { ...limits };
     this.windowSectors = opts.windowSectors ?? 2048 * 16;
-    this.checkpointSectors = opts.checkpointSectors ?? 2048 * 256;
+    this.checkpointSectors = opts.checkpointSectors ?? null;
     // (speed_limit_min/max are validated where a user sets them: a bad value here is a bug)
     assert(limits.minKiBs >= 0 && limits.maxKiBs > 0, 'sync speed limits: min >= 0, max > 0');
-    assert(Number.isSafeInteger(this.windowSectors) && this.windowSectors > 0 && Number.isSafeInteger(this.checkpointSectors) && this.checkpointSectors > 0, 'sync window and checkpoint sizes');
+    assert(Number.isSafeInteger(this.windowSectors) && this.windowSectors > 0 && (this.checkpointSectors === null || (Number.isSafeInteger(this.checkpointSectors) && this.checkpointSectors > 0)), 'sync window and checkpoint sizes');
   }
 
   get current(): SyncStatus | null {
@@ -301,13 +312,14 @@ export class SyncEngine {
   private async runPlan(plan: SyncPlan): Promise<SyncResult> {
     const run = this.startRun(plan);
     const { kind, total, recovery } = run;
+    const every = this.checkpointSectors ?? Math.min(MAX_CHECKPOINT_SECTORS, Math.max(1, Math.floor(total / 16)));
     let completed: boolean;
     let dataMs: number;
     try {
       while (run.pos < total && !this.interrupted(plan)) {
         await this.syncWindow(run);
         // (not in the last quarter interval: the completion writes the superblocks soon anyway)
-        if (run.sinceCheckpoint >= this.checkpointSectors && total - run.pos >= this.checkpointSectors / 4 && (kind === 'resync' || recovery)) {
+        if (run.sinceCheckpoint >= every && total - run.pos >= every / 4 && (kind === 'resync' || recovery)) {
           run.sinceCheckpoint = 0;
           await this.host.flushData();
           await this.host.checkpoint();

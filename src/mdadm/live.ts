@@ -155,15 +155,25 @@ export function expandGlob(pattern: string): string[] {
   });
 }
 
-export function readConf(a: ParsedArgs, env: NodeJS.ProcessEnv): MdadmConf {
-  const path = optStr(a, 'config') ?? env.TSMD_CONF ?? ['/etc/mdadm/mdadm.conf', '/etc/mdadm.conf'].find((p) => {
+/** mdadm's config lookup: --config=FILE, else TSMD_CONF, else /etc/mdadm/mdadm.conf, /etc/mdadm.conf; undefined when none. */
+export function mdadmConfPath(explicit: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  return explicit ?? env.TSMD_CONF ?? ['/etc/mdadm/mdadm.conf', '/etc/mdadm.conf'].find((p) => {
     try {
       return statSync(p).isFile();
     } catch {
       return false;
     }
   });
+}
+
+export function readConf(a: ParsedArgs, env: NodeJS.ProcessEnv): MdadmConf {
+  const path = mdadmConfPath(optStr(a, 'config'), env);
   if (!path) throw new TsmdError('ENOENT', 'no mdadm.conf found (give --config=FILE)');
+  return loadMdadmConf(path);
+}
+
+/** Read and parse one mdadm.conf. */
+export function loadMdadmConf(path: string): MdadmConf {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -176,7 +186,8 @@ export function readConf(a: ParsedArgs, env: NodeJS.ProcessEnv): MdadmConf {
   return conf;
 }
 
-function candidateDevices(conf: MdadmConf): string[] {
+/** The devices a --scan looks at: the DEVICE globs, else mdadm's default `DEVICE partitions`. */
+export function candidateDevices(conf: MdadmConf): string[] {
   const out = new Set<string>();
   for (const g of conf.deviceGlobs.length ? conf.deviceGlobs : ['partitions']) {
     if (g === 'partitions') {

@@ -31,7 +31,7 @@ describe('node daemon lifecycle', () => {
   });
 
   test('a second daemon on the same run directory refuses to start', () => {
-    const r = run(process.execPath, [tsmdBin, 'daemon', '--run-dir', d.runDir, '--listen', '127.0.0.1:0']);
+    const r = run(process.execPath, [tsmdBin, 'daemon', '--run-dir', d.runDir, '--listen', '127.0.0.1:0', '--no-assemble']);
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /another tsmd daemon \(pid \d+\) is running/);
   });
@@ -42,7 +42,7 @@ describe('node daemon lifecycle', () => {
     for (let round = 0; round < 4; round++) {
       const runDir = join(dir.path, `race${round}`);
       const procs = [0, 1, 2].map(() => {
-        const p = spawn(process.execPath, [tsmdBin, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+        const p = spawn(process.execPath, [tsmdBin, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0', '--no-assemble'], { stdio: ['ignore', 'ignore', 'pipe'] });
         let err = '';
         p.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
         const exited = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));

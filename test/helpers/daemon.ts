@@ -26,12 +26,16 @@ export interface TestDaemon {
   exited: Promise<number | null>;
 }
 
-export async function startDaemon(runDir: string, extra: string[] = []): Promise<TestDaemon> {
+export async function startDaemon(runDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestDaemon> {
   // a daemon killed with SIGKILL leaves its daemon.json behind: wait for the new one's
   rmSync(join(runDir, 'daemon.json'), { force: true });
-  const proc = spawn(process.execPath, [tsmdBin, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0', ...extra], {
+  // the daemon assembles mdadm.conf's arrays at start: a test daemon never reads the machine's
+  // /etc/mdadm/mdadm.conf (its ARRAY lines are not the test's); a test that wants the boot
+  // assembly names its own --config (or turns it off itself)
+  const boot = extra.some((a) => a === '--no-assemble' || a === '--config' || a.startsWith('--config=')) ? [] : ['--no-assemble'];
+  const proc = spawn(process.execPath, [tsmdBin, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0', ...boot, ...extra], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, TZ: 'UTC' },
+    env: { ...process.env, TZ: 'UTC', ...env },
   });
   let err = '';
   proc.stderr!.setEncoding('utf8');

@@ -2,6 +2,7 @@
  * External tools the interop tests use as independent judges (mdadm, losetup, NBD clients...).
  * A missing tool skips the test loudly when run by hand and fails it under CI (CI=true).
  */
+import './isolate.js'; // first: TSMD_RUN_DIR of this process, never the user's daemon
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
