@@ -54,6 +54,11 @@ export interface ParsedArgs {
   writeMostly: Map<string, boolean>;
   verbose: number;
   quiet: boolean;
+  /**
+   * Device paths as the user typed them, by the absolute path they were resolved to (main.ts
+   * resolvePaths): mdadm names devices in its messages and headers as given (`d0.img:`).
+   */
+  given: Map<string, string>;
   help: boolean;
   version: boolean;
 }
@@ -255,6 +260,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
     writeMostly: new Map(),
     verbose: 0,
     quiet: false,
+    given: new Map(),
     help: false,
     version: false,
   };
@@ -387,6 +393,11 @@ export function parseArgs(argv: string[]): ParsedArgs {
   }
   out.devices = positional;
   return out;
+}
+
+/** A device path as the user gave it (mdadm prints names as given, not resolved). */
+export function shown(a: ParsedArgs, path: string): string {
+  return a.given.get(path) ?? path;
 }
 
 /** mdadm parse_size(): a number with optional K/M/G/T suffix; plain numbers are KiB. Returns KiB. */

@@ -18,7 +18,8 @@ import { openDevice } from '../io/file-device.js';
 import { MdArray } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { loadSuperblock } from '../md/sb-io.js';
-import { type ParsedArgs, parseSizeKiB, UsageError } from './args.js';
+import { type ParsedArgs, parseSizeKiB, shown, UsageError } from './args.js';
+import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
 
 export interface LiveIo {
@@ -368,7 +369,7 @@ export async function cmdMiscLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
         }
         const byMember = ctx.registry.byMember(d);
         if (byMember) {
-          const m = byMember.array.members.find((x) => x.dev.name === d)!;
+          const m = byMember.array.members.find((x) => sameDevice(x.dev.name, d))!;
           io.out(`${d}: device ${m.devNumber} in ${byMember.array.raidDisks} device active raid${byMember.array.level} ${byMember.devPath}.  Use mdadm --examine for more detail.\n`);
           continue;
         }
@@ -477,22 +478,23 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
         case 'fail':
         case 'set-faulty':
           await arr.failMember(d);
-          if (!a.quiet) io.err(`tsmd: set ${d} faulty in ${md}\n`);
+          if (!a.quiet) io.err(`tsmd: set ${shown(a, d)} faulty in ${md}\n`);
           break;
         case 'remove':
           await arr.removeMember(d);
-          if (!a.quiet) io.err(`tsmd: hot removed ${d} from ${md}\n`);
+          if (!a.quiet) io.err(`tsmd: hot removed ${shown(a, d)} from ${md}\n`);
           break;
         case 'add':
         case 'add-spare':
         case 're-add': {
-          const other = ctx.registry.byMember(d);
-          if (other) throw new TsmdError('EBUSY', `${d} is in use by ${other.devPath}`);
+          // mdadm Manage_subdevs: a device held by an array (this one or another) fails its
+          // O_EXCL open, "Cannot open DEV: Device or resource busy", exit 1
+          if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
           const opened = await openDevice(d, { exclusive: true });
           const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
           try {
             const how = await arr.addMember(dev, { reAdd: op.op === 're-add', deviceUuid: randomBytes(16), writeMostly: op.writeMostly[i] });
-            if (!a.quiet) io.err(`tsmd: ${how === 're-added' ? 're-added' : 'added'} ${d}\n`);
+            if (!a.quiet) io.err(`tsmd: ${how === 're-added' ? 're-added' : 'added'} ${shown(a, d)}\n`);
           } catch (e) {
             await dev.close();
             throw e;

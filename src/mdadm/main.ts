@@ -26,8 +26,10 @@ import {
   parseIntStrict,
   parseLevel,
   parseSizeKiB,
+  shown,
   UsageError,
 } from './args.js';
+import { deviceIdentity } from './device-id.js';
 import { type DetailInput, type DetailMember, detailFieldsFromSuperblock } from './report/detail.js';
 import { formatExamine, formatExamineScan } from './report/examine.js';
 import { formatExamineBitmap } from './report/examine-bitmap.js';
@@ -181,6 +183,17 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   const force = flag(a, 'force');
   const run = flag(a, 'run');
   const paths = devices;
+  // mdadm Create.c opens every member O_RDWR|O_EXCL and keeps it open (super1's add_to_super),
+  // so a device listed twice fails its second open and the create aborts, exit 1, before any
+  // superblock is written. Files have no O_EXCL: the same node under any name is refused too.
+  const seen = new Set<string>();
+  for (const p of paths) {
+    if (p === 'missing') continue;
+    const id = deviceIdentity(p);
+    if (id === null) continue; // the open below reports it
+    if (seen.has(id)) throw new TsmdError('EBUSY', `failed to open ${shown(a, p)} after earlier success - aborting`);
+    seen.add(id);
+  }
   for (const p of paths) {
     const r = ctx.registry.byMember(p);
     if (r) throw new TsmdError('EBUSY', `${p} is in use by the running array ${r.devPath}`);
@@ -485,7 +498,12 @@ const MD_NAME = /^(?:\/dev\/)?md(?:\d+|\/.+)$|^md_d\d+$/;
 
 /** Make member paths absolute (the daemon runs commands for clients in other directories). */
 function resolvePaths(a: ParsedArgs, cwd: string): void {
-  const fix = (d: string) => (d === 'missing' || d.startsWith('/') ? d : pathResolve(cwd, d));
+  const fix = (d: string) => {
+    if (d === 'missing' || d.startsWith('/')) return d;
+    const abs = pathResolve(cwd, d);
+    if (!a.given.has(abs)) a.given.set(abs, d);
+    return abs;
+  };
   const membersAreMd = a.mode === 'misc' && (a.misc === 'detail' || a.misc === 'stop' || a.misc === 'readonly' || a.misc === 'readwrite' || a.misc === 'run' || a.misc === 'wait' || a.misc === 'action' || a.misc === 'speed-limit');
   if (!membersAreMd) a.devices = a.devices.map((d) => (a.misc === 'query' && MD_NAME.test(d) ? d : fix(d)));
   for (const op of a.manageOps) op.devices = op.devices.map(fix);
