@@ -15,7 +15,7 @@ import { TsmdError } from '../errors.js';
 import { openDevice } from '../io/file-device.js';
 import { detectUse } from '../md/create.js';
 import { parseArgs, UsageError } from '../mdadm/args.js';
-import { exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
+import { checkMonitor, exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
 
 /** The terminal's Io for the mdadm operations: stdout, stderr, questions on stdin. */
 function processIo(): Io {
@@ -273,6 +273,7 @@ async function runMonitor(a: ReturnType<typeof parseArgs>, path: string, io: Ret
   const incText = a.opts.get('increment');
   const increment = typeof incText === 'string' ? Number(incText) : 20;
   if (!Number.isInteger(increment) || increment < 1 || increment > 99) throw new UsageError(`--increment wants 1..99, got ${String(incText)}`);
+  checkMonitor(a);
   if (!program && !syslog && !a.opts.has('mail') && !oneshot && !test) {
     io.err('tsmd: No mail address or alert command - not monitoring.\n');
     return 1;

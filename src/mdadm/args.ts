@@ -314,6 +314,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
     }
     if (s.arg === 'none' && value !== undefined)
       throw new UsageError(`option --${long} does not take a value`);
+    // mdadm.c checks --chunk/--rounding while parsing (exit 2), before any device is looked at
+    if ((long === 'chunk' || long === 'rounding') && value !== undefined) parseChunkKiB(value);
     out.opts.set(long, value ?? true);
   };
 
@@ -398,6 +400,29 @@ export function parseArgs(argv: string[]): ParsedArgs {
 /** A device path as the user gave it (mdadm prints names as given, not resolved). */
 export function shown(a: ParsedArgs, path: string): string {
   return a.given.get(path) ?? path;
+}
+
+/**
+ * mdadm parse_size() (util.c): a positive decimal number, then nothing (KiB), K, M, G, T or s
+ * (sectors); upper-case suffixes only. Returns sectors, or null when mdadm says INVALID_SECTORS.
+ */
+export function parseSizeSectors(text: string): number | null {
+  const m = /^\s*[+]?(\d+)(.*)$/s.exec(text);
+  if (!m || Number(m[1]) <= 0) return null;
+  const n = Number(m[1]);
+  const mult: Record<string, number> = { '': 2, K: 2, M: 2048, G: 2 * 1024 * 1024, T: 2 * 1024 ** 3, s: 1 };
+  const k = mult[m[2]!];
+  return k === undefined ? null : n * k;
+}
+
+/**
+ * --chunk / --rounding as mdadm.c takes them: parse_size, then at least 8 sectors and a whole
+ * number of KiB, else "invalid chunk/rounding value: TEXT" and exit 2 (a usage error).
+ */
+export function parseChunkKiB(text: string): number {
+  const sectors = parseSizeSectors(text);
+  if (sectors === null || sectors < 8 || sectors % 2) throw new UsageError(`invalid chunk/rounding value: ${text}`);
+  return sectors / 2;
 }
 
 /** mdadm parse_size(): a number with optional K/M/G/T suffix; plain numbers are KiB. Returns KiB. */

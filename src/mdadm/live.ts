@@ -177,7 +177,20 @@ export function readConf(a: ParsedArgs, env: NodeJS.ProcessEnv): MdadmConf {
   return conf;
 }
 
-function candidateDevices(conf: MdadmConf): string[] {
+/**
+ * mdadm.conf for a scan that may run without one: mdadm reads the config file if there is one
+ * and otherwise scans as if it said "DEVICE partitions" (config.c load_conffile / conf_get_devs).
+ */
+export function readConfOrDefault(a: ParsedArgs, env: NodeJS.ProcessEnv): MdadmConf {
+  try {
+    return readConf(a, env);
+  } catch (e) {
+    if (e instanceof TsmdError && e.code === 'ENOENT' && !optStr(a, 'config') && env.TSMD_CONF === undefined) return { deviceGlobs: [], arrays: [] };
+    throw e;
+  }
+}
+
+export function candidateDevices(conf: MdadmConf): string[] {
   const out = new Set<string>();
   for (const g of conf.deviceGlobs.length ? conf.deviceGlobs : ['partitions']) {
     if (g === 'partitions') {

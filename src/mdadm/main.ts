@@ -15,7 +15,7 @@ import { FaultyBlockDevice } from '../io/fault-device.js';
 import { FileBlockDevice, openDevice } from '../io/file-device.js';
 import { ArrayRegistry } from './registry.js';
 import type { MdArray } from '../md/array.js';
-import { cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, startArray } from './live.js';
+import { candidateDevices, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, readConfOrDefault, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { type Level, planCreate } from '../md/create-plan.js';
 import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
@@ -23,6 +23,7 @@ import { parseLayout } from '../raid/geometry/names.js';
 import {
   type ParsedArgs,
   parseArgs,
+  parseChunkKiB,
   parseIntStrict,
   parseLevel,
   parseSizeKiB,
@@ -122,7 +123,8 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
     );
   }
   if (devices.length < raidDisks + spares) {
-    throw new UsageError("You haven't given enough devices (real or missing) to create this array");
+    // mdadm Create.c returns 1 here (the grammar was fine; the device list is short)
+    throw new TsmdError('EINVAL', "You haven't given enough devices (real or missing) to create this array");
   }
   const metaText = optStr(a, 'metadata') ?? '1.2';
   const metadata = (
@@ -141,7 +143,7 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
     throw new UsageError(
       `unrecognised metadata identifier: ${metaText} (tsmd writes 1.0, 1.1 and 1.2)`,
     );
-  const chunkKiB = optStr(a, 'chunk') ? parseSizeKiB(optStr(a, 'chunk')!, 'chunk size') : undefined;
+  const chunkKiB = optStr(a, 'chunk') ? parseChunkKiB(optStr(a, 'chunk')!) : undefined;
   const layoutText = optStr(a, 'layout') ?? optStr(a, 'parity');
   let layout: number | undefined;
   if (layoutText !== undefined) {
@@ -287,23 +289,37 @@ async function readBitmapHeader(dev: BlockDevice, sector: number) {
 }
 
 async function cmdExamine(a: ParsedArgs, io: Io): Promise<number> {
-  if (a.devices.length === 0) throw new UsageError('No devices to examine');
+  // mdadm --examine --scan without devices examines every device the config names (DEVICE
+  // lines, else all partitions) and lists the arrays found, quietly skipping the rest: exit 0
+  // (mdadm.c misc_scan path of Examine)
+  const scanAll = a.devices.length === 0 && flag(a, 'scan');
+  if (a.devices.length === 0 && !scanAll) throw new UsageError('No devices to examine');
+  const paths = scanAll ? candidateDevices(readConfOrDefault(a, io.env)) : a.devices;
+  if (scanAll && paths.length === 0) {
+    const conf = optStr(a, 'config') ?? io.env.TSMD_CONF;
+    throw new TsmdError('ENOENT', `No devices listed in ${conf ? shown(a, conf) : '/etc/mdadm/mdadm.conf'}`);
+  }
   const homehost = optStr(a, 'homehost') ?? io.env.TSMD_HOMEHOST ?? hostname();
   const brief = flag(a, 'brief') || flag(a, 'scan');
   let rc = 0;
   const found: Array<{ name: string; sb: import('../format/superblock.js').Superblock1 }> = [];
-  for (const path of a.devices) {
+  for (const path of paths) {
     let dev: BlockDevice;
     try {
       dev = await openDevice(path, { readOnly: true });
     } catch (e) {
+      if (scanAll) continue;
       io.err(`tsmd: cannot open ${path}: ${(e as Error).message}\n`);
       rc = 1;
       continue;
     }
     try {
-      const l = await loadSuperblock(dev);
+      const l = await loadSuperblock(dev).catch((e: unknown) => {
+        if (scanAll) return null;
+        throw e;
+      });
       if (!l) {
+        if (scanAll) continue;
         io.err(`tsmd: No md superblock detected on ${path}.\n`);
         rc = 1;
         continue;
@@ -418,11 +434,10 @@ async function cmdZero(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
     try {
       const did = await zeroSuperblock(dev);
       if (!did) {
-        if (!flag(a, 'force')) {
-          io.err(`tsmd: Unrecognised md component device - ${path}\n`);
-          rc = 1;
-        }
-      } else if (a.verbose) io.err(`tsmd: zeroed superblock on ${path}\n`);
+        // mdadm Kill.c: said unless --quiet (even with --force); mdadm.c masks that result
+        // out of the exit status, so a device without a superblock is not a failure (exit 0)
+        if (!a.quiet) io.err(`tsmd: Unrecognised md component device - ${shown(a, path)}\n`);
+      } else if (a.verbose) io.err(`tsmd: zeroed superblock on ${shown(a, path)}\n`);
     } finally {
       await dev.close();
     }
@@ -512,6 +527,19 @@ function resolvePaths(a: ParsedArgs, cwd: string): void {
 }
 
 /**
+ * The checks mdadm makes before it monitors anything (exit 1 each, and no arrays are needed to
+ * reach them): mdadm.c's MONITOR case wants --scan or a device; Monitor.c refuses --scan with
+ * nowhere to send events (no --mail, --program/--alert or --syslog), also with --oneshot or
+ * --test.
+ */
+export function checkMonitor(a: ParsedArgs): void {
+  if (a.devices.length === 0 && a.mdDevice === null && !flag(a, 'scan'))
+    throw new TsmdError('EINVAL', 'Cannot monitor: need --scan or at least one device');
+  if (flag(a, 'scan') && !flag(a, 'mail') && !flag(a, 'program') && !flag(a, 'alert') && !flag(a, 'syslog'))
+    throw new TsmdError('EINVAL', 'No mail address or alert command - not monitoring.');
+}
+
+/**
  * The exit status of a command that ended with `e`, as mdadm's: 2 for bad usage (UsageError,
  * mdadm's usage() exit), the code's row of ERROR_CODES for a TsmdError (1: mdadm's failure
  * exit); null for anything else, which is a bug and is rethrown rather than passed off as a
@@ -573,6 +601,9 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
           default:
             return await cmdMiscLive(a, io, ctx);
         }
+      case 'monitor':
+        checkMonitor(a);
+        throw new TsmdError('ENODEV', 'no node daemon is reachable: --monitor watches the arrays of "tsmd daemon"');
       case null:
         throw new UsageError(
           'no mode given: use --create, --assemble, --examine, ... (see tsmd --help)',
