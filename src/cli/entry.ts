@@ -305,6 +305,15 @@ export async function run(argv: string[]): Promise<number> {
     }
     const args = [...argv];
     const runDir = takeOpt(args, 'run-dir') ?? defaultRunDir();
+    // help is printed here, never forwarded: `--monitor --help` must not start a monitor
+    let wantsHelp = false;
+    try {
+      const parsed = parseArgs(args);
+      wantsHelp = parsed.help || parsed.helpOptions;
+    } catch {
+      // main (or the daemon) reports the usage error
+    }
+    if (wantsHelp) return await main(args, io);
     const forwarded = await forward(args, resolve(runDir));
     if (forwarded !== null) return forwarded;
     return await main(args, io);

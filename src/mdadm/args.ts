@@ -59,7 +59,10 @@ export interface ParsedArgs {
    * resolvePaths): mdadm names devices in its messages and headers as given (`d0.img:`).
    */
   given: Map<string, string>;
+  /** --help/-h was given: the parse stopped there, with the mode set so far (mdadm.c) */
   help: boolean;
+  /** --help-options */
+  helpOptions: boolean;
   version: boolean;
 }
 
@@ -107,6 +110,7 @@ const LONG: OptSpec[] = [
   { long: 'status', arg: 'none', mode: 'misc', misc: 'status' },
   // general
   { long: 'help', arg: 'none' },
+  { long: 'help-options', arg: 'none' },
   { long: 'version', arg: 'none' },
   { long: 'verbose', arg: 'none' },
   { long: 'quiet', arg: 'none' },
@@ -249,6 +253,21 @@ function spec(long: string): OptSpec | undefined {
   return LONG.find((o) => o.long === long);
 }
 
+/**
+ * A long option as getopt_long finds it (mdadm parses with it): the exact name, else the one
+ * option the text is a prefix of (\`--zero\` is --zero-superblock). A prefix of several is an
+ * error naming them in the table's order, in getopt's words; a prefix of none is unknown.
+ */
+export function resolveLong(text: string): OptSpec | undefined {
+  const exact = spec(text);
+  if (exact || text === '') return exact;
+  const hits = LONG.filter((o) => o.long.startsWith(text));
+  if (hits.length > 1) {
+    throw new UsageError(`option '--${text}' is ambiguous; possibilities:${hits.map((o) => ` '--${o.long}'`).join('')}`);
+  }
+  return hits[0];
+}
+
 export function parseArgs(argv: string[]): ParsedArgs {
   const out: ParsedArgs = {
     mode: null,
@@ -262,6 +281,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
     quiet: false,
     given: new Map(),
     help: false,
+    helpOptions: false,
     version: false,
   };
   let currentManage: ManageOp | null = null;
@@ -294,6 +314,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
         out.misc = s.misc;
     }
     if (long === 'help') out.help = true;
+    else if (long === 'help-options') out.helpOptions = true;
     else if (long === 'version') out.version = true;
     else if (long === 'verbose') out.verbose++;
     else if (long === 'quiet') out.quiet = true;
@@ -319,7 +340,9 @@ export function parseArgs(argv: string[]): ParsedArgs {
     out.opts.set(long, value ?? true);
   };
 
-  for (let i = 0; i < argv.length; i++) {
+  args: for (let i = 0; i < argv.length; i++) {
+    // mdadm acts on --help (and --help-options) as soon as it reads it, with the mode so far
+    if (out.help || out.helpOptions) break;
     const a = argv[i]!;
     if (a === '--') {
       positional.push(...argv.slice(i + 1));
@@ -327,9 +350,9 @@ export function parseArgs(argv: string[]): ParsedArgs {
     }
     if (a.startsWith('--')) {
       const eq = a.indexOf('=');
-      const long = eq >= 0 ? a.slice(2, eq) : a.slice(2);
-      const s = spec(long);
+      const s = resolveLong(eq >= 0 ? a.slice(2, eq) : a.slice(2));
       if (!s) throw new UsageError(`unrecognised option ${a}`);
+      const long = s.long;
       let value: string | undefined = eq >= 0 ? a.slice(eq + 1) : undefined;
       if (s.arg === 'required' && value === undefined) {
         if (i + 1 >= argv.length) throw new UsageError(`option --${long} requires an argument`);
@@ -356,6 +379,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
           break;
         }
         apply(long, undefined, `-${letter}`);
+        if (out.help) break args;
       }
       continue;
     }

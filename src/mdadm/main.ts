@@ -31,6 +31,7 @@ import {
   UsageError,
 } from './args.js';
 import { deviceIdentity } from './device-id.js';
+import { helpText, optionsHelpText } from './help.js';
 import { type DetailInput, type DetailMember, detailFieldsFromSuperblock } from './report/detail.js';
 import { formatExamine, formatExamineScan } from './report/examine.js';
 import { formatExamineBitmap } from './report/examine-bitmap.js';
@@ -45,38 +46,6 @@ export interface Io {
   ask: (question: string) => Promise<string>;
   env: NodeJS.ProcessEnv;
 }
-
-const USAGE = `Usage: tsmd mode [md-device] [options] <component-devices>
-
-tsmd manages Linux md-compatible software RAID arrays (mdadm's vocabulary).
-
-Modes:
-  -C, --create        create a new array (members: files or block devices)
-  -A, --assemble      assemble a previously created array (in-process until the node daemon)
-  -E, --examine       print the md superblock of members
-  -X, --examine-bitmap  print the write-intent bitmap of members
-      --examine-badblocks  list the bad-block log of members
-      --zero-superblock    erase md superblocks from members
-  -D, --detail        with --assemble: report the assembled array as mdadm --detail does
-
-Create options:
-  -l, --level=        linear, raid0, raid1, raid4, raid5, raid6, raid10
-  -n, --raid-devices= number of active devices ("missing" stands for an absent one)
-  -x, --spare-devices= number of spare devices
-  -c, --chunk=        chunk size (K by default; M, G suffixes)        [512K]
-  -p, --layout=       raid5/6 algorithm, raid10 nN/fN/oN, raid0 original/alternate
-  -z, --size=         space to use on each device (K by default)
-  -N, --name=         array name                 --homehost=   host name for the name
-  -u, --uuid=         array UUID                 -e, --metadata=1.0|1.1|1.2   [1.2]
-  -b, --bitmap=internal|none|clustered           --bitmap-chunk=  bitmap chunk
-      --nodes=        clustered bitmap slots     --cluster-name=  cluster name
-      --assume-clean  skip the initial resync    --data-offset=   data offset (K)
-  -W, --write-mostly  following devices are write-mostly (raid1)
-  -R, --run           do not ask before overwriting devices that look used
-  -f, --force         same, and create raid5 without the recovery-onto-last trick
-
-General: -v, --verbose  -q, --quiet  -s, --scan  -b, --brief  -h, --help  -V, --version
-`;
 
 function optStr(a: ParsedArgs, name: string): string | undefined {
   const v = a.opts.get(name);
@@ -567,8 +536,14 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
   }
   resolvePaths(a, ctx.cwd ?? process.cwd());
   try {
+    // mdadm: --help prints the help of the mode given before it (ReadMe.c Help_MODE), or the
+    // general text; --help-options the shared options; no arguments at all is a usage error
+    if (a.helpOptions) {
+      io.out(optionsHelpText());
+      return 0;
+    }
     if (a.help || argv.length === 0) {
-      io.out(USAGE);
+      io.out(helpText(argv.length === 0 ? null : a.mode));
       return argv.length === 0 ? 2 : 0;
     }
     if (a.version) {
