@@ -263,7 +263,7 @@ async function cmdExamine(a: ParsedArgs, io: Io): Promise<number> {
   // (mdadm.c misc_scan path of Examine)
   const scanAll = a.devices.length === 0 && flag(a, 'scan');
   if (a.devices.length === 0 && !scanAll) throw new UsageError('No devices to examine');
-  const paths = scanAll ? candidateDevices(readConfOrDefault(a, io.env)) : a.devices;
+  const paths = scanAll ? candidateDevices(readConfOrDefault(a, io.env, (m) => io.err(`tsmd: ${m}\n`))) : a.devices;
   if (scanAll && paths.length === 0) {
     const conf = optStr(a, 'config') ?? io.env.TSMD_CONF;
     throw new TsmdError('ENOENT', `No devices listed in ${conf ? shown(a, conf) : '/etc/mdadm/mdadm.conf'}`);
@@ -278,7 +278,7 @@ async function cmdExamine(a: ParsedArgs, io: Io): Promise<number> {
       dev = await openDevice(path, { readOnly: true });
     } catch (e) {
       if (scanAll) continue;
-      io.err(`tsmd: cannot open ${path}: ${(e as Error).message}\n`);
+      io.err(`tsmd: cannot open ${shown(a, path)}: ${(e as Error).message}\n`);
       rc = 1;
       continue;
     }
@@ -289,12 +289,12 @@ async function cmdExamine(a: ParsedArgs, io: Io): Promise<number> {
       });
       if (!l) {
         if (scanAll) continue;
-        io.err(`tsmd: No md superblock detected on ${path}.\n`);
+        io.err(`tsmd: No md superblock detected on ${shown(a, path)}.\n`);
         rc = 1;
         continue;
       }
       if (brief) {
-        found.push({ name: path, sb: l.sb });
+        found.push({ name: shown(a, path), sb: l.sb });
         continue;
       }
       let bitmap = null;
@@ -304,7 +304,8 @@ async function cmdExamine(a: ParsedArgs, io: Io): Promise<number> {
       }
       io.out(
         formatExamine({
-          deviceName: path,
+          // mdadm's header is the name as given ("d0.img:"), not the resolved path
+          deviceName: shown(a, path),
           sb: l.sb,
           raw: l.raw,
           devSectors: l.devSectors,
@@ -331,14 +332,14 @@ async function cmdExamineBitmap(a: ParsedArgs, io: Io): Promise<number> {
         const bms = await loadBitmaps(dev, l);
         io.out(
           formatExamineBitmap({
-            fileName: path,
+            fileName: shown(a, path),
             sb: l.sb,
             slots: bms.map((b) => ({ sup: b.sup, bits: b.bits })),
             brief: flag(a, 'brief'),
           }),
         );
       } else if (l) {
-        io.err(`tsmd: ${path} is an md member without an internal bitmap\n`);
+        io.err(`tsmd: ${shown(a, path)} is an md member without an internal bitmap\n`);
         rc = 1;
       } else {
         // an external bitmap file: header at offset 0
@@ -351,7 +352,7 @@ async function cmdExamineBitmap(a: ParsedArgs, io: Io): Promise<number> {
           await dev
             .read(bits.subarray(0, bits.length - (bits.length % 512)), BITMAP_SB_BYTES)
             .catch(() => {});
-        io.out(formatExamineBitmap({ fileName: path, sb: null, slots: [{ sup, bits }] }));
+        io.out(formatExamineBitmap({ fileName: shown(a, path), sb: null, slots: [{ sup, bits }] }));
         if (sup.magic !== 0x6d746962) rc = 1;
       }
     } finally {
@@ -361,27 +362,44 @@ async function cmdExamineBitmap(a: ParsedArgs, io: Io): Promise<number> {
   return rc;
 }
 
+/**
+ * mdadm --examine-badblocks (Examine.c ExamineBadblocks, super1.c examine_badblocks_super1):
+ * "No bad-blocks list configured on NAME" without a usable log, "Bad-blocks list is empty in
+ * NAME" while the BAD_BLOCKS feature is off (md sets it with the first entry), else the list;
+ * each on stdout, exit 0. No superblock: said on stderr (not with --brief), exit 1.
+ */
 async function cmdExamineBadblocks(a: ParsedArgs, io: Io): Promise<number> {
   const { loadBadBlocks } = await import('../md/sb-io.js');
   let rc = 0;
   for (const path of a.devices) {
-    const dev = await openDevice(path, { readOnly: true });
+    const name = shown(a, path);
+    let dev: BlockDevice;
+    try {
+      dev = await openDevice(path, { readOnly: true });
+    } catch (e) {
+      io.err(`tsmd: cannot open ${name}: ${(e as Error).message}\n`);
+      rc = 1;
+      continue;
+    }
     try {
       const l = await loadSuperblock(dev);
       if (!l) {
-        io.err(`tsmd: No md superblock detected on ${path}.\n`);
+        if (!flag(a, 'brief')) io.err(`tsmd: No md superblock detected on ${name}\n`);
         rc = 1;
         continue;
       }
-      if (!l.sb.bblogSize) {
-        io.err(`tsmd: ${path} has no bad-block log\n`);
+      if (!l.sb.bblogSize || l.sb.bblogSize > 100 || !l.sb.bblogOffset) {
+        io.out(`No bad-blocks list configured on ${name}\n`);
+        continue;
+      }
+      if (!(l.sb.featureMap & Feature.BAD_BLOCKS)) {
+        io.out(`Bad-blocks list is empty in ${name}\n`);
         continue;
       }
       const list = await loadBadBlocks(dev, l);
-      io.out(`Bad-blocks on ${path}:\n`);
+      io.out(`Bad-blocks on ${name}:\n`);
       for (const b of list)
         io.out(`${String(b.sector).padStart(20)} for ${b.lengthSectors} sectors\n`);
-      if (list.length === 0 && !(l.sb.featureMap & Feature.BAD_BLOCKS)) io.out('');
     } finally {
       await dev.close();
     }
