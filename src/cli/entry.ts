@@ -16,7 +16,7 @@ import { TsmdError } from '../errors.js';
 import { openDevice } from '../io/file-device.js';
 import { detectUse } from '../md/create.js';
 import { parseArgs, UsageError } from '../mdadm/args.js';
-import { exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
+import { checkMonitor, exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
 
 /** The terminal's Io for the mdadm operations: stdout, stderr, questions on stdin. */
 function processIo(): Io {
@@ -304,6 +304,7 @@ async function runMonitor(a: ReturnType<typeof parseArgs>, path: string, io: Ret
   const incText = a.opts.get('increment');
   const increment = typeof incText === 'string' ? Number(incText) : 20;
   if (!Number.isInteger(increment) || increment < 1 || increment > 99) throw new UsageError(`--increment wants 1..99, got ${String(incText)}`);
+  checkMonitor(a);
   if (!program && !syslog && !a.opts.has('mail') && !oneshot && !test) {
     io.err('tsmd: No mail address or alert command - not monitoring.\n');
     return 1;
@@ -335,6 +336,15 @@ export async function run(argv: string[]): Promise<number> {
     }
     const args = [...argv];
     const runDir = takeOpt(args, 'run-dir') ?? defaultRunDir();
+    // help is printed here, never forwarded: `--monitor --help` must not start a monitor
+    let wantsHelp = false;
+    try {
+      const parsed = parseArgs(args);
+      wantsHelp = parsed.help || parsed.helpOptions;
+    } catch {
+      // main (or the daemon) reports the usage error
+    }
+    if (wantsHelp) return await main(args, io);
     const forwarded = await forward(args, resolve(runDir));
     if (forwarded !== null) return forwarded;
     return await main(args, io);

@@ -54,7 +54,15 @@ export interface ParsedArgs {
   writeMostly: Map<string, boolean>;
   verbose: number;
   quiet: boolean;
+  /**
+   * Device paths as the user typed them, by the absolute path they were resolved to (main.ts
+   * resolvePaths): mdadm names devices in its messages and headers as given (`d0.img:`).
+   */
+  given: Map<string, string>;
+  /** --help/-h was given: the parse stopped there, with the mode set so far (mdadm.c) */
   help: boolean;
+  /** --help-options */
+  helpOptions: boolean;
   version: boolean;
 }
 
@@ -102,6 +110,7 @@ const LONG: OptSpec[] = [
   { long: 'status', arg: 'none', mode: 'misc', misc: 'status' },
   // general
   { long: 'help', arg: 'none' },
+  { long: 'help-options', arg: 'none' },
   { long: 'version', arg: 'none' },
   { long: 'verbose', arg: 'none' },
   { long: 'quiet', arg: 'none' },
@@ -244,6 +253,21 @@ function spec(long: string): OptSpec | undefined {
   return LONG.find((o) => o.long === long);
 }
 
+/**
+ * A long option as getopt_long finds it (mdadm parses with it): the exact name, else the one
+ * option the text is a prefix of (\`--zero\` is --zero-superblock). A prefix of several is an
+ * error naming them in the table's order, in getopt's words; a prefix of none is unknown.
+ */
+export function resolveLong(text: string): OptSpec | undefined {
+  const exact = spec(text);
+  if (exact || text === '') return exact;
+  const hits = LONG.filter((o) => o.long.startsWith(text));
+  if (hits.length > 1) {
+    throw new UsageError(`option '--${text}' is ambiguous; possibilities:${hits.map((o) => ` '--${o.long}'`).join('')}`);
+  }
+  return hits[0];
+}
+
 export function parseArgs(argv: string[]): ParsedArgs {
   const out: ParsedArgs = {
     mode: null,
@@ -255,7 +279,9 @@ export function parseArgs(argv: string[]): ParsedArgs {
     writeMostly: new Map(),
     verbose: 0,
     quiet: false,
+    given: new Map(),
     help: false,
+    helpOptions: false,
     version: false,
   };
   let currentManage: ManageOp | null = null;
@@ -288,6 +314,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
         out.misc = s.misc;
     }
     if (long === 'help') out.help = true;
+    else if (long === 'help-options') out.helpOptions = true;
     else if (long === 'version') out.version = true;
     else if (long === 'verbose') out.verbose++;
     else if (long === 'quiet') out.quiet = true;
@@ -308,10 +335,14 @@ export function parseArgs(argv: string[]): ParsedArgs {
     }
     if (s.arg === 'none' && value !== undefined)
       throw new UsageError(`option --${long} does not take a value`);
+    // mdadm.c checks --chunk/--rounding while parsing (exit 2), before any device is looked at
+    if ((long === 'chunk' || long === 'rounding') && value !== undefined) parseChunkKiB(value);
     out.opts.set(long, value ?? true);
   };
 
-  for (let i = 0; i < argv.length; i++) {
+  args: for (let i = 0; i < argv.length; i++) {
+    // mdadm acts on --help (and --help-options) as soon as it reads it, with the mode so far
+    if (out.help || out.helpOptions) break;
     const a = argv[i]!;
     if (a === '--') {
       positional.push(...argv.slice(i + 1));
@@ -319,9 +350,9 @@ export function parseArgs(argv: string[]): ParsedArgs {
     }
     if (a.startsWith('--')) {
       const eq = a.indexOf('=');
-      const long = eq >= 0 ? a.slice(2, eq) : a.slice(2);
-      const s = spec(long);
+      const s = resolveLong(eq >= 0 ? a.slice(2, eq) : a.slice(2));
       if (!s) throw new UsageError(`unrecognised option ${a}`);
+      const long = s.long;
       let value: string | undefined = eq >= 0 ? a.slice(eq + 1) : undefined;
       if (s.arg === 'required' && value === undefined) {
         if (i + 1 >= argv.length) throw new UsageError(`option --${long} requires an argument`);
@@ -348,6 +379,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
           break;
         }
         apply(long, undefined, `-${letter}`);
+        if (out.help) break args;
       }
       continue;
     }
@@ -387,6 +419,34 @@ export function parseArgs(argv: string[]): ParsedArgs {
   }
   out.devices = positional;
   return out;
+}
+
+/** A device path as the user gave it (mdadm prints names as given, not resolved). */
+export function shown(a: ParsedArgs, path: string): string {
+  return a.given.get(path) ?? path;
+}
+
+/**
+ * mdadm parse_size() (util.c): a positive decimal number, then nothing (KiB), K, M, G, T or s
+ * (sectors); upper-case suffixes only. Returns sectors, or null when mdadm says INVALID_SECTORS.
+ */
+export function parseSizeSectors(text: string): number | null {
+  const m = /^\s*[+]?(\d+)(.*)$/s.exec(text);
+  if (!m || Number(m[1]) <= 0) return null;
+  const n = Number(m[1]);
+  const mult: Record<string, number> = { '': 2, K: 2, M: 2048, G: 2 * 1024 * 1024, T: 2 * 1024 ** 3, s: 1 };
+  const k = mult[m[2]!];
+  return k === undefined ? null : n * k;
+}
+
+/**
+ * --chunk / --rounding as mdadm.c takes them: parse_size, then at least 8 sectors and a whole
+ * number of KiB, else "invalid chunk/rounding value: TEXT" and exit 2 (a usage error).
+ */
+export function parseChunkKiB(text: string): number {
+  const sectors = parseSizeSectors(text);
+  if (sectors === null || sectors < 8 || sectors % 2) throw new UsageError(`invalid chunk/rounding value: ${text}`);
+  return sectors / 2;
 }
 
 /** mdadm parse_size(): a number with optional K/M/G/T suffix; plain numbers are KiB. Returns KiB. */

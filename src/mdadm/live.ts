@@ -11,14 +11,15 @@ import { dirname, join } from 'node:path';
 import { SystemClock } from '../env/clock.js';
 import { type ArrayRegistry, type RunningArray } from './registry.js';
 import { TsmdError } from '../errors.js';
-import { parseUuid, setNameText, uuidText } from '../format/superblock.js';
+import { parseUuid, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { SyncOffload } from '../raid/offload/bulk.js';
 import { openDevice } from '../io/file-device.js';
 import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { loadSuperblock } from '../md/sb-io.js';
-import { type ParsedArgs, parseSizeKiB, UsageError } from './args.js';
+import { type ParsedArgs, parseSizeKiB, shown, UsageError } from './args.js';
+import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
 
 export interface LiveIo {
@@ -73,8 +74,25 @@ export interface MdadmConf {
   homehost?: string;
 }
 
-/** Parse mdadm.conf: DEVICE, ARRAY and HOMEHOST lines (continuation lines start with blanks). */
-export function parseMdadmConf(text: string): MdadmConf {
+/** mdadm.conf's keywords, in mdadm's order (config.c keywords[]). */
+const CONF_KEYWORDS = ['devices', 'array', 'mailaddr', 'mailfrom', 'program', 'create', 'homehost', 'homecluster', 'auto', 'policy', 'part-policy', 'sysfs', 'monitordelay'] as const;
+
+/**
+ * mdadm config.c match_keyword: at least three letters, any case, a prefix of a keyword (the
+ * first in the table's order wins: "HOM" is HOMEHOST); null for none.
+ */
+export function matchConfKeyword(word: string): (typeof CONF_KEYWORDS)[number] | null {
+  if (word.length < 3) return null;
+  const w = word.toLowerCase();
+  return CONF_KEYWORDS.find((k) => k.startsWith(w)) ?? null;
+}
+
+/**
+ * Parse mdadm.conf: DEVICE, ARRAY and HOMEHOST lines (continuation lines start with blanks);
+ * the other keywords mdadm knows are read and not used; a word that is none of them is warned
+ * about as mdadm's load_conffile does ("Unknown keyword FOO") and the line is ignored.
+ */
+export function parseMdadmConf(text: string, warn: (msg: string) => void = () => {}): MdadmConf {
   const conf: MdadmConf = { deviceGlobs: [], arrays: [] };
   const logical: string[] = [];
   for (const raw of text.split('\n')) {
@@ -85,10 +103,11 @@ export function parseMdadmConf(text: string): MdadmConf {
   }
   for (const l of logical) {
     const words = l.split(/\s+/);
-    const kw = words[0]!.toUpperCase();
-    if (kw.startsWith('DEV')) conf.deviceGlobs.push(...words.slice(1));
-    else if (kw.startsWith('HOMEHOST')) conf.homehost = words[1];
-    else if (kw.startsWith('ARR')) {
+    const kw = matchConfKeyword(words[0]!);
+    if (kw === null) warn(`Unknown keyword ${words[0]!}`);
+    else if (kw === 'devices') conf.deviceGlobs.push(...words.slice(1));
+    else if (kw === 'homehost') conf.homehost = words[1];
+    else if (kw === 'array') {
       const a: ConfArray = { dev: '' };
       for (const w of words.slice(1)) {
         const eq = w.indexOf('=');
@@ -166,24 +185,37 @@ export function mdadmConfPath(explicit: string | undefined, env: NodeJS.ProcessE
   });
 }
 
-export function readConf(a: ParsedArgs, env: NodeJS.ProcessEnv): MdadmConf {
+export function readConf(a: ParsedArgs, env: NodeJS.ProcessEnv, warn?: (msg: string) => void): MdadmConf {
   const path = mdadmConfPath(optStr(a, 'config'), env);
   if (!path) throw new TsmdError('ENOENT', 'no mdadm.conf found (give --config=FILE)');
-  return loadMdadmConf(path);
+  return loadMdadmConf(path, warn);
 }
 
-/** Read and parse one mdadm.conf. */
-export function loadMdadmConf(path: string): MdadmConf {
+/** Read and parse one mdadm.conf (`warn` hears what mdadm warns about, e.g. unknown keywords). */
+export function loadMdadmConf(path: string, warn?: (msg: string) => void): MdadmConf {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
     throw new TsmdError('ENOENT', `cannot read ${path}: ${(e as Error).message}`);
   }
-  const conf = parseMdadmConf(text);
+  const conf = parseMdadmConf(text, warn);
   // relative DEVICE globs are relative to the config file
   conf.deviceGlobs = conf.deviceGlobs.map((g) => (g.startsWith('/') || g === 'partitions' || g === 'containers' ? g : join(dirname(path), g)));
   return conf;
+}
+
+/**
+ * mdadm.conf for a scan that may run without one: mdadm reads the config file if there is one
+ * and otherwise scans as if it said "DEVICE partitions" (config.c load_conffile / conf_get_devs).
+ */
+export function readConfOrDefault(a: ParsedArgs, env: NodeJS.ProcessEnv, warn?: (msg: string) => void): MdadmConf {
+  try {
+    return readConf(a, env, warn);
+  } catch (e) {
+    if (e instanceof TsmdError && e.code === 'ENOENT' && !optStr(a, 'config') && env.TSMD_CONF === undefined) return { deviceGlobs: [], arrays: [] };
+    throw e;
+  }
 }
 
 /** The devices a --scan looks at: the DEVICE globs, else mdadm's default `DEVICE partitions`. */
@@ -228,12 +260,30 @@ async function openPaths(paths: string[], readOnly: boolean, ctx: Ctx): Promise<
   }
 }
 
+/**
+ * The devices a search by --uuid/--name passes over, as mdadm's Assemble.c says them: only
+ * when reporting mismatches (devices named on the command line and not --quiet, or --verbose:
+ * its report_mismatch), and in its words ("DEV has wrong uuid.", "DEV has wrong name.", "no
+ * recogniseable superblock on DEV"). Returns undefined for any other message (said as is) and
+ * null for one that is not said. The md core's texts are matched here because they are its
+ * log lines (md/array.ts loadCandidates).
+ */
+function mismatchText(m: string, opts: { uuid?: Uint8Array; reportMismatch?: boolean }): string | null | undefined {
+  const wrong = /^(.*) has wrong uuid or name \(array ([0-9a-f:]+)\); skipping it$/.exec(m);
+  const none = /^no md superblock on (.*); skipping it$/.exec(m);
+  if (!wrong && !none) return undefined;
+  if (opts.reportMismatch === false) return null;
+  if (none) return `no recogniseable superblock on ${none[1]!}`;
+  const uuidDiffers = opts.uuid !== undefined && uuidText(opts.uuid) !== wrong![2];
+  return `${wrong![1]!} has wrong ${uuidDiffers ? 'uuid' : 'name'}.`;
+}
+
 /** Start an array from member paths and register it. */
 export async function startArray(
   ctx: Ctx,
   md: string,
   paths: string[],
-  opts: { run?: boolean; force?: boolean; readOnly?: boolean; uuid?: Uint8Array; name?: string },
+  opts: { run?: boolean; force?: boolean; readOnly?: boolean; uuid?: Uint8Array; name?: string; reportMismatch?: boolean },
   io: LiveIo,
 ): Promise<RunningArray> {
   for (const p of paths) {
@@ -245,8 +295,11 @@ export async function startArray(
   // messages go to the command's stderr while it runs, and to the daemon log always
   let commandDone = false;
   const log = (m: string, level?: MdLogLevel) => {
-    if (!commandDone) io.err(`tsmd: ${m}\n`);
     ctx.arrayLog?.(names.mdName, m, level);
+    if (commandDone) return;
+    const said = mismatchText(m, opts);
+    if (said === undefined) io.err(`tsmd: ${m}\n`);
+    else if (said !== null) io.err(`tsmd: ${said}\n`);
   };
   const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload: ctx.syncOffload ?? null });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
@@ -266,7 +319,7 @@ export async function cmdAssembleLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Prom
   const common = { run: flag(a, 'run'), force: flag(a, 'force'), readOnly };
   const jobs: Array<{ md: string; paths: string[]; uuid?: Uint8Array; name?: string }> = [];
   if (flag(a, 'scan') || (a.devices.length === 0 && a.mdDevice !== null && (optStr(a, 'uuid') || optStr(a, 'name')))) {
-    const conf = readConf(a, io.env);
+    const conf = readConf(a, io.env, (m) => io.err(`tsmd: ${m}\n`));
     const pool = candidateDevices(conf);
     const wanted = a.mdDevice ? conf.arrays.filter((x) => x.dev === a.mdDevice) : conf.arrays;
     if (a.mdDevice && wanted.length === 0) {
@@ -293,7 +346,9 @@ export async function cmdAssembleLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Prom
     try {
       // in a --scan pool, devices of other arrays (or in use) are simply not candidates
       const paths = jobs.length > 1 || flag(a, 'scan') ? j.paths.filter((p) => !ctx.registry.byMember(p)) : j.paths;
-      r = await startArray(ctx, j.md, paths, { ...common, uuid: j.uuid, name: j.name }, io);
+      // mdadm Assemble.c report_mismatch: devices from argv unless --quiet, or --verbose
+      const reportMismatch = (!flag(a, 'scan') && !a.quiet) || a.verbose > 0;
+      r = await startArray(ctx, j.md, paths, { ...common, uuid: j.uuid, name: j.name, reportMismatch }, io);
     } catch (e) {
       if (jobs.length === 1) throw e;
       io.err(`tsmd: ${j.md}: ${(e as Error).message}\n`);
@@ -370,33 +425,34 @@ export async function cmdMiscLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
     case 'query': {
       let rc = 0;
       for (const d of a.devices) {
+        // mdadm Query.c names the device as given
+        const name = shown(a, d);
         const r = ctx.registry.find(d);
         if (r) {
           const arr = r.array;
           const lvl = arr.level === -1 ? 'linear' : `raid${arr.level}`;
-          io.out(`${d}: ${(arr.sizeBytes / 2 ** 20).toFixed(2)}MiB ${lvl} ${arr.raidDisks} devices, ${arr.members.filter((m) => m.slot === null).length} spare. Use mdadm --detail for more detail.\n`);
+          io.out(`${name}: ${(arr.sizeBytes / 2 ** 20).toFixed(2)}MiB ${lvl} ${arr.raidDisks} devices, ${arr.members.filter((m) => m.slot === null).length} spare. Use mdadm --detail for more detail.\n`);
           continue;
         }
         const byMember = ctx.registry.byMember(d);
         if (byMember) {
-          const m = byMember.array.members.find((x) => x.dev.name === d)!;
-          io.out(`${d}: device ${m.devNumber} in ${byMember.array.raidDisks} device active raid${byMember.array.level} ${byMember.devPath}.  Use mdadm --examine for more detail.\n`);
+          const m = byMember.array.members.find((x) => sameDevice(x.dev.name, d))!;
+          io.out(`${name}: device ${m.devNumber} in ${byMember.array.raidDisks} device active raid${byMember.array.level} ${byMember.devPath}.  Use mdadm --examine for more detail.\n`);
           continue;
         }
         try {
           const dev = await openDevice(d, { readOnly: true });
           try {
             const l = await loadSuperblock(dev);
-            if (l) io.out(`${d}: is not an md array\n${d}: device ${l.sb.devNumber} in ${l.sb.raidDisks} device undetected raid${l.sb.level} ${setNameText(l.sb)}.  Use mdadm --examine for more detail.\n`);
-            else {
-              io.out(`${d}: is not an md array\n${d}: No md super block found, not an md component.\n`);
-              rc = 1;
-            }
+            // mdadm Query.c: a member of no running array is "inactive ... array"; without a
+            // superblock the first line is all it says, and that is not a failure (exit 0)
+            io.out(`${name}: is not an md array\n`);
+            if (l) io.out(`${name}: device ${l.sb.devNumber} in ${l.sb.raidDisks} device inactive ${l.sb.level === -1 ? 'linear' : `raid${l.sb.level}`} array.  Use mdadm --examine for more detail.\n`);
           } finally {
             await dev.close();
           }
         } catch (e) {
-          io.err(`tsmd: cannot open ${d}: ${(e as Error).message}\n`);
+          io.err(`tsmd: cannot open ${name}: ${(e as Error).message}\n`);
           rc = 1;
         }
       }
@@ -488,22 +544,23 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
         case 'fail':
         case 'set-faulty':
           await arr.failMember(d);
-          if (!a.quiet) io.err(`tsmd: set ${d} faulty in ${md}\n`);
+          if (!a.quiet) io.err(`tsmd: set ${shown(a, d)} faulty in ${md}\n`);
           break;
         case 'remove':
           await arr.removeMember(d);
-          if (!a.quiet) io.err(`tsmd: hot removed ${d} from ${md}\n`);
+          if (!a.quiet) io.err(`tsmd: hot removed ${shown(a, d)} from ${md}\n`);
           break;
         case 'add':
         case 'add-spare':
         case 're-add': {
-          const other = ctx.registry.byMember(d);
-          if (other) throw new TsmdError('EBUSY', `${d} is in use by ${other.devPath}`);
+          // mdadm Manage_subdevs: a device held by an array (this one or another) fails its
+          // O_EXCL open, "Cannot open DEV: Device or resource busy", exit 1
+          if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
           const opened = await openDevice(d, { exclusive: true });
           const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
           try {
             const how = await arr.addMember(dev, { reAdd: op.op === 're-add', deviceUuid: randomBytes(16), writeMostly: op.writeMostly[i] });
-            if (!a.quiet) io.err(`tsmd: ${how === 're-added' ? 're-added' : 'added'} ${d}\n`);
+            if (!a.quiet) io.err(`tsmd: ${how === 're-added' ? 're-added' : 'added'} ${shown(a, d)}\n`);
           } catch (e) {
             await dev.close();
             throw e;

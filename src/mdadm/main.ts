@@ -15,7 +15,7 @@ import { FaultyBlockDevice } from '../io/fault-device.js';
 import { FileBlockDevice, openDevice } from '../io/file-device.js';
 import { ArrayRegistry } from './registry.js';
 import type { MdArray } from '../md/array.js';
-import { cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, startArray } from './live.js';
+import { candidateDevices, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, readConfOrDefault, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { type Level, planCreate } from '../md/create-plan.js';
 import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
@@ -23,11 +23,15 @@ import { parseLayout } from '../raid/geometry/names.js';
 import {
   type ParsedArgs,
   parseArgs,
+  parseChunkKiB,
   parseIntStrict,
   parseLevel,
   parseSizeKiB,
+  shown,
   UsageError,
 } from './args.js';
+import { deviceIdentity } from './device-id.js';
+import { helpText, optionsHelpText } from './help.js';
 import { type DetailInput, type DetailMember, detailFieldsFromSuperblock } from './report/detail.js';
 import { formatExamine, formatExamineScan } from './report/examine.js';
 import { formatExamineBitmap } from './report/examine-bitmap.js';
@@ -42,38 +46,6 @@ export interface Io {
   ask: (question: string) => Promise<string>;
   env: NodeJS.ProcessEnv;
 }
-
-const USAGE = `Usage: tsmd mode [md-device] [options] <component-devices>
-
-tsmd manages Linux md-compatible software RAID arrays (mdadm's vocabulary).
-
-Modes:
-  -C, --create        create a new array (members: files or block devices)
-  -A, --assemble      assemble a previously created array (in-process until the node daemon)
-  -E, --examine       print the md superblock of members
-  -X, --examine-bitmap  print the write-intent bitmap of members
-      --examine-badblocks  list the bad-block log of members
-      --zero-superblock    erase md superblocks from members
-  -D, --detail        with --assemble: report the assembled array as mdadm --detail does
-
-Create options:
-  -l, --level=        linear, raid0, raid1, raid4, raid5, raid6, raid10
-  -n, --raid-devices= number of active devices ("missing" stands for an absent one)
-  -x, --spare-devices= number of spare devices
-  -c, --chunk=        chunk size (K by default; M, G suffixes)        [512K]
-  -p, --layout=       raid5/6 algorithm, raid10 nN/fN/oN, raid0 original/alternate
-  -z, --size=         space to use on each device (K by default)
-  -N, --name=         array name                 --homehost=   host name for the name
-  -u, --uuid=         array UUID                 -e, --metadata=1.0|1.1|1.2   [1.2]
-  -b, --bitmap=internal|none|clustered           --bitmap-chunk=  bitmap chunk
-      --nodes=        clustered bitmap slots     --cluster-name=  cluster name
-      --assume-clean  skip the initial resync    --data-offset=   data offset (K)
-  -W, --write-mostly  following devices are write-mostly (raid1)
-  -R, --run           do not ask before overwriting devices that look used
-  -f, --force         same, and create raid5 without the recovery-onto-last trick
-
-General: -v, --verbose  -q, --quiet  -s, --scan  -b, --brief  -h, --help  -V, --version
-`;
 
 function optStr(a: ParsedArgs, name: string): string | undefined {
   const v = a.opts.get(name);
@@ -120,7 +92,8 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
     );
   }
   if (devices.length < raidDisks + spares) {
-    throw new UsageError("You haven't given enough devices (real or missing) to create this array");
+    // mdadm Create.c returns 1 here (the grammar was fine; the device list is short)
+    throw new TsmdError('EINVAL', "You haven't given enough devices (real or missing) to create this array");
   }
   const metaText = optStr(a, 'metadata') ?? '1.2';
   const metadata = (
@@ -139,7 +112,7 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
     throw new UsageError(
       `unrecognised metadata identifier: ${metaText} (tsmd writes 1.0, 1.1 and 1.2)`,
     );
-  const chunkKiB = optStr(a, 'chunk') ? parseSizeKiB(optStr(a, 'chunk')!, 'chunk size') : undefined;
+  const chunkKiB = optStr(a, 'chunk') ? parseChunkKiB(optStr(a, 'chunk')!) : undefined;
   const layoutText = optStr(a, 'layout') ?? optStr(a, 'parity');
   let layout: number | undefined;
   if (layoutText !== undefined) {
@@ -181,6 +154,17 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   const force = flag(a, 'force');
   const run = flag(a, 'run');
   const paths = devices;
+  // mdadm Create.c opens every member O_RDWR|O_EXCL and keeps it open (super1's add_to_super),
+  // so a device listed twice fails its second open and the create aborts, exit 1, before any
+  // superblock is written. Files have no O_EXCL: the same node under any name is refused too.
+  const seen = new Set<string>();
+  for (const p of paths) {
+    if (p === 'missing') continue;
+    const id = deviceIdentity(p);
+    if (id === null) continue; // the open below reports it
+    if (seen.has(id)) throw new TsmdError('EBUSY', `failed to open ${shown(a, p)} after earlier success - aborting`);
+    seen.add(id);
+  }
   for (const p of paths) {
     const r = ctx.registry.byMember(p);
     if (r) throw new TsmdError('EBUSY', `${p} is in use by the running array ${r.devPath}`);
@@ -274,29 +258,43 @@ async function readBitmapHeader(dev: BlockDevice, sector: number) {
 }
 
 async function cmdExamine(a: ParsedArgs, io: Io): Promise<number> {
-  if (a.devices.length === 0) throw new UsageError('No devices to examine');
+  // mdadm --examine --scan without devices examines every device the config names (DEVICE
+  // lines, else all partitions) and lists the arrays found, quietly skipping the rest: exit 0
+  // (mdadm.c misc_scan path of Examine)
+  const scanAll = a.devices.length === 0 && flag(a, 'scan');
+  if (a.devices.length === 0 && !scanAll) throw new UsageError('No devices to examine');
+  const paths = scanAll ? candidateDevices(readConfOrDefault(a, io.env, (m) => io.err(`tsmd: ${m}\n`))) : a.devices;
+  if (scanAll && paths.length === 0) {
+    const conf = optStr(a, 'config') ?? io.env.TSMD_CONF;
+    throw new TsmdError('ENOENT', `No devices listed in ${conf ? shown(a, conf) : '/etc/mdadm/mdadm.conf'}`);
+  }
   const homehost = optStr(a, 'homehost') ?? io.env.TSMD_HOMEHOST ?? hostname();
   const brief = flag(a, 'brief') || flag(a, 'scan');
   let rc = 0;
   const found: Array<{ name: string; sb: import('../format/superblock.js').Superblock1 }> = [];
-  for (const path of a.devices) {
+  for (const path of paths) {
     let dev: BlockDevice;
     try {
       dev = await openDevice(path, { readOnly: true });
     } catch (e) {
-      io.err(`tsmd: cannot open ${path}: ${(e as Error).message}\n`);
+      if (scanAll) continue;
+      io.err(`tsmd: cannot open ${shown(a, path)}: ${(e as Error).message}\n`);
       rc = 1;
       continue;
     }
     try {
-      const l = await loadSuperblock(dev);
+      const l = await loadSuperblock(dev).catch((e: unknown) => {
+        if (scanAll) return null;
+        throw e;
+      });
       if (!l) {
-        io.err(`tsmd: No md superblock detected on ${path}.\n`);
+        if (scanAll) continue;
+        io.err(`tsmd: No md superblock detected on ${shown(a, path)}.\n`);
         rc = 1;
         continue;
       }
       if (brief) {
-        found.push({ name: path, sb: l.sb });
+        found.push({ name: shown(a, path), sb: l.sb });
         continue;
       }
       let bitmap = null;
@@ -306,7 +304,8 @@ async function cmdExamine(a: ParsedArgs, io: Io): Promise<number> {
       }
       io.out(
         formatExamine({
-          deviceName: path,
+          // mdadm's header is the name as given ("d0.img:"), not the resolved path
+          deviceName: shown(a, path),
           sb: l.sb,
           raw: l.raw,
           devSectors: l.devSectors,
@@ -333,14 +332,14 @@ async function cmdExamineBitmap(a: ParsedArgs, io: Io): Promise<number> {
         const bms = await loadBitmaps(dev, l);
         io.out(
           formatExamineBitmap({
-            fileName: path,
+            fileName: shown(a, path),
             sb: l.sb,
             slots: bms.map((b) => ({ sup: b.sup, bits: b.bits })),
             brief: flag(a, 'brief'),
           }),
         );
       } else if (l) {
-        io.err(`tsmd: ${path} is an md member without an internal bitmap\n`);
+        io.err(`tsmd: ${shown(a, path)} is an md member without an internal bitmap\n`);
         rc = 1;
       } else {
         // an external bitmap file: header at offset 0
@@ -353,7 +352,7 @@ async function cmdExamineBitmap(a: ParsedArgs, io: Io): Promise<number> {
           await dev
             .read(bits.subarray(0, bits.length - (bits.length % 512)), BITMAP_SB_BYTES)
             .catch(() => {});
-        io.out(formatExamineBitmap({ fileName: path, sb: null, slots: [{ sup, bits }] }));
+        io.out(formatExamineBitmap({ fileName: shown(a, path), sb: null, slots: [{ sup, bits }] }));
         if (sup.magic !== 0x6d746962) rc = 1;
       }
     } finally {
@@ -363,27 +362,44 @@ async function cmdExamineBitmap(a: ParsedArgs, io: Io): Promise<number> {
   return rc;
 }
 
+/**
+ * mdadm --examine-badblocks (Examine.c ExamineBadblocks, super1.c examine_badblocks_super1):
+ * "No bad-blocks list configured on NAME" without a usable log, "Bad-blocks list is empty in
+ * NAME" while the BAD_BLOCKS feature is off (md sets it with the first entry), else the list;
+ * each on stdout, exit 0. No superblock: said on stderr (not with --brief), exit 1.
+ */
 async function cmdExamineBadblocks(a: ParsedArgs, io: Io): Promise<number> {
   const { loadBadBlocks } = await import('../md/sb-io.js');
   let rc = 0;
   for (const path of a.devices) {
-    const dev = await openDevice(path, { readOnly: true });
+    const name = shown(a, path);
+    let dev: BlockDevice;
+    try {
+      dev = await openDevice(path, { readOnly: true });
+    } catch (e) {
+      io.err(`tsmd: cannot open ${name}: ${(e as Error).message}\n`);
+      rc = 1;
+      continue;
+    }
     try {
       const l = await loadSuperblock(dev);
       if (!l) {
-        io.err(`tsmd: No md superblock detected on ${path}.\n`);
+        if (!flag(a, 'brief')) io.err(`tsmd: No md superblock detected on ${name}\n`);
         rc = 1;
         continue;
       }
-      if (!l.sb.bblogSize) {
-        io.err(`tsmd: ${path} has no bad-block log\n`);
+      if (!l.sb.bblogSize || l.sb.bblogSize > 100 || !l.sb.bblogOffset) {
+        io.out(`No bad-blocks list configured on ${name}\n`);
+        continue;
+      }
+      if (!(l.sb.featureMap & Feature.BAD_BLOCKS)) {
+        io.out(`Bad-blocks list is empty in ${name}\n`);
         continue;
       }
       const list = await loadBadBlocks(dev, l);
-      io.out(`Bad-blocks on ${path}:\n`);
+      io.out(`Bad-blocks on ${name}:\n`);
       for (const b of list)
         io.out(`${String(b.sector).padStart(20)} for ${b.lengthSectors} sectors\n`);
-      if (list.length === 0 && !(l.sb.featureMap & Feature.BAD_BLOCKS)) io.out('');
     } finally {
       await dev.close();
     }
@@ -405,11 +421,10 @@ async function cmdZero(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
     try {
       const did = await zeroSuperblock(dev);
       if (!did) {
-        if (!flag(a, 'force')) {
-          io.err(`tsmd: Unrecognised md component device - ${path}\n`);
-          rc = 1;
-        }
-      } else if (a.verbose) io.err(`tsmd: zeroed superblock on ${path}\n`);
+        // mdadm Kill.c: said unless --quiet (even with --force); mdadm.c masks that result
+        // out of the exit status, so a device without a superblock is not a failure (exit 0)
+        if (!a.quiet) io.err(`tsmd: Unrecognised md component device - ${shown(a, path)}\n`);
+      } else if (a.verbose) io.err(`tsmd: zeroed superblock on ${shown(a, path)}\n`);
     } finally {
       await dev.close();
     }
@@ -485,12 +500,30 @@ const MD_NAME = /^(?:\/dev\/)?md(?:\d+|\/.+)$|^md_d\d+$/;
 
 /** Make member paths absolute (the daemon runs commands for clients in other directories). */
 function resolvePaths(a: ParsedArgs, cwd: string): void {
-  const fix = (d: string) => (d === 'missing' || d.startsWith('/') ? d : pathResolve(cwd, d));
+  const fix = (d: string) => {
+    if (d === 'missing' || d.startsWith('/')) return d;
+    const abs = pathResolve(cwd, d);
+    if (!a.given.has(abs)) a.given.set(abs, d);
+    return abs;
+  };
   const membersAreMd = a.mode === 'misc' && (a.misc === 'detail' || a.misc === 'stop' || a.misc === 'readonly' || a.misc === 'readwrite' || a.misc === 'run' || a.misc === 'wait' || a.misc === 'action' || a.misc === 'speed-limit');
   if (!membersAreMd) a.devices = a.devices.map((d) => (a.misc === 'query' && MD_NAME.test(d) ? d : fix(d)));
   for (const op of a.manageOps) op.devices = op.devices.map(fix);
   const conf = a.opts.get('config');
   if (typeof conf === 'string') a.opts.set('config', fix(conf));
+}
+
+/**
+ * The checks mdadm makes before it monitors anything (exit 1 each, and no arrays are needed to
+ * reach them): mdadm.c's MONITOR case wants --scan or a device; Monitor.c refuses --scan with
+ * nowhere to send events (no --mail, --program/--alert or --syslog), also with --oneshot or
+ * --test.
+ */
+export function checkMonitor(a: ParsedArgs): void {
+  if (a.devices.length === 0 && a.mdDevice === null && !flag(a, 'scan'))
+    throw new TsmdError('EINVAL', 'Cannot monitor: need --scan or at least one device');
+  if (flag(a, 'scan') && !flag(a, 'mail') && !flag(a, 'program') && !flag(a, 'alert') && !flag(a, 'syslog'))
+    throw new TsmdError('EINVAL', 'No mail address or alert command - not monitoring.');
 }
 
 /**
@@ -521,8 +554,14 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
   }
   resolvePaths(a, ctx.cwd ?? process.cwd());
   try {
+    // mdadm: --help prints the help of the mode given before it (ReadMe.c Help_MODE), or the
+    // general text; --help-options the shared options; no arguments at all is a usage error
+    if (a.helpOptions) {
+      io.out(optionsHelpText());
+      return 0;
+    }
     if (a.help || argv.length === 0) {
-      io.out(USAGE);
+      io.out(helpText(argv.length === 0 ? null : a.mode));
       return argv.length === 0 ? 2 : 0;
     }
     if (a.version) {
@@ -555,6 +594,9 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
           default:
             return await cmdMiscLive(a, io, ctx);
         }
+      case 'monitor':
+        checkMonitor(a);
+        throw new TsmdError('ENODEV', 'no node daemon is reachable: --monitor watches the arrays of "tsmd daemon"');
       case null:
         throw new UsageError(
           'no mode given: use --create, --assemble, --examine, ... (see tsmd --help)',

@@ -4,6 +4,7 @@
  * accepts, and change notifications (mdstat, NBD exports, metrics follow them).
  */
 import { TsmdError } from '../errors.js';
+import { deviceIdentity } from './device-id.js';
 import type { MdArray } from '../md/array.js';
 
 export interface RunningArray {
@@ -71,9 +72,16 @@ export class ArrayRegistry {
     return r;
   }
 
-  /** The array a member path belongs to, if any. */
+  /**
+   * The array a member path belongs to, if any: by name, else by the node it names (another
+   * spelling of a member's path is that member; the kernel holds members O_EXCL, so mdadm finds
+   * them busy whatever the name).
+   */
   byMember(path: string): RunningArray | undefined {
     for (const r of this.byMd.values()) if (r.array.members.some((m) => m.dev.name === path)) return r;
+    const id = deviceIdentity(path);
+    if (id === null) return undefined;
+    for (const r of this.byMd.values()) if (r.array.members.some((m) => deviceIdentity(m.dev.name) === id)) return r;
     return undefined;
   }
 
