@@ -77,19 +77,18 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in this mode');
   const levelText = optStr(a, 'level');
-  if (!levelText) throw new UsageError('a RAID level is needed to create an array.');
+  // Create.c's own checks (not the option parser's): mdadm exits 1 for them, not 2
+  if (!levelText) throw new TsmdError('EINVAL', 'a RAID level is needed to create an array.');
   const level = parseLevel(levelText) as Level;
   const rdText = optStr(a, 'raid-devices');
-  if (!rdText) throw new UsageError('no raid-devices specified.');
+  if (!rdText) throw new TsmdError('EINVAL', 'no raid-devices specified.');
   const raidDisks = parseIntStrict(rdText, 'number of raid devices', 1, 1920);
   const spares = optStr(a, 'spare-devices')
     ? parseIntStrict(optStr(a, 'spare-devices')!, 'number of spare-devices', 0, 1920)
     : 0;
   const devices = a.devices;
   if (devices.length > raidDisks + spares) {
-    throw new UsageError(
-      `You have listed more devices (${devices.length}) than are in the array(${raidDisks + spares})!`,
-    );
+    throw new TsmdError('EINVAL', `You have listed more devices (${devices.length}) than are in the array(${raidDisks + spares})!`);
   }
   if (devices.length < raidDisks + spares) {
     // mdadm Create.c returns 1 here (the grammar was fine; the device list is short)

@@ -62,6 +62,15 @@ describe('exit codes and messages as mdadm 4.2', () => {
     assert.equal(m.status, 1);
   });
 
+  test("--create refused by Create.c's own checks (no level, no raid-devices, too many devices): exit 1", (t) => {
+    if (!judge(t)) return;
+    const loops = ['f0', 'f1', 'f2'].map((n) => attachLoop(t, p(n)));
+    for (const args of [['-n3'], ['-l5'], ['-l5', '-n2']]) {
+      const m = sameAsMdadm(['--create', '/dev/md40', ...args, ...loops]);
+      assert.equal(m.status, 1, args.join(' '));
+    }
+  });
+
   test('--chunk that mdadm refuses while parsing: exit 2, "invalid chunk/rounding value"', (t) => {
     if (!judge(t)) return;
     const loops = ['f0', 'f1', 'f2'].map((n) => attachLoop(t, p(n)));
