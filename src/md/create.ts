@@ -16,6 +16,7 @@ import {
 import type { BlockDevice } from '../io/block-device.js';
 import type { Clock } from '../env/clock.js';
 import { MdArray } from './array.js';
+import { levelText } from './assemble.js';
 import { type CreateOptions, type CreatePlan, planCreate } from './create-plan.js';
 import { loadSuperblock } from './sb-io.js';
 
@@ -38,8 +39,7 @@ export async function detectUse(dev: BlockDevice): Promise<string | null> {
   const l = await loadSuperblock(dev);
   if (l) {
     const s = l.sb;
-    const lvl = s.level === -1 ? 'linear' : `raid${s.level}`;
-    return `appears to be part of a raid array:\n       level=${lvl} devices=${s.raidDisks} name=${setNameText(s)} uuid=${uuidText(s.setUuid)}`;
+    return `appears to be part of a raid array:\n       level=${levelText(s.level)} devices=${s.raidDisks} name=${setNameText(s)} uuid=${uuidText(s.setUuid)}`;
   }
   const headLen = Math.min(dev.sizeBytes, 70 * 1024);
   if (headLen < 1024) return null;
