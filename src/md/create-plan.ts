@@ -123,310 +123,291 @@ export function defaultBitmapChunk(
   return { chunk: Math.max(chunk, DEFAULT_BITMAP_CHUNK_BYTES), minChunk: chunk };
 }
 
-export function planCreate(o: CreateOptions): CreatePlan {
+/** mdadm's level name in create's messages ("raid5", "raid linear"). */
+function raidText(level: number): string {
+  return `raid${level === -1 ? ' linear' : level}`;
+}
+
+/** Level, device counts, "missing" and spares, as mdadm's Create checks them; returns the missing count. */
+function checkDevices(o: CreateOptions): number {
   const level = o.level;
-  if (!(LEVELS as readonly number[]).includes(level))
-    throw new TsmdError('EINVAL', `invalid raid level ${level}`);
+  if (!(LEVELS as readonly number[]).includes(level)) throw new TsmdError('EINVAL', `invalid raid level ${level}`);
   const minDisks = levelByNumber(level).minDevices;
-  if (!Number.isInteger(o.raidDisks) || o.raidDisks < minDisks) {
-    throw new TsmdError(
-      'EINVAL',
-      `raid${level === -1 ? ' linear' : level} needs at least ${minDisks} raid devices`,
-    );
-  }
-  if (o.members.length < o.raidDisks) {
-    throw new TsmdError(
-      'EINVAL',
-      `${o.raidDisks} raid devices requested but only ${o.members.length} devices given`,
-    );
-  }
+  if (!Number.isInteger(o.raidDisks) || o.raidDisks < minDisks) throw new TsmdError('EINVAL', `${raidText(level)} needs at least ${minDisks} raid devices`);
+  if (o.members.length < o.raidDisks) throw new TsmdError('EINVAL', `${o.raidDisks} raid devices requested but only ${o.members.length} devices given`);
   const missing = o.members.slice(0, o.raidDisks).filter((m) => m.sizeSectors === null).length;
   const spares = o.members.length - o.raidDisks;
-  if (o.members.slice(o.raidDisks).some((m) => m.sizeSectors === null)) {
-    throw new TsmdError('EINVAL', '"missing" can only stand for a raid device, not a spare');
-  }
-  const tolerance =
-    level === 1
-      ? o.raidDisks - 1
-      : level === 4 || level === 5
-        ? 1
-        : level === 6
-          ? 2
-          : level === 10
-            ? 1
-            : 0;
-  if (missing > tolerance) {
-    throw new TsmdError('EINVAL', `raid${level} with ${missing} missing devices cannot run`);
-  }
-  if (spares > 0 && !hasRedundancy(level)) {
-    throw new TsmdError(
-      'EINVAL',
-      `raid${level === -1 ? ' linear' : level} cannot have spare devices`,
-    );
-  }
+  if (o.members.slice(o.raidDisks).some((m) => m.sizeSectors === null)) throw new TsmdError('EINVAL', '"missing" can only stand for a raid device, not a spare');
+  // (raid10: one whatever the layout, a simplification of mdadm's per-position enough())
+  const tolerance = level === 1 ? o.raidDisks - 1 : level === 4 || level === 5 ? 1 : level === 6 ? 2 : level === 10 ? 1 : 0;
+  if (missing > tolerance) throw new TsmdError('EINVAL', `raid${level} with ${missing} missing devices cannot run`);
+  if (spares > 0 && !hasRedundancy(level)) throw new TsmdError('EINVAL', `${raidText(level)} cannot have spare devices`);
+  return missing;
+}
 
-  // chunk and layout
+/** Chunk (KiB) and layout with mdadm 4.x's defaults and checks. */
+function chunkAndLayout(o: CreateOptions): { chunkKiB: number; layout: number } {
+  const level = o.level;
   let chunkKiB = 0;
   if (usesChunk(level)) chunkKiB = o.chunkKiB ?? DEFAULT_CHUNK_KIB;
-  else if (o.chunkKiB !== undefined && level === 1) {
-    throw new TsmdError('EINVAL', 'raid1 does not use a chunk size (drop --chunk)');
-  } else if (level === -1) chunkKiB = o.chunkKiB ?? 0;
-  if (
-    chunkKiB !== 0 &&
-    (chunkKiB < 4 || (level !== 0 && level !== -1 && (chunkKiB & (chunkKiB - 1)) !== 0))
-  ) {
-    throw new TsmdError(
-      'EINVAL',
-      `invalid chunk size ${chunkKiB}K: must be a power of two of at least 4K`,
-    );
-  }
-  if (level === 0 && chunkKiB % 4 !== 0)
-    throw new TsmdError('EINVAL', `raid0 chunk ${chunkKiB}K must be a multiple of 4K`);
+  else if (o.chunkKiB !== undefined && level === 1) throw new TsmdError('EINVAL', 'raid1 does not use a chunk size (drop --chunk)');
+  else if (level === -1) chunkKiB = o.chunkKiB ?? 0;
+  if (chunkKiB !== 0 && (chunkKiB < 4 || (level !== 0 && level !== -1 && (chunkKiB & (chunkKiB - 1)) !== 0)))
+    throw new TsmdError('EINVAL', `invalid chunk size ${chunkKiB}K: must be a power of two of at least 4K`);
+  if (level === 0 && chunkKiB % 4 !== 0) throw new TsmdError('EINVAL', `raid0 chunk ${chunkKiB}K must be a multiple of 4K`);
   // mdadm 4.2 stores raid0 layout 1 (original); RAID0_LAYOUT only for multi-zone arrays
   let layout = o.layout ?? (level === 0 ? 1 : defaultLayout(level));
-  if (level === 5 || level === 6) {
-    if (!validLayouts(level).includes(layout))
-      throw new TsmdError('EINVAL', `layout ${layout} is not valid for raid${level}`);
-  }
+  if ((level === 5 || level === 6) && !validLayouts(level).includes(layout)) throw new TsmdError('EINVAL', `layout ${layout} is not valid for raid${level}`);
   if (level === 4) layout = o.layout ?? 5;
   if (level === 10) {
     const l = decodeRaid10Layout(layout);
-    if (l.near * l.far > o.raidDisks) {
-      throw new TsmdError(
-        'EINVAL',
-        `raid10 layout needs ${l.near * l.far} copies but only ${o.raidDisks} devices`,
-      );
-    }
+    if (l.near * l.far > o.raidDisks) throw new TsmdError('EINVAL', `raid10 layout needs ${l.near * l.far} copies but only ${o.raidDisks} devices`);
   }
-  if (o.bitmap !== 'none' && !hasRedundancy(level)) {
-    throw new TsmdError(
-      'EINVAL',
-      `a write-intent bitmap needs a redundant level, not raid${level === -1 ? ' linear' : level}`,
-    );
-  }
-  const clustered = o.bitmap === 'clustered';
-  if (clustered && level !== 1 && level !== 10) {
-    throw new TsmdError('EINVAL', 'clustered arrays support raid1 and raid10 only');
-  }
-  if (clustered && !o.clusterName)
-    throw new TsmdError(
-      'EINVAL',
-      'a clustered bitmap needs --cluster-name (mdadm: --home-cluster)',
-    );
+  return { chunkKiB, layout };
+}
 
+/** The bitmap options: a redundant level; clustered only for raid1/10 with a cluster name. */
+function checkBitmap(o: CreateOptions): boolean {
+  if (o.bitmap !== 'none' && !hasRedundancy(o.level)) throw new TsmdError('EINVAL', `a write-intent bitmap needs a redundant level, not ${raidText(o.level)}`);
+  const clustered = o.bitmap === 'clustered';
+  if (clustered && o.level !== 1 && o.level !== 10) throw new TsmdError('EINVAL', 'clustered arrays support raid1 and raid10 only');
+  if (clustered && !o.clusterName) throw new TsmdError('EINVAL', 'a clustered bitmap needs --cluster-name (mdadm: --home-cluster)');
+  return clustered;
+}
+
+interface Space {
+  /** bitmap space mdadm reserves (choose_bm_space of the first member) */
+  bmSpace: number;
+  dataOffset: number;
+  componentSectors: number;
+}
+
+/** Data offset and the per-member size (the smallest member's free space, or --size). */
+function memberSpace(o: CreateOptions, chunkKiB: number): Space {
   const present = o.members.filter((m) => m.sizeSectors !== null) as Array<{ sizeSectors: number }>;
   if (present.length === 0) throw new TsmdError('EINVAL', 'no devices given');
   const first = present[0]!.sizeSectors;
-  const redundant = hasRedundancy(level);
-  const bmSpace = redundant ? chooseBmSpace(first) : 0;
-  const nodes = clustered ? (o.nodes ?? DEFAULT_CLUSTER_NODES) : 0;
-
-  // data offset and per-member free space
-  let dataOffset: number;
-  if (o.metadata === '1.0') dataOffset = 0;
-  else dataOffset = o.dataOffsetSectors ?? defaultDataOffset(first, chunkKiB, bmSpace);
-  const freeSectors = (dev: number): number => {
-    if (o.metadata === '1.0') return Math.floor(dev / 8) * 8 - 16 - 8 - bmSpace;
-    return dev - dataOffset;
-  };
+  const bmSpace = hasRedundancy(o.level) ? chooseBmSpace(first) : 0;
+  const dataOffset = o.metadata === '1.0' ? 0 : (o.dataOffsetSectors ?? defaultDataOffset(first, chunkKiB, bmSpace));
+  const freeSectors = (dev: number): number => (o.metadata === '1.0' ? Math.floor(dev / 8) * 8 - 16 - 8 - bmSpace : dev - dataOffset);
   for (const m of present) {
-    if (m.sizeSectors < 24 + 2 * 8 || freeSectors(m.sizeSectors) < 16) {
-      throw new TsmdError(
-        'ENOSPC',
-        `device of ${m.sizeSectors} sectors is too small for an md member (data offset ${dataOffset})`,
-      );
-    }
+    if (m.sizeSectors < 24 + 2 * 8 || freeSectors(m.sizeSectors) < 16)
+      throw new TsmdError('ENOSPC', `device of ${m.sizeSectors} sectors is too small for an md member (data offset ${dataOffset})`);
   }
+  const chunked = chunkKiB > 0 && usesChunk(o.level);
   let compKiB = Math.min(...present.map((m) => Math.floor(freeSectors(m.sizeSectors) / 2)));
-  if (chunkKiB > 0 && usesChunk(level)) compKiB -= compKiB % chunkKiB;
-  if (level === 1) compKiB -= compKiB % 64;
+  if (chunked) compKiB -= compKiB % chunkKiB;
+  if (o.level === 1) compKiB -= compKiB % 64;
   if (o.sizeKiB !== undefined) {
-    if (o.sizeKiB > compKiB) {
-      throw new TsmdError(
-        'ENOSPC',
-        `--size ${o.sizeKiB}K is larger than the smallest device allows (${compKiB}K)`,
-      );
-    }
+    if (o.sizeKiB > compKiB) throw new TsmdError('ENOSPC', `--size ${o.sizeKiB}K is larger than the smallest device allows (${compKiB}K)`);
     compKiB = o.sizeKiB;
-    if (chunkKiB > 0 && usesChunk(level) && compKiB % chunkKiB !== 0) {
-      throw new TsmdError(
-        'EINVAL',
-        `--size ${compKiB}K is not a multiple of the chunk size ${chunkKiB}K`,
-      );
-    }
+    if (chunked && compKiB % chunkKiB !== 0) throw new TsmdError('EINVAL', `--size ${compKiB}K is not a multiple of the chunk size ${chunkKiB}K`);
   }
   if (compKiB <= 0) throw new TsmdError('ENOSPC', 'devices are too small for this chunk size');
-  const componentSectors = compKiB * 2;
-  const chunkSectors = chunkKiB * 2;
+  return { bmSpace, dataOffset, componentSectors: compKiB * 2 };
+}
 
-  // array size
-  let arraySectors: number;
-  switch (level) {
+/** The array size in sectors (linear/raid0: 0 here, summed from the members' data_size later). */
+function arraySize(o: CreateOptions, layout: number, chunkSectors: number, componentSectors: number): number {
+  switch (o.level) {
     case -1:
     case 0:
-      arraySectors = 0; // derived from data_size per member at assembly
-      break;
+      return 0;
     case 1:
-      arraySectors = componentSectors;
-      break;
+      return componentSectors;
     case 4:
     case 5:
-      arraySectors = componentSectors * (o.raidDisks - 1);
-      break;
+      return componentSectors * (o.raidDisks - 1);
     case 6:
-      arraySectors = componentSectors * (o.raidDisks - 2);
-      break;
+      return componentSectors * (o.raidDisks - 2);
     default: {
       const g = { raidDisks: o.raidDisks, layout, chunkSectors, componentSectors };
       raid10Validate(g);
-      arraySectors = raid10ArraySectors(g);
+      return raid10ArraySectors(g);
     }
   }
+}
 
-  // bitmap geometry
-  let bitmapChunk = 0;
-  let bitmapAreaSectors = 0;
-  let nbits = 0;
-  const syncSectors = level === 10 ? arraySectors : componentSectors;
-  if (o.bitmap !== 'none') {
-    const room = chooseBmSpace(componentSectors) || 8;
-    const { chunk, minChunk } = defaultBitmapChunk(syncSectors, room);
-    bitmapChunk = o.bitmapChunkBytes ?? chunk;
-    if (bitmapChunk < 512 || (bitmapChunk & (bitmapChunk - 1)) !== 0) {
-      throw new TsmdError('EINVAL', `bitmap chunk ${bitmapChunk} bytes is not a power of two`);
-    }
-    if (bitmapChunk < minChunk) {
-      throw new TsmdError(
-        'EINVAL',
-        `bitmap chunk ${bitmapChunk / 1024}K too small: at least ${minChunk / 1024}K is needed for this size`,
-      );
-    }
-    nbits = bitmapBits(syncSectors, bitmapChunk);
-    bitmapAreaSectors = bitmapAreaBytes(nbits) / 512;
-  }
+interface BitmapGeometry {
+  chunkBytes: number;
+  areaSectors: number;
+  nbits: number;
+}
 
+/** The bitmap's chunk (mdadm's default, or --bitmap-chunk checked) and area for the sync space. */
+function bitmapGeometry(o: CreateOptions, syncSectors: number, componentSectors: number): BitmapGeometry {
+  if (o.bitmap === 'none') return { chunkBytes: 0, areaSectors: 0, nbits: 0 };
+  const room = chooseBmSpace(componentSectors) || 8;
+  const { chunk, minChunk } = defaultBitmapChunk(syncSectors, room);
+  const chunkBytes = o.bitmapChunkBytes ?? chunk;
+  if (chunkBytes < 512 || (chunkBytes & (chunkBytes - 1)) !== 0) throw new TsmdError('EINVAL', `bitmap chunk ${chunkBytes} bytes is not a power of two`);
+  if (chunkBytes < minChunk) throw new TsmdError('EINVAL', `bitmap chunk ${chunkBytes / 1024}K too small: at least ${minChunk / 1024}K is needed for this size`);
+  const nbits = bitmapBits(syncSectors, chunkBytes);
+  return { chunkBytes, areaSectors: bitmapAreaBytes(nbits) / 512, nbits };
+}
+
+/** Device numbers and the roles table (mdadm's raid4/5 trick: the last active member starts as a spare). */
+function rolesOf(o: CreateOptions, recoverOntoLast: boolean): { devNumbers: number[]; roles: number[]; maxDev: number } {
   const devNumbers: number[] = [];
-  // mdadm raid4/5: last active device becomes a spare that the kernel recovers onto
-  const recoverOntoLast =
-    (level === 4 || level === 5) && !o.assumeClean && !o.force && missing === 0 && o.raidDisks > 1;
   const maxDev = Math.max(128, (roundUp(256 + 2 * o.members.length, 512) - 256) / 2);
   const roles = new Array<number>(maxDev).fill(Role.SPARE);
   for (let i = 0; i < o.members.length; i++) {
-    let dn = i;
-    if (recoverOntoLast && i >= o.raidDisks - 1) dn = i + 1;
+    const dn = recoverOntoLast && i >= o.raidDisks - 1 ? i + 1 : i;
     devNumbers.push(dn);
     if (o.members[i]!.sizeSectors === null) continue;
     if (i < o.raidDisks && !(recoverOntoLast && i === o.raidDisks - 1)) roles[dn] = i;
   }
-  if (devNumbers[devNumbers.length - 1]! >= maxDev)
-    throw new TsmdError('EINVAL', 'too many devices');
+  if (devNumbers[devNumbers.length - 1]! >= maxDev) throw new TsmdError('EINVAL', 'too many devices');
+  return { devNumbers, roles, maxDev };
+}
 
-  const needsResync = redundant && !o.assumeClean && !recoverOntoLast && missing === 0;
-  const resyncOffset = needsResync ? 0n : MAX_SECTOR;
+/** Everything planCreate decided for the array, which each member's superblock repeats. */
+interface ArrayPlan {
+  o: CreateOptions;
+  layout: number;
+  chunkSectors: number;
+  space: Space;
+  bitmap: BitmapGeometry;
+  clustered: boolean;
+  nodes: number;
+  syncSectors: number;
+  missing: number;
+  recoverOntoLast: boolean;
+  needsResync: boolean;
+  devNumbers: number[];
+  roles: number[];
+  maxDev: number;
+}
 
+/** Where a member's superblock, bitmap and bad-block log go, and its data size (mdadm's super1 layout). */
+function memberPlacement(a: ArrayPlan, dev: number): { sbStart: number; bitmapOffset: number; bblogOffset: number; bblogSize: number; dataSize: number } {
+  const { o, space, bitmap, clustered, nodes } = a;
+  const minor = o.metadata === '1.0' ? 0 : o.metadata === '1.1' ? 1 : 2;
+  const sbStart = sbLocation(minor, dev);
+  const bmArea = bitmap.areaSectors * Math.max(1, nodes);
+  let bitmapOffset = 0;
+  let bblogOffset = 0;
+  let bblogSize = 0;
+  if (minor === 0) {
+    if (o.bitmap !== 'none') bitmapOffset = -bmArea - 8;
+    if (!clustered) {
+      bblogOffset = -8;
+      bblogSize = 8;
+    }
+    const dataSize = Math.max(space.componentSectors, sbStart - (o.bitmap !== 'none' ? bmArea : space.bmSpace) - 8);
+    return { sbStart, bitmapOffset, bblogOffset, bblogSize, dataSize };
+  }
+  if (o.bitmap !== 'none') {
+    bitmapOffset = 8;
+    if (sbStart + 8 + bmArea > space.dataOffset)
+      throw new TsmdError('ENOSPC', `bitmap (${bmArea} sectors) does not fit between the superblock and the data offset ${space.dataOffset}`);
+  }
+  if (!clustered) {
+    const want = o.bitmap !== 'none' ? bitmapOffset + bitmap.areaSectors : 8 + space.bmSpace;
+    if (space.dataOffset >= sbStart + want + 8) bblogOffset = want;
+    else if (space.dataOffset >= sbStart + 16) bblogOffset = space.dataOffset - 8 - sbStart;
+    if (bblogOffset !== 0) bblogSize = 8;
+  }
+  return { sbStart, bitmapOffset, bblogOffset, bblogSize, dataSize: dev - space.dataOffset };
+}
+
+/** One member's superblock as mdadm --create writes it. */
+function memberSuperblock(a: ArrayPlan, i: number, place: ReturnType<typeof memberPlacement>): Superblock1 {
+  const { o, layout, chunkSectors, space, clustered } = a;
+  const level = o.level;
+  const m = o.members[i]!;
+  let feature = 0;
+  if (o.bitmap !== 'none') feature |= Feature.BITMAP_OFFSET;
+  if (clustered) feature |= Feature.CLUSTERED;
+  const noRedundancy = level === 0 || level === -1;
+  return {
+    majorVersion: 1,
+    featureMap: feature,
+    pad0: 0,
+    setUuid: o.uuid.slice(),
+    setName: nameBytes(o.setName, 32),
+    ctime: BigInt(o.nowSeconds),
+    level,
+    layout: level === 1 || level === -1 ? 0 : layout,
+    size: noRedundancy ? 0n : BigInt(space.componentSectors),
+    chunkSize: chunkSectors,
+    raidDisks: o.raidDisks,
+    bitmapOffset: place.bitmapOffset,
+    newLevel: 0,
+    reshapePosition: 0n,
+    deltaDisks: 0,
+    newLayout: 0,
+    newChunk: 0,
+    newOffset: 0,
+    dataOffset: BigInt(space.dataOffset),
+    dataSize: BigInt(place.dataSize),
+    superOffset: BigInt(place.sbStart),
+    recoveryOffset: 0n,
+    devNumber: a.devNumbers[i]!,
+    cntCorrectedRead: 0,
+    deviceUuid: o.deviceUuids[i]!.slice(),
+    devFlags: (m.writeMostly ? 1 : 0) | (m.failFast ? 2 : 0),
+    bblogShift: 0,
+    bblogSize: place.bblogSize,
+    bblogOffset: place.bblogOffset,
+    utime: BigInt(o.nowSeconds),
+    events: 0n,
+    resyncOffset: noRedundancy || !a.needsResync ? MAX_SECTOR : 0n,
+    sbCsum: 0,
+    maxDev: a.maxDev,
+    pad3: new Uint8Array(32),
+    devRoles: a.roles.slice(),
+  };
+}
+
+/** The bitmap area of a member: one header + bits per node slot. */
+function bitmapImageOf(a: ArrayPlan): Uint8Array | null {
+  const { o, bitmap, clustered, nodes } = a;
+  if (o.bitmap === 'none') return null;
+  const slots = Math.max(1, nodes);
+  const image = new Uint8Array(bitmap.areaSectors * 512 * slots);
+  for (let k = 0; k < slots; k++) {
+    const sup = newBitmapSuper({ uuid: o.uuid, syncSectors: a.syncSectors, chunkBytes: bitmap.chunkBytes, clustered, nodes, clusterName: nameBytes(o.clusterName ?? '', 64) });
+    const base = k * bitmap.areaSectors * 512;
+    image.set(encodeBitmapSuper(sup), base);
+    // node 0: every bit set (whole array needs its initial sync) unless clean; others clear
+    const fill = k === 0 && (a.needsResync || a.recoverOntoLast || a.missing > 0) ? 0xff : 0x00;
+    image.fill(fill, base + 256, base + 256 + Math.ceil(bitmap.nbits / 8));
+    // mdadm writes padding bits past nbits as 1s; keep the header-only form otherwise
+    if (fill === 0 && !clustered) fillCleanBits(image.subarray(base, base + 256 + Math.ceil(bitmap.nbits / 8)), bitmap.nbits);
+  }
+  return image;
+}
+
+/**
+ * mdadm --create's plan as a pure function: every member's superblock and bitmap image, the
+ * array's size and whether it owes an initial sync. Each step is one of mdadm's Create/super1
+ * decisions, in mdadm's order.
+ */
+export function planCreate(o: CreateOptions): CreatePlan {
+  const level = o.level;
+  const missing = checkDevices(o);
+  const { chunkKiB, layout } = chunkAndLayout(o);
+  const clustered = checkBitmap(o);
+  const space = memberSpace(o, chunkKiB);
+  const chunkSectors = chunkKiB * 2;
+  let arraySectors = arraySize(o, layout, chunkSectors, space.componentSectors);
+  const syncSectors = level === 10 ? arraySectors : space.componentSectors;
+  const bitmap = bitmapGeometry(o, syncSectors, space.componentSectors);
+  // mdadm raid4/5: last active device becomes a spare that the kernel recovers onto
+  const recoverOntoLast = (level === 4 || level === 5) && !o.assumeClean && !o.force && missing === 0 && o.raidDisks > 1;
+  const needsResync = hasRedundancy(level) && !o.assumeClean && !recoverOntoLast && missing === 0;
+  const nodes = clustered ? (o.nodes ?? DEFAULT_CLUSTER_NODES) : 0;
+  const roles = rolesOf(o, recoverOntoLast);
+  const a: ArrayPlan = { o, layout, chunkSectors, space, bitmap, clustered, nodes, syncSectors, missing, recoverOntoLast, needsResync, ...roles };
   const sbs: PlannedMember[] = [];
   o.members.forEach((m, i) => {
     if (m.sizeSectors === null) return;
-    const dev = m.sizeSectors;
-    const minor = o.metadata === '1.0' ? 0 : o.metadata === '1.1' ? 1 : 2;
-    const sbStart = sbLocation(minor, dev);
-    let bitmapOffset = 0;
-    let bblogOffset = 0;
-    let bblogSize = 0;
-    let dataSize: number;
-    if (minor === 0) {
-      const bmArea = o.bitmap !== 'none' ? bitmapAreaSectors * Math.max(1, nodes) : bmSpace;
-      if (o.bitmap !== 'none') bitmapOffset = -(bitmapAreaSectors * Math.max(1, nodes)) - 8;
-      if (!clustered) {
-        bblogOffset = -8;
-        bblogSize = 8;
-      }
-      dataSize = sbStart - bmArea - 8;
-      if (dataSize < componentSectors) dataSize = componentSectors;
-    } else {
-      dataSize = dev - dataOffset;
-      if (o.bitmap !== 'none') {
-        bitmapOffset = 8;
-        const need = bitmapAreaSectors * Math.max(1, nodes);
-        if (sbStart + 8 + need > dataOffset) {
-          throw new TsmdError(
-            'ENOSPC',
-            `bitmap (${need} sectors) does not fit between the superblock and the data offset ${dataOffset}`,
-          );
-        }
-      }
-      if (!clustered) {
-        const want = o.bitmap !== 'none' ? bitmapOffset + bitmapAreaSectors : 8 + bmSpace;
-        if (dataOffset >= sbStart + want + 8) bblogOffset = want;
-        else if (dataOffset >= sbStart + 16) bblogOffset = dataOffset - 8 - sbStart;
-        if (bblogOffset !== 0) bblogSize = 8;
-      }
-    }
-    let feature = 0;
-    if (o.bitmap !== 'none') feature |= Feature.BITMAP_OFFSET;
-    if (clustered) feature |= Feature.CLUSTERED;
-    const sb: Superblock1 = {
-      majorVersion: 1,
-      featureMap: feature,
-      pad0: 0,
-      setUuid: o.uuid.slice(),
-      setName: nameBytes(o.setName, 32),
-      ctime: BigInt(o.nowSeconds),
-      level,
-      layout: level === 1 || level === -1 ? 0 : layout,
-      size: level === 0 || level === -1 ? 0n : BigInt(componentSectors),
-      chunkSize: chunkSectors,
-      raidDisks: o.raidDisks,
-      bitmapOffset,
-      newLevel: 0,
-      reshapePosition: 0n,
-      deltaDisks: 0,
-      newLayout: 0,
-      newChunk: 0,
-      newOffset: 0,
-      dataOffset: BigInt(dataOffset),
-      dataSize: BigInt(dataSize),
-      superOffset: BigInt(sbStart),
-      recoveryOffset: 0n,
-      devNumber: devNumbers[i]!,
-      cntCorrectedRead: 0,
-      deviceUuid: o.deviceUuids[i]!.slice(),
-      devFlags: (m.writeMostly ? 1 : 0) | (m.failFast ? 2 : 0),
-      bblogShift: 0,
-      bblogSize,
-      bblogOffset,
-      utime: BigInt(o.nowSeconds),
-      events: 0n,
-      resyncOffset: level === 0 || level === -1 ? MAX_SECTOR : resyncOffset,
-      sbCsum: 0,
-      maxDev,
-      pad3: new Uint8Array(32),
-      devRoles: roles.slice(),
-    };
-    let bitmapImage: Uint8Array | null = null;
-    if (o.bitmap !== 'none') {
-      const slots = Math.max(1, nodes);
-      bitmapImage = new Uint8Array(bitmapAreaSectors * 512 * slots);
-      for (let k = 0; k < slots; k++) {
-        const sup = newBitmapSuper({ uuid: o.uuid, syncSectors, chunkBytes: bitmapChunk, clustered, nodes, clusterName: nameBytes(o.clusterName ?? '', 64) });
-        const base = k * bitmapAreaSectors * 512;
-        bitmapImage.set(encodeBitmapSuper(sup), base);
-        // node 0: every bit set (whole array needs its initial sync) unless clean; others clear
-        const fill = k === 0 && (needsResync || recoverOntoLast || missing > 0) ? 0xff : 0x00;
-        bitmapImage.fill(fill, base + 256, base + 256 + Math.ceil(nbits / 8));
-        if (fill === 0 && !clustered) {
-          // mdadm writes padding bits past nbits as 1s; keep the header-only form otherwise
-          fillCleanBits(bitmapImage.subarray(base, base + 256 + Math.ceil(nbits / 8)), nbits);
-        }
-      }
-    }
-    sbs.push({ index: i, sb, bitmapImage, sbStartSector: sbStart });
+    const place = memberPlacement(a, m.sizeSectors);
+    sbs.push({ index: i, sb: memberSuperblock(a, i, place), bitmapImage: bitmapImageOf(a), sbStartSector: place.sbStart });
   });
-
   if (level === 0) {
-    const rounded = new Set(
-      sbs.map((p) => Number(p.sb.dataSize) - (Number(p.sb.dataSize) % chunkSectors)),
-    );
+    const rounded = new Set(sbs.map((p) => Number(p.sb.dataSize) - (Number(p.sb.dataSize) % chunkSectors)));
     if (rounded.size > 1) for (const p of sbs) p.sb.featureMap |= Feature.RAID0_LAYOUT;
   }
   if (level === 0 || level === -1) {
@@ -437,14 +418,6 @@ export function planCreate(o: CreateOptions): CreatePlan {
       arraySectors += chunkSectors > 0 ? ds - (ds % chunkSectors) : ds;
     }
   }
-  return {
-    members: sbs,
-    componentSectors,
-    dataOffsetSectors: dataOffset,
-    chunkSectors,
-    layout,
-    arraySectors,
-    recoverOntoLast,
-    needsResync,
-  };
+  const { componentSectors, dataOffset } = space;
+  return { members: sbs, componentSectors, dataOffsetSectors: dataOffset, chunkSectors, layout, arraySectors, recoverOntoLast, needsResync };
 }
