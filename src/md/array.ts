@@ -434,7 +434,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     } finally {
       this.correcting = null;
     }
-    if (this.meta.changePending) this.memberFailed();
+    // a member failed: a hot spare (if any) takes over in the background
+    if (this.meta.changePending) this.kick();
   }
 
   /** One bad range [a, b) of a member: rebuilt from the others and read back, or md_error. */
@@ -549,19 +550,18 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     return this.meta.update(() => {}, { bump: false, ...opts });
   }
 
-  /** If a member failed, record it on the others before the I/O is acknowledged. */
+  /**
+   * If a member failed, record it on the others before the I/O is acknowledged; then a hot
+   * spare (if any) takes over in the background.
+   */
   private async settleSuperblocks(): Promise<void> {
     if (!this.meta.changePending) return;
-    if (await this.meta.settle()) this.memberFailed();
+    if (await this.meta.settle()) this.kick();
   }
 
+  /** Write what md_error recorded, now (ManageHost). */
   async settle(): Promise<void> {
     await this.meta.settle();
-  }
-
-  /** A member failed: a hot spare (if any) takes over in the background. */
-  private memberFailed(): void {
-    this.kick();
   }
 
   /** Let the sync engine look for work, when the array runs in the background. */
