@@ -28,7 +28,8 @@ import { KeyedLocks, runLimited } from '../util/async.js';
 import { type AssemblyPlan, type AssemblyReport, type Candidate, levelText, matchesSearch, planAssembly, startDecision } from './assemble.js';
 import { SyncBarrier } from './barrier.js';
 import { WriteIntentBitmap } from './bitmap.js';
-import type { ClusterOps } from './cluster-ops.js';
+import { ClusterGlue, type ClusterArrayHost, FenceableDevice } from './cluster-glue.js';
+import type { ClusterOps, ClusterSetup, RemoteSyncKind } from './cluster-ops.js';
 import { dropBitmaps, placeBitmaps, writeNewBitmaps } from './grow-bitmap.js';
 import { addMember, type AddOptions, failMember, type ManageHost, removeMember, requestReplacement } from './manage.js';
 import { MemberIoAdapter, type MemberIoHost } from './member-io.js';
@@ -72,9 +73,14 @@ export interface AssembleOptions {
   syncLimits?: SyncLimits;
   /** helper threads for resync / recovery / check (raid/offload/bulk.ts); none by default */
   syncOffload?: SyncOffload | null;
+  /**
+   * md-cluster (the node's cluster stack): required to assemble a clustered array (bitmap
+   * version 5 with more than one slot) writable; without it such an array is refused.
+   */
+  cluster?: ClusterSetup | null;
 }
 
-export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, MetadataHost {
+export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, MetadataHost, ClusterArrayHost {
   /** the members as a list (the set's own list; read-only use outside md/) */
   readonly members: Member[];
   readonly memberSet: MemberSet;
@@ -85,6 +91,14 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   readonly readOnly: boolean;
   /** md-cluster, for a clustered array (null: a local array; see cluster-ops.ts) */
   cluster: ClusterOps | null = null;
+  /** the md side of md-cluster (null for a local array) */
+  private glue: ClusterGlue | null = null;
+  /** this node's bitmap slot (0 for a local array) */
+  bitmapSlot = 0;
+  /** set when this node lost its cluster membership: no member write, every request fails */
+  private fencedWhy: string | null = null;
+  /** the resync window this node last published (md's cluster_sync_low/high) */
+  private clusterSync: { lo: number; hi: number } = { lo: 0, hi: 0 };
   private dirty = false;
   private closed = false;
   private sbUpdate: Promise<void> | null = null;
@@ -180,23 +194,61 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     // devices that are not members (stale, faulty, skipped) are closed now: never written
     const used = new Set(plan.members.map((m) => m.dev));
     await Promise.all(devs.filter((d) => !used.has(d)).map((d) => d.close().catch(() => {})));
+    const clustered = clusterOf(plan.members);
+    if (clustered && !opts.readOnly) await prepareClusterMembers(plan.members, clustered, opts.cluster ?? null, log);
     const arr = new MdArray(plan, opts);
     startDecision(plan, (a) => arr.personality.canRun(a), !!opts.run, log);
+    if (clustered && !opts.readOnly) await arr.joinCluster(opts.cluster!, clustered.nodes);
     return arr;
   }
+
+  /**
+   * md_setup_cluster + join + load_bitmaps (spec §4.1): a slot and its bitmap, the other slots
+   * gathered, then the array is active from the start (md_allow_write: a clustered array is
+   * never marked clean, another node may be writing). Nothing is written before the join.
+   */
+  private async joinCluster(setup: ClusterSetup, nodes: number): Promise<void> {
+    this.glue = new ClusterGlue(this);
+    const sb = this.sb;
+    const near = sb.layout & 0xff;
+    const stripe = sb.level === 10 ? (Math.floor(sb.raidDisks / near) + (sb.raidDisks % near ? 1 : 0)) * sb.chunkSize : 0;
+    const windowSectors = sb.level === 10 ? Math.max(16 * 2048, stripe) : 32 * 2048;
+    const cluster = setup.create({ lockspace: lockspaceName(sb.setUuid), nodes, windowSectors }, this.glue);
+    this.cluster = cluster;
+    this.clusterWindowSectors = windowSectors;
+    try {
+      await cluster.join(nodes);
+      this.bitmapSlot = cluster.slotNumber();
+      this.bitmap = this.makeBitmap();
+      await cluster.loadBitmaps(nodes);
+      this.dirty = true;
+      await this.meta.update(() => {});
+    } catch (e) {
+      await cluster.leave().catch(() => {});
+      this.cluster = null;
+      throw e;
+    }
+  }
+
+  private clusterWindowSectors = 0;
 
   /** The runtime bitmap from the members' internal v4 bitmaps (bits OR-ed: never less resync). */
   private makeBitmap(): WriteIntentBitmap | null {
     if ((this.sb.featureMap & Feature.BITMAP_OFFSET) === 0 || !this.redundant) return null;
+    // a clustered bitmap runs once this node has its slot (joinCluster); local arrays use slot 0
+    const slot = this.bitmapSlot;
+    const version = this.cluster ? 5 : 4;
     const withBitmap = this.members.filter(
-      (m) => !m.faulty && m.slot !== null && m.bitmaps.length === 1 && bitmapMatches(m.bitmaps[0]!.sup, m.loaded.sb) && m.bitmaps[0]!.sup.version === 4,
+      (m) =>
+        !m.faulty && m.slot !== null && (this.cluster !== null || m.bitmaps.length === 1) && m.bitmaps[slot] !== undefined &&
+        bitmapMatches(m.bitmaps[slot]!.sup, m.loaded.sb) && m.bitmaps[slot]!.sup.version === version,
     );
     if (withBitmap.length === 0) return null;
-    const fresh = withBitmap.reduce((a, b) => (b.loaded.sb.events > a.loaded.sb.events ? b : a)).bitmaps[0]!;
+    const fresh = withBitmap.reduce((a, b) => (b.loaded.sb.events > a.loaded.sb.events ? b : a)).bitmaps[slot]!;
     if (fresh.nbits === 0) return null;
     const bits = fresh.bits.slice();
     for (const m of withBitmap) {
-      const b = m.bitmaps[0]!;
+      const b = m.bitmaps[slot]!;
       if (b.nbits !== fresh.nbits || m.recoveryOffset !== null) continue;
       for (let i = 0; i < bits.length; i++) bits[i]! |= b.bits[i]!;
     }
@@ -211,10 +263,10 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (this.readOnly) return;
     await Promise.all(
       this.members
-        .filter((m) => !m.faulty && m.slot !== null && m.bitmaps.length > 0)
+        .filter((m) => !m.faulty && m.slot !== null && m.bitmaps[this.bitmapSlot] !== undefined)
         .map(async (m) => {
           try {
-            await m.dev.write(bytes, (m.bitmaps[0]!.startSector + sector) * 512);
+            await m.dev.write(bytes, (m.bitmaps[this.bitmapSlot]!.startSector + sector) * 512);
             await m.dev.flush();
           } catch (e) {
             this.mdError(m, `bitmap write failed on ${m.dev.name}: ${(e as Error).message}`);
@@ -287,8 +339,71 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     return this.readOnly || this.softReadOnly;
   }
 
+  /** md's !in_sync; a clustered array is always active (md-cluster: safe mode is off) */
   get isDirty(): boolean {
-    return this.dirty;
+    return this.dirty || this.cluster !== null;
+  }
+
+  // ---- md-cluster (ClusterArrayHost; the rest lives in cluster-glue.ts) ----
+
+  get arrayName(): string {
+    return this.name;
+  }
+
+  get syncSectors(): number {
+    return this.personality.syncSectors;
+  }
+
+  /** MemberIoHost.readFirstCopy: md-cluster's area_resyncing(READ) */
+  get readFirstCopy(): boolean {
+    return this.cluster !== null && this.cluster.areaResyncing('read', 0, Number.MAX_SAFE_INTEGER);
+  }
+
+  /** another node syncs this array (mdstat: resync=REMOTE) */
+  get remoteSync(): RemoteSyncKind | null {
+    return this.glue?.remoteSync ?? null;
+  }
+
+  /** this node waits for the cluster's resync lock (mdstat: resync=PENDING) */
+  get syncPendingCluster(): boolean {
+    return this.sync.waitingForCluster;
+  }
+
+  /** the lost membership, when this node was fenced */
+  get fenced(): string | null {
+    return this.fencedWhy;
+  }
+
+  lowerResyncPoint(lo: number): void {
+    const at = BigInt(Math.max(0, Math.floor(lo)));
+    if (this.resyncPoint === MAX_SECTOR || at < this.resyncPoint) this.resyncPoint = at;
+    this.kick();
+  }
+
+  lockedMeta<T>(fn: () => Promise<T>): Promise<T> {
+    return this.meta.locked(fn);
+  }
+
+  /** The DLM fenced this node: members refuse writes from now on, requests fail (md-cluster). */
+  markFenced(why: string): void {
+    if (this.fencedWhy !== null) return;
+    this.fencedWhy = why;
+    for (const m of this.members) if (m.dev instanceof FenceableDevice) m.dev.fence(why);
+    this.log(`md-cluster: ${this.name}: this node lost its cluster membership (${why}): no more writes to the shared disks; every request fails until the array is stopped`, 'error');
+    void this.sync.stop().catch(() => {});
+  }
+
+  /** md_cluster's resync window for the ranges a sync window is about to touch (raid1/10 sync_request). */
+  private async publishSyncWindow(ranges: Array<[number, number]>): Promise<void> {
+    const c = this.cluster;
+    if (!c || ranges.length === 0) return;
+    const lo = Math.min(...ranges.map((r) => r[0]));
+    const hi = Math.max(...ranges.map((r) => r[1]));
+    const w = this.clusterSync;
+    if (w.hi > 0 && lo >= w.lo && hi <= w.hi) return;
+    const next = { lo, hi: Math.min(Math.max(hi, lo + this.clusterWindowSectors), Math.max(hi, this.personality.syncSectors)) };
+    await c.resyncInfoUpdate(next);
+    this.clusterSync = next;
   }
 
   /** started after an unclean shutdown and not resynced since (md: resync pending) */
@@ -342,6 +457,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
    */
   mdError(m: Member, why: string): boolean {
     if (m.faulty) return true;
+    if (this.fencedWhy !== null) return false;
     const eh = this.personality.errorHandler;
     if (!m.replacement && m.slot !== null && m.recoveryOffset === null && eh && !eh.call(this.personality, m.slot, this.memberSet.availability(m.slot))) {
       this.log(`md: ${why}; ${m.dev.name} is the last working copy: not failing it, the I/O gets an error instead`, 'error');
@@ -360,6 +476,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   reportError(slot: number, op: 'read' | 'write', err: unknown): void {
     // a broken invariant below is a bug, not a failing member: it goes on up and crashes
     if (err instanceof AssertionError) throw err;
+    // a fenced node's writes are refused on purpose: the members are fine
+    if (this.fencedWhy !== null) return;
     const m = this.slotMember(slot);
     if (!m) return;
     const why = err instanceof Error ? err.message : String(err);
@@ -385,6 +503,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
 
   private checkIo(buf: Uint8Array, offsetBytes: number, write: boolean): void {
     if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (this.fencedWhy !== null) throw new TsmdError('EFENCED', `${this.name}: this node lost its cluster membership (${this.fencedWhy}): stop the array and assemble it again`);
     if (write && (this.readOnly || this.softReadOnly)) throw new TsmdError('EROFS', 'array is read-only');
     if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0) throw new TsmdError('EINVAL', `invalid offset ${offsetBytes}`);
     if (offsetBytes + buf.length > this.sizeBytes)
@@ -482,6 +601,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     let entered = false;
     let started = false;
     let ok = false;
+    // another node's resync window: the write waits until it has moved on (md-cluster)
+    const gate = this.glue ? await this.glue.enterWrite(s0, s1) : 0;
     try {
       // a clean transition in progress finishes first; then the array is marked active
       // (on disk, before any data lands) if it is not already
@@ -502,6 +623,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       // a write made while degraded (or failed) stays in the bitmap for the missing member
       if (started) this.bitmap!.endWrite(s0, s1, !ok || this.degraded);
       if (entered) this.barrier.leaveWrite(s0, s1);
+      if (this.glue) this.glue.leaveWrite(gate);
       this.inflightWrites--;
     }
     if (this.badReadsPending) await this.correctReadErrors();
@@ -629,7 +751,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   /** Record a clean state now (the kernel's safe_mode transition) if nothing is pending. */
   async markClean(): Promise<void> {
     // only when no write is in flight; writes that arrive meanwhile wait for `cleaning`
-    if (this.readOnly || this.closed || !this.dirty || this.inflightWrites > 0 || this.sbUpdate || this.cleaning) return;
+    if (this.readOnly || this.closed || !this.dirty || this.inflightWrites > 0 || this.sbUpdate || this.cleaning || this.cluster) return;
     this.cleaning = this.writeCleanState();
     try {
       await this.cleaning;
@@ -782,7 +904,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
 
   /** may any sync run now (RecoveryHost) */
   canPlan(): boolean {
-    return !this.readOnly && !this.softReadOnly && !this.closed && !this.reshapeBlocked && this.redundant;
+    return !this.readOnly && !this.softReadOnly && !this.closed && !this.reshapeBlocked && this.redundant && this.fencedWhy === null;
   }
 
   private syncHost(): SyncHost {
@@ -826,6 +948,22 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
         }),
       ioCount: () => this.ioCounter,
       canSync: () => this.canPlan() && !this.degraded,
+      cluster: {
+        start: async (signal) => {
+          const c = this.cluster;
+          if (!c) return false;
+          this.clusterSync = { lo: 0, hi: 0 };
+          await c.resyncStart(signal);
+          return true;
+        },
+        finish: async (closing) => {
+          const c = this.cluster;
+          if (!c) return;
+          await c.resyncFinish(closing || this.closed || this.fencedWhy !== null);
+          this.clusterSync = { lo: 0, hi: 0 };
+        },
+        window: (ranges) => this.publishSyncWindow(ranges),
+      },
     };
   }
 
@@ -955,11 +1093,59 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     await this.sync.stop().catch(() => {});
     if (this.cleaning) await this.cleaning.catch(() => {});
     try {
-      if (!this.readOnly && (this.dirty || this.meta.changePending)) await this.writeCleanState();
+      if (!this.readOnly && this.fencedWhy === null && (this.dirty || this.meta.changePending)) await this.writeCleanState();
     } finally {
       this.closed = true;
+      await this.leaveCluster();
       await Promise.all(this.members.map((m) => m.dev.close().catch(() => {})));
     }
+  }
+
+  /**
+   * md-cluster's leave at stop: unfinished work (a resync owed, a member being rebuilt, bits
+   * that still need a sync) is handed to a survivor with BITMAP_NEEDS_SYNC (spec §4.2, §4.9).
+   */
+  private async leaveCluster(): Promise<void> {
+    const c = this.cluster;
+    if (!c) return;
+    const owed = this.resyncPoint !== MAX_SECTOR || this.rebuildingSlots.length > 0 || (this.bitmap?.needSyncCount ?? 0) > 0;
+    if ('handOver' in c) (c as { handOver: boolean }).handOver = owed;
+    await c.leave().catch((e: unknown) => this.log(`md-cluster: leave: ${(e as Error).message}`, 'warn'));
+  }
+}
+
+/** The array UUID as the DLM lockspace name: 8-4-4-4-12 lowercase hex (md-cluster §2.1). */
+export function lockspaceName(uuid: Uint8Array): string {
+  const h = Buffer.from(uuid).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** A clustered array's bitmap facts (mddev_is_clustered: version 5 with more than one slot), or null. */
+export function clusterOf(members: readonly Member[]): { nodes: number; clusterName: string } | null {
+  for (const m of members) {
+    const b = m.bitmaps[0];
+    if (!b || b.sup.version !== 5 || !bitmapMatches(b.sup, m.loaded.sb)) continue;
+    if (b.sup.nodes <= 1) return null;
+    const nul = b.sup.clusterName.indexOf(0);
+    const name = Buffer.from(b.sup.clusterName.subarray(0, nul < 0 ? 64 : nul)).toString('latin1');
+    return { nodes: b.sup.nodes, clusterName: name };
+  }
+  return null;
+}
+
+/**
+ * Before a clustered array is built: the node must have a cluster, with the bitmap's cluster
+ * name (md-cluster's lockspace lives in that cluster); the members are switched to uncached
+ * I/O (other hosts write them) and wrapped so that a fence stops every write. Nothing written.
+ */
+async function prepareClusterMembers(members: Member[], c: { nodes: number; clusterName: string }, setup: ClusterSetup | null, log: MdLog): Promise<void> {
+  if (!setup || setup.clusterName === null)
+    throw new TsmdError('ENOTSUP', `the array is clustered (cluster ${JSON.stringify(c.clusterName)}, ${c.nodes} node slots) and this node has no cluster configured: start the daemon with --cluster-name and --etcd`);
+  if (setup.clusterName !== c.clusterName)
+    throw new TsmdError('EINVAL', `the array belongs to cluster ${JSON.stringify(c.clusterName)}, this node is in cluster ${JSON.stringify(setup.clusterName)}`);
+  for (const m of members) {
+    if (setup.prepareMember) m.dev = await setup.prepareMember(m.dev, log);
+    m.dev = new FenceableDevice(m.dev);
   }
 }
 

@@ -234,6 +234,38 @@ export class WriteIntentBitmap {
   }
 
   /**
+   * md-cluster's copy_from_slot: another slot's dirty bits become ours (they need a sync here,
+   * and stay set until it is done); persisted before this returns. Returns the chunk range
+   * [first, last] of the bits merged, or null when none was set.
+   */
+  async mergeDirty(bits: Uint8Array, nbits: number): Promise<[number, number] | null> {
+    const n = Math.min(nbits, this.nbits);
+    let first = -1;
+    let last = -1;
+    for (let c = 0; c < n; c++) {
+      if (!(bits[c >>> 3]! & (1 << (c & 7)))) continue;
+      if (first < 0) first = c;
+      last = c;
+      this.needSync[c] = 1;
+      this.clearState[c] = IDLE;
+      if (!this.test(c)) {
+        this.set(c, true);
+        this.stats.bitsSet++;
+        this.schedule(Math.floor((BITMAP_SB_BYTES + (c >>> 3)) / 512));
+      }
+    }
+    if (this.next) await this.next.promise;
+    return first < 0 ? null : [first, last];
+  }
+
+  /** Chunks that still need a sync (dirty at assembly, merged, written degraded). */
+  get needSyncCount(): number {
+    let k = 0;
+    for (let c = 0; c < this.nbits; c++) k += this.needSync[c]!;
+    return k;
+  }
+
+  /**
    * Clean shutdown / safe mode with no write in flight and every member in sync: all bits go
    * (the caller then writes the whole area with writeThrough).
    */

@@ -21,6 +21,12 @@ export interface MemberIoHost {
   readonly readOnly: boolean;
   /** md's recovery_cp (MAX_SECTOR: in sync) */
   readonly resyncCp: bigint;
+  /**
+   * md-cluster's area_resyncing(READ): while a node failure is recovered, or another node
+   * resyncs, reads are not balanced (every node reads the same copy of a region that may
+   * still differ between mirrors). Simpler than md's per-range answer: the whole array.
+   */
+  readonly readFirstCopy: boolean;
   /** the slot's working member; a replacement whose original failed is promoted here */
   slotMember(slot: number): Member | null;
   /** ranges of a slot being rebuilt onto its replacement from the others (copy fallback) */
@@ -58,6 +64,7 @@ export class MemberIoAdapter implements MemberIo {
   }
 
   get resyncFrom(): number {
+    if (this.host.readFirstCopy) return 0;
     const cp = this.host.resyncCp;
     return cp === MAX_SECTOR ? Infinity : Number(cp);
   }

@@ -67,6 +67,18 @@ export interface SyncHost {
   ioCount(): number;
   /** Can a resync/check run (array not degraded, not read-only, no reshape)? */
   canSync(): boolean;
+  /**
+   * md-cluster's hooks around every job (md_do_sync's resync_start / resync_finish, and
+   * raid1/10 sync_request's resync_info_update). `start` waits for the cluster-wide resync
+   * lock (queued, aborted by `signal`) and says whether there is a cluster; then the job is
+   * planned again (another node may have done the work meanwhile). `window` publishes the
+   * ranges the next window touches before they are synced.
+   */
+  readonly cluster?: {
+    start(signal: AbortSignal): Promise<boolean>;
+    finish(closing: boolean): Promise<void>;
+    window(ranges: Array<[number, number]>): Promise<void>;
+  };
 }
 
 export interface SyncStatus {
@@ -209,6 +221,9 @@ export class SyncEngine {
   }
 
   private kickPending = false;
+  /** md-cluster: waiting for the cluster's resync lock (mdstat: resync=PENDING) */
+  waitingForCluster = false;
+  private clusterWait: AbortController | null = null;
   /** ends the throttle's current sleep (set while it sleeps) */
   private wakeThrottle: (() => void) | null = null;
   private jobsRun = 0;
@@ -265,6 +280,8 @@ export class SyncEngine {
     this.interruptReq = why;
     // a job sleeping in the throttle stops now, not when its sleep ends (md_wakeup_thread)
     this.wakeThrottle?.();
+    // and a wait for the cluster's resync lock ends (md: interruptible by stop / MD_CLOSING)
+    this.clusterWait?.abort();
     await this.running.catch(() => {});
     this.interruptReq = null;
   }
@@ -304,9 +321,30 @@ export class SyncEngine {
         return;
       }
       if (!plan) return;
+      const cluster = this.host.cluster;
+      let locked = false;
+      if (cluster) {
+        try {
+          locked = await this.clusterLock(cluster);
+          if (locked) plan = await this.host.planSync(this.requested);
+        } catch (e) {
+          if (locked) await cluster.finish(this.stopped).catch(() => {});
+          if ((e as TsmdError).code !== 'ECANCELED') {
+            this.lastError = e;
+            this.host.log(`md: cannot start sync: ${(e as Error).message}`);
+          }
+          return;
+        }
+        if (!plan) {
+          if (locked) await cluster.finish(this.stopped).catch(() => {});
+          return;
+        }
+      }
       if (plan.kind === 'check' || plan.kind === 'repair') this.requested = null;
       try {
-        const r = await this.runPlan(plan);
+        const r = await this.runPlan(plan).finally(async () => {
+          if (locked) await cluster!.finish(this.stopped).catch((e: unknown) => this.host.log(`md-cluster: resync_finish: ${(e as Error).message}`));
+        });
         this.jobsRun++;
         this.lastResult = r;
         this.history.push(r);
@@ -317,6 +355,19 @@ export class SyncEngine {
         this.host.log(`md: ${plan.kind} aborted: ${(e as Error).message}`);
         return;
       }
+    }
+  }
+
+  /** resync_start: the cluster-wide lock, waited for while mdstat says PENDING. */
+  private async clusterLock(cluster: NonNullable<SyncHost['cluster']>): Promise<boolean> {
+    const ac = new AbortController();
+    this.clusterWait = ac;
+    this.waitingForCluster = true;
+    try {
+      return await cluster.start(ac.signal);
+    } finally {
+      this.waitingForCluster = false;
+      this.clusterWait = null;
     }
   }
 
@@ -417,6 +468,7 @@ export class SyncEngine {
     const ranges: Array<[number, number]> = plan.kind === 'recovery' ? plan.slots.flatMap((s) => p.recoveryToSync(s, pos, n)) : [[pos, pos + n]];
     const skip = run.guided !== null && !ranges.some(([a, b]) => run.guided!.anyDirty(a, b));
     if (!skip) {
+      if (this.host.cluster) await this.host.cluster.window(ranges);
       const release = await this.host.barrier.lockRanges(ranges);
       try {
         if (kind === 'check' || kind === 'repair') {

@@ -20,6 +20,7 @@ function recordingCluster(calls: string[]): ClusterOps {
   const no = () => Promise.reject(new Error('not part of this test'));
   return {
     join: no,
+    loadBitmaps: no,
     leave: no,
     slotNumber: () => 0,
     resyncInfoUpdate: no,
