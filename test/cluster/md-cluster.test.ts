@@ -121,3 +121,86 @@ test('md-cluster: refusals write nothing (no cluster, wrong cluster name)', asyn
   await assert.rejects(MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup(dlm, 'n1', 'other') }), /belongs to cluster "tc"/);
   for (let i = 0; i < devs.length; i++) assert.ok((await image(devs[i]!)).equals(before[i]!), 'nothing written');
 });
+
+test('md-cluster: a member failed on one node is failed on every node (METADATA_UPDATED)', async () => {
+  const devs = await clusteredDisks(2, 16, { assumeClean: true });
+  const dlm = new MemoryDlmCluster({ clock });
+  const nodes = [await assembleNode(devs, dlm, 'n1'), await assembleNode(devs, dlm, 'n2'), await assembleNode(devs, dlm, 'n3')];
+  try {
+    await nodes[0]!.failMember('shared1');
+    for (const n of nodes) {
+      const m = n.members.find((x) => x.dev.name === 'shared1')!;
+      assert.equal(m.faulty, true, 'the failure reached every node before --fail returned');
+      assert.equal(n.events, nodes[0]!.events, 'events follow the writer');
+    }
+  } finally {
+    for (const n of nodes) await n.close();
+  }
+});
+
+test('md-cluster: a dead node\'s dirty regions are taken over by exactly one survivor and resynced', async () => {
+  const devs = await clusteredDisks(2, 32, { assumeClean: true });
+  const dlm = new MemoryDlmCluster({ clock });
+  const logs: string[] = [];
+  const n1 = await assembleNode(devs, dlm, 'n1', logs);
+  const n2 = await assembleNode(devs, dlm, 'n2', logs);
+  const n3 = await assembleNode(devs, dlm, 'n3', logs);
+  const clusters = [n1, n2, n3].map((n) => n.cluster as MdCluster);
+  for (const n of [n1, n3]) n.startBackground();
+  try {
+    // n2 writes 3 MiB at 8 MiB: its slot's bits for those chunks are on disk before the data
+    const data = randomBytes(3 << 20);
+    await n2.write(data, 8 << 20);
+    await n2.flush();
+    const mine = n2.bitmap!.dirtyCount;
+    assert.ok(mine >= 48, `n2's own slot is dirty (${mine} bits)`);
+    // make the mirrors differ in that region, as if n2 died between its two member writes
+    const d1 = devs[1]!.reopen();
+    await d1.write(Buffer.alloc(1 << 20, 0xee), 2048 * 512 + (8 << 20));
+    dlm.crash('n2');
+    await assert.rejects(n2.write(Buffer.alloc(4096), 0), /lost its cluster membership/);
+    await until('a survivor resynced the dead slot', () => clusters[0]!.stats.slotsRecovered + clusters[2]!.stats.slotsRecovered >= 2 && !n1.sync.busy && !n3.sync.busy && n1.resyncCp === 2n ** 64n - 1n && n3.resyncCp === 2n ** 64n - 1n);
+    assert.equal(clusters[0]!.stats.slotsMerged + clusters[2]!.stats.slotsMerged, 1, 'exactly one survivor took the dirty bits');
+    const worked = [n1, n3].flatMap((n) => n.sync.history.filter((h) => h.kind === 'resync')).reduce((s, h) => s + h.workedSectors, 0);
+    assert.equal(worked, mine * 128, 'only the dead node\'s dirty chunks were resynced (64 KiB each)');
+    // the mirrors agree again: check finds nothing
+    await n1.setSyncAction('check');
+    await until('check done', () => !n1.sync.busy && n1.sync.lastResult?.kind === 'check');
+    assert.equal(n1.sync.mismatchCnt, 0);
+    const got = new Uint8Array(data.length);
+    await n3.read(got, 8 << 20);
+    // the region holds one of the two copies consistently (the resync picked the first)
+    const again = new Uint8Array(data.length);
+    await n1.read(again, 8 << 20);
+    assert.deepEqual(Buffer.from(got), Buffer.from(again));
+  } finally {
+    for (const n of [n1, n3]) await n.close();
+    await n2.close();
+  }
+});
+
+test('md-cluster: stopping the resyncing node hands the resync over (03r1_switch-resync)', async () => {
+  const devs = await clusteredDisks(2, 48);
+  const dlm = new MemoryDlmCluster({ clock });
+  const logs: string[] = [];
+  const slow = { minKiBs: 1000, maxKiBs: 8000 };
+  const n1 = await MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup(dlm, 'n1'), log: (m) => logs.push(`n1: ${m}`), syncLimits: slow });
+  n1.startBackground();
+  await until('n1 resyncing', () => n1.sync.current?.kind === 'resync' && n1.sync.current.doneSectors > 0);
+  const n2 = await assembleNode(devs, dlm, 'n2', logs);
+  n2.startBackground();
+  await until('n2 pending', () => n2.syncPendingCluster);
+  await n1.close();
+  await until('n2 finished the resync', () => !n2.sync.busy && n2.resyncCp === 2n ** 64n - 1n && n2.sync.history.some((h) => h.kind === 'resync' && h.completed));
+  await n2.setSyncAction('check');
+  await until('check done', () => !n2.sync.busy && n2.sync.lastResult?.kind === 'check');
+  assert.equal(n2.sync.mismatchCnt, 0, 'the array is consistent after the hand-over');
+  await n2.close();
+  // n1 comes back: nothing left to resync
+  const back = await assembleNode(devs, dlm, 'n1', logs);
+  back.startBackground();
+  await until('idle', () => !back.sync.busy);
+  const worked = back.sync.history.reduce((s, h) => s + h.workedSectors, 0);
+  assert.equal(worked, 0, 'no sync after re-assembly');
+  await back.close();
+});
