@@ -18,7 +18,13 @@ import { loadBitmaps, loadSuperblock } from '../../src/md/sb-io.js';
 
 const clock = new SystemClock();
 
-async function clusteredDisks(n: number, mib: number, opts: { level?: 1 | 10; assumeClean?: boolean; bitmapChunkKiB?: number } = {}): Promise<MemoryBlockDevice[]> {
+interface DiskOpts {
+  level?: 1 | 10;
+  assumeClean?: boolean;
+  bitmapChunkKiB?: number;
+}
+
+async function clusteredDisks(n: number, mib: number, opts: DiskOpts = {}): Promise<MemoryBlockDevice[]> {
   const devs = Array.from({ length: n }, (_, i) => new MemoryBlockDevice(`shared${i}`, mib * 1024 * 1024));
   await createArray(
     devs,
@@ -90,8 +96,8 @@ test('md-cluster: three nodes assemble, one resyncs at a time, writes cross node
     await nodes[1]!.write(data, 5 << 20);
     await nodes[1]!.flush();
     await until('all nodes idle and in sync', () => nodes.every((n) => !n.sync.busy && n.resyncCp === 2n ** 64n - 1n));
-    if (process.env.TSMD_TEST_LOG) console.log(logs.join("\n"));
-    assert.equal(maxRunning, 1, "one resync in the cluster at a time");
+    if (process.env.TSMD_TEST_LOG) console.log(logs.join('\n'));
+    assert.equal(maxRunning, 1, 'one resync in the cluster at a time');
     for (const n of nodes) {
       const got = new Uint8Array(data.length);
       await n.read(got, 5 << 20);
