@@ -39,7 +39,10 @@ export function mdstatArrays(running: RunningArray[]): MdstatArray[] {
       sync: a.reshapeActive
         ? { action: 'reshape', doneSectors: Math.floor(Number(sb.reshapePosition) / dataDisks), totalSectors: Number(sb.size), windowSectors: 0, windowSeconds: 1 }
         : syncLine(a),
-      resyncPending: !a.reshapeActive && a.resyncPending,
+      // md-cluster: waiting for the cluster's resync lock is "resync=PENDING"; another node's
+      // sync (no local one) is "resync=REMOTE" / "recover=REMOTE"
+      resyncPending: !a.reshapeActive && (a.resyncPending || a.syncPendingCluster),
+      remoteSync: a.sync.current ? null : (a.remoteSync ?? null),
     };
     return out;
   });

@@ -10,6 +10,7 @@ import { deviceRole, encodeSuperblock, Feature, isActiveRole, type Superblock1, 
 import type { BlockDevice } from '../io/block-device.js';
 import type { Personality } from '../raid/personality.js';
 import { type AssemblyReport, levelText } from './assemble.js';
+import type { ClusterOps } from './cluster-ops.js';
 import type { WriteIntentBitmap } from './bitmap.js';
 import { DEV_FLAG_WRITEMOSTLY, inSync, type Member, type MemberSet } from './members.js';
 import type { UpdateOptions } from './metadata.js';
@@ -32,6 +33,17 @@ export interface ManageHost {
   /** let the sync engine look for work (recovery onto a spare, a replacement) */
   kick(): void;
   log(msg: string): void;
+  /** md-cluster, for a clustered array */
+  readonly cluster: ClusterOps | null;
+}
+
+/**
+ * Device changes every node must agree on go through md-cluster's NEWDISK / REMOVE rounds
+ * (spec §4.5–§4.7): not built yet (md-cluster part 2), so they are refused on a clustered
+ * array before anything is written (the kernel refuses an add without MD_DISK_CLUSTER_ADD).
+ */
+function refuseClustered(h: ManageHost, what: string): void {
+  if (h.cluster) throw new TsmdError('ENOTSUP', `${what} on a clustered array needs md-cluster's device rounds (add/confirm/remove), not supported yet`);
 }
 
 /** mdadm --fail: mark a member faulty; the array goes on degraded if it can. */
@@ -52,6 +64,7 @@ export async function failMember(h: ManageHost, path: string): Promise<void> {
  * no spare yet the mark waits for one (--add). Returns the slot.
  */
 export function requestReplacement(h: ManageHost, path: string, withPath?: string): number {
+  refuseClustered(h, `--replace ${path}`);
   if (!h.redundant) throw new TsmdError('EINVAL', `${levelText(h.sb.level)} has no redundancy: ${path} cannot be replaced`);
   if (h.isReadOnly) throw new TsmdError('EROFS', 'array is read-only');
   const m = h.memberSet.byPath(path);
@@ -70,6 +83,7 @@ export function requestReplacement(h: ManageHost, path: string, withPath?: strin
 
 /** mdadm --remove: only a faulty or spare member can go; its slot becomes empty. */
 export async function removeMember(h: ManageHost, path: string): Promise<void> {
+  refuseClustered(h, `--remove ${path}`);
   const m = h.memberSet.byPath(path);
   if (!m.faulty && m.slot !== null) throw new TsmdError('EBUSY', `hot remove failed for ${path}: Device or resource busy (fail it first)`);
   await h.update(() => {
@@ -97,6 +111,7 @@ function withFlags(opts: AddOptions, flags: number): number {
  * (--re-add semantics); one that missed writes needs the recovery of the sync engine.
  */
 export async function addMember(h: ManageHost, dev: BlockDevice, opts: AddOptions): Promise<'spare' | 're-added'> {
+  refuseClustered(h, `--add ${dev.name}`);
   if (h.memberSet.list.some((m) => m.dev.name === dev.name)) throw new TsmdError('EBUSY', `${dev.name} is already a member`);
   if (opts.writeMostly && h.sb.level !== 1) throw new TsmdError('EINVAL', `--write-mostly is only meaningful for raid1 (${dev.name})`);
   const existing = await loadSuperblock(dev);

@@ -482,7 +482,9 @@ function syncDetail(arr: MdArray): DetailInput['sync'] {
     const action = cur.kind === 'repair' ? 'check' : cur.kind;
     return { action, percent: Math.floor((cur.doneSectors * 100) / Math.max(1, cur.totalSectors)) };
   }
-  if (arr.resyncPending) return { action: 'resync', percent: 'pending' };
+  if (arr.resyncPending || arr.syncPendingCluster) return { action: 'resync', percent: 'pending' };
+  // md-cluster: another node syncs (mdadm --detail "resyncing (REMOTE)")
+  if (arr.remoteSync) return { action: arr.remoteSync === 'recover' ? 'recovery' : arr.remoteSync, percent: 'remote' };
   return null;
 }
 

@@ -210,3 +210,20 @@ test('md-cluster: stopping the resyncing node hands the resync over (03r1_switch
   assert.equal(worked, 0, 'no sync after re-assembly');
   await back.close();
 });
+
+test('md-cluster: part 2 device changes are refused on a clustered array, nothing written', async () => {
+  const devs = await clusteredDisks(2, 16, { assumeClean: true });
+  const dlm = new MemoryDlmCluster({ clock });
+  const n1 = await assembleNode(devs, dlm, 'n1');
+  try {
+    const spare = new MemoryBlockDevice('spare', 16 << 20);
+    await assert.rejects(n1.addMember(spare, {}), (e: Error & { code?: string }) => e.code === 'ENOTSUP' && /clustered array/.test(e.message));
+    assert.equal(spare.stats.writes, 0);
+    await n1.failMember('shared1');
+    const events = n1.events;
+    await assert.rejects(n1.removeMember('shared1'), (e: Error & { code?: string }) => e.code === 'ENOTSUP');
+    assert.equal(n1.events, events, 'no superblock change');
+  } finally {
+    await n1.close();
+  }
+});
