@@ -217,7 +217,7 @@ test('md-cluster: part 2 device changes are refused on a clustered array, nothin
   const n1 = await assembleNode(devs, dlm, 'n1');
   try {
     const spare = new MemoryBlockDevice('spare', 16 << 20);
-    await assert.rejects(n1.addMember(spare, {}), (e: Error & { code?: string }) => e.code === 'ENOTSUP' && /clustered array/.test(e.message));
+    await assert.rejects(n1.addMember(spare, { deviceUuid: randomBytes(16) }), (e: Error & { code?: string }) => e.code === 'ENOTSUP' && /clustered array/.test(e.message));
     assert.equal(spare.stats.writes, 0);
     await n1.failMember('shared1');
     const events = n1.events;
