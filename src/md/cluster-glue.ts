@@ -244,6 +244,8 @@ export class ClusterGlue implements ClusterHost {
       if (!l) throw new TsmdError('EBADSB', `${src.dev.name}: superblock unreadable after METADATA_UPDATED`);
       await this.applyChanges(l.sb);
     });
+    // md: RECOVERY_NEEDED + wake (a spare another node activated may need this node's help later)
+    this.a.kick();
   }
 
   private async applyChanges(fresh: Superblock1): Promise<void> {

@@ -56,7 +56,15 @@ async function slotDirty(path: string): Promise<number[]> {
   }
 }
 
-const cases: Array<{ name: string; overlay: boolean; dirtyBefore: number[]; resyncedSectors: number; dirtyAfter: number[] }> = [
+interface Case {
+  name: string;
+  overlay: boolean;
+  dirtyBefore: number[];
+  resyncedSectors: number;
+  dirtyAfter: number[];
+}
+
+const cases: Case[] = [
   { name: 'raid1-clustered', overlay: false, dirtyBefore: [0, 0, 0, 0], resyncedSectors: 0, dirtyAfter: [0, 0, 0, 0] },
   { name: 'raid10-clustered', overlay: false, dirtyBefore: [0, 0, 0, 0], resyncedSectors: 0, dirtyAfter: [0, 0, 0, 0] },
   // one node crashed alone: its own slot (0) is dirty; this node gets slot 0 and resyncs 16 chunks of 64 KiB

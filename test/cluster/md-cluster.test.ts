@@ -227,3 +227,53 @@ test('md-cluster: part 2 device changes are refused on a clustered array, nothin
     await n1.close();
   }
 });
+
+test('md-cluster: stopping the recovering node hands the recovery over (03r1_switch-recovery)', async () => {
+  // two active members and a spare
+  const devs = Array.from({ length: 3 }, (_, i) => new MemoryBlockDevice(`shared${i}`, 48 << 20));
+  await createArray(
+    devs,
+    {
+      level: 1,
+      raidDisks: 2,
+      metadata: '1.2',
+      setName: 'c:0',
+      uuid: randomBytes(16),
+      deviceUuids: devs.map(() => randomBytes(16)),
+      bitmap: 'clustered',
+      nodes: 4,
+      clusterName: 'tc',
+      bitmapChunkBytes: 64 * 1024,
+      assumeClean: true,
+      nowSeconds: 1_700_000_000,
+      members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
+    },
+    { confirmOverwrite: async () => false, initialSync: false, clock },
+  );
+  const dlm = new MemoryDlmCluster({ clock });
+  const logs: string[] = [];
+  const slow = { minKiBs: 1000, maxKiBs: 8000 };
+  const mk = (node: string): Promise<MdArray> =>
+    MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup(dlm, node), log: (m) => logs.push(`${node}: ${m}`), syncLimits: slow });
+  const nodes = [await mk('n1'), await mk('n2')];
+  for (const n of nodes) n.startBackground();
+  await until('both idle', () => nodes.every((n) => !n.sync.busy || n.syncPendingCluster));
+  await nodes[0]!.failMember('shared0');
+  // since md delays choosing the sync action (6.7), either node may win the recovery (01r1_Grow_add accepts both)
+  await until('a node recovering onto the spare', () => nodes.some((n) => n.sync.current?.kind === 'recovery' && n.sync.current.doneSectors > 4096)).catch((e: unknown) => {
+    throw new Error(`${(e as Error).message}\n${logs.join('\n')}`);
+  });
+  const busy = nodes.find((n) => n.sync.current?.kind === 'recovery')!;
+  const other = nodes.find((n) => n !== busy)!;
+  assert.equal(other.members.find((m) => m.dev.name === 'shared2')!.slot, 0, 'the other node saw the spare activated');
+  assert.ok(other.syncPendingCluster || other.remoteSync !== null, 'the other node waits (PENDING) or shows the remote recovery');
+  other.sync.limits = { minKiBs: 100_000, maxKiBs: 1_000_000 };
+  await busy.close();
+  await until('the other node finished the recovery', () => other.members.find((m) => m.dev.name === 'shared2')!.recoveryOffset === null && !other.sync.busy, 30_000);
+  assert.ok(other.sync.history.some((h) => h.kind === 'recovery' && h.completed), logs.join('\n'));
+  await other.setSyncAction('check');
+  await until('check done', () => !other.sync.busy && other.sync.lastResult?.kind === 'check');
+  assert.equal(other.sync.mismatchCnt, 0);
+  assert.deepEqual([...other.workingSlots].sort(), [0, 1]);
+  await other.close();
+});
