@@ -84,7 +84,8 @@ for (const c of cases) {
     const setup = nodeClusterSetup({ clusterName: 'mdlab', dlm: dlm.node('tsmd1'), clock });
     const logs: string[] = [];
     const devs = await Promise.all(paths.map((p) => openDevice(p, { exclusive: false })));
-    const arr = await MdArray.assemble(devs, { run: true, clock, cluster: setup, log: (m) => logs.push(m), syncLimits: { minKiBs: 100_000, maxKiBs: 1_000_000 } });
+    const syncLimits = { minKiBs: 100_000, maxKiBs: 1_000_000 };
+    const arr = await MdArray.assemble(devs, { run: true, clock, cluster: setup, log: (m) => logs.push(m), syncLimits });
     try {
       assert.equal(arr.cluster!.slotNumber(), 0);
       arr.startBackground();
