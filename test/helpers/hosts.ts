@@ -436,6 +436,31 @@ export class Host {
   }
 
   /**
+   * exec() without blocking this process: for long commands, and while daemons run whose
+   * stderr pipes this process must keep reading (a blocked event loop stalls their logging).
+   */
+  execAsync(argv: string[], opts: ExecOptions = {}): Promise<RunResult> {
+    const timeoutMs = opts.timeoutMs ?? 300_000;
+    const p = this.spawn(argv, { cwd: opts.cwd, env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    p.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    p.stdin!.on('error', () => undefined); // a command that does not read its input
+    p.stdin!.end(opts.input ?? '');
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+      p.once('error', reject);
+      p.once('close', (code, signal) => {
+        clearTimeout(timer);
+        if (signal === 'SIGKILL' && code === null) {
+          reject(new Error(`${this.name}: ${argv.join(' ')}: no exit within ${timeoutMs / 1000} s (killed)\n--- stdout:\n${stdout.slice(-4000)}\n--- stderr:\n${stderr.slice(-4000)}`));
+        } else resolve({ status: code ?? -1, stdout, stderr });
+      });
+    });
+  }
+
+  /**
    * Start a process inside the host; it is killed by close() (and by the kernel if this test
    * process dies). The returned pid is the command's own.
    */
@@ -627,8 +652,8 @@ export interface ClusterOptions {
   diskSize?: number;
   /** network namespaces: for every host, or per host index (default false) */
   net?: boolean | boolean[];
-  /** start an etcd every host reaches (default false) */
-  etcd?: boolean;
+  /** start an etcd every host reaches (default false); `{ tls: true }`: mutual TLS only */
+  etcd?: boolean | { tls?: boolean };
 }
 
 export class Cluster {
@@ -654,7 +679,7 @@ export class Cluster {
         const net = Array.isArray(opts.net) ? opts.net[i] === true : opts.net === true;
         c.hosts.push(await Host.create(disks, i, { net }));
       }
-      if (opts.etcd) c.etcd = await startEtcdFor(c.hosts);
+      if (opts.etcd) c.etcd = await startEtcdFor(c.hosts, { tls: typeof opts.etcd === 'object' && opts.etcd.tls === true });
     } catch (e) {
       await c.close().catch(() => undefined);
       throw e;
