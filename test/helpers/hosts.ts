@@ -52,6 +52,12 @@
  * are cleaned up synchronously, and every process the harness starts carries
  * PR_SET_PDEATHSIG=SIGKILL (setpriv), so even a SIGKILLed test process leaves no holder or
  * daemon running (only its loop devices and netns, named tsmh-B).
+ *
+ * Usage:
+ *   const c = await Cluster.start({ hosts: 3, disks: 2, diskSize: 64 * MiB, net: true, etcd: true }, t);
+ *   for (const h of c.hosts) await h.startDaemon(['--node-name', h.name, `--etcd=${c.etcdUrl(h)}`]);
+ *   c.hosts[0].tsmd(['--create', '/dev/md0', '-l1', '-n2', c.hosts[0].disk(0), c.hosts[0].disk(1)]);
+ *   run('nbdinfo', [c.hosts[1].nbdUri('md0')]);  c.hosts[2].mdstat();  c.hosts[2].partition();
  */
 import './isolate.js';
 import { type ChildProcess, spawn, type SpawnOptions, spawnSync } from 'node:child_process';
