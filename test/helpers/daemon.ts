@@ -23,17 +23,38 @@ export interface TestDaemon {
   tsmd: (args: string[]) => RunResult;
   /** SIGTERM (or another signal) and wait for the exit code */
   stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+  /** SIGKILL (a crash: no clean stop, nothing flushed) and wait for the exit */
+  kill9: () => Promise<number | null>;
   exited: Promise<number | null>;
 }
 
-export async function startDaemon(runDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestDaemon> {
+/** Where and how the daemon process runs (test/helpers/hosts.ts runs it inside a host). */
+export interface DaemonSpawnOptions {
+  /**
+   * Command prefix that runs the daemon and its CLI elsewhere, e.g. `nsenter -t PID -m -u -n
+   * --`: it must exec the command (same pid), so that signals and daemon.json's pid are the
+   * daemon's own.
+   */
+  wrap?: string[];
+  /** NBD listener HOST:PORT (default 127.0.0.1:0, any free port) */
+  listen?: string;
+}
+
+export async function startDaemon(
+  runDir: string,
+  extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+  opts: DaemonSpawnOptions = {},
+): Promise<TestDaemon> {
   // a daemon killed with SIGKILL leaves its daemon.json behind: wait for the new one's
   rmSync(join(runDir, 'daemon.json'), { force: true });
   // the daemon assembles mdadm.conf's arrays at start: a test daemon never reads the machine's
   // /etc/mdadm/mdadm.conf (its ARRAY lines are not the test's); a test that wants the boot
   // assembly names its own --config (or turns it off itself)
   const boot = extra.some((a) => a === '--no-assemble' || a === '--config' || a.startsWith('--config=')) ? [] : ['--no-assemble'];
-  const proc = spawn(process.execPath, [tsmdBin, 'daemon', '--run-dir', runDir, '--listen', '127.0.0.1:0', ...boot, ...extra], {
+  const wrap = opts.wrap ?? [];
+  const argv = [process.execPath, tsmdBin, 'daemon', '--run-dir', runDir, '--listen', opts.listen ?? '127.0.0.1:0', ...boot, ...extra];
+  const proc = spawn(wrap[0] ?? argv[0]!, [...wrap.slice(1), ...(wrap.length ? argv : argv.slice(1))], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, TZ: 'UTC', ...env },
   });
@@ -59,6 +80,19 @@ export async function startDaemon(runDir: string, extra: string[] = [], env: Nod
     await exited;
     throw e;
   }
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    // a daemon that does not stop fails the test with its log instead of hanging the suite
+    let hung = false;
+    const timer = setTimeout(() => {
+      hung = true;
+      proc.kill('SIGKILL');
+    }, STOP_TIMEOUT_MS);
+    const code = await exited;
+    clearTimeout(timer);
+    if (hung) throw new Error(`daemon (pid ${proc.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s of ${signal}; killed. Log tail:\n${err.slice(-8000)}`);
+    return code;
+  };
   return {
     proc,
     runDir,
@@ -66,26 +100,16 @@ export async function startDaemon(runDir: string, extra: string[] = [], env: Nod
     logs: () => err,
     tsmd: (args) => {
       try {
-        return run(process.execPath, [tsmdBin, '--run-dir', runDir, ...args]);
+        const cli = [process.execPath, tsmdBin, '--run-dir', runDir, ...args];
+        return run(wrap[0] ?? cli[0]!, [...wrap.slice(1), ...(wrap.length ? cli : cli.slice(1))]);
       } catch (e) {
         // a hung command: what the daemon was doing is the useful part
         (e as Error).message += `\n--- daemon log tail:\n${err.slice(-8000)}`;
         throw e;
       }
     },
-    stop: async (signal = 'SIGTERM') => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      // a daemon that does not stop fails the test with its log instead of hanging the suite
-      let hung = false;
-      const timer = setTimeout(() => {
-        hung = true;
-        proc.kill('SIGKILL');
-      }, STOP_TIMEOUT_MS);
-      const code = await exited;
-      clearTimeout(timer);
-      if (hung) throw new Error(`daemon (pid ${proc.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s of ${signal}; killed. Log tail:\n${err.slice(-8000)}`);
-      return code;
-    },
+    stop,
+    kill9: () => stop('SIGKILL'),
     exited,
   };
 }

@@ -3,7 +3,9 @@
  * temporary data directory; stop (SIGTERM) / kill (SIGKILL) / start again on the same data and
  * ports (etcd outages); cleanup removes everything. With `{ tls: true }` the client port speaks
  * mutual TLS only: a fresh CA, server and client certificate are made with `openssl` in the data
- * directory's parent for this server alone.
+ * directory's parent for this server alone. With `{ listen: [addresses] }` the client port also
+ * listens on those local addresses (the host side of test/helpers/hosts.ts's network
+ * namespaces), as a real etcd listens on the address its cluster's nodes reach it by.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -41,8 +43,11 @@ export interface TestPki {
   client: { ca: Buffer; cert: Buffer; key: Buffer };
 }
 
-/** Make a throw-away PKI with openssl in `dir` (EC P-256 keys, valid one day). */
-export function makeTestPki(dir: string): TestPki {
+/**
+ * Make a throw-away PKI with openssl in `dir` (EC P-256 keys, valid one day); the server
+ * certificate names 127.0.0.1, localhost and `ips`.
+ */
+export function makeTestPki(dir: string, ips: string[] = []): TestPki {
   mkdirSync(dir, { recursive: true });
   const f = (n: string): string => join(dir, n);
   const ssl = (...args: string[]): void => {
@@ -59,7 +64,8 @@ export function makeTestPki(dir: string): TestPki {
     ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
       '-days', '1', '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`));
   };
-  leaf('server', '127.0.0.1', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n');
+  const san = ['IP:127.0.0.1', 'DNS:localhost', ...ips.map((ip) => `IP:${ip}`)].join(',');
+  leaf('server', '127.0.0.1', `subjectAltName=${san}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n`);
   leaf('client', 'tsmd-dlm', 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n');
   return {
     dir,
@@ -106,7 +112,10 @@ async function healthy(url: string, pki?: TestPki): Promise<boolean> {
 
 export class EtcdServer {
   readonly dataDir: string;
+  /** the loopback client URL */
   readonly clientUrl: string;
+  /** every client URL etcd listens on: loopback first, then one per `listen` address */
+  readonly clientUrls: string[];
   /** with `tls`: the PKI; the client port then requires a certificate signed by its CA */
   readonly pki: TestPki | undefined;
   private readonly root: string;
@@ -117,16 +126,21 @@ export class EtcdServer {
     readonly clientPort: number,
     readonly peerPort: number,
     tls: boolean,
+    listen: string[],
   ) {
     this.root = mkdtempSync(join(tmpdir(), 'tsmd-etcd-'));
     this.dataDir = join(this.root, 'data');
-    this.pki = tls ? makeTestPki(join(this.root, 'pki')) : undefined;
-    this.clientUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
+    this.pki = tls ? makeTestPki(join(this.root, 'pki'), listen) : undefined;
+    this.clientUrls = ['127.0.0.1', ...listen].map((h) => `${tls ? 'https' : 'http'}://${h}:${clientPort}`);
+    this.clientUrl = this.clientUrls[0]!;
   }
 
-  /** Start etcd on two free loopback ports and wait until it answers /health. */
-  static async start(opts: { tls?: boolean } = {}): Promise<EtcdServer> {
-    const s = new EtcdServer(await freePort(), await freePort(), opts.tls === true);
+  /**
+   * Start etcd on two free loopback ports (the client port also on each `listen` address, which
+   * must be local) and wait until it answers /health.
+   */
+  static async start(opts: { tls?: boolean; listen?: string[] } = {}): Promise<EtcdServer> {
+    const s = new EtcdServer(await freePort(), await freePort(), opts.tls === true, opts.listen ?? []);
     try {
       await s.startAgain();
     } catch (e) {
@@ -140,16 +154,27 @@ export class EtcdServer {
     return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
+  /** The client URL on local address `host` (one of the `listen` addresses, or 127.0.0.1). */
+  urlOn(host: string): string {
+    const u = this.clientUrls.find((x) => new URL(x).hostname === host);
+    if (!u) throw new Error(`etcd does not listen on ${host} (it listens on ${this.clientUrls.join(', ')})`);
+    return u;
+  }
+
   /** (Re)start on the same data directory and ports. */
   async startAgain(timeoutMs = 15_000): Promise<void> {
     if (this.running) return;
     const peer = `http://127.0.0.1:${this.peerPort}`;
     this.log = '';
-    const p = spawn(ETCD_BIN, [
+    // PR_SET_PDEATHSIG (setpriv, util-linux): etcd dies with this test process even if it is
+    // SIGKILLed, instead of running on forever with its ports and data directory
+    const [cmd, ...pre] = haveTool('setpriv') ? ['setpriv', '--pdeathsig', 'KILL', '--', ETCD_BIN] : [ETCD_BIN];
+    const p = spawn(cmd!, [
+      ...pre,
       '--name', 'tsmd-test',
       '--data-dir', this.dataDir,
-      '--listen-client-urls', this.clientUrl,
-      '--advertise-client-urls', this.clientUrl,
+      '--listen-client-urls', this.clientUrls.join(','),
+      '--advertise-client-urls', this.clientUrls.join(','),
       '--listen-peer-urls', peer,
       '--initial-advertise-peer-urls', peer,
       '--initial-cluster', `tsmd-test=${peer}`,
@@ -198,6 +223,12 @@ export class EtcdServer {
   async cleanup(): Promise<void> {
     await this.stop(true);
     rmSync(this.root, { recursive: true, force: true });
+  }
+
+  /** cleanup() for a process that is exiting: SIGKILL without waiting, remove what can be. */
+  cleanupSync(): void {
+    if (this.running) this.proc!.kill('SIGKILL');
+    rmSync(this.root, { recursive: true, force: true, maxRetries: 3 });
   }
 }
 
