@@ -230,8 +230,9 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
         const ans = await io.ask('Continue creating array? ');
         return /^y(es)?$/i.test(ans.trim());
       },
-      // in the daemon the array resyncs in the background, as md does after mdadm --create
-      initialSync: !ctx.daemon,
+      // in the daemon the array resyncs in the background, as md does after mdadm --create;
+      // a clustered array's resync belongs to the cluster's nodes, never to a one-shot command
+      initialSync: !ctx.daemon && baseOptions.bitmap !== 'clustered',
       clock: new SystemClock(),
       log: (m) => {
         if (a.verbose) io.err(`tsmd: ${m}\n`);
