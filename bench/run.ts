@@ -4,6 +4,7 @@
  */
 import { runArrayBench } from './array.js';
 import { runArrayNbdBench } from './array-nbd.js';
+import { runDirectBench } from './direct.js';
 import { runDlmBench } from './dlm.js';
 import { runNbdBench } from './nbd.js';
 import { runParityBench } from './parity.js';
@@ -16,4 +17,5 @@ await runArrayBench({ quick });
 await runNbdBench({ quick });
 await runArrayNbdBench({ quick });
 await runSyncBench({ quick });
+await runDirectBench({ quick });
 await runDlmBench();

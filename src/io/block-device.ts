@@ -9,6 +9,12 @@ export interface BlockDevice {
   /** Size in bytes (a multiple of 512 for block devices; files are truncated down to 512). */
   readonly sizeBytes: number;
   readonly readOnly: boolean;
+  /**
+   * True when no host page cache sits between this device and the disk (O_DIRECT,
+   * FileBlockDevice's `direct`): what the members of a clustered array need when several hosts
+   * share them. Absent for devices where the question does not arise (memory devices).
+   */
+  readonly direct?: boolean;
   read(buf: Uint8Array, offsetBytes: number): Promise<void>;
   write(buf: Uint8Array, offsetBytes: number): Promise<void>;
   /** Durability barrier: everything written before returns survives a crash (fdatasync). */

@@ -37,6 +37,10 @@ export class FaultyBlockDevice implements BlockDevice {
     return this.inner.readOnly;
   }
 
+  get direct(): boolean | undefined {
+    return this.inner.direct;
+  }
+
   addFault(rule: FaultRule): void {
     if (!(rule.endBytes > rule.startBytes) || rule.count <= 0) {
       throw new TsmdError('EINVAL', 'fault rule needs a non-empty range and a positive count');
