@@ -17,6 +17,7 @@ import type { SyncOffload } from '../raid/offload/bulk.js';
 import { openDevice } from '../io/file-device.js';
 import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
+import type { ClusterConfig } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, parseSizeKiB, shown, UsageError } from './args.js';
 import { sameDevice } from './device-id.js';
@@ -44,6 +45,12 @@ export interface Ctx {
   syncLimits?: SyncLimits;
   /** helper threads for the arrays' sync work (raid/offload/bulk.ts) */
   syncOffload?: SyncOffload | null;
+  /**
+   * This node's cluster identity and DLM (the daemon's --node-name, --cluster-name, --etcd):
+   * what md-cluster asks corosync and dlm_controld for. Absent outside the daemon (a one-shot
+   * command assembles no clustered array).
+   */
+  cluster?: ClusterConfig;
   /** the daemon noticed a change (mdstat rewrite) */
   changed?: () => void;
   /** wrap every member device opened for an array (the daemon's --fault-injection) */
