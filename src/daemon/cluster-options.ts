@@ -14,6 +14,7 @@
  * assembly (md-cluster's join, spec §2.1). The daemon probes etcd once after it started and
  * only warns (Daemon.start): local arrays must keep working while the cluster stack is down.
  */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { EtcdDlm } from '../cluster/dlm/etcd.js';
@@ -66,10 +67,10 @@ export function parseEtcdUrl(text: string): URL {
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`--etcd: ${text}: the scheme must be http or https`);
   if (!u.hostname) throw new UsageError(`--etcd: ${text} has no host`);
-  // new URL drops a scheme's default port (https://h:443 → port ''): look at the text itself
-  if (!/:\d+\/?$/.test(text)) throw new UsageError(`--etcd: ${text}: give the port (etcd's client port is usually 2379)`);
   if (u.username || u.password) throw new UsageError(`--etcd: ${text}: no credentials in the URL (use --etcd-user and --etcd-password-file)`);
   if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash) throw new UsageError(`--etcd: ${text}: only http(s)://HOST:PORT, no path or query`);
+  // new URL drops a scheme's default port (https://h:443 → port ''): look at the text itself
+  if (!/:\d+\/?$/.test(text)) throw new UsageError(`--etcd: ${text}: give the port (etcd's client port is usually 2379)`);
   return u;
 }
 
@@ -82,6 +83,20 @@ function readNeeded(flag: string, path: string, read: (p: string) => Buffer): Bu
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (e as Error).message;
     throw new TsmdError(code === 'EACCES' ? 'EPERM' : 'ENOENT', `${flag}=${path}: cannot read it (${why})`);
   }
+}
+
+/**
+ * A TLS file checked now: gRPC would otherwise fail deep inside the etcd client with OpenSSL's
+ * "PEM routines::no start line", naming no file.
+ */
+function pem(flag: string, path: string, data: Buffer, kind: 'cert' | 'key'): Buffer {
+  try {
+    if (kind === 'cert') new X509Certificate(data);
+    else createPrivateKey(data);
+  } catch (e) {
+    throw new TsmdError('EINVAL', `${flag}=${path}: not a PEM ${kind === 'cert' ? 'certificate' : 'private key'} (${(e as Error).message})`);
+  }
+  return data;
 }
 
 export interface ClusterDeps {
@@ -157,9 +172,9 @@ export function clusterConfigFromFlags(f: ClusterFlags, deps: ClusterDeps): Clus
   } else if (f.etcdPasswordFile !== undefined) throw new UsageError('--etcd-password-file needs --etcd-user');
   const tlsFiles = tls
     ? {
-        ca: readNeeded('--etcd-ca', f.etcdCa!, read),
-        cert: f.etcdCert !== undefined ? readNeeded('--etcd-cert', f.etcdCert, read) : undefined,
-        key: f.etcdKey !== undefined ? readNeeded('--etcd-key', f.etcdKey, read) : undefined,
+        ca: pem('--etcd-ca', f.etcdCa!, readNeeded('--etcd-ca', f.etcdCa!, read), 'cert'),
+        cert: f.etcdCert !== undefined ? pem('--etcd-cert', f.etcdCert, readNeeded('--etcd-cert', f.etcdCert, read), 'cert') : undefined,
+        key: f.etcdKey !== undefined ? pem('--etcd-key', f.etcdKey, readNeeded('--etcd-key', f.etcdKey, read), 'key') : undefined,
       }
     : undefined;
   const hosts = urls.map((u) => `${u.protocol}//${u.host}`);
