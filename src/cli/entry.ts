@@ -19,6 +19,7 @@ import { parseArgs, UsageError } from '../mdadm/args.js';
 import { clusterConfigFromFlags, PASSWORD_ON_ARGV } from '../daemon/cluster-options.js';
 import { SystemClock } from '../env/clock.js';
 import { checkMonitor, exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
+import { MIN_ABOVE_MAX, parseSpeedLimit, speedLimitsText } from '../mdadm/live.js';
 
 /** The terminal's Io for the mdadm operations: stdout, stderr, questions on stdin. */
 function processIo(): Io {
@@ -128,11 +129,7 @@ async function runDaemon(args: string[]): Promise<number> {
   const logLevel = takeOpt(args, 'log-level');
   const speedMin = takeOpt(args, 'speed-limit-min');
   const speedMax = takeOpt(args, 'speed-limit-max');
-  const kibs = (v: string | undefined, name: string, dflt: number) => {
-    if (v === undefined) return dflt;
-    if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`--${name} wants a positive number of KiB/s, got ${v}`);
-    return Number(v);
-  };
+  const kibs = (v: string | undefined, name: string, dflt: number) => (v === undefined ? dflt : (parseSpeedLimit(name, v, false) as number));
   const syncLimits = { minKiBs: kibs(speedMin, 'speed-limit-min', 1000), maxKiBs: kibs(speedMax, 'speed-limit-max', 200_000) };
   // (the password file first: takeOpt('etcd-password') must not see --etcd-password-file)
   const clusterFlags = {
@@ -255,6 +252,7 @@ async function forward(argv: string[], runDir: string): Promise<number | null> {
     }
   }
   if (a?.mode === 'monitor') return runMonitor(a, path, io);
+  if (a?.mode === 'misc' && a.misc === 'speed-limit' && a.devices.length === 0) return runSpeedLimits(a, path, io);
   if (a?.mode === 'misc' && a.misc === 'wait') return runWait(a, path, io);
   const env: Record<string, string> = {};
   for (const k of ['TSMD_HOMEHOST', 'TSMD_CONF', 'TZ']) if (process.env[k] !== undefined) env[k] = process.env[k]!;
@@ -324,6 +322,25 @@ async function runWait(a: ReturnType<typeof parseArgs>, path: string, io: Return
     finish();
   }
   return waited ? 0 : 1;
+}
+
+/**
+ * `tsmd --speed-limit-min=K --speed-limit-max=K` without an array: the node-wide limits, what
+ * writing /proc/sys/dev/raid/speed_limit_min and _max does on Linux. Every running array of the
+ * daemon follows at its next throttle step, and so does every array started later.
+ */
+async function runSpeedLimits(a: ReturnType<typeof parseArgs>, path: string, io: ReturnType<typeof processIo>): Promise<number> {
+  const v = (name: string): number | undefined => {
+    const t = a.opts.get(name);
+    return typeof t === 'string' ? (parseSpeedLimit(name, t, false) as number) : undefined;
+  };
+  const speedLimits = { minKiBs: v('speed-limit-min'), maxKiBs: v('speed-limit-max') };
+  const rep = await controlCall(path, { op: 'speed-limits', speedLimits }, 10_000);
+  const now = rep.speedLimits;
+  if (!now) throw new TsmdError('EIO', 'the node daemon did not answer with its speed limits (an older daemon?)');
+  io.out(speedLimitsText(now));
+  if (now.minKiBs > now.maxKiBs) io.err(`tsmd: ${MIN_ABOVE_MAX(now)}\n`);
+  return 0;
 }
 
 /** mdadm --monitor against the node daemon (see ./monitor.ts). */

@@ -24,6 +24,7 @@ import { type ArrayState, controlCall, type ControlRequest, serveControl } from 
 import { bootAssemble } from './boot-assemble.js';
 import { mdstatText } from './mdstat-view.js';
 import { ArrayRegistry, type RunningArray } from '../mdadm/registry.js';
+import { applySystemSpeedLimits } from '../mdadm/live.js';
 import { type ClusterConfig, describeCluster } from '../mdadm/cluster-config.js';
 import { localNodeConfig } from './cluster-options.js';
 
@@ -299,7 +300,8 @@ export class Daemon {
     this.runDir = resolve(opts.runDir);
     this.log = pino({ name: 'tsmd', level: opts.logLevel ?? 'info' }, logDestination(opts.logFd ?? 2));
     this.metrics = makeMetrics(this);
-    this.syncLimits = opts.syncLimits ?? { ...DEFAULT_SYNC_LIMITS };
+    // one object for every array, changed in place by `tsmd --speed-limit-*` (SyncEngine.system)
+    this.syncLimits = { ...(opts.syncLimits ?? DEFAULT_SYNC_LIMITS) };
     this.faults = opts.faultInjection ? new Map() : null;
     const threads = opts.syncThreads ?? defaultSyncThreads();
     this.syncOffload = threads > 0 ? new SyncOffload(threads) : null;
@@ -537,6 +539,13 @@ export class Daemon {
         } else dev.addFault({ op: f.kind, startBytes: f.startBytes ?? 0, endBytes: f.endBytes ?? dev.sizeBytes, count: f.count ?? Infinity });
         this.log.warn({ fault: f }, 'fault injected');
         return { code: 0 };
+      }
+      case 'speed-limits': {
+        // md's sysctl write: at once, not behind a queued command; the arrays hold this object
+        const before = { ...this.syncLimits };
+        const now = applySystemSpeedLimits(this.syncLimits, req.speedLimits ?? {});
+        if (before.minKiBs !== now.minKiBs || before.maxKiBs !== now.maxKiBs) this.log.info({ before, now }, 'sync speed limits changed');
+        return { code: 0, speedLimits: now };
       }
       case 'arrays':
         // what --wait and --monitor poll: answered at once, outside the command queue
