@@ -308,6 +308,9 @@ export async function startArray(
     if (said === undefined) io.err(`tsmd: ${m}\n`);
     else if (said !== null) io.err(`tsmd: ${said}\n`);
   };
+  // md-cluster's join belongs here, for a clustered array (bitmap version 5, nodes > 1): check the
+  // bitmap's cluster name against ctx.cluster.clusterName, refuse without ctx.cluster.dlm, join
+  // the lockspace named by the UUID as ctx.cluster.nodeName (the DLM's node id) before any write
   const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload: ctx.syncOffload ?? null });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
