@@ -16,7 +16,10 @@ import { TsmdError } from '../errors.js';
 import { openDevice } from '../io/file-device.js';
 import { detectUse } from '../md/create.js';
 import { parseArgs, UsageError } from '../mdadm/args.js';
+import { clusterConfigFromFlags, PASSWORD_ON_ARGV } from '../daemon/cluster-options.js';
+import { SystemClock } from '../env/clock.js';
 import { checkMonitor, exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
+import { MIN_ABOVE_MAX, parseSpeedLimit, speedLimitsText } from '../mdadm/live.js';
 
 /** The terminal's Io for the mdadm operations: stdout, stderr, questions on stdin. */
 function processIo(): Io {
@@ -58,6 +61,22 @@ const DAEMON_USAGE = `Usage: tsmd daemon [options]
                        mdadm --assemble --scan at boot: members from devices= or the DEVICE
                        globs, matched by UUID=/name=; an array missing members is not started
                        (assemble it by hand with --run); one log line per array
+
+ Cluster (md-cluster: clustered raid1/raid10 shared by several nodes; see docs/)
+  --node-name=NAME     this node's name in the cluster, unique (default: the host name)
+  --cluster-name=NAME  the cluster this node belongs to (corosync's totem.cluster_name):
+                       --create --bitmap=clustered writes it, and clustered arrays whose
+                       bitmap names another cluster are not assembled here. None: no cluster
+  --etcd=URL[,URL...]  the DLM's etcd endpoints, http(s)://HOST:PORT (needs --cluster-name).
+                       etcd is not contacted at start beyond one probe: a warning when it does
+                       not answer; local arrays run anyway, clustered ones fail to assemble
+  --etcd-ca=FILE --etcd-cert=FILE --etcd-key=FILE
+                       TLS to etcd (https:// endpoints): etcd's CA; a client certificate and key
+  --etcd-user=USER     etcd authentication; the password comes from --etcd-password-file=FILE
+                       or the TSMD_ETCD_PASSWORD environment variable, never the command line
+  --etcd-lease-ttl=SEC the DLM lease TTL (default 10): a dead node's locks are released, and a
+                       node cut off from etcd fences itself, within this many seconds
+
   --fault-injection    (tests) member devices accept injected I/O errors over the control socket
   --demo[=DIR]         create (first start) or assemble a RAID5 of four 64 MiB sparse files
                        in DIR (default ./demo-data) and export it as md0
@@ -110,12 +129,22 @@ async function runDaemon(args: string[]): Promise<number> {
   const logLevel = takeOpt(args, 'log-level');
   const speedMin = takeOpt(args, 'speed-limit-min');
   const speedMax = takeOpt(args, 'speed-limit-max');
-  const kibs = (v: string | undefined, name: string, dflt: number) => {
-    if (v === undefined) return dflt;
-    if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`--${name} wants a positive number of KiB/s, got ${v}`);
-    return Number(v);
-  };
+  const kibs = (v: string | undefined, name: string, dflt: number) => (v === undefined ? dflt : (parseSpeedLimit(name, v, false) as number));
   const syncLimits = { minKiBs: kibs(speedMin, 'speed-limit-min', 1000), maxKiBs: kibs(speedMax, 'speed-limit-max', 200_000) };
+  // (the password file first: takeOpt('etcd-password') must not see --etcd-password-file)
+  const clusterFlags = {
+    nodeName: takeOpt(args, 'node-name'),
+    clusterName: takeOpt(args, 'cluster-name'),
+    etcdCa: takeOpt(args, 'etcd-ca'),
+    etcdCert: takeOpt(args, 'etcd-cert'),
+    etcdKey: takeOpt(args, 'etcd-key'),
+    etcdUser: takeOpt(args, 'etcd-user'),
+    etcdPasswordFile: takeOpt(args, 'etcd-password-file'),
+    etcdLeaseTtl: takeOpt(args, 'etcd-lease-ttl'),
+    etcd: takeOpt(args, 'etcd'),
+  };
+  // never echo the value: the message would put the password in a log
+  if (args.some((x) => x === '--etcd-password' || x.startsWith('--etcd-password='))) throw new UsageError(PASSWORD_ON_ARGV);
   const faultInjection = takeFlag(args, 'fault-injection');
   const config = takeOpt(args, 'config');
   const noAssemble = takeFlag(args, 'no-assemble') || process.env.TSMD_AUTO_ASSEMBLE === '0';
@@ -131,7 +160,9 @@ async function runDaemon(args: string[]): Promise<number> {
   const tls = cert && key ? { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8'), ca: ca ? readFileSync(ca, 'utf8') : undefined, require: tlsMode === 'require' } : undefined;
   if (tlsMode === 'require' && !tls) throw new UsageError('--tls=require needs --tls-cert and --tls-key');
   const nbdAt = listen ? hostPort(listen, '--listen') : { host: '127.0.0.1', port: 10809 };
+  const cluster = clusterConfigFromFlags(clusterFlags, { env: process.env, clock: new SystemClock() });
   const d = await Daemon.start({
+    cluster,
     runDir,
     nbd: noNbd ? false : { ...nbdAt, path: unix, tls },
     metrics: metrics ? hostPort(metrics, '--metrics') : false,
@@ -221,6 +252,7 @@ async function forward(argv: string[], runDir: string): Promise<number | null> {
     }
   }
   if (a?.mode === 'monitor') return runMonitor(a, path, io);
+  if (a?.mode === 'misc' && a.misc === 'speed-limit' && a.devices.length === 0) return runSpeedLimits(a, path, io);
   if (a?.mode === 'misc' && a.misc === 'wait') return runWait(a, path, io);
   const env: Record<string, string> = {};
   for (const k of ['TSMD_HOMEHOST', 'TSMD_CONF', 'TZ']) if (process.env[k] !== undefined) env[k] = process.env[k]!;
@@ -290,6 +322,25 @@ async function runWait(a: ReturnType<typeof parseArgs>, path: string, io: Return
     finish();
   }
   return waited ? 0 : 1;
+}
+
+/**
+ * `tsmd --speed-limit-min=K --speed-limit-max=K` without an array: the node-wide limits, what
+ * writing /proc/sys/dev/raid/speed_limit_min and _max does on Linux. Every running array of the
+ * daemon follows at its next throttle step, and so does every array started later.
+ */
+async function runSpeedLimits(a: ReturnType<typeof parseArgs>, path: string, io: ReturnType<typeof processIo>): Promise<number> {
+  const v = (name: string): number | undefined => {
+    const t = a.opts.get(name);
+    return typeof t === 'string' ? (parseSpeedLimit(name, t, false) as number) : undefined;
+  };
+  const speedLimits = { minKiBs: v('speed-limit-min'), maxKiBs: v('speed-limit-max') };
+  const rep = await controlCall(path, { op: 'speed-limits', speedLimits }, 10_000);
+  const now = rep.speedLimits;
+  if (!now) throw new TsmdError('EIO', 'the node daemon did not answer with its speed limits (an older daemon?)');
+  io.out(speedLimitsText(now));
+  if (now.minKiBs > now.maxKiBs) io.err(`tsmd: ${MIN_ABOVE_MAX(now)}\n`);
+  return 0;
 }
 
 /** mdadm --monitor against the node daemon (see ./monitor.ts). */

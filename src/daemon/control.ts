@@ -5,6 +5,8 @@
  *   → {"id":1,"op":"mdadm","argv":["--detail","/dev/md0"],"cwd":"/root","env":{...}}
  *   ← {"id":1,"code":0,"stdout":"...","stderr":""}
  *   → {"id":2,"op":"ping"}   ← {"id":2,"pid":123,"version":"0.1.0"}
+ *   → {"id":4,"op":"speed-limits","speedLimits":{"maxKiBs":5000}}
+ *   ← {"id":4,"code":0,"speedLimits":{"minKiBs":1000,"maxKiBs":5000}}
  *   → {"id":3,"op":"nope"}   ← {"id":3,"error":"unknown control operation nope","errorCode":"EINVAL"}
  *
  * A request the daemon could not handle is answered with `error` (the message) and, when the
@@ -21,7 +23,13 @@ export const MAX_REQUEST_BYTES = 1 << 20;
 
 export interface ControlRequest {
   id: number;
-  op: 'ping' | 'mdadm' | 'shutdown' | 'arrays' | 'fault';
+  op: 'ping' | 'mdadm' | 'shutdown' | 'arrays' | 'fault' | 'speed-limits';
+  /**
+   * op 'speed-limits': the node-wide sync speed limits to set (KiB/s; either or both, none:
+   * just read them), md's sysctl dev.raid.speed_limit_min/max. Answered at once, outside the
+   * command queue, as a sysctl write is; every running array and every later one follows.
+   */
+  speedLimits?: { minKiBs?: number; maxKiBs?: number };
   /** op 'fault' (daemon started with --fault-injection): the member path and what to inject */
   fault?: { path: string; kind: 'read' | 'write' | 'any' | 'vanish' | 'clear'; startBytes?: number; endBytes?: number; count?: number | null };
   argv?: string[];
@@ -40,6 +48,8 @@ export interface ControlReply {
   error?: string;
   /** the request failed with a TsmdError: its code (absent for other errors) */
   errorCode?: string;
+  /** op 'speed-limits': the node-wide limits after the change */
+  speedLimits?: { minKiBs: number; maxKiBs: number };
   /** op 'arrays': the state --wait and --monitor poll */
   arrays?: ArrayState[];
 }

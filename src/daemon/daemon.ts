@@ -24,6 +24,9 @@ import { type ArrayState, controlCall, type ControlRequest, serveControl } from 
 import { bootAssemble } from './boot-assemble.js';
 import { mdstatText } from './mdstat-view.js';
 import { ArrayRegistry, type RunningArray } from '../mdadm/registry.js';
+import { applySystemSpeedLimits } from '../mdadm/live.js';
+import { type ClusterConfig, describeCluster } from '../mdadm/cluster-config.js';
+import { localNodeConfig } from './cluster-options.js';
 
 export interface DaemonOptions {
   runDir: string;
@@ -45,6 +48,12 @@ export interface DaemonOptions {
    * as `mdadm --assemble --scan` does at boot (./boot-assemble.ts). Default: off.
    */
   assemble?: { config?: string } | false;
+  /**
+   * This node in its cluster (./cluster-options.ts builds it from the flags): node name, cluster
+   * name (null: none), the DLM (null: no --etcd) and its lease TTL. Default: the host name, no
+   * cluster, no DLM. The daemon closes the DLM when it stops.
+   */
+  cluster?: ClusterConfig;
 }
 
 function arrayState(r: RunningArray): ArrayState {
@@ -285,15 +294,18 @@ export class Daemon {
   readonly syncLimits: SyncLimits;
   private readonly faults: Map<string, FaultyBlockDevice> | null;
   readonly syncOffload: SyncOffload | null;
+  readonly cluster: ClusterConfig;
 
   private constructor(opts: DaemonOptions) {
     this.runDir = resolve(opts.runDir);
     this.log = pino({ name: 'tsmd', level: opts.logLevel ?? 'info' }, logDestination(opts.logFd ?? 2));
     this.metrics = makeMetrics(this);
-    this.syncLimits = opts.syncLimits ?? { ...DEFAULT_SYNC_LIMITS };
+    // one object for every array, changed in place by `tsmd --speed-limit-*` (SyncEngine.system)
+    this.syncLimits = { ...(opts.syncLimits ?? DEFAULT_SYNC_LIMITS) };
     this.faults = opts.faultInjection ? new Map() : null;
     const threads = opts.syncThreads ?? defaultSyncThreads();
     this.syncOffload = threads > 0 ? new SyncOffload(threads) : null;
+    this.cluster = opts.cluster ?? localNodeConfig();
   }
 
   get pidPath(): string {
@@ -419,13 +431,31 @@ export class Daemon {
         });
       }
       // where this daemon listens (ports may have been chosen by the OS)
-      writeWhole(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath })}\n`);
-      d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, syncThreads: d.syncOffload?.threads ?? 0 }, 'tsmd daemon started');
+      writeWhole(d.infoPath, `${JSON.stringify({ pid: process.pid, version: VERSION, nbd: d.nbdAddress, metrics: d.metricsAddress, control: d.controlPath, cluster: describeCluster(d.cluster) })}\n`);
+      d.log.info({ runDir: d.runDir, nbd: d.nbdAddress, metrics: d.metricsAddress, syncThreads: d.syncOffload?.threads ?? 0, cluster: describeCluster(d.cluster) }, 'tsmd daemon started');
+      d.probeDlm();
       return d;
     } catch (e) {
       await d.stop().catch(() => {});
       throw e;
     }
+  }
+
+  /**
+   * Is etcd there? Asked once, in the background, and only logged: the daemon does not wait for
+   * the cluster stack, and a node whose etcd is down keeps serving its local arrays (an md node
+   * whose dlm_controld is down does too); assembling a clustered array fails then, with the
+   * DLM's error. A warning at start tells the operator before that happens.
+   */
+  private probeDlm(): void {
+    const dlm = this.cluster.dlm;
+    if (!dlm?.probe) return;
+    const endpoints = this.cluster.etcd?.endpoints;
+    dlm.probe().then(
+      () => this.log.info({ endpoints }, 'etcd answers: clustered arrays can be assembled'),
+      (e: unknown) =>
+        this.log.warn({ endpoints, err: e instanceof Error ? e.message : String(e) }, 'etcd does not answer: local arrays run, clustered arrays cannot be assembled until it does'),
+    );
   }
 
   private exportRegistry(): ExportRegistry {
@@ -510,6 +540,13 @@ export class Daemon {
         this.log.warn({ fault: f }, 'fault injected');
         return { code: 0 };
       }
+      case 'speed-limits': {
+        // md's sysctl write: at once, not behind a queued command; the arrays hold this object
+        const before = { ...this.syncLimits };
+        const now = applySystemSpeedLimits(this.syncLimits, req.speedLimits ?? {});
+        if (before.minKiBs !== now.minKiBs || before.maxKiBs !== now.maxKiBs) this.log.info({ before, now }, 'sync speed limits changed');
+        return { code: 0, speedLimits: now };
+      }
       case 'arrays':
         // what --wait and --monitor poll: answered at once, outside the command queue
         return { code: 0, arrays: this.registry.list().map(arrayState) };
@@ -550,6 +587,7 @@ export class Daemon {
         arrayLog: (md, msg, level = 'info') => this.log[level]({ array: md }, msg),
         syncLimits: this.syncLimits,
         syncOffload: this.syncOffload,
+        cluster: this.cluster,
         changed: () => this.writeMdstat(),
         wrapDevice: this.faults
           ? (dev) => {
@@ -586,6 +624,8 @@ export class Daemon {
           this.registry.remove(r.mdName);
         }
         await this.syncOffload?.close();
+        // after the arrays: a clustered array leaves its lockspace when it stops
+        this.cluster.dlm?.close?.();
         for (const p of [this.controlPath, this.pidPath, this.infoPath, `${this.infoPath}.tmp`, this.mdstatPath, `${this.mdstatPath}.tmp`]) {
           try {
             unlinkSync(p);

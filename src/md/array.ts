@@ -69,8 +69,11 @@ export interface AssembleOptions {
    * tests and the simulator a ManualClock.
    */
   clock: Clock;
-  /** sync speed limits (default md's 1000 / 200000 KiB/s) */
-  syncLimits?: SyncLimits;
+  /**
+   * The node-wide sync speed limits (default md's 1000 / 200000 KiB/s), kept by reference: a
+   * change to the object reaches the array's sync at its next throttle step (SyncEngine.system)
+   */
+  syncLimits?: Readonly<SyncLimits>;
   /** helper threads for resync / recovery / check (raid/offload/bulk.ts); none by default */
   syncOffload?: SyncOffload | null;
   /**

@@ -166,13 +166,25 @@ function chunkAndLayout(o: CreateOptions): { chunkKiB: number; layout: number } 
   return { chunkKiB, layout };
 }
 
-/** The bitmap options: a redundant level; clustered only for raid1/10 with a cluster name. */
+/**
+ * The bitmap options: a redundant level; clustered only within md-cluster's limits (spec
+ * md-cluster-protocol.md §4.12), each refused in mdadm 4.2's words: raid1 and near-layout
+ * raid10 (mdadm.c; the kernel's raid10_run refuses the others too), superblock 1.2 (super1.c),
+ * no write-mostly member (Create.c: no write-behind in a cluster), at least 2 nodes, and a
+ * cluster name (mdadm.c, when neither the command nor corosync gives one).
+ */
 function checkBitmap(o: CreateOptions): boolean {
   if (o.bitmap !== 'none' && !hasRedundancy(o.level)) throw new TsmdError('EINVAL', `a write-intent bitmap needs a redundant level, not ${raidText(o.level)}`);
   const clustered = o.bitmap === 'clustered';
-  if (clustered && o.level !== 1 && o.level !== 10) throw new TsmdError('EINVAL', 'clustered arrays support raid1 and raid10 only');
-  if (clustered && !o.clusterName) throw new TsmdError('EINVAL', 'a clustered bitmap needs --cluster-name (mdadm: --home-cluster)');
-  return clustered;
+  if (!clustered) return false;
+  if (o.level !== 1 && o.level !== 10) throw new TsmdError('EINVAL', '--bitmap=clustered is currently supported with raid1/10 only');
+  if (o.level === 10 && o.layout !== undefined && (((o.layout >> 8) & 0xff) > 1 || o.layout & 0x10000)) throw new TsmdError('EINVAL', 'only near layout is supported with clustered raid10');
+  if (o.metadata !== '1.2') throw new TsmdError('EINVAL', 'Warning: cluster md only works with superblock 1.2');
+  const wm = o.members.findIndex((m) => m.writeMostly);
+  if (wm >= 0) throw new TsmdError('EINVAL', `Can not set member ${wm} --write-mostly with a clustered bitmap`);
+  if (o.nodes !== undefined && (!Number.isInteger(o.nodes) || o.nodes < 2)) throw new TsmdError('EINVAL', 'At least 2 nodes are needed for cluster-md');
+  if (!o.clusterName) throw new TsmdError('EINVAL', "The md can't get cluster name");
+  return true;
 }
 
 interface Space {
@@ -299,8 +311,11 @@ function memberPlacement(a: ArrayPlan, dev: number): { sbStart: number; bitmapOf
   }
   if (o.bitmap !== 'none') {
     bitmapOffset = 8;
-    if (sbStart + 8 + bmArea > space.dataOffset)
+    if (sbStart + 8 + bmArea > space.dataOffset) {
+      // super1.c write_bitmap1: every node's bitmap between the superblock's 4K and the data
+      if (clustered) throw new TsmdError('ENOSPC', `Warning: The max num of nodes can't exceed ${Math.floor(((space.dataOffset - sbStart) * 512 - 4096) / (bitmap.areaSectors * 512))}`);
       throw new TsmdError('ENOSPC', `bitmap (${bmArea} sectors) does not fit between the superblock and the data offset ${space.dataOffset}`);
+    }
   }
   if (!clustered) {
     const want = o.bitmap !== 'none' ? bitmapOffset + bitmap.areaSectors : 8 + space.bmSpace;
@@ -367,7 +382,8 @@ function bitmapImageOf(a: ArrayPlan): Uint8Array | null {
   const slots = Math.max(1, nodes);
   const image = new Uint8Array(bitmap.areaSectors * 512 * slots);
   for (let k = 0; k < slots; k++) {
-    const sup = newBitmapSuper({ uuid: o.uuid, syncSectors: a.syncSectors, chunkBytes: bitmap.chunkBytes, clustered, nodes, clusterName: nameBytes(o.clusterName ?? '', 64) });
+    // the cluster name as mdadm writes it: strncpy() into the 64-byte field, the last byte NUL
+    const sup = newBitmapSuper({ uuid: o.uuid, syncSectors: a.syncSectors, chunkBytes: bitmap.chunkBytes, clustered, nodes, clusterName: nameBytes((o.clusterName ?? '').slice(0, 63), 64) });
     const base = k * bitmap.areaSectors * 512;
     image.set(encodeBitmapSuper(sup), base);
     // node 0: every bit set (whole array needs its initial sync) unless clean; others clear

@@ -10,7 +10,9 @@
  *    checkpointed in the superblocks (resync_offset / recovery_offset) every checkpoint, each
  *    after a flush of the data it covers;
  *  - speed limits like /proc/sys/dev/raid/speed_limit_{min,max}: above max the engine sleeps;
- *    above min it also sleeps while the array serves other I/O;
+ *    above min it also sleeps while the array serves other I/O. As md's speed_min()/speed_max():
+ *    the array's own sync_speed_min/max when set, else the node-wide values, read at every
+ *    throttle step, so a change reaches a sync already running;
  *  - check counts mismatches (mismatch_cnt); repair rewrites them; `idle` stops the current
  *    action (resync/recovery restart on their own), `frozen` stops and holds everything.
  */
@@ -115,7 +117,8 @@ export interface SyncLimits {
   maxKiBs: number;
 }
 
-export const DEFAULT_SYNC_LIMITS: SyncLimits = { minKiBs: 1000, maxKiBs: 200_000 };
+/** md's defaults; frozen, since engines keep the object they are given (see SyncEngine.system) */
+export const DEFAULT_SYNC_LIMITS: Readonly<SyncLimits> = Object.freeze({ minKiBs: 1000, maxKiBs: 200_000 });
 
 /** The longest interval between sync checkpoints (256 MiB of the job's space). */
 const MAX_CHECKPOINT_SECTORS = 2048 * 256;
@@ -151,8 +154,14 @@ interface Run {
 
 export class SyncEngine {
   private readonly host: SyncHost;
-  limits: SyncLimits;
-  /** per-array override (null: the daemon-wide limits) */
+  /**
+   * The node-wide limits (md's sysctl dev.raid.speed_limit_min/max): not copied. The daemon
+   * gives every array the same object and changes it in place (`tsmd --speed-limit-max=K`),
+   * so running and later arrays all follow, as every mddev reads the one sysctl.
+   */
+  private readonly system: Readonly<SyncLimits>;
+  /** md's per-array sync_speed_min / sync_speed_max (sysfs); null: "system", the node-wide value */
+  readonly local: { minKiBs: number | null; maxKiBs: number | null } = { minKiBs: null, maxKiBs: null };
   windowSectors: number;
   /**
    * Sectors of progress between checkpoints; null (the default) is md's rule: md_do_sync
@@ -177,14 +186,19 @@ export class SyncEngine {
   private lastError: unknown = null;
   onEvent: (ev: { type: 'started' | 'finished' | 'interrupted'; kind: SyncKind; result?: SyncResult }) => void = () => {};
 
-  constructor(host: SyncHost, limits: SyncLimits = DEFAULT_SYNC_LIMITS, opts: { windowSectors?: number; checkpointSectors?: number } = {}) {
+  constructor(host: SyncHost, limits: Readonly<SyncLimits> = DEFAULT_SYNC_LIMITS, opts: { windowSectors?: number; checkpointSectors?: number } = {}) {
     this.host = host;
-    this.limits = { ...limits };
+    this.system = limits;
     this.windowSectors = opts.windowSectors ?? 2048 * 16;
     this.checkpointSectors = opts.checkpointSectors ?? null;
     // (speed_limit_min/max are validated where a user sets them: a bad value here is a bug)
     assert(limits.minKiBs >= 0 && limits.maxKiBs > 0, 'sync speed limits: min >= 0, max > 0');
     assert(Number.isSafeInteger(this.windowSectors) && this.windowSectors > 0 && (this.checkpointSectors === null || (Number.isSafeInteger(this.checkpointSectors) && this.checkpointSectors > 0)), 'sync window and checkpoint sizes');
+  }
+
+  /** The limits in force now: md's speed_min() / speed_max() (the array's own, else the system's). */
+  get limits(): SyncLimits {
+    return { minKiBs: this.local.minKiBs ?? this.system.minKiBs, maxKiBs: this.local.maxKiBs ?? this.system.maxKiBs };
   }
 
   get current(): SyncStatus | null {
@@ -526,7 +540,10 @@ export class SyncEngine {
       const io = this.host.ioCount();
       const busy = this.lastIo >= 0 && io !== this.lastIo;
       this.lastIo = io;
-      if (speedKiBs > this.limits.maxKiBs || (speedKiBs > this.limits.minKiBs && busy)) {
+      // read afresh at each step (md_do_sync calls speed_min()/speed_max() on every pass); with
+      // min > max, which md accepts, max wins: above it the sync always sleeps
+      const limits = this.limits;
+      if (speedKiBs > limits.maxKiBs || (speedKiBs > limits.minKiBs && busy)) {
         await this.nap(busy ? 10 : 20);
         continue;
       }

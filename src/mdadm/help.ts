@@ -167,8 +167,11 @@ Options that are valid with --misc:
   --test             -t : with --detail: exit 1 if degraded
   --wait             -W : wait until running syncs are done
   --action=             : start check or repair, or idle or frozen
-  --speed-limit-min=    : sync speed always allowed for the array, KiB/s
-  --speed-limit-max=    : sync speed never exceeded for the array, KiB/s
+  --speed-limit-min=    : sync speed always allowed for the array, KiB/s ("system":
+                          the node's); without an array: the node daemon's, for
+                          every array (/proc/sys/dev/raid/speed_limit_min)
+  --speed-limit-max=    : sync speed never exceeded for the array, KiB/s; without an
+                          array: the node daemon's (/proc/sys/dev/raid/speed_limit_max)
   --status              : the daemon's mdstat
   --brief            -b : one line per array (--examine, --detail)
   --scan             -s : every array (--detail, --stop), or every member

@@ -17,6 +17,7 @@ import type { SyncOffload } from '../raid/offload/bulk.js';
 import { openDevice } from '../io/file-device.js';
 import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
+import type { ClusterConfig } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, parseSizeKiB, shown, UsageError } from './args.js';
 import { sameDevice } from './device-id.js';
@@ -44,6 +45,12 @@ export interface Ctx {
   syncLimits?: SyncLimits;
   /** helper threads for the arrays' sync work (raid/offload/bulk.ts) */
   syncOffload?: SyncOffload | null;
+  /**
+   * This node's cluster identity and DLM (the daemon's --node-name, --cluster-name, --etcd):
+   * what md-cluster asks corosync and dlm_controld for. Absent outside the daemon (a one-shot
+   * command assembles no clustered array).
+   */
+  cluster?: ClusterConfig;
   /** the daemon noticed a change (mdstat rewrite) */
   changed?: () => void;
   /** wrap every member device opened for an array (the daemon's --fault-injection) */
@@ -301,6 +308,9 @@ export async function startArray(
     if (said === undefined) io.err(`tsmd: ${m}\n`);
     else if (said !== null) io.err(`tsmd: ${said}\n`);
   };
+  // md-cluster's join belongs here, for a clustered array (bitmap version 5, nodes > 1): check the
+  // bitmap's cluster name against ctx.cluster.clusterName, refuse without ctx.cluster.dlm, join
+  // the lockspace named by the UUID as ctx.cluster.nodeName (the DLM's node id) before any write
   const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload: ctx.syncOffload ?? null });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
@@ -394,6 +404,56 @@ function notRunning(ctx: Ctx, what: string): TsmdError {
       : `${what} is not running: no node daemon is reachable (start one with "tsmd daemon", or use tsmd --assemble <md> <members...> --detail for an in-process report)`,
   );
 }
+
+// ---- sync speed limits ----
+
+/** The largest value md's sysctl takes (proc_dointvec: an int). */
+export const MAX_SPEED_LIMIT_KIBS = 0x7fffffff;
+
+/**
+ * One --speed-limit-min/--speed-limit-max value: KiB/s, a whole number 1..2^31-1 (md's
+ * sync_speed_min_store refuses 0, which is its "system"; the sysctl would take 0, a max of
+ * which stops every sync). "system" (per array only): back to the node-wide value.
+ */
+export function parseSpeedLimit(name: string, text: string, allowSystem: boolean): number | 'system' {
+  if (allowSystem && text === 'system') return 'system';
+  if (!/^\d+$/.test(text) || Number(text) <= 0 || Number(text) > MAX_SPEED_LIMIT_KIBS)
+    throw new UsageError(`--${name} wants a positive whole number of KiB/s (at most ${MAX_SPEED_LIMIT_KIBS})${allowSystem ? ' or "system"' : ''}, got ${text}`);
+  return Number(text);
+}
+
+function speedLimitChange(a: ParsedArgs): { minKiBs?: number | 'system'; maxKiBs?: number | 'system' } {
+  const perArray = a.devices.length > 0;
+  const v = (name: string) => {
+    const t = optStr(a, name);
+    return t === undefined ? undefined : parseSpeedLimit(name, t, perArray);
+  };
+  return { minKiBs: v('speed-limit-min'), maxKiBs: v('speed-limit-max') };
+}
+
+/**
+ * Change the node-wide limits in place (every array holds this object: SyncEngine.system).
+ * md's sysctl checks nothing across the two: min above max is accepted and max wins.
+ */
+export function applySystemSpeedLimits(limits: SyncLimits, change: { minKiBs?: number | 'system'; maxKiBs?: number | 'system' }): SyncLimits {
+  for (const k of ['minKiBs', 'maxKiBs'] as const) {
+    const v = change[k];
+    if (v === undefined) continue;
+    if (v === 'system' || !Number.isInteger(v) || v <= 0 || v > MAX_SPEED_LIMIT_KIBS)
+      throw new TsmdError('EINVAL', `speed_limit_${k === 'minKiBs' ? 'min' : 'max'}: a positive whole number of KiB/s, got ${String(v)}`);
+  }
+  if (change.minKiBs !== undefined) limits.minKiBs = change.minKiBs as number;
+  if (change.maxKiBs !== undefined) limits.maxKiBs = change.maxKiBs as number;
+  return { ...limits };
+}
+
+/** The node-wide limits as sysctl prints them. */
+export function speedLimitsText(l: SyncLimits): string {
+  return `dev.raid.speed_limit_min = ${l.minKiBs}\ndev.raid.speed_limit_max = ${l.maxKiBs}\n`;
+}
+
+export const MIN_ABOVE_MAX = (l: SyncLimits): string =>
+  `speed_limit_min (${l.minKiBs}) is above speed_limit_max (${l.maxKiBs}): md accepts it, and the max wins (a sync never goes faster)`;
 
 export async function cmdMiscLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const lookup = (d: string) => {
@@ -492,19 +552,24 @@ export async function cmdMiscLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
       return 0;
     }
     case 'speed-limit': {
-      const num = (name: string) => {
-        const v = optStr(a, name);
-        if (v === undefined) return undefined;
-        if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`--${name} wants a positive number of KiB/s, got ${v}`);
-        return Number(v);
-      };
-      const min = num('speed-limit-min');
-      const max = num('speed-limit-max');
+      const change = speedLimitChange(a);
+      if (a.devices.length === 0) {
+        // no array: the node-wide values, md's sysctl dev.raid.speed_limit_min/max
+        if (!ctx.daemon || !ctx.syncLimits)
+          throw new TsmdError('ENODEV', 'no node daemon is running: the node-wide sync speed limits (md\'s /proc/sys/dev/raid/speed_limit_min and _max) are those of "tsmd daemon"');
+        const now = applySystemSpeedLimits(ctx.syncLimits, change);
+        io.out(speedLimitsText(now));
+        if (now.minKiBs > now.maxKiBs) io.err(`tsmd: ${MIN_ABOVE_MAX(now)}\n`);
+        return 0;
+      }
       for (const d of a.devices) {
+        // md's sysfs sync_speed_min/max of one array; "system" goes back to the node's value
         const r = lookup(d);
-        if (min !== undefined) r.array.sync.limits.minKiBs = min;
-        if (max !== undefined) r.array.sync.limits.maxKiBs = max;
-        io.out(`${d}: sync speed limits ${r.array.sync.limits.minKiBs} / ${r.array.sync.limits.maxKiBs} KiB/s\n`);
+        if (change.minKiBs !== undefined) r.array.sync.local.minKiBs = change.minKiBs === 'system' ? null : change.minKiBs;
+        if (change.maxKiBs !== undefined) r.array.sync.local.maxKiBs = change.maxKiBs === 'system' ? null : change.maxKiBs;
+        const l = r.array.sync.local;
+        const shown = (v: number, own: number | null) => `${v} (${own === null ? 'system' : 'local'})`;
+        io.out(`${d}: sync speed limits ${shown(r.array.sync.limits.minKiBs, l.minKiBs)} / ${shown(r.array.sync.limits.maxKiBs, l.maxKiBs)} KiB/s\n`);
       }
       return 0;
     }

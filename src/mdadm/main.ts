@@ -17,7 +17,7 @@ import { ArrayRegistry } from './registry.js';
 import type { MdArray } from '../md/array.js';
 import { candidateDevices, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, readConfOrDefault, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
-import { type Level, planCreate } from '../md/create-plan.js';
+import { DEFAULT_CLUSTER_NODES, type Level, planCreate } from '../md/create-plan.js';
 import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import {
@@ -73,10 +73,70 @@ export function setNameFor(name: string, homehost: string | null): string {
   return name.slice(0, 31);
 }
 
+/** mdadm 4.2's words for the limits of clustered arrays (mdadm.c, Create.c, super1.c). */
+export const CLUSTER_MSG = {
+  nodes: (text: string) => `clustered array needs two nodes at least: ${text}`,
+  nameTooBig: 'Cluster name too big.',
+  noName: "The md can't get cluster name",
+  nodesNeedClustered: '--nodes argument only compatible with --bitmap=clustered',
+  level: '--bitmap=clustered is currently supported with raid1/10 only',
+  near: 'only near layout is supported with clustered raid10',
+  metadata: 'Warning: cluster md only works with superblock 1.2',
+  writeMostly: (dev: string) => `Can not set ${dev} --write-mostly with a clustered bitmap`,
+} as const;
+
+/**
+ * The bitmap, --nodes and the cluster name of a create, checked in mdadm 4.2's order, before
+ * anything else about the array: mdadm.c's option parser (--nodes, the name's length: exit 2),
+ * then its lookup of the cluster name for any command with nodes (--bitmap=clustered means 4),
+ * then its CREATE case (the level and raid10 layout: exit 1).
+ *
+ * The name: --cluster-name / --home-cluster, else this node daemon's --cluster-name, where
+ * mdadm asks corosync for totem.cluster_name (get_cluster_name over libcmap). mdadm reads
+ * mdadm.conf's HOMECLUSTER before corosync; tsmd does not (yet).
+ */
+function clusterOptions(a: ParsedArgs, ctx: Ctx): { bitmap: 'internal' | 'none' | 'clustered'; nodes: number | undefined; clusterName: string | undefined } {
+  const bitmapText = optStr(a, 'bitmap') ?? 'none';
+  if (!['internal', 'none', 'clustered'].includes(bitmapText)) {
+    throw new UsageError(`--bitmap=${bitmapText}: tsmd supports internal, clustered and none`);
+  }
+  const bitmap = bitmapText as 'internal' | 'none' | 'clustered';
+  const nodesText = optStr(a, 'nodes');
+  let nodes: number | undefined;
+  if (nodesText !== undefined) {
+    // lib.c parse_num: a whole decimal int (no sign, nothing after it), then at least 2
+    if (!/^\d+$/.test(nodesText) || Number(nodesText) > 0x7fffffff || Number(nodesText) < 2) throw new UsageError(CLUSTER_MSG.nodes(nodesText));
+    nodes = Number(nodesText);
+  }
+  let clusterName = optStr(a, 'cluster-name') ?? optStr(a, 'home-cluster');
+  if (clusterName !== undefined && Buffer.byteLength(clusterName) > 64) throw new UsageError(CLUSTER_MSG.nameTooBig);
+  if (bitmap === 'clustered') nodes ??= DEFAULT_CLUSTER_NODES;
+  if (nodes === undefined) return { bitmap, nodes, clusterName };
+  clusterName ??= ctx.cluster?.clusterName ?? undefined;
+  if (clusterName === undefined) throw new TsmdError('EINVAL', CLUSTER_MSG.noName);
+  if (bitmap !== 'clustered') throw new TsmdError('EINVAL', CLUSTER_MSG.nodesNeedClustered);
+  const levelText = optStr(a, 'level');
+  const level = levelText === undefined ? null : parseLevel(levelText);
+  if (level !== 1 && level !== 10) throw new TsmdError('EINVAL', CLUSTER_MSG.level);
+  const layoutText = optStr(a, 'layout') ?? optStr(a, 'parity');
+  if (level === 10 && layoutText !== undefined) {
+    let layout: number;
+    try {
+      layout = parseLayout(10, layoutText);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    // util.c is_near_layout_10: one far copy, not offset
+    if (((layout >> 8) & 0xff) > 1 || layout & 0x10000) throw new TsmdError('EINVAL', CLUSTER_MSG.near);
+  }
+  return { bitmap, nodes, clusterName };
+}
+
 async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in this mode');
   const levelText = optStr(a, 'level');
+  const cl = clusterOptions(a, ctx);
   // Create.c's own checks (not the option parser's): mdadm exits 1 for them, not 2
   if (!levelText) throw new TsmdError('EINVAL', 'a RAID level is needed to create an array.');
   const level = parseLevel(levelText) as Level;
@@ -123,20 +183,13 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   }
   const sizeText = optStr(a, 'size');
   const sizeKiB = sizeText && sizeText !== 'max' ? parseSizeKiB(sizeText, 'size') : undefined;
-  const bitmapText = optStr(a, 'bitmap') ?? 'none';
-  if (!['internal', 'none', 'clustered'].includes(bitmapText)) {
-    throw new UsageError(`--bitmap=${bitmapText}: tsmd supports internal, clustered and none`);
-  }
-  const bitmap = bitmapText as 'internal' | 'none' | 'clustered';
+  const { bitmap, nodes, clusterName } = cl;
   const bitmapChunkBytes = optStr(a, 'bitmap-chunk')
     ? parseSizeKiB(optStr(a, 'bitmap-chunk')!, 'bitmap chunk') * 1024
     : undefined;
-  const nodes = optStr(a, 'nodes')
-    ? parseIntStrict(optStr(a, 'nodes')!, 'nodes', 2, 32)
-    : undefined;
-  if (nodes !== undefined && bitmap !== 'clustered')
-    throw new UsageError('--nodes only makes sense with --bitmap=clustered');
-  const clusterName = optStr(a, 'cluster-name') ?? optStr(a, 'home-cluster');
+  // super1.c write_bitmap1 (NodeNumUpdate): mdadm 4.2 finds this only after writing the first
+  // member's superblock ("Failed to write metadata"); here before anything is written
+  if (bitmap === 'clustered' && metadata !== '1.2') throw new TsmdError('EINVAL', CLUSTER_MSG.metadata);
   let homehost: string | null = optStr(a, 'homehost') ?? io.env.TSMD_HOMEHOST ?? hostname();
   if (homehost === '<none>' || homehost === '') homehost = null;
   const name = optStr(a, 'name') ?? nameFromMdDevice(md);
@@ -149,6 +202,9 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
   const writeMostly = (p: string): boolean => a.writeMostly.get(p) === true;
   if (flag(a, 'write-mostly') && level !== 1)
     throw new UsageError('--write-mostly is only meaningful for raid1');
+  // Create.c, as it adds each member: md-cluster has no write-behind, so no write-mostly member
+  const wm = bitmap === 'clustered' ? devices.find((p) => p !== 'missing' && writeMostly(p)) : undefined;
+  if (wm !== undefined) throw new TsmdError('EINVAL', CLUSTER_MSG.writeMostly(shown(a, wm)));
 
   const force = flag(a, 'force');
   const run = flag(a, 'run');
@@ -511,6 +567,9 @@ function resolvePaths(a: ParsedArgs, cwd: string): void {
   const membersAreMd = a.mode === 'misc' && (a.misc === 'detail' || a.misc === 'stop' || a.misc === 'readonly' || a.misc === 'readwrite' || a.misc === 'run' || a.misc === 'wait' || a.misc === 'action' || a.misc === 'speed-limit');
   if (!membersAreMd) a.devices = a.devices.map((d) => (a.misc === 'query' && MD_NAME.test(d) ? d : fix(d)));
   for (const op of a.manageOps) op.devices = op.devices.map(fix);
+  // -W/--write-mostly marks devices by the name given: keep the marks on the resolved names
+  // (without this, `--create ... -W d0 d1` from the devices' directory created no write-mostly member)
+  if (!membersAreMd) a.writeMostly = new Map([...a.writeMostly].map(([d, v]) => [fix(d), v]));
   const conf = a.opts.get('config');
   if (typeof conf === 'string') a.opts.set('config', fix(conf));
 }

@@ -349,6 +349,35 @@ describe('etcd DLM', () => {
     }
   });
 
+  test('etcd: a second node with the node id of a live member is refused (EEXIST, naming it) and changes nothing; it joins once the first left', async (t) => {
+    if (!requireEtcd(t)) return;
+    // two connections, as two daemons started with the same --node-name would have
+    const prefix = newPrefix();
+    const first = node('twin', prefix);
+    const second = node('twin', prefix);
+    const other = node('other', prefix);
+    try {
+      const a = await first.join({ name: 'dup', lvbLength: 8 });
+      const lk = await a.lock('r', Mode.EX);
+      await assert.rejects(second.join({ name: 'dup', lvbLength: 8 }), (e: unknown) => isTsmdError(e, 'EEXIST') && /node twin is still a member \(slot 1/.test(e.message));
+      // the refused join took no slot and disturbed nothing: a third node gets slot 2, the
+      // first still holds its lock
+      const c = await other.join({ name: 'dup', lvbLength: 8 });
+      assert.equal(c.slot, 2);
+      assert.deepEqual(c.members().map((m) => [m.nodeId, m.slot]), [['twin', 1], ['other', 2]]);
+      assert.equal(lk.mode, Mode.EX);
+      await lk.unlock();
+      await a.leave();
+      const b = await second.join({ name: 'dup', lvbLength: 8 });
+      assert.equal(b.slot, 1, 'the name is free again after a clean leave');
+      await Promise.all([b.leave(), c.leave()]);
+    } finally {
+      first.close();
+      second.close();
+      other.close();
+    }
+  });
+
   test('etcd: authentication with etcd\'s user/password; a wrong password is refused clearly', async (t) => {
     if (!requireEtcd(t)) return;
     const authServer = await EtcdServer.start();

@@ -309,6 +309,17 @@ export class EtcdDlm implements Dlm {
     }
   }
 
+  /**
+   * One cheap read under the key prefix (one round trip, within callTimeoutMs): does an endpoint
+   * answer and accept our TLS and credentials? The daemon asks it once at start and only warns
+   * on failure (a node whose cluster stack is down still runs its local arrays, as an md node
+   * without dlm_controld does); the DLM itself never needs it, join reports the same failures.
+   */
+  async probe(): Promise<void> {
+    const key = Buffer.from(`${this.prefix}/`);
+    await this.call('probe', (o) => this.client.kv.range({ key, range_end: prefixEnd(key), limit: '1', keys_only: true }, o));
+  }
+
   /** Test and benchmark hooks of a lockspace joined through this object. */
   internals(ls: Lockspace): EtcdLockspaceInternals {
     const s = this.internalsOf.get(ls);

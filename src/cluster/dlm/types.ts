@@ -232,6 +232,10 @@ export interface Lockspace {
 export interface Dlm {
   readonly nodeId: string;
   join(opts: JoinOptions): Promise<Lockspace>;
+  /** Does the backend answer (network backends)? One cheap round trip; rejects with its error. */
+  probe?(): Promise<void>;
+  /** Drop the backend's connection (lockspaces not left are abandoned); the daemon's last step. */
+  close?(): void;
 }
 
 // --- validation shared by both backends ---------------------------------------------------
