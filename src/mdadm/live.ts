@@ -14,7 +14,9 @@ import { TsmdError } from '../errors.js';
 import { parseUuid, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { SyncOffload } from '../raid/offload/bulk.js';
-import { openDevice } from '../io/file-device.js';
+import { FileBlockDevice, openDevice } from '../io/file-device.js';
+import { nodeClusterSetup } from '../cluster/md-cluster/setup.js';
+import type { ClusterSetup } from '../md/cluster-ops.js';
 import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import type { ClusterConfig } from './cluster-config.js';
@@ -308,10 +310,12 @@ export async function startArray(
     if (said === undefined) io.err(`tsmd: ${m}\n`);
     else if (said !== null) io.err(`tsmd: ${said}\n`);
   };
-  // md-cluster's join belongs here, for a clustered array (bitmap version 5, nodes > 1): check the
-  // bitmap's cluster name against ctx.cluster.clusterName, refuse without ctx.cluster.dlm, join
-  // the lockspace named by the UUID as ctx.cluster.nodeName (the DLM's node id) before any write
-  const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload: ctx.syncOffload ?? null });
+  // md-cluster: a clustered array (bitmap version 5, nodes > 1) checks the bitmap's cluster name
+  // against this node's, joins the lockspace named by its UUID as this node, and switches its
+  // members to O_DIRECT, before any write (md/array.ts joinCluster)
+  const cluster = clusterSetupFor(ctx);
+  const syncOffload = ctx.syncOffload ?? null;
+  const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
   if (ctx.daemon) {
@@ -322,6 +326,29 @@ export async function startArray(
     commandDone = true;
   });
   return r;
+}
+
+/**
+ * md_setup_cluster for this node: its cluster name and DLM from the daemon's flags. A node
+ * with a cluster name but no DLM refuses clustered arrays with the reason; members are
+ * reopened O_DIRECT (other hosts write the same disks), refused where that is impossible.
+ */
+function clusterSetupFor(ctx: Ctx): ClusterSetup | null {
+  const c = ctx.cluster;
+  if (!c || c.clusterName === null) return null;
+  const direct = async (dev: BlockDevice): Promise<BlockDevice> => {
+    if (dev instanceof FileBlockDevice) await dev.reopenDirect(true);
+    return dev;
+  };
+  if (!c.dlm) {
+    return {
+      clusterName: c.clusterName,
+      create: () => {
+        throw new TsmdError('ENOTSUP', `this node has no DLM configured: a clustered array needs tsmd daemon --etcd=URL (cluster ${c.clusterName})`);
+      },
+    };
+  }
+  return nodeClusterSetup({ clusterName: c.clusterName, dlm: c.dlm, clock: new SystemClock(), direct });
 }
 
 export async function cmdAssembleLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {

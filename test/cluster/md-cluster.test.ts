@@ -267,7 +267,7 @@ test('md-cluster: stopping the recovering node hands the recovery over (03r1_swi
   const other = nodes.find((n) => n !== busy)!;
   assert.equal(other.members.find((m) => m.dev.name === 'shared2')!.slot, 0, 'the other node saw the spare activated');
   assert.ok(other.syncPendingCluster || other.remoteSync !== null, 'the other node waits (PENDING) or shows the remote recovery');
-  other.sync.limits = { minKiBs: 100_000, maxKiBs: 1_000_000 };
+  Object.assign(other.sync.local, { minKiBs: 100_000, maxKiBs: 1_000_000 });
   await busy.close();
   await until('the other node finished the recovery', () => other.members.find((m) => m.dev.name === 'shared2')!.recoveryOffset === null && !other.sync.busy, 30_000);
   assert.ok(other.sync.history.some((h) => h.kind === 'recovery' && h.completed), logs.join('\n'));
