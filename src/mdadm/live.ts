@@ -15,6 +15,7 @@ import { parseUuid, uuidText } from '../format/superblock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { SyncOffload } from '../raid/offload/bulk.js';
 import { FileBlockDevice, openDevice } from '../io/file-device.js';
+import { FaultyBlockDevice } from '../io/fault-device.js';
 import { nodeClusterSetup } from '../cluster/md-cluster/setup.js';
 import type { ClusterSetup } from '../md/cluster-ops.js';
 import { MdArray, type MdLogLevel } from '../md/array.js';
@@ -337,7 +338,8 @@ function clusterSetupFor(ctx: Ctx): ClusterSetup | null {
   const c = ctx.cluster;
   if (!c || c.clusterName === null) return null;
   const direct = async (dev: BlockDevice): Promise<BlockDevice> => {
-    if (dev instanceof FileBlockDevice) await dev.reopenDirect(true);
+    const inner = dev instanceof FaultyBlockDevice ? dev.inner : dev;
+    if (inner instanceof FileBlockDevice) await inner.reopenDirect(true);
     return dev;
   };
   if (!c.dlm) {

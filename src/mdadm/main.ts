@@ -15,6 +15,7 @@ import { FaultyBlockDevice } from '../io/fault-device.js';
 import { FileBlockDevice, openDevice } from '../io/file-device.js';
 import { ArrayRegistry } from './registry.js';
 import type { MdArray } from '../md/array.js';
+import { FenceableDevice } from '../md/cluster-glue.js';
 import { candidateDevices, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, readConfOrDefault, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { DEFAULT_CLUSTER_NODES, type Level, planCreate } from '../md/create-plan.js';
@@ -501,7 +502,9 @@ export function detailOf(arr: MdArray, devName: string, homehost?: string): Deta
     else if (m.slot === null) state = ['spare'];
     else if (m.recoveryOffset !== null) state = ['spare', 'rebuilding'];
     else state = ['active', 'sync'];
-    const inner = m.dev instanceof FaultyBlockDevice ? m.dev.inner : m.dev;
+    // through the wrappers (fault injection, md-cluster's fence) to the device itself
+    let inner: BlockDevice = m.dev;
+    while (inner instanceof FaultyBlockDevice || inner instanceof FenceableDevice) inner = inner.inner;
     const mm = inner instanceof FileBlockDevice ? inner.majorMinor : { major: 0, minor: 0 };
     members.push({
       number: m.devNumber,
