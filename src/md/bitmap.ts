@@ -94,6 +94,17 @@ export class WriteIntentBitmap {
     return false;
   }
 
+  /**
+   * Does any chunk of resync-space [start, end) need a sync (md's NEEDED: dirty at assembly,
+   * merged from another slot, written while degraded)? A chunk whose bit is set only because a
+   * write is in flight needs none: that write goes to every mirror. The sync engine's guide.
+   */
+  anyNeedSync(start: number, end: number): boolean {
+    const [c0, c1] = this.chunksOf(start, end);
+    for (let c = c0; c <= c1; c++) if (this.needSync[c]) return true;
+    return false;
+  }
+
   get dirtyCount(): number {
     let n = 0;
     for (let i = 0; i < this.nbits; i++) if (this.test(i)) n++;

@@ -480,7 +480,7 @@ export class SyncEngine {
     const p = this.host.personality;
     const n = this.windowAt(run);
     const ranges: Array<[number, number]> = plan.kind === 'recovery' ? plan.slots.flatMap((s) => p.recoveryToSync(s, pos, n)) : [[pos, pos + n]];
-    const skip = run.guided !== null && !ranges.some(([a, b]) => run.guided!.anyDirty(a, b));
+    const skip = run.guided !== null && !ranges.some(([a, b]) => run.guided!.anyNeedSync(a, b));
     if (!skip) {
       if (this.host.cluster) await this.host.cluster.window(ranges);
       const release = await this.host.barrier.lockRanges(ranges);
