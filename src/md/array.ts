@@ -29,7 +29,7 @@ import { type AssemblyPlan, type AssemblyReport, type Candidate, levelText, matc
 import { SyncBarrier } from './barrier.js';
 import { WriteIntentBitmap } from './bitmap.js';
 import { ClusterGlue, type ClusterArrayHost, FenceableDevice } from './cluster-glue.js';
-import type { ClusterOps, ClusterSetup, RemoteSyncKind } from './cluster-ops.js';
+import { type ClusterOps, type ClusterSetup, type RemoteSyncKind, clusterNameMismatch } from './cluster-ops.js';
 import { dropBitmaps, placeBitmaps, writeNewBitmaps } from './grow-bitmap.js';
 import { addMember, type AddOptions, failMember, type ManageHost, removeMember, requestReplacement } from './manage.js';
 import { MemberIoAdapter, type MemberIoHost } from './member-io.js';
@@ -1145,7 +1145,7 @@ async function prepareClusterMembers(members: Member[], c: { nodes: number; clus
   if (!setup || setup.clusterName === null)
     throw new TsmdError('ENOTSUP', `the array is clustered (cluster ${JSON.stringify(c.clusterName)}, ${c.nodes} node slots) and this node has no cluster configured: start the daemon with --cluster-name and --etcd`);
   if (setup.clusterName !== c.clusterName)
-    throw new TsmdError('EINVAL', `the array belongs to cluster ${JSON.stringify(c.clusterName)}, this node is in cluster ${JSON.stringify(setup.clusterName)}`);
+    throw new TsmdError('EINVAL', clusterNameMismatch(c.clusterName, setup.clusterName));
   for (const m of members) {
     if (setup.prepareMember) m.dev = await setup.prepareMember(m.dev, log);
     m.dev = new FenceableDevice(m.dev);

@@ -140,3 +140,8 @@ export interface ClusterArrayInfo {
   /** raid1 / raid10 resync window size in resync-space sectors (spec §1 constants) */
   windowSectors: number;
 }
+
+/** The refusal of an array whose bitmap names another cluster (the DLM's -EBADR at lockspace creation). */
+export function clusterNameMismatch(arrayCluster: string, nodeCluster: string): string {
+  return `the array belongs to cluster ${JSON.stringify(arrayCluster)}, this node is in cluster ${JSON.stringify(nodeCluster)}`;
+}

@@ -55,6 +55,11 @@ export function checkClusterIdent(what: '--node-name' | '--cluster-name', name: 
   return name;
 }
 
+/** A node daemon without --etcd cannot run a clustered array: the refusal, naming the cure. */
+export function noDlmMessage(clusterName: string): string {
+  return `this node has no DLM configured: a clustered array needs tsmd daemon --etcd=URL (cluster ${clusterName})`;
+}
+
 /** One line for logs and status: node, cluster, DLM (no secrets). */
 export function describeCluster(c: ClusterConfig): Record<string, unknown> {
   return {

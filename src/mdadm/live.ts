@@ -20,7 +20,7 @@ import { nodeClusterSetup } from '../cluster/md-cluster/setup.js';
 import type { ClusterSetup } from '../md/cluster-ops.js';
 import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
-import type { ClusterConfig } from './cluster-config.js';
+import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, parseSizeKiB, shown, UsageError } from './args.js';
 import { sameDevice } from './device-id.js';
@@ -346,7 +346,7 @@ function clusterSetupFor(ctx: Ctx): ClusterSetup | null {
     return {
       clusterName: c.clusterName,
       create: () => {
-        throw new TsmdError('ENOTSUP', `this node has no DLM configured: a clustered array needs tsmd daemon --etcd=URL (cluster ${c.clusterName})`);
+        throw new TsmdError('ENOTSUP', noDlmMessage(c.clusterName ?? ''));
       },
     };
   }

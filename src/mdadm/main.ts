@@ -31,6 +31,8 @@ import {
   shown,
   UsageError,
 } from './args.js';
+import { noDlmMessage } from './cluster-config.js';
+import { clusterNameMismatch } from '../md/cluster-ops.js';
 import { deviceIdentity } from './device-id.js';
 import { helpText, optionsHelpText } from './help.js';
 import { type DetailInput, type DetailMember, detailFieldsFromSuperblock } from './report/detail.js';
@@ -130,6 +132,12 @@ function clusterOptions(a: ParsedArgs, ctx: Ctx): { bitmap: 'internal' | 'none' 
     // util.c is_near_layout_10: one far copy, not offset
     if (((layout >> 8) & 0xff) > 1 || layout & 0x10000) throw new TsmdError('EINVAL', CLUSTER_MSG.near);
   }
+  // A node daemon runs what it creates, and a clustered array runs only under a DLM: refuse
+  // before a superblock is written rather than leave members the node cannot assemble (the
+  // kernel's md_setup_cluster fails at RUN_ARRAY after mdadm has written them).
+  if (ctx.daemon && ctx.cluster && !ctx.cluster.dlm) throw new TsmdError('ENOTSUP', noDlmMessage(clusterName));
+  const nodeCluster = ctx.cluster?.clusterName;
+  if (ctx.daemon && nodeCluster && nodeCluster !== clusterName) throw new TsmdError('EINVAL', clusterNameMismatch(clusterName, nodeCluster));
   return { bitmap, nodes, clusterName };
 }
 

@@ -13,6 +13,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { EtcdServer, haveEtcd, requireEtcd } from '../helpers/etcd.js';
+import { noDlmMessage } from '../../src/mdadm/cluster-config.js';
+import { clusterNameMismatch } from '../../src/md/cluster-ops.js';
 import { haveTool, run, sparseFile, tempDir, tsmd, withLoop } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
@@ -97,35 +100,47 @@ describe('create --bitmap=clustered', () => {
   });
 
   describe('with a node daemon', () => {
-    let withName: TestDaemon;
-    let without: TestDaemon;
+    let withName: TestDaemon | undefined;
+    let without: TestDaemon | undefined;
+    let noDlm: TestDaemon | undefined;
+    let etcd: EtcdServer | undefined;
     before(async () => {
-      withName = await startDaemon(join(dir.path, 'run-a'), ['--no-nbd', '--node-name=n1', '--cluster-name=daemonclu']);
       without = await startDaemon(join(dir.path, 'run-b'), ['--no-nbd']);
+      noDlm = await startDaemon(join(dir.path, 'run-c'), ['--no-nbd', '--node-name=n1', '--cluster-name=daemonclu']);
+      if (!haveEtcd()) return;
+      etcd = await EtcdServer.start();
+      withName = await startDaemon(join(dir.path, 'run-a'), ['--no-nbd', '--node-name=n1', '--cluster-name=daemonclu', `--etcd=${etcd.clientUrl}`]);
     });
     after(async () => {
       await withName?.stop();
       await without?.stop();
+      await noDlm?.stop();
+      await etcd?.cleanup();
     });
 
-    test("the daemon's --cluster-name is the default, as mdadm's corosync totem.cluster_name; none: mdadm's refusal", () => {
+    test('a node with a cluster name but no DLM refuses the create before writing anything', () => {
       const [a, b] = files as [string, string];
-      refused(without.tsmd, ['-l1', '-n2', '--bitmap=clustered', a, b], 1, "The md can't get cluster name");
+      refused(noDlm!.tsmd, ['-l1', '-n2', '--assume-clean', '--bitmap=clustered', a, b], 1, noDlmMessage('daemonclu'));
+      refused(noDlm!.tsmd, ['-l1', '-n2', '--assume-clean', '--bitmap=clustered', '--cluster-name=other', a, b], 1, noDlmMessage('other'));
+    });
+
+    test("the daemon's --cluster-name is the default, as mdadm's corosync totem.cluster_name; none: mdadm's refusal", (t) => {
+      if (!requireEtcd(t)) return;
+      const [a, b] = files as [string, string];
+      refused(without!.tsmd, ['-l1', '-n2', '--bitmap=clustered', a, b], 1, "The md can't get cluster name");
       // the limits are the same through the daemon
-      refused(withName.tsmd, ['-l5', '-n3', '--bitmap=clustered', ...files.slice(0, 3)], 1, '--bitmap=clustered is currently supported with raid1/10 only');
-      refused(withName.tsmd, ['-l1', '-n2', '--bitmap=clustered', '-e1.0', a, b], 1, 'Warning: cluster md only works with superblock 1.2');
-      const r = withName.tsmd(['--create', '/dev/md7', '--run', '--assume-clean', '-l1', '-n2', '--bitmap=clustered', a, b]);
+      refused(withName!.tsmd, ['-l5', '-n3', '--bitmap=clustered', ...files.slice(0, 3)], 1, '--bitmap=clustered is currently supported with raid1/10 only');
+      refused(withName!.tsmd, ['-l1', '-n2', '--bitmap=clustered', '-e1.0', a, b], 1, 'Warning: cluster md only works with superblock 1.2');
+      const r = withName!.tsmd(['--create', '/dev/md7', '--run', '--assume-clean', '-l1', '-n2', '--bitmap=clustered', a, b]);
       assert.equal(r.status, 0, r.stderr);
-      const x = withName.tsmd(['-X', a]).stdout;
+      const x = withName!.tsmd(['-X', a]).stdout;
       assert.match(x, /Cluster name : daemonclu *\n/);
       assert.match(x, /Cluster nodes : 4\n/);
-      assert.match(withName.tsmd(['--detail', '/dev/md7']).stdout, /Cluster Name : daemonclu/);
-      assert.equal(withName.tsmd(['--stop', '/dev/md7']).status, 0);
-      // the command's name wins over the daemon's
-      const r2 = withName.tsmd(['--create', '/dev/md7', '--run', '--assume-clean', '-l1', '-n2', '--bitmap=clustered', '--cluster-name=other', a, b]);
-      assert.equal(r2.status, 0, r2.stderr);
-      assert.match(withName.tsmd(['-X', b]).stdout, /Cluster name : other *\n/);
-      assert.equal(withName.tsmd(['--stop', '/dev/md7']).status, 0);
+      assert.match(withName!.tsmd(['--detail', '/dev/md7']).stdout, /Cluster Name : daemonclu/);
+      assert.equal(withName!.tsmd(['--stop', '/dev/md7']).status, 0);
+      // another cluster's name: the node could never run it, so nothing is written (the kernel's
+      // DLM refuses the lockspace only after mdadm has written the superblocks)
+      refused(withName!.tsmd, ['-l1', '-n2', '--assume-clean', '--bitmap=clustered', '--cluster-name=other', a, b], 1, clusterNameMismatch('other', 'daemonclu'));
     });
   });
 });
