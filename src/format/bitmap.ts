@@ -45,6 +45,8 @@ export function newBitmapSuper(o: {
   clustered?: boolean;
   nodes?: number;
   clusterName?: Uint8Array;
+  /** the bitmap daemon's period (mdadm --delay; DEFAULT_BITMAP_DELAY 5 s) */
+  daemonSleepSec?: number;
 }): BitmapSuper {
   const nodes = o.nodes ?? 0;
   const events = o.events ?? 0n;
@@ -57,7 +59,7 @@ export function newBitmapSuper(o: {
     syncSize: BigInt(o.syncSectors),
     state: 0,
     chunkSize: o.chunkBytes,
-    daemonSleep: 5,
+    daemonSleep: o.daemonSleepSec ?? 5,
     writeBehind: 0,
     sectorsReserved: 0,
     nodes,

@@ -859,7 +859,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
    * Removing: the same quiescing, then the feature bit goes. Refused while a sync runs or is
    * owed (as md).
    */
-  async setBitmap(kind: 'internal' | 'none', opts: { chunkBytes?: number; devName?: string } = {}): Promise<void> {
+  async setBitmap(kind: 'internal' | 'none', opts: { chunkBytes?: number; devName?: string; daemonSleepSec?: number } = {}): Promise<void> {
     const md = opts.devName ?? this.name;
     if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
     if (this.readOnly || this.softReadOnly) throw new TsmdError('EROFS', `${md} is read-only`);
@@ -885,7 +885,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
           this.bitmapTimer = null;
           dropBitmaps(this.sb, this.memberSet);
         } else {
-          await writeNewBitmaps(this.sb, places, size);
+          await writeNewBitmaps(this.sb, places, size, opts.daemonSleepSec);
           this.bitmap = this.makeBitmap();
         }
       });

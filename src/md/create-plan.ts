@@ -52,6 +52,8 @@ export interface CreateOptions {
   deviceUuids: Uint8Array[];
   bitmap: 'none' | 'internal' | 'clustered';
   bitmapChunkBytes?: number;
+  /** the bitmap daemon's period in seconds (mdadm --delay) */
+  bitmapDelaySec?: number;
   nodes?: number;
   clusterName?: string;
   assumeClean?: boolean;
@@ -383,7 +385,7 @@ function bitmapImageOf(a: ArrayPlan): Uint8Array | null {
   const image = new Uint8Array(bitmap.areaSectors * 512 * slots);
   for (let k = 0; k < slots; k++) {
     // the cluster name as mdadm writes it: strncpy() into the 64-byte field, the last byte NUL
-    const sup = newBitmapSuper({ uuid: o.uuid, syncSectors: a.syncSectors, chunkBytes: bitmap.chunkBytes, clustered, nodes, clusterName: nameBytes((o.clusterName ?? '').slice(0, 63), 64) });
+    const sup = newBitmapSuper({ uuid: o.uuid, syncSectors: a.syncSectors, chunkBytes: bitmap.chunkBytes, daemonSleepSec: o.bitmapDelaySec, clustered, nodes, clusterName: nameBytes((o.clusterName ?? '').slice(0, 63), 64) });
     const base = k * bitmap.areaSectors * 512;
     image.set(encodeBitmapSuper(sup), base);
     // node 0: every bit set (whole array needs its initial sync) unless clean; others clear

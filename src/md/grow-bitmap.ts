@@ -79,10 +79,10 @@ export function dropBitmaps(sb: Superblock1, members: MemberSet): void {
  * A fresh bitmap area on every member (no bit set, events == events_cleared == the array's),
  * each flushed, then the feature bit on. Called inside the transaction, events already bumped.
  */
-export async function writeNewBitmaps(sb: Superblock1, places: readonly BitmapPlace[], syncSectors: number): Promise<void> {
+export async function writeNewBitmaps(sb: Superblock1, places: readonly BitmapPlace[], syncSectors: number, daemonSleepSec?: number): Promise<void> {
   const chunk = places[0]!.chunk;
   const nbits = bitmapBits(syncSectors, chunk);
-  const sup = newBitmapSuper({ uuid: sb.setUuid, events: sb.events, syncSectors, chunkBytes: chunk });
+  const sup = newBitmapSuper({ uuid: sb.setUuid, events: sb.events, syncSectors, chunkBytes: chunk, daemonSleepSec });
   const area = new Uint8Array(bitmapAreaBytes(nbits));
   fillCleanBits(area, nbits);
   area.set(encodeBitmapSuper(sup), 0);

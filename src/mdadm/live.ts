@@ -687,6 +687,17 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
  * mdadm --grow on a running array. Supported: --bitmap=internal|none (with --bitmap-chunk);
  * the reshapes (--raid-devices, --level, --chunk, --layout, --size) are not yet.
  */
+/**
+ * --delay in create and grow: the bitmap daemon's period in seconds (mdadm's parse_num into
+ * c.delay, written to the bitmap superblock's daemon_sleep; unset: DEFAULT_BITMAP_DELAY 5).
+ */
+export function bitmapDelaySec(a: ParsedArgs): number | undefined {
+  const text = optStr(a, 'delay');
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 0x7fffffff) throw new UsageError(`invalid delay: ${text}`);
+  return Number(text);
+}
+
 export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in --grow mode');
@@ -703,7 +714,7 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
   if (!r) throw notRunning(ctx, md);
   const chunkText = optStr(a, 'bitmap-chunk');
   const chunkBytes = chunkText ? parseSizeKiB(chunkText, 'bitmap chunk') * 1024 : undefined;
-  await r.array.setBitmap(bitmap, { chunkBytes, devName: md });
+  await r.array.setBitmap(bitmap, { chunkBytes, devName: md, daemonSleepSec: bitmapDelaySec(a) });
   ctx.registry.changed();
   return 0;
 }

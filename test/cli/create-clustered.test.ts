@@ -82,10 +82,11 @@ describe('create --bitmap=clustered', () => {
     assert.match(x, /Cluster nodes : 254\n/);
     assert.match(x, /Cluster name : c1 *\n/);
     const long = 'L'.repeat(64);
-    r = noDaemon(['--create', '/dev/md9', '--run', '-l10', '-n4', '--layout=n2', '--bitmap=clustered', `--cluster-name=${long}`, a, b, c, d]);
+    r = noDaemon(['--create', '/dev/md9', '--run', '-l10', '-n4', '--layout=n2', '--bitmap=clustered', `--cluster-name=${long}`, '--delay=17', a, b, c, d]);
     assert.equal(r.status, 0, r.stderr);
     x = noDaemon(['-X', a]).stdout;
     assert.match(x, /Cluster nodes : 4\n/, 'the default is 4 nodes');
+    assert.match(x, /Daemon : 17s flush period\n/, '--delay is the bitmap daemon period');
     assert.match(x, new RegExp(`Cluster name : ${'L'.repeat(63)} *\\n`));
     // the bitmap's 64-byte name field at bitmap offset 72: 63 bytes, then NUL (super1.c add_internal_bitmap1)
     const sbBitmapAt = 4096 + 4096; // 1.2: superblock at 4K, bitmap 4K after it
@@ -96,6 +97,7 @@ describe('create --bitmap=clustered', () => {
       const out = await withLoop(a, (dev) => run('mdadm', ['-X', dev]).stdout);
       assert.match(out, new RegExp(`Cluster name : ${'L'.repeat(63)} *\n`));
       assert.match(out, /Cluster nodes : 4\n/);
+      assert.match(out, /Daemon : 17s flush period\n/);
     }
   });
 

@@ -80,7 +80,9 @@ describe('--grow --bitmap on a running array', () => {
           buf.copy(model, at);
         }
       })();
-      r = d.tsmd(['--grow', md, '--bitmap=internal', '--bitmap-chunk=128K']);
+      // --delay=60: the bitmap daemon leaves the bits this test counts on disk however slow the
+      // machine (5 s would clear them while mdadm -X and the crash below are still to come)
+      r = d.tsmd(['--grow', md, '--bitmap=internal', '--bitmap-chunk=128K', '--delay=60']);
       assert.equal(r.status, 0, r.stderr);
       await busy;
       await c.flush();
@@ -99,6 +101,7 @@ describe('--grow --bitmap on a running array', () => {
         const x = await withLoop(files[1]!, (dev) => run('mdadm', ['--examine-bitmap', dev]));
         assert.equal(x.status, 0, x.stderr);
         assert.match(x.stdout, /Chunksize : 128 KB/);
+        assert.match(x.stdout, /Daemon : 60s flush period/);
         assert.match(x.stdout, /Version : 4/);
       }
       // writes to three chunks after the bitmap exists: their bits are on disk before the data
