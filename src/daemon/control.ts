@@ -72,6 +72,12 @@ export interface ArrayState {
   syncHistory: Array<{ kind: string; completed: boolean; workedSectors: number; totalSectors: number; mismatches: number; dataMs: number; elapsedMs: number }>;
   /** resync-space sectors per bitmap bit, and the bits set now (null: no bitmap) */
   bitmap: { chunkSectors: number; dirty: number; nbits: number } | null;
+  /**
+   * a clustered array: this node's bitmap slot (0-based: md's slot_number - 1), another node's
+   * sync seen (resync=REMOTE), waiting for the resync lock (PENDING), the fence reason; null:
+   * not clustered
+   */
+  cluster: { slot: number; remoteSync: string | null; pending: boolean; fenced: string | null } | null;
 }
 
 export type ControlHandler = (req: ControlRequest) => Promise<Omit<ControlReply, 'id'>>;

@@ -73,6 +73,7 @@ function arrayState(r: RunningArray): ArrayState {
     mismatchCnt: a.sync.mismatchCnt,
     syncHistory: a.sync.history.map((h) => ({ ...h })),
     bitmap: a.bitmap ? { chunkSectors: a.bitmap.chunkSectors, dirty: a.bitmap.dirtyCount, nbits: a.bitmap.nbits } : null,
+    cluster: a.clustered ? { slot: a.bitmapSlot, remoteSync: a.remoteSync, pending: a.syncPendingCluster, fenced: a.fenced } : null,
   };
 }
 

@@ -362,6 +362,11 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     return this.cluster !== null && this.cluster.areaResyncing('read', 0, Number.MAX_SAFE_INTEGER);
   }
 
+  /** assembled as a clustered array (md's mddev_is_clustered) */
+  get clustered(): boolean {
+    return this.cluster !== null;
+  }
+
   /** another node syncs this array (mdstat: resync=REMOTE) */
   get remoteSync(): RemoteSyncKind | null {
     return this.glue?.remoteSync ?? null;
