@@ -22,6 +22,8 @@ interface DiskOpts {
   level?: 1 | 10;
   assumeClean?: boolean;
   bitmapChunkKiB?: number;
+  /** bitmap slots (default 4) */
+  nodes?: number;
 }
 
 async function clusteredDisks(n: number, mib: number, opts: DiskOpts = {}): Promise<MemoryBlockDevice[]> {
@@ -38,7 +40,7 @@ async function clusteredDisks(n: number, mib: number, opts: DiskOpts = {}): Prom
       uuid: randomBytes(16),
       deviceUuids: devs.map(() => randomBytes(16)),
       bitmap: 'clustered',
-      nodes: 4,
+      nodes: opts.nodes ?? 4,
       clusterName: 'tc',
       bitmapChunkBytes: (opts.bitmapChunkKiB ?? 64) * 1024,
       assumeClean: opts.assumeClean,
@@ -126,6 +128,30 @@ test('md-cluster: refusals write nothing (no cluster, wrong cluster name)', asyn
   const dlm = new MemoryDlmCluster({ clock });
   await assert.rejects(MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup(dlm, 'n1', 'other') }), /belongs to cluster "tc"/);
   for (let i = 0; i < devs.length; i++) assert.ok((await image(devs[i]!)).equals(before[i]!), 'nothing written');
+});
+
+test('md-cluster: more nodes than the bitmap has slots: the extra node is refused, writes nothing, and the others go on', async () => {
+  const devs = await clusteredDisks(2, 16, { nodes: 2, assumeClean: true });
+  const dlm = new MemoryDlmCluster({ clock });
+  const n1 = await assembleNode(devs, dlm, 'n1');
+  const n2 = await assembleNode(devs, dlm, 'n2');
+  const image = async (d: MemoryBlockDevice): Promise<Buffer> => {
+    const b = new Uint8Array(d.sizeBytes);
+    await d.reopen().read(b, 0);
+    return Buffer.from(b);
+  };
+  const before = await Promise.all(devs.map(image));
+  await assert.rejects(assembleNode(devs, dlm, 'n3'), (e: Error & { code?: string }) => e.code === 'ENOSPC' && /more nodes than the bitmap has slots/.test(e.message));
+  for (let i = 0; i < devs.length; i++) assert.ok((await image(devs[i]!)).equals(before[i]!), 'the refused node wrote nothing');
+  // it left the lockspace: the two members still write and read each other's data
+  const data = randomBytes(64 * 1024);
+  await n2.write(data, 1 << 20);
+  await n2.flush();
+  const got = new Uint8Array(data.length);
+  await n1.read(got, 1 << 20);
+  assert.ok(Buffer.from(got).equals(data));
+  await n1.close();
+  await n2.close();
 });
 
 test('md-cluster: a member failed on one node is failed on every node (METADATA_UPDATED)', async () => {
