@@ -397,6 +397,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (this.fencedWhy !== null) return;
     this.fencedWhy = why;
     for (const m of this.members) if (m.dev instanceof FenceableDevice) m.dev.fence(why);
+    this.glue?.abort(new TsmdError('EFENCED', `${this.name}: this node lost its cluster membership (${why}): stop the array and assemble it again`));
     this.log(`md-cluster: ${this.name}: this node lost its cluster membership (${why}): no more writes to the shared disks; every request fails until the array is stopped`, 'error');
     void this.sync.stop().catch(() => {});
   }
@@ -609,9 +610,10 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     let entered = false;
     let started = false;
     let ok = false;
-    // another node's resync window: the write waits until it has moved on (md-cluster)
-    const gate = this.glue ? await this.glue.enterWrite(s0, s1) : 0;
+    let gate = 0;
     try {
+      // another node's resync window: the write waits until it has moved on (md-cluster)
+      if (this.glue) gate = await this.glue.enterWrite(s0, s1);
       // a clean transition in progress finishes first; then the array is marked active
       // (on disk, before any data lands) if it is not already
       if (this.cleaning) await this.cleaning;
@@ -631,7 +633,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       // a write made while degraded (or failed) stays in the bitmap for the missing member
       if (started) this.bitmap!.endWrite(s0, s1, !ok || this.degraded);
       if (entered) this.barrier.leaveWrite(s0, s1);
-      if (this.glue) this.glue.leaveWrite(gate);
+      if (this.glue && gate !== 0) this.glue.leaveWrite(gate);
       this.inflightWrites--;
     }
     if (this.badReadsPending) await this.correctReadErrors();
@@ -1096,6 +1098,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   async close(): Promise<void> {
     if (this.closed) return;
     this.background = false;
+    this.glue?.abort(new TsmdError('ENODEV', `${this.name} is stopping`));
     this.bitmapTimer?.cancel();
     this.bitmapTimer = null;
     await this.sync.stop().catch(() => {});

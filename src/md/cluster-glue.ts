@@ -101,6 +101,7 @@ export class ClusterGlue implements ClusterHost {
   private drainWaiters: Array<() => void> = [];
   /** writes that waited for a remote window (tests and metrics) */
   writesHeld = 0;
+  private aborted: Error | null = null;
 
   constructor(private readonly a: ClusterArrayHost) {}
 
@@ -124,14 +125,26 @@ export class ClusterGlue implements ClusterHost {
    * then counts it in flight. Returns the token for leaveWrite.
    */
   async enterWrite(s0: number, s1: number): Promise<number> {
+    if (this.aborted) throw this.aborted;
     if (this.overlaps(s0, s1)) {
       this.writesHeld++;
-      while (this.overlaps(s0, s1)) await new Promise<void>((r) => this.windowWaiters.push(r));
+      while (this.overlaps(s0, s1) && !this.aborted) await new Promise<void>((r) => this.windowWaiters.push(r));
+      if (this.aborted) throw this.aborted;
     }
     // no await between the check and the registration: a window set from now on sees this write
     const id = ++this.inflightSeq;
     this.inflight.set(id, [s0, s1]);
     return id;
+  }
+
+  /**
+   * The array stops or this node is fenced: writes held at the gate fail with `err` now rather
+   * than wait for a window that this node will never see move (md fails the bios it suspended
+   * when the array is stopped), and every later write fails the same way.
+   */
+  abort(err: Error): void {
+    this.aborted ??= err;
+    for (const r of this.windowWaiters.splice(0)) r();
   }
 
   leaveWrite(id: number): void {

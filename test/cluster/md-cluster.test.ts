@@ -61,10 +61,10 @@ function setup(dlm: MemoryDlmCluster, node: string, clusterName = 'tc'): Cluster
   return s;
 }
 
-async function assembleNode(devs: MemoryBlockDevice[], dlm: MemoryDlmCluster, node: string, logs: string[] = []): Promise<MdArray> {
+async function assembleNode(devs: MemoryBlockDevice[], dlm: MemoryDlmCluster, node: string, logs: string[] = [], maxKiBs = 2_000_000): Promise<MdArray> {
   const a = await MdArray.assemble(
     devs.map((d) => d.reopen()),
-    { run: true, clock, cluster: setup(dlm, node), log: (m) => logs.push(`${node}: ${m}`), syncLimits: { minKiBs: 200_000, maxKiBs: 2_000_000 } },
+    { run: true, clock, cluster: setup(dlm, node), log: (m) => logs.push(`${node}: ${m}`), syncLimits: { minKiBs: Math.min(200_000, maxKiBs), maxKiBs } },
   );
   return a;
 }
@@ -152,6 +152,26 @@ test('md-cluster: more nodes than the bitmap has slots: the extra node is refuse
   assert.ok(Buffer.from(got).equals(data));
   await n1.close();
   await n2.close();
+});
+
+test("md-cluster: a write held in another node's resync window fails when its array stops (it does not wait for the window)", async () => {
+  const devs = await clusteredDisks(2, 16);
+  const dlm = new MemoryDlmCluster({ clock });
+  // node 1 resyncs slowly: its 32 MiB window covers the whole 16 MiB array for seconds
+  const n1 = await assembleNode(devs, dlm, 'n1', [], 500);
+  const n2 = await assembleNode(devs, dlm, 'n2');
+  n1.startBackground();
+  await until('node 2 sees node 1 resync', () => n2.remoteSync !== null);
+  let settled = false;
+  const held = n2.write(randomBytes(4096), 1 << 20).finally(() => (settled = true));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(settled, false, 'the write waits for the window');
+  const t0 = Date.now();
+  await n2.close();
+  await assert.rejects(held, (e: Error & { code?: string }) => e.code === 'ENODEV');
+  assert.ok(Date.now() - t0 < 3000, 'the stop did not wait for the window to move');
+  assert.ok(n1.sync.busy, "node 1's resync still runs");
+  await n1.close();
 });
 
 test('md-cluster: a member failed on one node is failed on every node (METADATA_UPDATED)', async () => {
