@@ -58,13 +58,31 @@ export async function allIdle(hosts: Host[], state_ = '[UU]'): Promise<boolean> 
 
 /** Dirty bits of every bitmap slot of one member, read off its backing file. */
 export async function slotDirty(file: string): Promise<number[]> {
+  return (await slotBits(file)).map((b) => countDirty(b.bits, b.nbits));
+}
+
+/** The bits of every bitmap slot of one member, read off its backing file. */
+export async function slotBits(file: string): Promise<Array<{ bits: Uint8Array; nbits: number }>> {
   const d = await openDevice(file, { readOnly: true });
   try {
     const l = (await loadSuperblock(d))!;
-    return (await loadBitmaps(d, l)).map((b) => countDirty(b.bits, b.nbits));
+    return (await loadBitmaps(d, l)).map((b) => ({ bits: b.bits.slice(), nbits: b.nbits }));
   } finally {
     await d.close();
   }
+}
+
+/**
+ * Dirty chunks of `slot` on any of the members: what md-cluster's takeover merges (the kernel
+ * reads one member's copy; a node killed between its bitmap writes to two members leaves them
+ * different, and tsmd ORs them so no dirty chunk is missed).
+ */
+export async function slotDirtyUnion(files: string[], slot: number): Promise<{ union: number; perMember: number[] }> {
+  const all = await Promise.all(files.map(slotBits));
+  const first = all[0]![slot]!;
+  const union = new Uint8Array(first.bits.length);
+  for (const m of all) m[slot]!.bits.forEach((v, i) => (union[i]! |= v));
+  return { union: countDirty(union, first.nbits), perMember: all.map((m) => countDirty(m[slot]!.bits, m[slot]!.nbits)) };
 }
 
 /** Times (pino's epoch ms) of a daemon's log lines that contain `text`, from `sinceMs` on. */
