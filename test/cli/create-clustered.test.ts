@@ -31,7 +31,7 @@ describe('create --bitmap=clustered', () => {
 
   before(() => {
     dir = tempDir('clcreate');
-    files = ['d0', 'd1', 'd2', 'd3'].map((n) => sparseFile(join(dir.path, n), 64 * MiB));
+    files = ['d0', 'd1', 'd2', 'd3'].map((n) => sparseFile(join(dir.path, n), 16 * MiB));
   });
   after(() => dir.cleanup());
 
