@@ -241,7 +241,7 @@ async function timedResync(e: Env, mode: Mode): Promise<{ mbs: number; sectors: 
 async function benchResync(quick: boolean): Promise<void> {
   const arrayMiB = quick ? 128 : 256;
   const reps = Number(process.env.TSMD_BENCH_REPS ?? (quick ? 1 : 3));
-  console.log(`\nmd-cluster resync: node 1 resyncs a fresh clustered raid1 (nodes 2, 3 joined, PENDING) vs the standalone resync of the same disks (members O_DIRECT on both); ` +
+  console.log('\nmd-cluster resync: node 1 resyncs a fresh clustered raid1 (nodes 2, 3 joined, PENDING) vs the standalone resync of the same disks (members O_DIRECT on both); ' +
     `2 x ${arrayMiB} MiB, ${reps} rounds (load ${load()})`);
   const e = await startEnv((arrayMiB + 8) * MiB);
   const cl: number[] = [];
@@ -359,7 +359,7 @@ async function benchMeta(quick: boolean): Promise<void> {
     console.log(`  METADATA_UPDATED round            p50 ${pct(lat, 50).toFixed(2)} ms  p99 ${pct(lat, 99).toFixed(2)} ms  (${(pct(lat, 50) / t50).toFixed(1)}x raw txn p50)`);
     console.log(`  sequential etcd round trips per round (Lamport clock at the sender's return): median ${pct(trips, 50)}, min ${Math.min(...trips)}, max ${Math.max(...trips)}; ` +
       `with the receivers' re-arm after it (all nodes, quiescent): median ${pct(tripsAll, 50)}, max ${Math.max(...tripsAll)}`);
-    console.log(`  ` +
+    console.log('  ' +
       `${(pct(lat, 50) / pct(trips, 50)).toFixed(2)} ms per round trip at p50  (load after: ${load()})`);
   } finally {
     for (const n of nodes) await n.close().catch(() => undefined);
