@@ -32,10 +32,14 @@
  *   TSMD_BENCH_REPS=N                        repetitions (io, resync: full 3, quick 1; kill: full 5, quick 2)
  *   TSMD_BENCH_SECONDS=S                     seconds per fio run (full 3, quick 1.5)
  *   TSMD_BENCH_TTL=SEC                       the lease TTL of the kill part (default 5)
- *   TSMD_BENCH_PROF=DIR                      node 1's daemon runs with --cpu-prof into DIR
+ *   TSMD_BENCH_PROF=DIR                      node 1's daemon profiles itself (inspector), one .cpuprofile in DIR
+ *                                            per timed resync / io mode (bench/direct-members.ts)
+ *   TSMD_BENCH_TRACE=FILE                    node 1's daemon appends the duration of md-cluster's operations
+ *                                            and of each sync window to FILE (bench/direct-members.ts)
  *
  * Run: node dist/bench/cluster.js [--quick]   (as root)
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -100,12 +104,18 @@ async function startEnv(diskBytes: number, extra: string[] = []): Promise<Env> {
   const { Cluster } = (await import('../test/helpers/hosts.js')) as Hosts;
   const c = await Cluster.start({ hosts: 3, disks: 2, diskSize: diskBytes, etcd: true });
   try {
+    // every block of the backing files written once (different data on each): no timed run
+    // pays the file system's block allocation, whichever mode comes first
+    for (const f of c.disks.files) {
+      const r = spawnSync('dd', ['if=/dev/urandom', `of=${f}`, 'bs=1M', `count=${diskBytes / MiB}`, 'conv=notrunc,fsync', 'status=none']);
+      if (r.status !== 0) throw new Error(`dd to ${f}: ${r.stderr.toString()}`);
+    }
     const directFlag = join(c.disks.dir, 'force-direct');
     const hosts = c.hosts as [Host, Host, Host];
     for (const h of hosts) {
-      const nodeOpts = [`--import=${pathToFileURL(join(here, 'direct-members.js')).href}`];
-      if (h.index === 0 && process.env.TSMD_BENCH_PROF) nodeOpts.push('--cpu-prof', `--cpu-prof-dir=${resolve(process.env.TSMD_BENCH_PROF)}`);
-      const env = h.index === 0 ? { NODE_OPTIONS: nodeOpts.join(' '), TSMD_BENCH_DIRECT_FLAG: directFlag } : {};
+      const env: NodeJS.ProcessEnv = h.index === 0 ? { NODE_OPTIONS: `--import=${pathToFileURL(join(here, 'direct-members.js')).href}`, TSMD_BENCH_DIRECT_FLAG: directFlag } : {};
+      if (h.index === 0 && process.env.TSMD_BENCH_PROF) env.TSMD_BENCH_PROF_DIR = resolve(process.env.TSMD_BENCH_PROF);
+      if (h.index === 0 && process.env.TSMD_BENCH_TRACE) env.TSMD_BENCH_TRACE = resolve(process.env.TSMD_BENCH_TRACE);
       await h.startDaemon(['--node-name', h.name, '--cluster-name', 'bench', `--etcd=${c.etcdUrl(h)}`, '--log-level', 'warn', ...extra], env);
     }
     return { c, hosts, directFlag };
@@ -113,6 +123,11 @@ async function startEnv(diskBytes: number, extra: string[] = []): Promise<Env> {
     await c.close().catch(() => undefined);
     throw e;
   }
+}
+
+/** With TSMD_BENCH_PROF: node 1's daemon writes its CPU profile so far (bench/direct-members.ts). */
+function profileMark(h: Host): void {
+  if (process.env.TSMD_BENCH_PROF) h.daemon!.proc.kill('SIGUSR2');
 }
 
 type Mode = 'clustered' | 'standalone-direct' | 'standalone-buffered';
@@ -174,12 +189,14 @@ async function benchIo(quick: boolean): Promise<void> {
           // the first round writes the whole array once (not timed): no run meets unallocated blocks
           if (rep === 0 && mode === order[0]) await runFio(uri, { rw: 'write', bs: '1m', iodepth: 8, sizeBytes }, e.c.disks.dir);
           settle();
+          profileMark(h1);
           for (const c of cases) {
             const r = await runFio(uri, { rw: c.rw, bs: c.bs, iodepth: c.iodepth, sizeBytes, seconds }, e.c.disks.dir);
             settle();
             const k = key(mode, c.label);
             res.set(k, [...(res.get(k) ?? []), c.pick(r)]);
           }
+          profileMark(h1);
         } finally {
           tearDown(e, mode);
         }
@@ -222,6 +239,7 @@ async function timedResync(e: Env, mode: Mode): Promise<{ mbs: number; sectors: 
   }
   const before = (await arrays(h1)).find((a) => a.mdName === 'md0')!;
   const history0 = before.syncHistory.length;
+  profileMark(h1);
   ok(h1, ['--speed-limit-min=10000000', '--speed-limit-max=10000000']);
   const t0 = performance.now();
   const done0 = (await arrays(h1)).find((a) => a.mdName === 'md0')!.sync?.doneSectors ?? 0;
@@ -231,10 +249,12 @@ async function timedResync(e: Env, mode: Mode): Promise<{ mbs: number; sectors: 
     return !!last && !last.syncBusy && last.syncHistory.length > history0;
   }, 300_000, 10);
   const secs = (performance.now() - t0) / 1000;
+  profileMark(h1);
   const job = last!.syncHistory.at(-1)!;
   if (!job.completed) throw new Error(`${mode}: the resync did not complete: ${JSON.stringify(job)}`);
   const sectors = job.totalSectors - done0;
   if (mode === 'clustered') await until('nodes 2 and 3 idle', () => [h2, h3].every((h) => !/resync|PENDING|REMOTE/.test(h.mdstat())));
+  if (process.env.TSMD_BENCH_VERBOSE) console.log(`    ${mode}: job ${JSON.stringify(job)}, from ${done0} sectors, ${secs.toFixed(3)} s after the limit was lifted`);
   return { mbs: (sectors * 512) / 1e6 / secs, sectors, kind: job.kind };
 }
 
