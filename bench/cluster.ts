@@ -21,7 +21,8 @@
  *          minus before.
  *  kill    kill -9 of node 3's daemon right after it wrote (its bitmap slot dirty) to the first
  *          sign of a sync on node 1 or 2 (the control socket's arrays op polled every 20 ms),
- *          against the lease TTL (daemon --etcd-lease-ttl); min / median / max.
+ *          against the lease TTL (daemon --etcd-lease-ttl); min / median / max, and what each
+ *          survivor's sync jobs worked (the dead slot's dirty chunks, by one survivor).
  *
  * The io, resync and kill parts run real daemons on hosts of test/helpers/hosts.ts (mount
  * namespaces, own loop devices with direct I/O over the shared backing files, a real etcd):
@@ -31,7 +32,7 @@
  *   TSMD_BENCH_CLUSTER=io,resync,meta,kill   the parts to run (default all)
  *   TSMD_BENCH_REPS=N                        repetitions (io, resync: full 3, quick 1; kill: full 5, quick 2)
  *   TSMD_BENCH_SECONDS=S                     seconds per fio run (full 3, quick 1.5)
- *   TSMD_BENCH_TTL=SEC                       the lease TTL of the kill part (default 5)
+ *   TSMD_BENCH_TTL=SEC[,SEC]                 the lease TTLs of the kill part (full 5,10; quick 5)
  *   TSMD_BENCH_PROF=DIR                      node 1's daemon profiles itself (inspector), one .cpuprofile in DIR
  *                                            per timed resync / io mode (bench/direct-members.ts)
  *   TSMD_BENCH_TRACE=FILE                    node 1's daemon appends the duration of md-cluster's operations
@@ -42,7 +43,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { EtcdDlm } from '../src/cluster/dlm/etcd.js';
@@ -149,6 +150,28 @@ function setUp(e: Env, mode: Mode, opts: { assumeClean: boolean }): void {
   }
 }
 
+/**
+ * How node 1's daemon has the shared disks open, read from /proc (fd links and fdinfo flags):
+ * 'direct', 'buffered' or 'mixed' (an O_EXCL claim fd kept next to the direct one counts as
+ * unused: only the O_DIRECT ones carry I/O then).
+ */
+function memberOpenMode(e: Env): string {
+  const pid = e.hosts[0].daemon!.proc.pid!;
+  const seen: string[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (!target.startsWith(e.c.disks.sharedDir)) continue;
+    const flags = parseInt(/flags:\s*([0-7]+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? '0', 8);
+    seen.push(`${target.slice(e.c.disks.sharedDir.length + 1)}:${flags & 0o40000 ? 'direct' : 'buffered'}`);
+  }
+  return seen.sort().join(' ');
+}
+
 function tearDown(e: Env, mode: Mode): void {
   const [h1, h2, h3] = e.hosts;
   if (mode === 'clustered') {
@@ -190,6 +213,7 @@ async function benchIo(quick: boolean): Promise<void> {
           if (rep === 0 && mode === order[0]) await runFio(uri, { rw: 'write', bs: '1m', iodepth: 8, sizeBytes }, e.c.disks.dir);
           settle();
           profileMark(h1);
+          if (rep === 0) console.log(`    ${mode}: node 1's member fds ${memberOpenMode(e)}`);
           for (const c of cases) {
             const r = await runFio(uri, { rw: c.rw, bs: c.bs, iodepth: c.iodepth, sizeBytes, seconds }, e.c.disks.dir);
             settle();
@@ -237,6 +261,7 @@ async function timedResync(e: Env, mode: Mode): Promise<{ mbs: number; sectors: 
   } else {
     await until('node 1 resyncing', () => /resync =/.test(h1.mdstat()));
   }
+  if (process.env.TSMD_BENCH_VERBOSE) console.log(`    ${mode}: node 1's member fds ${memberOpenMode(e)}`);
   const before = (await arrays(h1)).find((a) => a.mdName === 'md0')!;
   const history0 = before.syncHistory.length;
   profileMark(h1);
@@ -392,8 +417,11 @@ async function benchMeta(quick: boolean): Promise<void> {
 // kill
 
 async function benchKill(quick: boolean): Promise<void> {
+  for (const ttl of (process.env.TSMD_BENCH_TTL ?? (quick ? '5' : '5,10')).split(',').map(Number)) await benchKillTtl(quick, ttl);
+}
+
+async function benchKillTtl(quick: boolean, ttl: number): Promise<void> {
   const { NbdTestClient } = await import('../test/helpers/nbd-client.js');
-  const ttl = Number(process.env.TSMD_BENCH_TTL ?? 5);
   const reps = Number(process.env.TSMD_BENCH_REPS ?? (quick ? 2 : 5));
   console.log(`\nmd-cluster node death: kill -9 of node 3 (its slot dirty) to a survivor's sync starting, --etcd-lease-ttl=${ttl}, ${reps} repetitions (load ${load()})`);
   const e = await startEnv(72 * MiB, ['--etcd-lease-ttl', String(ttl)]);
@@ -420,11 +448,13 @@ async function benchKill(quick: boolean): Promise<void> {
       }, 120_000, 20);
       const ms = performance.now() - t0;
       times.push(ms);
-      console.log(`    rep ${rep + 1}: ${(ms / 1000).toFixed(2)} s (${who})`);
       await until('survivors idle', async () => {
         for (const h of [h1, h2]) if ((await arrays(h)).find((x) => x.mdName === 'md0')?.syncBusy) return false;
         return true;
       });
+      const jobs = await Promise.all([h1, h2].map(async (h, i) => (await arrays(h)).find((a) => a.mdName === 'md0')!.syncHistory.slice(hist0[i]!)));
+      const what = jobs.map((js, i) => `node${i + 1}: ${js.map((j) => `${j.kind} ${((j.workedSectors * 512) / MiB).toFixed(0)} MiB`).join(', ') || 'none'}`).join('; ');
+      console.log(`    rep ${rep + 1}: ${(ms / 1000).toFixed(2)} s (first seen on ${who}; ${what})`);
       // node 3 comes back and joins again
       await h3.startDaemon(['--node-name', h3.name, '--cluster-name', 'bench', `--etcd=${e.c.etcdUrl(h3)}`, '--log-level', 'warn', '--etcd-lease-ttl', String(ttl)]);
       ok(h3, ['--assemble', '/dev/md0', h3.disk(0), h3.disk(1)]);
