@@ -47,7 +47,7 @@ import { readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from '
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { EtcdDlm } from '../src/cluster/dlm/etcd.js';
-import type { Dlm, Lockspace } from '../src/cluster/dlm/types.js';
+import type { Dlm, LockHandle, LockOptions, Lockspace, Mode as LockMode } from '../src/cluster/dlm/types.js';
 import { MdCluster } from '../src/cluster/md-cluster/md-cluster.js';
 import { controlCall, type ArrayState } from '../src/daemon/control.js';
 import { SystemClock } from '../src/env/clock.js';
@@ -321,15 +321,52 @@ async function benchResync(quick: boolean): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // meta
 
-/** A Dlm that remembers the lockspaces it joined (the etcd backend's internals take them). */
-function recording(d: EtcdDlm): { dlm: Dlm; spaces: Lockspace[] } {
+interface LockEvent {
+  node: string;
+  resource: string;
+  from: string;
+  to: string;
+  startMs: number;
+  ms: number;
+}
+
+const MODE_NAMES = ['NL', 'CR', 'CW', 'PR', 'PW', 'EX'];
+
+/**
+ * A Dlm that remembers the lockspaces it joined (the etcd backend's internals take them) and
+ * times every conversion md-cluster makes on them into `events` (a round's timeline).
+ */
+function recording(d: EtcdDlm, events: LockEvent[]): { dlm: Dlm; spaces: Lockspace[] } {
   const spaces: Lockspace[] = [];
+  const modeName = (m: number | null) => (m === null ? '-' : (MODE_NAMES[m] ?? String(m)));
   const dlm: Dlm = {
     nodeId: d.nodeId,
     join: async (o) => {
       const ls = await d.join(o);
       spaces.push(ls);
-      return ls;
+      const lock = async (resource: string, mode: LockMode, opts?: LockOptions): Promise<LockHandle> => {
+        const h = await ls.lock(resource, mode, opts);
+        const convert = h.convert.bind(h);
+        Object.defineProperty(h, 'convert', {
+          value: async (to: LockMode, co?: LockOptions): Promise<void> => {
+            const from = modeName(h.mode);
+            const startMs = performance.now();
+            try {
+              await convert(to, co);
+            } finally {
+              events.push({ node: d.nodeId, resource, from, to: modeName(to), startMs, ms: performance.now() - startMs });
+            }
+          },
+        });
+        return h;
+      };
+      return new Proxy(ls, {
+        get: (t, prop) => {
+          if (prop === 'lock') return lock;
+          const v = Reflect.get(t, prop, t) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+        },
+      });
     },
   };
   return { dlm, spaces };
@@ -350,10 +387,11 @@ async function benchMeta(quick: boolean): Promise<void> {
       members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
     }, { confirmOverwrite: async () => false, initialSync: false, clock });
     const prefix = `bench/${process.pid}`;
+    const events: LockEvent[] = [];
     const recs = ['n1', 'n2', 'n3'].map((id) => {
       const d = new EtcdDlm({ clock, nodeId: id, endpoints: [server.clientUrl], prefix, leaseTtlSec: 10 });
       etcds.push(d);
-      return recording(d);
+      return recording(d, events);
     });
     for (const [i, r] of recs.entries()) {
       nodes.push(await MdArray.assemble(devs.map((d) => d.reopen()), {
@@ -381,29 +419,46 @@ async function benchMeta(quick: boolean): Promise<void> {
     const lat: number[] = [];
     const trips: number[] = [];
     const tripsAll: number[] = [];
+    const txns: number[] = [];
+    const conflicts: number[] = [];
+    const timelines: Array<{ t: number; t0: number; sender: string; events: LockEvent[] }> = [];
     let seed = 7;
     for (let i = 0; i < rounds + 10; i++) {
       await sleep(30); // the previous round's trailing operations (receivers re-arming) land everywhere
       const s = i < 10 ? 0 : (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 3;
       const r0 = rt();
+      const tx0 = etcds.reduce((a, d) => a + d.stats.txns, 0);
+      const cf0 = etcds.reduce((a, d) => a + d.stats.conflicts, 0);
       const t0 = performance.now();
       await nodes[s]!.meta.update(() => {});
       const t = performance.now() - t0;
       // the sender's clock when its round returns: the critical path (it saw every ack)
       const rSender = etcds[s]!.internals(recs[s]!.spaces[0]!).roundTrips;
       await sleep(30);
+      const mine = events.splice(0).filter((ev) => ev.startMs >= t0 - 1);
       if (i < 10) continue;
+      timelines.push({ t, t0, sender: `n${s + 1}`, events: mine });
+      txns.push(etcds.reduce((a, d) => a + d.stats.txns, 0) - tx0);
+      conflicts.push(etcds.reduce((a, d) => a + d.stats.conflicts, 0) - cf0);
       lat.push(t);
       trips.push(rSender - r0);
       tripsAll.push(rt() - r0);
     }
-    const events = nodes.map((n) => n.meta.sb.events);
-    if (!events.every((x) => x === events[0])) throw new Error(`nodes disagree on events after the rounds: ${events.join(', ')}`);
+    const sbEvents = nodes.map((n) => n.meta.sb.events);
+    if (!sbEvents.every((x) => x === sbEvents[0])) throw new Error(`nodes disagree on events after the rounds: ${sbEvents.join(', ')}`);
     const t50 = pct(txn, 50);
     console.log(`  raw etcd txn (compare + put)      p50 ${pct(txn, 50).toFixed(2)} ms  p99 ${pct(txn, 99).toFixed(2)} ms`);
     console.log(`  METADATA_UPDATED round            p50 ${pct(lat, 50).toFixed(2)} ms  p99 ${pct(lat, 99).toFixed(2)} ms  (${(pct(lat, 50) / t50).toFixed(1)}x raw txn p50)`);
     console.log(`  sequential etcd round trips per round (Lamport clock at the sender's return): median ${pct(trips, 50)}, min ${Math.min(...trips)}, max ${Math.max(...trips)}; ` +
       `with the receivers' re-arm after it (all nodes, quiescent): median ${pct(tripsAll, 50)}, max ${Math.max(...tripsAll)}`);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    console.log(`  etcd transactions per round (all nodes, the receivers' re-arm included): mean ${mean(txns).toFixed(1)}, of which failed compares (retried) ${mean(conflicts).toFixed(1)}`);
+    // the round closest to the median, step by step (ms from its start): where the time goes
+    const mid = [...timelines].sort((a, b) => Math.abs(a.t - pct(lat, 50)) - Math.abs(b.t - pct(lat, 50)))[0]!;
+    console.log(`  the median round (${mid.t.toFixed(1)} ms, sender ${mid.sender}), its lock conversions [start +duration ms]:`);
+    for (const ev of mid.events.sort((a, b) => a.startMs - b.startMs)) {
+      console.log(`    ${ev.node}${ev.node === mid.sender ? '*' : ' '} ${`${ev.resource} ${ev.from}->${ev.to}`.padEnd(24)} [${(ev.startMs - mid.t0).toFixed(1).padStart(6)} +${ev.ms.toFixed(1)}]`);
+    }
     console.log('  ' +
       `${(pct(lat, 50) / pct(trips, 50)).toFixed(2)} ms per round trip at p50  (load after: ${load()})`);
   } finally {
