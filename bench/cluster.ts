@@ -126,9 +126,9 @@ async function startEnv(diskBytes: number, extra: string[] = []): Promise<Env> {
   }
 }
 
-/** With TSMD_BENCH_PROF: node 1's daemon writes its CPU profile so far (bench/direct-members.ts). */
+/** With TSMD_BENCH_PROF / _TRACE: node 1's daemon writes its CPU profile / I/O counts so far (bench/direct-members.ts). */
 function profileMark(h: Host): void {
-  if (process.env.TSMD_BENCH_PROF) h.daemon!.proc.kill('SIGUSR2');
+  if (process.env.TSMD_BENCH_PROF || process.env.TSMD_BENCH_TRACE) h.daemon!.proc.kill('SIGUSR2');
 }
 
 type Mode = 'clustered' | 'standalone-direct' | 'standalone-buffered';

@@ -70,4 +70,24 @@ if (traceFile) {
   };
   wrap(MdCluster.prototype as unknown as Record<string, unknown>, 'MdCluster', ['resyncInfoUpdate', 'resyncStart', 'resyncFinish', 'metadataUpdateStart', 'metadataUpdateFinish']);
   wrap(SyncEngine.prototype as unknown as Record<string, unknown>, 'SyncEngine', ['syncWindow']);
+  // member I/O counted by kind and size (small: < 64 KiB, the bitmap's and superblock's
+  // writes), written and reset at each SIGUSR2 (the bench's phase marks)
+  const counts = new Map<string, { n: number; bytes: number }>();
+  const proto = FileBlockDevice.prototype as unknown as Record<string, (...a: unknown[]) => Promise<void>>;
+  for (const op of ['read', 'write', 'flush'] as const) {
+    const f = proto[op]!;
+    proto[op] = function (this: unknown, ...args: unknown[]): Promise<void> {
+      const len = op === 'flush' ? 0 : (args[0] as Uint8Array).length;
+      const k = `${op}${op === 'flush' ? '' : len < 65536 ? '<64K' : '>=64K'}`;
+      const c = counts.get(k) ?? { n: 0, bytes: 0 };
+      c.n++;
+      c.bytes += len;
+      counts.set(k, c);
+      return f.apply(this, args);
+    };
+  }
+  process.on('SIGUSR2', () => {
+    appendFileSync(traceFile, `${(performance.now() - t0).toFixed(1)} mark member-io ${[...counts].map(([k, c]) => `${k} ${c.n} (${(c.bytes / 1048576).toFixed(1)} MiB)`).join(', ')}\n`);
+    counts.clear();
+  });
 }
