@@ -30,6 +30,8 @@
  *
  * Environment:
  *   TSMD_BENCH_CLUSTER=io,resync,meta,kill   the parts to run (default all)
+ *   TSMD_BENCH_MODES=LIST                    io: of clustered,standalone-direct,standalone-buffered (default all)
+ *   TSMD_BENCH_CASES=REGEX                   io: only the cases whose label matches
  *   TSMD_BENCH_REPS=N                        repetitions (io, resync: full 3, quick 1; kill: full 5, quick 2)
  *   TSMD_BENCH_SECONDS=S                     seconds per fio run (full 3, quick 1.5)
  *   TSMD_BENCH_TTL=SEC[,SEC]                 the lease TTLs of the kill part (full 5,10; quick 5)
@@ -172,6 +174,21 @@ function memberOpenMode(e: Env): string {
   return seen.sort().join(' ');
 }
 
+/** CPU seconds (user + system) used so far by each node's daemon and by etcd, from /proc. */
+function cpuSeconds(e: Env): number[] {
+  const etcdPid = (e.c.etcd!.server as unknown as { proc?: { pid?: number } }).proc?.pid;
+  const pids = [...e.hosts.map((h) => h.daemon!.proc.pid!), etcdPid ?? 0];
+  return pids.map((pid) => {
+    try {
+      // fields after the command's closing parenthesis: utime and stime are the 12th and 13th
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return (Number(f[11]) + Number(f[12])) / 100;
+    } catch {
+      return NaN;
+    }
+  });
+}
+
 function tearDown(e: Env, mode: Mode): void {
   const [h1, h2, h3] = e.hosts;
   if (mode === 'clustered') {
@@ -192,19 +209,23 @@ async function benchIo(quick: boolean): Promise<void> {
   console.log(`\nmd-cluster io: node 1 of 3 (two idle nodes joined) vs the same disks standalone; raid1 of 2 x ${arrayMiB} MiB, bitmap chunk 64 MiB (default), ` +
     `loop devices with direct I/O over files on ${'ext4/virtio'}; fio nbd engine, ${seconds} s runs, ${reps} rounds (load ${load()})`);
   const e = await startEnv((arrayMiB + 8) * MiB);
-  const modes: Mode[] = ['clustered', 'standalone-direct', 'standalone-buffered'];
-  const cases = [
+  const modes = (process.env.TSMD_BENCH_MODES ?? 'clustered,standalone-direct,standalone-buffered').split(',') as Mode[];
+  const filter = process.env.TSMD_BENCH_CASES ? new RegExp(process.env.TSMD_BENCH_CASES) : null;
+  const allCases = [
     { label: 'seq write 1M qd8', rw: 'write' as const, bs: '1m', iodepth: 8, pick: (r: { mbs: number }) => r.mbs, unit: 'MB/s' },
     { label: 'rand write 4K qd32', rw: 'randwrite' as const, bs: '4k', iodepth: 32, pick: (r: { iops: number }) => r.iops, unit: 'IOPS' },
   ];
+  const cases = allCases.filter((c) => !filter || filter.test(c.label));
   const res = new Map<string, number[]>();
+  /** per mode and round: CPU seconds of node 1, 2, 3 and etcd over the timed runs */
+  const cpuBy = new Map<Mode, number[][]>();
   const key = (m: Mode, c: string) => `${m}/${c}`;
   try {
     const h1 = e.hosts[0];
     const sizeBytes = arrayMiB * MiB;
     for (let rep = 0; rep < reps; rep++) {
       // rotate the order: each mode runs first once over three rounds
-      const order = [...modes.slice(rep % 3), ...modes.slice(0, rep % 3)];
+      const order = [...modes.slice(rep % modes.length), ...modes.slice(0, rep % modes.length)];
       for (const mode of order) {
         setUp(e, mode, { assumeClean: true });
         try {
@@ -214,6 +235,7 @@ async function benchIo(quick: boolean): Promise<void> {
           settle();
           profileMark(h1);
           if (rep === 0) console.log(`    ${mode}: node 1's member fds ${memberOpenMode(e)}`);
+          const cpu0 = cpuSeconds(e);
           for (const c of cases) {
             const r = await runFio(uri, { rw: c.rw, bs: c.bs, iodepth: c.iodepth, sizeBytes, seconds }, e.c.disks.dir);
             settle();
@@ -221,6 +243,8 @@ async function benchIo(quick: boolean): Promise<void> {
             res.set(k, [...(res.get(k) ?? []), c.pick(r)]);
           }
           profileMark(h1);
+          const cpu = cpuSeconds(e).map((x, i) => x - cpu0[i]!);
+          cpuBy.set(mode, [...(cpuBy.get(mode) ?? []), cpu]);
         } finally {
           tearDown(e, mode);
         }
@@ -230,15 +254,19 @@ async function benchIo(quick: boolean): Promise<void> {
     await e.c.close();
   }
   for (const c of cases) {
-    const cl = res.get(key('clustered', c.label))!;
-    const sd = res.get(key('standalone-direct', c.label))!;
-    const sb = res.get(key('standalone-buffered', c.label))!;
+    const cl = res.get(key('clustered', c.label)) ?? [];
+    const sd = res.get(key('standalone-direct', c.label)) ?? [];
+    const sb = res.get(key('standalone-buffered', c.label)) ?? [NaN];
     const ratios = cl.map((x, i) => x / sd[i]!);
     const f = (v: number) => (c.unit === 'MB/s' ? `${v.toFixed(0)} MB/s` : `${(v / 1000).toFixed(2)}k IOPS`);
     const r = median(ratios);
     console.log(`  ${c.label.padEnd(20)} clustered ${f(median(cl)).padStart(11)}  standalone O_DIRECT ${f(median(sd)).padStart(11)}  ratio ${r.toFixed(2)} ` +
       `[${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}] (target >= 0.95) ${r >= 0.95 ? 'ok' : 'MISS'};  standalone buffered ${f(median(sb))} (ratio ${(median(cl) / median(sb)).toFixed(2)})`);
     console.log(`    runs: clustered ${cl.map((x) => f(x)).join(', ')}; direct ${sd.map((x) => f(x)).join(', ')}; buffered ${sb.map((x) => f(x)).join(', ')}`);
+  }
+  for (const [mode, rows] of cpuBy) {
+    const med = [0, 1, 2, 3].map((i) => median(rows.map((r) => r[i]!)));
+    console.log(`  CPU seconds over the ${cases.length} timed runs (${mode}, median of rounds): node1 ${med[0]!.toFixed(2)}, node2 ${med[1]!.toFixed(2)}, node3 ${med[2]!.toFixed(2)}, etcd ${med[3]!.toFixed(2)}`);
   }
   console.log(`  (load after: ${load()})`);
 }
