@@ -30,7 +30,8 @@
  *
  * Environment:
  *   TSMD_BENCH_CLUSTER=io,resync,meta,kill   the parts to run (default all)
- *   TSMD_BENCH_MODES=LIST                    io: of clustered,standalone-direct,standalone-buffered (default all)
+ *   TSMD_BENCH_MODES=LIST                    io: of clustered,standalone-direct,standalone-buffered (default)
+ *                                            and clustered-alone (node 1 only, no peer joined)
  *   TSMD_BENCH_CASES=REGEX                   io: only the cases whose label matches
  *   TSMD_BENCH_REPS=N                        repetitions (io, resync: full 3, quick 1; kill: full 5, quick 2)
  *   TSMD_BENCH_SECONDS=S                     seconds per fio run (full 3, quick 1.5)
@@ -133,18 +134,21 @@ function profileMark(h: Host): void {
   if (process.env.TSMD_BENCH_PROF || process.env.TSMD_BENCH_TRACE) h.daemon!.proc.kill('SIGUSR2');
 }
 
-type Mode = 'clustered' | 'standalone-direct' | 'standalone-buffered';
+/** clustered-alone: the clustered array on node 1 only (nodes 2 and 3 not joined): md-cluster's own path without peers */
+type Mode = 'clustered' | 'clustered-alone' | 'standalone-direct' | 'standalone-buffered';
 
 /** md0 on node 1 in the given mode (on every node when clustered); the disks' old array is stopped first. */
 function setUp(e: Env, mode: Mode, opts: { assumeClean: boolean }): void {
   const [h1, h2, h3] = e.hosts;
   const disks = [h1.disk(0), h1.disk(1)];
   const clean = opts.assumeClean ? ['--assume-clean'] : [];
-  if (mode === 'clustered') {
+  if (mode === 'clustered' || mode === 'clustered-alone') {
     rmSync(e.directFlag, { force: true });
     ok(h1, ['--create', '/dev/md0', '--run', '--level=1', '--raid-devices=2', '--bitmap=clustered', '--nodes=4', ...clean, ...disks]);
-    ok(h2, ['--assemble', '/dev/md0', h2.disk(0), h2.disk(1)]);
-    ok(h3, ['--assemble', '/dev/md0', h3.disk(0), h3.disk(1)]);
+    if (mode === 'clustered') {
+      ok(h2, ['--assemble', '/dev/md0', h2.disk(0), h2.disk(1)]);
+      ok(h3, ['--assemble', '/dev/md0', h3.disk(0), h3.disk(1)]);
+    }
   } else {
     if (mode === 'standalone-direct') writeFileSync(e.directFlag, '');
     else rmSync(e.directFlag, { force: true });
@@ -259,6 +263,11 @@ async function benchIo(quick: boolean): Promise<void> {
     const sb = res.get(key('standalone-buffered', c.label)) ?? [NaN];
     const ratios = cl.map((x, i) => x / sd[i]!);
     const f = (v: number) => (c.unit === 'MB/s' ? `${v.toFixed(0)} MB/s` : `${(v / 1000).toFixed(2)}k IOPS`);
+    const alone = res.get(key('clustered-alone', c.label));
+    if (alone && sd.length) {
+      const ra = alone.map((x, i) => x / sd[i]!);
+      console.log(`  ${c.label.padEnd(20)} clustered, node 1 alone ${f(median(alone))}: ratio to standalone O_DIRECT ${median(ra).toFixed(2)} [${Math.min(...ra).toFixed(2)}-${Math.max(...ra).toFixed(2)}]`);
+    }
     const r = median(ratios);
     console.log(`  ${c.label.padEnd(20)} clustered ${f(median(cl)).padStart(11)}  standalone O_DIRECT ${f(median(sd)).padStart(11)}  ratio ${r.toFixed(2)} ` +
       `[${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}] (target >= 0.95) ${r >= 0.95 ? 'ok' : 'MISS'};  standalone buffered ${f(median(sb))} (ratio ${(median(cl) / median(sb)).toFixed(2)})`);
