@@ -96,6 +96,23 @@ async function until(what: string, cond: () => Promise<boolean> | boolean, timeo
   }
 }
 
+/**
+ * h.startDaemon, again on another port when the host's NBD port was taken meanwhile (the
+ * harness picks it free once; other jobs on the machine open ports too).
+ */
+async function startNode(h: Host, args: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
+  const { freePort } = await import('../test/helpers/etcd.js');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await h.startDaemon(args, env);
+      return;
+    } catch (e) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((e as Error).message)) throw e;
+      h.nbdPort = await freePort();
+    }
+  }
+}
+
 interface Env {
   c: Cluster;
   hosts: [Host, Host, Host];
@@ -120,7 +137,7 @@ async function startEnv(diskBytes: number, extra: string[] = []): Promise<Env> {
       const env: NodeJS.ProcessEnv = h.index === 0 ? { NODE_OPTIONS: `--import=${pathToFileURL(join(here, 'direct-members.js')).href}`, TSMD_BENCH_DIRECT_FLAG: directFlag } : {};
       if (h.index === 0 && process.env.TSMD_BENCH_PROF) env.TSMD_BENCH_PROF_DIR = resolve(process.env.TSMD_BENCH_PROF);
       if (h.index === 0 && process.env.TSMD_BENCH_TRACE) env.TSMD_BENCH_TRACE = resolve(process.env.TSMD_BENCH_TRACE);
-      await h.startDaemon(['--node-name', h.name, '--cluster-name', 'bench', `--etcd=${c.etcdUrl(h)}`, '--log-level', 'warn', ...extra], env);
+      await startNode(h, ['--node-name', h.name, '--cluster-name', 'bench', `--etcd=${c.etcdUrl(h)}`, '--log-level', 'warn', ...extra], env);
     }
     return { c, hosts, directFlag };
   } catch (e) {
@@ -548,7 +565,7 @@ async function benchKillTtl(quick: boolean, ttl: number): Promise<void> {
       const what = jobs.map((js, i) => `node${i + 1}: ${js.map((j) => `${j.kind} ${((j.workedSectors * 512) / MiB).toFixed(0)} MiB`).join(', ') || 'none'}`).join('; ');
       console.log(`    rep ${rep + 1}: ${(ms / 1000).toFixed(2)} s (first seen on ${who}; ${what})`);
       // node 3 comes back and joins again
-      await h3.startDaemon(['--node-name', h3.name, '--cluster-name', 'bench', `--etcd=${e.c.etcdUrl(h3)}`, '--log-level', 'warn', '--etcd-lease-ttl', String(ttl)]);
+      await startNode(h3, ['--node-name', h3.name, '--cluster-name', 'bench', `--etcd=${e.c.etcdUrl(h3)}`, '--log-level', 'warn', '--etcd-lease-ttl', String(ttl)]);
       ok(h3, ['--assemble', '/dev/md0', h3.disk(0), h3.disk(1)]);
       await until('all idle', () => e.hosts.every((h) => !/resync|recovery|PENDING|REMOTE/.test(h.mdstat())));
     }
