@@ -4,6 +4,7 @@
  */
 import { runArrayBench } from './array.js';
 import { runArrayNbdBench } from './array-nbd.js';
+import { runClusterBench } from './cluster.js';
 import { runDirectBench } from './direct.js';
 import { runDlmBench } from './dlm.js';
 import { runNbdBench } from './nbd.js';
@@ -19,3 +20,5 @@ await runArrayNbdBench({ quick });
 await runSyncBench({ quick });
 await runDirectBench({ quick });
 await runDlmBench();
+// last: the md-cluster parts run hosts of test/helpers/hosts.ts (root, namespaces, etcd)
+await runClusterBench({ quick });
