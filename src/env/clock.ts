@@ -103,6 +103,16 @@ export class ManualClock implements Clock {
     return new Promise((resolve) => this.setTimer(delayMs, resolve));
   }
 
+  /**
+   * When the next live timer is due (null: none). A discrete-event simulator jumps there once
+   * every promise callback has run: nothing can happen before it.
+   */
+  nextDueMs(): number | null {
+    let at: number | null = null;
+    for (const p of this.pending) if (!p.cancelled && (at === null || p.at < at)) at = p.at;
+    return at;
+  }
+
   /** Number of timers not yet fired or cancelled. */
   get pendingTimers(): number {
     return this.pending.filter((p) => !p.cancelled).length;

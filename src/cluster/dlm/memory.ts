@@ -38,6 +38,8 @@ interface Member {
   inc: string;
   core: LockspaceCore;
   ops: RecoveryOps;
+  /** cut off from the lock manager (partition(): its requests are lost, it hears nothing) */
+  cutOff: boolean;
 }
 
 interface Space {
@@ -76,8 +78,9 @@ export class MemoryDlmCluster {
     return [...s.members.values()].sort((a, b) => a.slot - b.slot).map((m) => ({ nodeId: m.nodeId, slot: m.slot }));
   }
 
+  /** The members that hear the lock manager (not cut off), in slot order. */
   private sorted(s: Space): Member[] {
-    return [...s.members.values()].sort((a, b) => a.slot - b.slot);
+    return [...s.members.values()].filter((m) => !m.cutOff).sort((a, b) => a.slot - b.slot);
   }
 
   private async join(nodeId: string, opts: JoinOptions): Promise<Lockspace> {
@@ -103,10 +106,10 @@ export class MemoryDlmCluster {
     if (slot === 0) throw new TsmdError('ENOSPC', `DLM ${name}: all ${s.maxSlots} slots are taken; node ${nodeId} cannot join`);
     const inc = `m${++this.incSeq}`;
     const core = new LockspaceCore({ name, nodeId, slot, inc, lvbLength, timeoutMs, clock: this.clock });
-    const member: Member = { nodeId, slot, inc, core, ops: opts.ops ?? {} };
+    const member: Member = { nodeId, slot, inc, core, ops: opts.ops ?? {}, cutOff: false };
     const space = s;
     const backend: LockspaceBackend = {
-      submit: (resource, op) => this.submit(space, member, resource, op),
+      submit: (resource, op, deadlineMs) => this.submit(space, member, resource, op, deadlineMs),
       peek: (resource) => space.resources.get(resource),
       members: () => this.slots(space),
       leave: () => this.leave(space, member),
@@ -122,8 +125,16 @@ export class MemoryDlmCluster {
     return core;
   }
 
-  private submit(s: Space, m: Member, resource: string, op: engine.Op): Promise<engine.OpResult> {
+  private submit(s: Space, m: Member, resource: string, op: engine.Op, deadlineMs: number): Promise<engine.OpResult> {
     if (s.members.get(m.slot) !== m) return Promise.reject(new TsmdError('EFENCED', `DLM ${s.name}: node ${m.nodeId} is no longer a member`));
+    // a request from a node cut off from the lock manager never arrives: no answer until its
+    // deadline, when the call fails as etcd's gRPC deadline would (the op was not applied)
+    if (m.cutOff) {
+      return new Promise<engine.OpResult>((_resolve, reject) => {
+        this.clock.setTimer(Math.max(0, deadlineMs - this.clock.nowMs()), () =>
+          reject(new TsmdError('ETIMEDOUT', `DLM ${s.name}: node ${m.nodeId} cannot reach the lock manager (request to ${resource} lost)`)));
+      });
+    }
     let r = s.resources.get(resource);
     const fresh = !r;
     if (!r) r = engine.newResource();
@@ -140,7 +151,7 @@ export class MemoryDlmCluster {
   }
 
   private notify(s: Space, resource: string): void {
-    for (const m of s.members.values()) m.core.onState(resource);
+    for (const m of s.members.values()) if (!m.cutOff) m.core.onState(resource);
   }
 
   private leave(s: Space, m: Member): Promise<void> {
@@ -163,6 +174,33 @@ export class MemoryDlmCluster {
       }
     }
     return touched;
+  }
+
+  /**
+   * A network partition between `nodeId` and the lock manager (the simulator's lease model): from
+   * now on its requests are lost and it hears no completion, BAST or recovery; its locks stay
+   * granted, blocking the others, until crash() (the lease expiry) purges them. The node itself
+   * learns nothing until fence() (its own fencing, before the expiry, as docs/dlm.md's fencing
+   * argument has it).
+   */
+  partition(nodeId: string): void {
+    for (const m of this.membersOf(nodeId)) m.cutOff = true;
+  }
+
+  /** The node's own fencing: its lockspaces fail everything from now on (its locks stay until crash()). */
+  fence(nodeId: string, why = 'lease about to expire'): void {
+    for (const m of this.membersOf(nodeId)) m.core.fence(new TsmdError('EFENCED', `DLM: node ${nodeId} fenced itself: ${why}`));
+  }
+
+  private membersOf(nodeId: string): Member[] {
+    const out: Member[] = [];
+    for (const s of this.spaces.values()) for (const m of s.members.values()) if (m.nodeId === nodeId) out.push(m);
+    return out;
+  }
+
+  /** Is `nodeId` a member of some lockspace (crashed and left nodes are not)? */
+  isMember(nodeId: string): boolean {
+    return this.membersOf(nodeId).length > 0;
   }
 
   /**
