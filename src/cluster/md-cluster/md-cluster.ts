@@ -177,8 +177,12 @@ export class MdCluster implements ClusterOps {
       lk = await ls.lock(bitmapLockName(i), Mode.PW, { flags: Flag.NOQUEUE | Flag.VALBLK });
     } catch (e) {
       if ((e as TsmdError).code !== 'EAGAIN') throw e;
-      // a live node owns it: read its window (CR is compatible with its PW)
-      const probe = await ls.lock(bitmapLockName(i), Mode.CR, { flags: Flag.VALBLK });
+      // A live node owns it: read its window from the LVB. md reads it with CR, but a new CR
+      // queues behind the PW requests of survivors waiting to take over a node that is leaving
+      // with BITMAP_NEEDS_SYNC, whose round waits for our ack, which we give only once the
+      // bitmaps are loaded: a deadlock until the DLM timeout (simulator seed 77). A new NL
+      // request with EXPEDITE is granted at once and reads the LVB all the same.
+      const probe = await ls.lock(bitmapLockName(i), Mode.NL, { flags: Flag.VALBLK | Flag.EXPEDITE });
       const w = decodeWindow(probe.lvb);
       await probe.unlock({ flags: Flag.FORCEUNLOCK }).catch(() => {});
       if (w.hi > 0) {
