@@ -88,6 +88,8 @@ interface ClientOp {
   inc: Inc;
   startMs: number;
   w?: WriteRec;
+  /** a write's sectors [s0, s1) */
+  range?: [number, number];
   abandoned: boolean;
   done: boolean;
 }
@@ -417,6 +419,14 @@ export class Simulator {
     return [s0, s0 + len];
   }
 
+  /** Does a client write in flight on some node (alive or not yet settled) overlap [s0, s1)? */
+  private writeInFlight(s0: number, s1: number): boolean {
+    for (const n of this.nodes) {
+      for (const op of n.inc?.ops ?? []) if (op.range && op.range[0] < s1 && op.range[1] > s0) return true;
+    }
+    return false;
+  }
+
   private arraySectorsNow(): number {
     if (this.arraySectors === 0) {
       for (const n of this.nodes) if (n.inc?.array) this.arraySectors = n.inc.array.sizeBytes / SECTOR;
@@ -443,11 +453,21 @@ export class Simulator {
   private clientWrite(inc: Inc): void {
     const a = inc.array!;
     if (inc.ops.size >= 6) return;
-    const [s0, s1] = this.nextWriteRange();
+    // Overlapping writes in flight at the same time are the application's race: md orders
+    // neither them nor their copies, so mirrors may legitimately end up different (md's check
+    // counts such regions too). A cluster file system never issues them; neither do we.
+    let range: [number, number] | null = null;
+    for (let tries = 0; tries < 8 && range === null; tries++) {
+      const r = this.nextWriteRange();
+      if (!this.writeInFlight(r[0], r[1])) range = r;
+    }
+    if (range === null) return;
+    const [s0, s1] = range;
     const id = ++this.writeSeq;
     const buf = new Uint8Array((s1 - s0) * SECTOR);
     for (let s = s0; s < s1; s++) fillSector(buf, (s - s0) * SECTOR, id, s);
     const op = this.begin(inc, 'write');
+    op.range = range;
     op.w = this.model.beginWrite(id, s0, s1);
     this.stats.writes++;
     this.trace(`${inc.name}: write #${id} sectors ${s0}-${s1}`);
