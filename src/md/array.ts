@@ -16,7 +16,7 @@
  */
 import { assert, AssertionError, TsmdError } from '../errors.js';
 import { bitmapBits } from '../format/bitmap.js';
-import { Feature, MAX_SECTOR, type Superblock1, setNameText, uuidText } from '../format/superblock.js';
+import { Feature, MAX_SECTOR, Role, type Superblock1, setNameText, uuidText } from '../format/superblock.js';
 import type { Clock, Timer } from '../env/clock.js';
 import type { BlockDevice } from '../io/block-device.js';
 import type { SyncOffload } from '../raid/offload/bulk.js';
@@ -190,9 +190,33 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     return found;
   }
 
+  /**
+   * The candidates' superblocks; for a clustered array, read again (a few times, briefly apart)
+   * while a member the freshest superblock lists as active is more than one event behind. The
+   * running nodes may be writing the superblocks while this node reads them one by one (md and
+   * mdadm read them under no cluster lock): a member read before two updates and another after
+   * them looks stale, and kicked, this node would run degraded beside nodes that write it
+   * (simulator seed 15). A member that is really behind stays behind and is kicked as before.
+   */
+  private static async loadSettled(devs: BlockDevice[], opts: AssembleOptions): Promise<Candidate[]> {
+    let found = await MdArray.loadCandidates(devs, opts);
+    for (let round = 0; round < 5; round++) {
+      const fresh = found.reduce((a, b) => (b.l.sb.events > a.l.sb.events ? b : a)).l.sb;
+      if ((fresh.featureMap & Feature.CLUSTERED) === 0) break;
+      const lagging = found.some(({ l }) => {
+        const role = l.sb.devNumber < fresh.maxDev ? fresh.devRoles[l.sb.devNumber]! : Role.SPARE;
+        return role < Role.MAX_ACTIVE && l.sb.events + 1n < fresh.events;
+      });
+      if (!lagging) break;
+      await opts.clock.sleep(50);
+      found = await MdArray.loadCandidates(devs, opts);
+    }
+    return found;
+  }
+
   private static async assembleInner(devs: BlockDevice[], opts: AssembleOptions): Promise<MdArray> {
     const log = opts.log ?? (() => {});
-    const plan = planAssembly(await MdArray.loadCandidates(devs, opts), { force: opts.force, log });
+    const plan = planAssembly(await MdArray.loadSettled(devs, opts), { force: opts.force, log });
     for (const m of plan.members) m.bitmaps = await loadBitmaps(m.dev, m.loaded).catch(() => []);
     // devices that are not members (stale, faulty, skipped) are closed now: never written
     const used = new Set(plan.members.map((m) => m.dev));

@@ -85,3 +85,41 @@ test('sim seed 77: a joiner reads a live slot\'s window without queueing behind 
     await ls.leave().catch(() => {});
   }
 });
+
+test('sim seed 15: a node assembling while another writes the superblocks does not kick a member it read before the update', async () => {
+  // The superblocks are read one member at a time under no cluster lock; a running node's two
+  // metadata updates between the reads of d0 and d1 made d0 look two events behind: kicked as
+  // non-fresh, the new node ran degraded on d1 alone beside nodes writing both. Here the stale
+  // read of d0 is scripted: its first superblock read returns the image from before the updates.
+  const { devs } = await clusteredDisks(2, 16, 15);
+  const dlm = new MemoryDlmCluster({ clock });
+  const n1 = await assemble(devs, dlm, 'n1', 5000);
+  const sbAt = 4096;
+  const stale = new Uint8Array(4096);
+  await devs[0]!.reopen().read(stale, sbAt);
+  await n1.update(() => {});
+  await n1.update(() => {});
+  let served = false;
+  const d0 = devs[0]!.reopen();
+  const staleOnce = Object.assign(Object.create(d0) as MemoryBlockDevice, {
+    read: (buf: Uint8Array, off: number): Promise<void> => {
+      if (!served && off === sbAt && buf.length <= stale.length) {
+        served = true;
+        buf.set(stale.subarray(0, buf.length));
+        return Promise.resolve();
+      }
+      return d0.read(buf, off);
+    },
+  });
+  const logs: string[] = [];
+  const setup: ClusterSetup = { clusterName: 'tc', create: (info, host) => new MdCluster({ dlm: dlm.node('n2'), clock, info, host, timeoutMs: 5000 }) };
+  const n2 = await MdArray.assemble([staleOnce, devs[1]!.reopen()], { run: true, clock, cluster: setup, log: (m) => logs.push(m) });
+  try {
+    assert.ok(served, 'the stale superblock was read');
+    assert.equal(n2.degraded, false, `n2 runs with both members (${logs.join('; ')})`);
+    assert.deepEqual(n2.members.map((m) => m.dev.name).sort(), ['shared0', 'shared1']);
+  } finally {
+    await n2.close();
+    await n1.close();
+  }
+});
