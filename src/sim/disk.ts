@@ -86,7 +86,7 @@ export class SimDisk implements BlockDevice {
     if (o.fenceKnown()) o.violation(`${o.name} issued a write to ${this.name} at ${offsetBytes}+${buf.length} after it learnt of its fence`);
     this.stats.writes++;
     // the data is taken now (md may reuse its buffer once the write completes, not before)
-    const copy = Uint8Array.from(buf);
+    const copy = buf.slice();
     return new Promise<void>((resolve, reject) => {
       const f: InFlight = { buf: copy, offsetBytes, cancel: () => {} };
       const t = this.clock.setTimer(o.latencyMs(), () => {
