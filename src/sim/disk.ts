@@ -85,8 +85,9 @@ export class SimDisk implements BlockDevice {
     if (!o.alive) return new Promise<void>(() => {});
     if (o.fenceKnown()) o.violation(`${o.name} issued a write to ${this.name} at ${offsetBytes}+${buf.length} after it learnt of its fence`);
     this.stats.writes++;
-    // the data is taken now (md may reuse its buffer once the write completes, not before)
-    const copy = buf.slice();
+    // not copied: the caller owns the buffer until the write completes (a caller that changed it
+    // while in flight would be a bug, and the data oracle would see what landed)
+    const copy = buf;
     return new Promise<void>((resolve, reject) => {
       const f: InFlight = { buf: copy, offsetBytes, cancel: () => {} };
       const t = this.clock.setTimer(o.latencyMs(), () => {

@@ -1,5 +1,5 @@
 /**
- * `npm run sim -- --seed=N [--steps=K] [--seeds=A..B] [--verbose] [--follow] [--trace=N]`
+ * `npm run sim -- --seed=N [--steps=K] [--seeds=A..B] [--verbose] [--follow] [--trace=N] [--mutation=late-fence]`
  *
  * Runs the md-cluster simulator (sim.ts) for one seed (or a range), prints the seed and the
  * shape it chose, and on failure the violation and the trace (its last --trace lines, default
@@ -36,6 +36,11 @@ async function main(): Promise<void> {
   const verbose = arg('verbose') !== undefined;
   const follow = arg('follow') !== undefined;
   const traceLines = num('trace', 400);
+  const mutation = arg('mutation');
+  if (mutation !== undefined && mutation !== 'late-fence') {
+    console.error('--mutation=late-fence (the one deliberate bug the simulator knows)');
+    process.exit(2);
+  }
   const range = arg('seeds');
   let seeds: number[];
   if (range !== undefined) {
@@ -53,7 +58,7 @@ async function main(): Promise<void> {
   let failed = 0;
   for (const seed of seeds) {
     const t0 = performance.now();
-    const r = await runSim({ seed, steps, verbose, onTrace: follow ? (l) => console.log(l) : undefined });
+    const r = await runSim({ seed, steps, verbose, mutation, onTrace: follow ? (l) => console.log(l) : undefined });
     const ms = Math.round(performance.now() - t0);
     console.log(summary(r, ms));
     if (!r.ok) {
@@ -64,7 +69,7 @@ async function main(): Promise<void> {
         console.log(t.join('\n'));
       }
       console.log(`VIOLATION: ${r.failure}`);
-      console.log(`replay: npm run sim -- --seed=${seed} --steps=${steps}${verbose ? ' --verbose' : ''}`);
+      console.log(`replay: npm run sim -- --seed=${seed} --steps=${steps}${mutation ? ` --mutation=${mutation}` : ''}${verbose ? ' --verbose' : ''}`);
     }
   }
   if (seeds.length > 1) console.log(`${seeds.length - failed}/${seeds.length} seeds passed`);

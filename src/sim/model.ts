@@ -106,9 +106,8 @@ export class DataModel {
     let m = 0;
     for (const w of h) if (w.acked && w.end < start && w.start > m) m = w.start;
     const allowed = (w: WriteRec): boolean => w.start < end && !(w.end < m);
-    const cands = [INITIAL, ...h].filter(allowed);
-    if (cands.some((w) => w.id === got)) return null;
-    return cands.map((w) => w.id);
+    if (got === 0 ? allowed(INITIAL) : h.some((w) => w.id === got && allowed(w))) return null;
+    return [INITIAL, ...h].filter(allowed).map((w) => w.id);
   }
 
   finishRead(key: number): void {

@@ -33,6 +33,12 @@ export interface SimOptions {
   verbose?: boolean;
   /** fault switches (all on by default) */
   faults?: Partial<FaultSwitches>;
+  /**
+   * A deliberate bug, to show that the invariants catch it (tests): 'late-fence' has a
+   * partitioned node fence itself only after its lease expired, so it writes on while a
+   * survivor owns its regions.
+   */
+  mutation?: 'late-fence';
   /** called with each trace line as it is made (the CLI's --follow) */
   onTrace?: (line: string) => void;
 }
@@ -203,7 +209,7 @@ export class Simulator {
       nodes: r.int(2, 5),
       level,
       raidDisks: level === 1 ? r.int(2, 4) : r.int(2, 5),
-      assumeClean: r.float() < 0.5,
+      assumeClean: r.float() < 0.7,
       // small members are cheap; the larger one spans two raid1 windows (32 MiB) and several raid10 ones (16 MiB)
       memberMiB: pick(r, [8, 16, 16, 40]),
       leaseTtlMs: ttl,
@@ -328,14 +334,18 @@ export class Simulator {
 
   private act(): void {
     const r = this.rng;
-    const up = this.nodes.filter((n) => n.inc?.state === 'up' && n.inc.alive && !n.inc.partitioned && n.inc.array?.fenced === null);
+    // a partitioned node's clients go on until its fence: they do not know
+    const serving = this.nodes.filter((n) => n.inc?.state === 'up' && n.inc.alive && n.inc.array?.fenced === null);
+    const up = serving.filter((n) => !n.inc!.partitioned);
     const down = this.nodes.filter((n) => n.inc === null && !n.expiryPending);
     const f = this.faults;
     const choices: Array<[number, () => void]> = [];
+    if (serving.length > 0) {
+      choices.push([40, () => this.clientWrite(pick(r, serving).inc!)]);
+      choices.push([25, () => this.clientRead(pick(r, serving).inc!)]);
+      choices.push([6, () => this.clientFlush(pick(r, serving).inc!)]);
+    }
     if (up.length > 0) {
-      choices.push([40, () => this.clientWrite(pick(r, up).inc!)]);
-      choices.push([25, () => this.clientRead(pick(r, up).inc!)]);
-      choices.push([6, () => this.clientFlush(pick(r, up).inc!)]);
       if (f.kill) choices.push([2, () => this.kill(pick(r, up))]);
       if (f.partition) choices.push([1.5, () => this.partition(pick(r, up))]);
       if (f.stop) choices.push([2, () => this.stop(pick(r, up))]);
@@ -506,6 +516,8 @@ export class Simulator {
       () => {
         if (op.abandoned) return this.model.finishRead(rd.key);
         inc.ops.delete(op);
+        // the read's end: a write that started before now may be what it saw
+        this.model.tick();
         for (let s = s0; s < s1; s++) {
           const got = decodeSector(buf, (s - s0) * SECTOR, s);
           this.stats.sectorsChecked++;
@@ -588,7 +600,9 @@ export class Simulator {
     this.trace(`${inc.name}: PARTITION from the DLM`);
     inc.partitioned = true;
     this.dlm.partition(n.id);
-    this.clock.setTimer(this.config.leaseTtlMs - this.config.fenceMarginMs, () => {
+    const late = this.opts.mutation === 'late-fence';
+    const fenceAt = this.config.leaseTtlMs + (late ? 1 : -1) * this.config.fenceMarginMs;
+    this.clock.setTimer(fenceAt, () => {
       this.trace(`${inc.name}: fences itself (lease about to expire)`);
       this.dlm.fence(n.id);
       if (inc.array && inc.array.fenced === null) this.fail(`${inc.name}: its md did not learn of its fence`);
@@ -597,6 +611,9 @@ export class Simulator {
       inc.expired = true;
       this.trace(`${inc.name}: lease expired: the DLM purges its locks`);
       if (this.dlm.isMember(n.id)) this.dlm.crash(n.id);
+    });
+    // once fenced and expired, the operator stops the array (it writes nothing)
+    this.clock.setTimer(Math.max(fenceAt, this.config.leaseTtlMs) + 1, () => {
       inc.settleWrites();
       this.model.tick();
       const a = inc.array;

@@ -189,7 +189,9 @@ export class MemoryDlmCluster {
 
   /** The node's own fencing: its lockspaces fail everything from now on (its locks stay until crash()). */
   fence(nodeId: string, why = 'lease about to expire'): void {
-    for (const m of this.membersOf(nodeId)) m.core.fence(new TsmdError('EFENCED', `DLM: node ${nodeId} fenced itself: ${why}`));
+    const late = this.unaware.filter((m) => m.nodeId === nodeId);
+    this.unaware.splice(0, this.unaware.length, ...this.unaware.filter((m) => m.nodeId !== nodeId));
+    for (const m of [...this.membersOf(nodeId), ...late]) m.core.fence(new TsmdError('EFENCED', `DLM: node ${nodeId} fenced itself: ${why}`));
   }
 
   private membersOf(nodeId: string): Member[] {
@@ -197,6 +199,9 @@ export class MemoryDlmCluster {
     for (const s of this.spaces.values()) for (const m of s.members.values()) if (m.nodeId === nodeId) out.push(m);
     return out;
   }
+
+  /** Cut-off members crashed (expired) before they fenced themselves: fence() still reaches them. */
+  private readonly unaware: Member[] = [];
 
   /** Is `nodeId` a member of some lockspace (crashed and left nodes are not)? */
   isMember(nodeId: string): boolean {
@@ -214,7 +219,9 @@ export class MemoryDlmCluster {
       if (!m) continue;
       found = true;
       s.members.delete(m.slot);
-      m.core.fence(new TsmdError('EFENCED', `DLM ${s.name}: node ${nodeId} crashed`));
+      // (a node cut off from the lock manager does not hear of it: only its own fence stops it)
+      if (!m.cutOff) m.core.fence(new TsmdError('EFENCED', `DLM ${s.name}: node ${nodeId} crashed`));
+      else this.unaware.push(m);
       const survivors = this.sorted(s);
       for (const x of survivors) x.core.hold();
       for (const x of survivors) x.ops.recoverPrep?.();
