@@ -514,7 +514,11 @@ export class SyncEngine {
     run.pos = pos + n;
     if (kind === 'resync') {
       this.host.setResyncPoint(run.pos);
-      this.host.bitmap?.synced(plan.start, run.pos);
+      // this window's chunks only (from the start of the chunk it began in, which the window
+      // before it left partly synced): bits merged behind the job since it passed them (md-cluster
+      // taking a dead node's bitmap over) stay for the next resync (simulator seed 235)
+      const bm = this.host.bitmap;
+      if (bm) bm.synced(Math.max(plan.start, Math.floor(pos / bm.chunkSectors) * bm.chunkSectors), run.pos);
     }
     this.status!.doneSectors = run.pos;
     this.status!.workedSectors = run.worked;

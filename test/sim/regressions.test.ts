@@ -14,10 +14,11 @@ import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { lockspaceName, MdArray } from '../../src/md/array.js';
 import type { ClusterSetup } from '../../src/md/cluster-ops.js';
 import { createArray } from '../../src/md/create.js';
+import type { SyncLimits } from '../../src/md/sync.js';
 
 const clock = new SystemClock();
 
-async function clusteredDisks(n: number, mib: number, seed: number): Promise<{ devs: MemoryBlockDevice[]; uuid: Uint8Array }> {
+async function clusteredDisks(n: number, mib: number, seed: number, assumeClean = true): Promise<{ devs: MemoryBlockDevice[]; uuid: Uint8Array }> {
   const r = new SeededRandom(seed);
   const u = (): Uint8Array => {
     const b = new Uint8Array(16);
@@ -39,7 +40,7 @@ async function clusteredDisks(n: number, mib: number, seed: number): Promise<{ d
       nodes: 4,
       clusterName: 'tc',
       bitmapChunkBytes: 64 * 1024,
-      assumeClean: true,
+      assumeClean,
       nowSeconds: 1_700_000_000,
       members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
     },
@@ -48,12 +49,20 @@ async function clusteredDisks(n: number, mib: number, seed: number): Promise<{ d
   return { devs, uuid };
 }
 
-function assemble(devs: MemoryBlockDevice[], dlm: MemoryDlmCluster, node: string, timeoutMs: number): Promise<MdArray> {
+function assemble(devs: MemoryBlockDevice[], dlm: MemoryDlmCluster, node: string, timeoutMs: number, syncLimits?: SyncLimits): Promise<MdArray> {
   const setup: ClusterSetup = {
     clusterName: 'tc',
     create: (info, host) => new MdCluster({ dlm: dlm.node(node), clock, info, host, timeoutMs }),
   };
-  return MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup });
+  return MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup, syncLimits });
+}
+
+async function until(what: string, fn: () => boolean, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 test('sim seed 77: a joiner reads a live slot\'s window without queueing behind survivors waiting to take that slot over', async () => {
@@ -121,5 +130,43 @@ test('sim seed 15: a node assembling while another writes the superblocks does n
   } finally {
     await n2.close();
     await n1.close();
+  }
+});
+
+test('sim seed 235: dirty bits taken over from a dead node behind a running resync are resynced after it', async () => {
+  // n1 runs the initial resync; n2 writes at the start of the array (its slot's bit set) and
+  // dies with the mirrors different there (a torn write); n1 merges n2's bits while its resync
+  // is already past them. The resync's end set the resync point to MaxSector: the merged
+  // chunk was never synced and check found the mirrors different for ever.
+  // (48 MiB: n1's resync window moves on from the first 32 MiB, so n2 may write at the start)
+  const { devs } = await clusteredDisks(2, 48, 235, false);
+  const dlm = new MemoryDlmCluster({ clock });
+  const n1 = await assemble(devs, dlm, 'n1', 5000, { minKiBs: 10_000, maxKiBs: 20_000 });
+  n1.startBackground();
+  const n2 = await assemble(devs, dlm, 'n2', 5000);
+  try {
+    await until('n1 resyncing past its first window', () => n1.sync.current?.kind === 'resync' && n1.sync.current.doneSectors > 32 * 2048 + 2048);
+    await n2.write(Buffer.alloc(64 << 10, 0x5a), 0);
+    assert.ok((n2.bitmap?.dirtyCount ?? 0) > 0, "n2's slot has the bit of its write");
+    // the torn write: the second mirror holds something else there
+    const d1 = devs[1]!.reopen();
+    const dataOffset = Number(n2.members.find((m) => m.dev.name === 'shared1')!.loaded.sb.dataOffset);
+    await d1.write(Buffer.alloc(64 << 10, 0xa5), dataOffset * 512);
+    let busyAtMerge: string | undefined;
+    const merged = (): boolean => (n1.cluster as MdCluster).stats.slotsMerged === 1;
+    dlm.crash('n2');
+    await until('n1 took n2\'s bitmap over', () => {
+      busyAtMerge ??= merged() ? `${n1.sync.current?.kind} at ${n1.sync.current?.doneSectors}` : undefined;
+      return merged();
+    });
+    assert.match(busyAtMerge ?? '', /^resync at [1-9]/, 'the merge came while the resync ran past it');
+    Object.assign(n1.sync.local, { minKiBs: 200_000, maxKiBs: 2_000_000 });
+    await until('n1 in sync', () => !n1.sync.busy && n1.resyncCp === 2n ** 64n - 1n);
+    await n1.setSyncAction('check');
+    await until('check done', () => !n1.sync.busy && n1.sync.lastResult?.kind === 'check');
+    assert.equal(n1.sync.mismatchCnt, 0, 'the merged chunk was resynced');
+  } finally {
+    await n1.close();
+    await n2.close();
   }
 });
