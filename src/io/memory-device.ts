@@ -154,6 +154,11 @@ export class MemoryBlockDevice implements BlockDevice {
       const n = Math.min(PAGE - inPage, buf.length - done);
       let page = this.pages.get(pno);
       if (!page) {
+        // zeros onto a page never written stay sparse (a resync of a fresh array copies zeros)
+        if (isZero(buf, done, done + n)) {
+          done += n;
+          continue;
+        }
         page = new Uint8Array(PAGE);
         this.pages.set(pno, page);
       }
@@ -233,4 +238,10 @@ export class MemoryBlockDevice implements BlockDevice {
   async close(): Promise<void> {
     this.closed = true;
   }
+}
+
+const ZERO_PAGE = Buffer.alloc(PAGE);
+
+function isZero(buf: Uint8Array, from: number, to: number): boolean {
+  return Buffer.from(buf.buffer, buf.byteOffset + from, to - from).equals(ZERO_PAGE.subarray(0, to - from));
 }
