@@ -193,6 +193,7 @@ export class Simulator {
   private writeSeq = 0;
   private arraySectors = 0;
   private uuid = new Uint8Array(16);
+  private lockspace: string | null = null;
   private readonly steps: number;
   private readonly faults: FaultSwitches;
   readonly stats: SimStats = { writes: 0, reads: 0, flushes: 0, kills: 0, partitions: 0, stops: 0, starts: 0, syncsRun: 0, sectorsChecked: 0, failedOps: 0 };
@@ -676,7 +677,8 @@ export class Simulator {
       // spec §8 #6: each live node holds PW on its own bitmap lock
       const c = inc.cluster;
       if (c && inc.array && !c.fencedNow) {
-        const st = this.dlm.resourceState(lockspaceName(this.uuid), bitmapLockName(c.slotNumber()));
+        this.lockspace ??= lockspaceName(this.uuid);
+        const st = this.dlm.resourceState(this.lockspace, bitmapLockName(c.slotNumber()));
         const mine = st?.grant.filter((e) => e.node === n.id && e.gr === 4) ?? [];
         if (mine.length !== 1) this.fail(`${inc.name}: holds ${mine.length} PW locks on its own bitmap slot ${c.slotNumber()}`);
       }

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runSim, type SimResult } from '../../src/sim/sim.js';
 
-const SEEDS = Number(process.env.TSMD_SIM_SEEDS ?? 240);
-const STEPS = 100;
+const SEEDS = Number(process.env.TSMD_SIM_SEEDS ?? 200);
+const STEPS = 80;
 const CHUNK = 40;
 
 function report(r: SimResult, steps: number): string {
