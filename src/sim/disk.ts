@@ -113,7 +113,8 @@ export class SimDisk implements BlockDevice {
   }
 
   flush(): Promise<void> {
-    return this.later(() => undefined);
+    // (the memory disk's volatile cache, when it has one, is made durable at that moment)
+    return this.later(() => void this.inner.flush());
   }
 
   close(): Promise<void> {

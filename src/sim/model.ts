@@ -21,9 +21,11 @@ export interface WriteRec {
   end: number;
   /** acknowledged to the client: it is on the disks, and supersedes what came before it */
   acked: boolean;
+  /** acknowledged and then flushed (or written to disks without a volatile cache): survives a power loss */
+  durable: boolean;
 }
 
-const INITIAL: WriteRec = { id: 0, start: 0, end: 0, acked: true };
+const INITIAL: WriteRec = { id: 0, start: 0, end: 0, acked: true, durable: true };
 
 /** The contents of one sector of write `id` at array sector `sector`. */
 export function fillSector(buf: Uint8Array, at: number, id: number, sector: number): void {
@@ -65,7 +67,7 @@ export class DataModel {
 
   /** A write of sectors [s0, s1) starts. */
   beginWrite(id: number, s0: number, s1: number): WriteRec {
-    const w: WriteRec = { id, start: this.tick(), end: Infinity, acked: false };
+    const w: WriteRec = { id, start: this.tick(), end: Infinity, acked: false, durable: false };
     for (let s = s0; s < s1; s++) {
       let h = this.hist.get(s);
       if (!h) this.hist.set(s, (h = []));
@@ -74,11 +76,21 @@ export class DataModel {
     return w;
   }
 
-  /** The write was acknowledged. */
-  ackWrite(w: WriteRec): void {
+  /** The write was acknowledged (and is durable at once when the disks have no volatile cache). */
+  ackWrite(w: WriteRec, durable: boolean): void {
     if (w.end !== Infinity) return;
     w.acked = true;
+    w.durable = durable;
     w.end = this.tick();
+  }
+
+  /**
+   * A power loss: what was acknowledged but not flushed may be gone, in part or whole, and an
+   * older value may show again: it supersedes nothing any more.
+   */
+  powerLoss(volatile: Iterable<WriteRec>): void {
+    for (const w of volatile) if (!w.durable) w.acked = false;
+    this.tick();
   }
 
   /**
@@ -122,7 +134,7 @@ export class DataModel {
     for (const [sector, h] of this.hist) {
       if (h.length < 4) continue;
       let m = 0;
-      for (const w of h) if (w.acked && w.end < minStart && w.start > m) m = w.start;
+      for (const w of h) if (w.durable && w.end < minStart && w.start > m) m = w.start;
       const keep = h.filter((w) => !(w.end < m));
       if (keep.length !== h.length) this.hist.set(sector, keep);
     }

@@ -49,6 +49,8 @@ export interface FaultSwitches {
   stop: boolean;
   /** a disk latency spike now and then (still below the fence margin) */
   slowDisk: boolean;
+  /** the whole cluster loses power (seeds whose disks have a volatile write cache) */
+  powerLoss: boolean;
 }
 
 export interface SimConfig {
@@ -59,6 +61,8 @@ export interface SimConfig {
   memberMiB: number;
   leaseTtlMs: number;
   fenceMarginMs: number;
+  /** the disks have a volatile write cache: flushes matter, a power loss loses what was not flushed */
+  writeCache: boolean;
 }
 
 export interface SimResult {
@@ -112,6 +116,8 @@ class Inc implements DiskOwner {
   readonly disks: SimDisk[];
   readonly clock: NodeClock;
   syncRunning = false;
+  /** acknowledged writes no flush of this node has covered yet (volatile write caches) */
+  unflushed: WriteRec[] = [];
   /** mismatch counts of the checks this incarnation completed */
   readonly checks: number[] = [];
   readonly ops = new Set<ClientOp>();
@@ -188,6 +194,8 @@ export class Simulator {
   shared: MemoryBlockDevice[] = [];
   readonly config: SimConfig;
   private readonly nodes: SimNode[] = [];
+  /** every incarnation so far (a power loss reaches the unflushed writes of dead ones too) */
+  private readonly allIncs: Inc[] = [];
   private readonly lines: string[] = [];
   private failure: string | null = null;
   private writeSeq = 0;
@@ -202,7 +210,7 @@ export class Simulator {
     this.rng = new SeededRandom(opts.seed);
     this.dlm = new MemoryDlmCluster({ clock: this.clock });
     this.steps = opts.steps ?? 200;
-    this.faults = { kill: true, partition: true, stop: true, slowDisk: true, ...opts.faults };
+    this.faults = { kill: true, partition: true, stop: true, slowDisk: true, powerLoss: true, ...opts.faults };
     const r = this.rng;
     const level: 1 | 10 = r.float() < 0.5 ? 1 : 10;
     const ttl = 3000;
@@ -216,6 +224,7 @@ export class Simulator {
       leaseTtlMs: ttl,
       // docs/cluster.md: the node fences itself max(0.5 s, TTL/5) before its lease can expire
       fenceMarginMs: Math.max(500, ttl / 5),
+      writeCache: r.float() < 0.5,
     };
     for (let i = 1; i <= this.config.nodes; i++) this.nodes.push({ id: `n${i}`, gen: 0, inc: null, expiryPending: false });
   }
@@ -242,7 +251,7 @@ export class Simulator {
 
   async run(): Promise<SimResult> {
     const c = this.config;
-    this.trace(`seed ${this.opts.seed}: ${c.nodes} nodes, raid${c.level} of ${c.raidDisks} x ${c.memberMiB} MiB${c.assumeClean ? ' (assume-clean)' : ''}, lease ${c.leaseTtlMs} ms, fence margin ${c.fenceMarginMs} ms`);
+    this.trace(`seed ${this.opts.seed}: ${c.nodes} nodes, raid${c.level} of ${c.raidDisks} x ${c.memberMiB} MiB${c.assumeClean ? ' (assume-clean)' : ''}${c.writeCache ? ', volatile write caches' : ''}, lease ${c.leaseTtlMs} ms, fence margin ${c.fenceMarginMs} ms`);
     try {
       await this.create();
       await this.chaos();
@@ -258,7 +267,9 @@ export class Simulator {
   private async create(): Promise<void> {
     const c = this.config;
     const r = this.rng;
-    this.shared = Array.from({ length: c.raidDisks }, (_, i) => new MemoryBlockDevice(`d${i}`, c.memberMiB << 20));
+    // a power loss keeps each unflushed sector write with probability 1/2, drawn from the seed
+    const writeCache = c.writeCache ? { random: r, keepFraction: 0.5 } : undefined;
+    this.shared = Array.from({ length: c.raidDisks }, (_, i) => new MemoryBlockDevice(`d${i}`, c.memberMiB << 20, { writeCache }));
     r.fill(this.uuid);
     const devUuids = this.shared.map(() => {
       const u = new Uint8Array(16);
@@ -351,6 +362,7 @@ export class Simulator {
       if (f.partition) choices.push([1.5, () => this.partition(pick(r, up))]);
       if (f.stop) choices.push([2, () => this.stop(pick(r, up))]);
       if (f.slowDisk) choices.push([1, () => this.slow(pick(r, up).inc!)]);
+      if (f.powerLoss && this.config.writeCache) choices.push([0.7, () => this.powerLoss()]);
     }
     if (down.length > 0) choices.push([up.length === 0 ? 50 : 6, () => this.start(pick(r, down))]);
     if (choices.length === 0) return;
@@ -371,6 +383,7 @@ export class Simulator {
     n.gen++;
     const inc = new Inc(this, n, n.gen);
     n.inc = inc;
+    this.allIncs.push(inc);
     this.stats.starts++;
     this.trace(`${inc.name}: assemble`);
     const setup: ClusterSetup = {
@@ -492,7 +505,8 @@ export class Simulator {
       () => {
         if (op.abandoned) return;
         inc.ops.delete(op);
-        this.model.ackWrite(op.w!);
+        this.model.ackWrite(op.w!, !this.config.writeCache);
+        if (this.config.writeCache) inc.unflushed.push(op.w!);
         this.trace(`${inc.name}: write #${id} acknowledged`);
       },
       (e: unknown) => {
@@ -547,8 +561,11 @@ export class Simulator {
     const a = inc.array!;
     const op = this.begin(inc, 'flush');
     this.stats.flushes++;
+    // the writes acknowledged before the flush began are durable once it returns
+    const covered = inc.unflushed.splice(0);
     a.flush().then(
       () => {
+        for (const w of covered) w.durable = true;
         if (!op.abandoned) inc.ops.delete(op);
       },
       (e: unknown) => {
@@ -579,6 +596,30 @@ export class Simulator {
     this.expireLater(n, inc);
   }
 
+  /**
+   * The whole cluster loses power: every node dies (its writes in flight reach the disk caches
+   * or not), then every disk loses what its cache held unflushed (each sector write kept or
+   * not). Acknowledged writes no flush covered may be gone; the leases expire a TTL later.
+   */
+  private powerLoss(): void {
+    this.stats.kills++;
+    this.trace('POWER LOSS of the whole cluster');
+    for (const n of this.nodes) if (n.inc && n.inc.alive) this.kill(n);
+    for (const d of this.shared) {
+      const k = d.crash();
+      if (k.keptSectors + k.lostSectors > 0) this.trace(`  ${d.name}: ${k.keptSectors} unflushed sector writes reached the media, ${k.lostSectors} lost`);
+    }
+    const volatile: WriteRec[] = [];
+    for (const n of this.nodes) {
+      for (const i of this.incarnationsOf(n)) volatile.push(...i.unflushed.splice(0));
+    }
+    this.model.powerLoss(volatile);
+  }
+
+  private incarnationsOf(n: SimNode): Inc[] {
+    return this.allIncs.filter((i) => i.node === n);
+  }
+
   private expireLater(n: SimNode, inc: Inc): void {
     n.expiryPending = true;
     this.clock.setTimer(this.config.leaseTtlMs, () => {
@@ -604,6 +645,7 @@ export class Simulator {
     const late = this.opts.mutation === 'late-fence';
     const fenceAt = this.config.leaseTtlMs + (late ? 1 : -1) * this.config.fenceMarginMs;
     this.clock.setTimer(fenceAt, () => {
+      if (!inc.alive) return; // killed meanwhile: a dead node fences nothing
       this.trace(`${inc.name}: fences itself (lease about to expire)`);
       this.dlm.fence(n.id);
       if (inc.array && inc.array.fenced === null) this.fail(`${inc.name}: its md did not learn of its fence`);
@@ -615,6 +657,7 @@ export class Simulator {
     });
     // once fenced and expired, the operator stops the array (it writes nothing)
     this.clock.setTimer(Math.max(fenceAt, this.config.leaseTtlMs) + 1, () => {
+      if (!inc.alive) return;
       inc.settleWrites();
       this.model.tick();
       const a = inc.array;
