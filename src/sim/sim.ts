@@ -117,7 +117,7 @@ class Inc implements DiskOwner {
   readonly clock: NodeClock;
   syncRunning = false;
   /** acknowledged writes no flush of this node has covered yet (volatile write caches) */
-  unflushed: WriteRec[] = [];
+  readonly unflushed = new Set<WriteRec>();
   /** mismatch counts of the checks this incarnation completed */
   readonly checks: number[] = [];
   readonly ops = new Set<ClientOp>();
@@ -506,7 +506,7 @@ export class Simulator {
         if (op.abandoned) return;
         inc.ops.delete(op);
         this.model.ackWrite(op.w!, !this.config.writeCache);
-        if (this.config.writeCache) inc.unflushed.push(op.w!);
+        if (this.config.writeCache) inc.unflushed.add(op.w!);
         this.trace(`${inc.name}: write #${id} acknowledged`);
       },
       (e: unknown) => {
@@ -562,10 +562,16 @@ export class Simulator {
     const op = this.begin(inc, 'flush');
     this.stats.flushes++;
     // the writes acknowledged before the flush began are durable once it returns
-    const covered = inc.unflushed.splice(0);
+    // (still volatile until the flush returns: a power loss before then may lose them)
+    const covered = [...inc.unflushed];
+    this.trace(`${inc.name}: flush${covered.length > 0 ? ` (covers #${covered.map((w) => w.id).join(', #')})` : ''}`);
     a.flush().then(
       () => {
-        for (const w of covered) w.durable = true;
+        for (const w of covered) {
+          w.durable = true;
+          inc.unflushed.delete(w);
+        }
+        if (covered.length > 0) this.trace(`${inc.name}: flush done`);
         if (!op.abandoned) inc.ops.delete(op);
       },
       (e: unknown) => {
@@ -611,7 +617,10 @@ export class Simulator {
     }
     const volatile: WriteRec[] = [];
     for (const n of this.nodes) {
-      for (const i of this.incarnationsOf(n)) volatile.push(...i.unflushed.splice(0));
+      for (const i of this.incarnationsOf(n)) {
+        volatile.push(...i.unflushed);
+        i.unflushed.clear();
+      }
     }
     this.model.powerLoss(volatile);
   }
