@@ -170,3 +170,42 @@ test('sim seed 235: dirty bits taken over from a dead node behind a running resy
     await n2.close();
   }
 });
+
+test('sim seed 3314: a remote resync moving on does not clear dirty bits it never had', async () => {
+  // After a power loss every node rejoined; n2 merged a free slot's dirty bits (a torn write
+  // there), n3 resynced its own bits first and its RESYNCING windows moved over n2's chunk:
+  // n2 counted that range as synced by n3 (md's bitmap_sync_with_cluster, spec §5 #12) and
+  // dropped its NEEDED bit, but n3's bitmap-guided resync had skipped the chunk: nobody
+  // resynced it. Here n1 resyncs chunks at 0 and at 40 MiB; n2 owes the chunk at 8 MiB.
+  const { devs } = await clusteredDisks(2, 48, 3314);
+  const dlm = new MemoryDlmCluster({ clock });
+  const n1 = await assemble(devs, dlm, 'n1', 5000);
+  const n2 = await assemble(devs, dlm, 'n2', 5000);
+  try {
+    const chunkSectors = n1.bitmap!.chunkSectors;
+    const bitsFor = (sectors: number[]): Uint8Array => {
+      const b = new Uint8Array(Math.ceil(n1.bitmap!.nbits / 8));
+      for (const s of sectors) b[Math.floor(s / chunkSectors) >> 3]! |= 1 << (Math.floor(s / chunkSectors) & 7);
+      return b;
+    };
+    const x = 8 * 2048; // n2's chunk, at 8 MiB
+    await n2.bitmap!.mergeDirty(bitsFor([x]), n2.bitmap!.nbits);
+    // the torn write in n2's chunk: the mirrors differ there
+    const dataOffset = Number(n2.members.find((m) => m.dev.name === 'shared1')!.loaded.sb.dataOffset);
+    await devs[1]!.reopen().write(Buffer.alloc(chunkSectors * 512, 0xa5), (dataOffset + x) * 512);
+    // n1 resyncs its own chunks at 0 and 40 MiB: its window moves from [0, ..) to [40 MiB, ..)
+    await n1.bitmap!.mergeDirty(bitsFor([0, 40 * 2048]), n1.bitmap!.nbits);
+    n1.lowerResyncPoint(0);
+    n1.startBackground();
+    await until('n1 resynced', () => !n1.sync.busy && n1.resyncCp === 2n ** 64n - 1n && n1.sync.history.some((h) => h.kind === 'resync' && h.completed));
+    n2.lowerResyncPoint(x);
+    n2.startBackground();
+    await until('n2 idle', () => !n2.sync.busy && n2.resyncCp === 2n ** 64n - 1n);
+    await n2.setSyncAction('check');
+    await until('check done', () => !n2.sync.busy && n2.sync.lastResult?.kind === 'check');
+    assert.equal(n2.sync.mismatchCnt, 0, "n2's chunk was resynced");
+  } finally {
+    await n1.close();
+    await n2.close();
+  }
+});

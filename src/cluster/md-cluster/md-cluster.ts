@@ -378,8 +378,11 @@ export class MdCluster implements ClusterOps {
       return;
     }
     this.host.setRemoteSync('resync');
-    // what the remote finished since its last window needs no resync here (spec §5 #12)
-    if (this.suspendFrom === from && this.suspend.lo < lo) this.host.remoteSynced(this.suspend.lo, lo);
+    // md (bitmap_sync_with_cluster, spec §5 #12) takes what the remote's window moved past as
+    // synced here and drops those NEEDED bits. Not tsmd: the remote's resync is guided by its
+    // own bitmap and skips the chunks only this node has dirty (gathered from a free slot,
+    // say), so nobody would resync them (simulator seed 3314, after a power loss). Our bits
+    // stay; our own bitmap-guided resync later syncs them again, a few chunks at most.
     this.suspend = { lo, hi };
     this.suspendFrom = from;
     await this.host.setRemoteWindow({ lo, hi });
