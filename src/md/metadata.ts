@@ -22,7 +22,7 @@ import { KeyedLocks } from '../util/async.js';
 import type { WriteIntentBitmap } from './bitmap.js';
 import type { ClusterOps } from './cluster-ops.js';
 import type { Member, MemberSet } from './members.js';
-import { bitmapMatches } from './sb-io.js';
+import { bitmapMatches, loadSuperblock } from './sb-io.js';
 
 /** What the transaction reads from the array it writes for. */
 export interface MetadataHost {
@@ -89,6 +89,7 @@ export class Metadata {
     let written = false;
     try {
       written = await this.locked(async () => {
+        if (cluster) await this.catchUpEvents();
         const bump = opts.bump ?? true;
         if (bump) this.sb.events += 1n;
         let r: unknown;
@@ -107,6 +108,21 @@ export class Metadata {
       });
     } finally {
       if (cluster) await (written ? cluster.metadataUpdateFinish() : cluster.metadataUpdateCancel());
+    }
+  }
+
+  /**
+   * Clustered, under the token (no other node writes the superblocks now): another node may
+   * have written them since this node read them (at assembly, before it could hear any
+   * METADATA_UPDATED), so the event count starts from the highest on the members: it never
+   * goes backwards (simulator seed 6310, where a joining node wrote events 1 over 2, and a
+   * member that later missed one update was two behind and kicked as non-fresh for ever).
+   */
+  private async catchUpEvents(): Promise<void> {
+    for (const m of this.host.memberSet.list) {
+      if (m.faulty || m.slot === null) continue;
+      const l = await loadSuperblock(m.dev, m.loaded.minor).catch(() => null);
+      if (l && l.sb.events > this.sb.events) this.sb.events = l.sb.events;
     }
   }
 

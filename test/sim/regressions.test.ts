@@ -209,3 +209,50 @@ test('sim seed 3314: a remote resync moving on does not clear dirty bits it neve
     await n2.close();
   }
 });
+
+test('sim seed 6310: a node that read the superblocks before another node\'s updates never writes the event count backwards', async () => {
+  // n1 read the superblocks (events 0) while n3 and n2 joined and wrote events 1 and 2; its
+  // own join then wrote events 1 over them. A power loss later lost a superblock write on d1,
+  // leaving it two events behind instead of one: every node kicked d1 as non-fresh and ran
+  // degraded for ever. Here n2's reads of the superblocks are scripted to be stale.
+  const { devs } = await clusteredDisks(2, 16, 6310);
+  const dlm = new MemoryDlmCluster({ clock });
+  const sbAt = 4096;
+  const stale = await Promise.all(
+    devs.map(async (d) => {
+      const b = new Uint8Array(4096);
+      await d.reopen().read(b, sbAt);
+      return b;
+    }),
+  );
+  const n1 = await assemble(devs, dlm, 'n1', 5000);
+  await n1.update(() => {});
+  const newest = n1.events;
+  const staleOnce = (d: MemoryBlockDevice, img: Uint8Array): MemoryBlockDevice => {
+    const h = d.reopen();
+    let served = false;
+    return Object.assign(Object.create(h) as MemoryBlockDevice, {
+      read: (buf: Uint8Array, off: number): Promise<void> => {
+        if (!served && off === sbAt && buf.length <= img.length) {
+          served = true;
+          buf.set(img.subarray(0, buf.length));
+          return Promise.resolve();
+        }
+        return h.read(buf, off);
+      },
+    });
+  };
+  const setup: ClusterSetup = { clusterName: 'tc', create: (info, host) => new MdCluster({ dlm: dlm.node('n2'), clock, info, host, timeoutMs: 5000 }) };
+  const n2 = await MdArray.assemble(devs.map((d, i) => staleOnce(d, stale[i]!)), { run: true, clock, cluster: setup });
+  try {
+    for (const d of devs) {
+      const b = Buffer.alloc(4096);
+      await d.reopen().read(b, sbAt);
+      const events = b.readBigUInt64LE(200);
+      assert.ok(events > newest, `${d.name}: events ${events} after n2's join, n1 had written ${newest}`);
+    }
+  } finally {
+    await n2.close();
+    await n1.close();
+  }
+});
