@@ -214,17 +214,23 @@ export class Simulator {
     const r = this.rng;
     const level: 1 | 10 = r.float() < 0.5 ? 1 : 10;
     const ttl = 3000;
+    const nodes = r.int(2, 5);
+    const raidDisks = level === 1 ? r.int(2, 4) : r.int(2, 5);
+    const assumeClean = r.float() < 0.7;
+    // small members are cheap; the larger one spans two raid1 windows (32 MiB) and several raid10 ones (16 MiB)
+    const memberMiB = pick(r, [8, 16, 16, 40]);
+    // (the memory disks' cache keeps a map entry per sector: not on the large members, for speed)
+    const writeCache = r.float() < 0.5 && memberMiB <= 16;
     this.config = {
-      nodes: r.int(2, 5),
+      nodes,
       level,
-      raidDisks: level === 1 ? r.int(2, 4) : r.int(2, 5),
-      assumeClean: r.float() < 0.7,
-      // small members are cheap; the larger one spans two raid1 windows (32 MiB) and several raid10 ones (16 MiB)
-      memberMiB: pick(r, [8, 16, 16, 40]),
+      raidDisks,
+      assumeClean,
+      memberMiB,
       leaseTtlMs: ttl,
       // docs/cluster.md: the node fences itself max(0.5 s, TTL/5) before its lease can expire
       fenceMarginMs: Math.max(500, ttl / 5),
-      writeCache: r.float() < 0.5,
+      writeCache,
     };
     for (let i = 1; i <= this.config.nodes; i++) this.nodes.push({ id: `n${i}`, gen: 0, inc: null, expiryPending: false });
   }

@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runSim, type SimResult } from '../../src/sim/sim.js';
 
-const SEEDS = Number(process.env.TSMD_SIM_SEEDS ?? 200);
-const STEPS = 80;
-const CHUNK = 40;
+const SEEDS = Number(process.env.TSMD_SIM_SEEDS ?? 150);
+const STEPS = 60;
+const CHUNK = 30;
 
 function report(r: SimResult, steps: number): string {
   return `seed ${r.seed} failed: ${r.failure}\n${r.trace.slice(-60).join('\n')}\nreplay: npm run sim -- --seed=${r.seed} --steps=${steps} --verbose`;
