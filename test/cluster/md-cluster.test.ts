@@ -52,11 +52,11 @@ async function clusteredDisks(n: number, mib: number, opts: DiskOpts = {}): Prom
   return devs;
 }
 
-function setup(dlm: MemoryDlmCluster, node: string, clusterName = 'tc'): ClusterSetup & { last: MdCluster | null } {
+function setup(dlm: MemoryDlmCluster, node: string, clusterName = 'tc', receiverBarrier?: 'PR' | 'EX'): ClusterSetup & { last: MdCluster | null } {
   const s: ClusterSetup & { last: MdCluster | null } = {
     clusterName,
     last: null,
-    create: (info, host) => (s.last = new MdCluster({ dlm: dlm.node(node), clock, info, host, timeoutMs: 5000 })),
+    create: (info, host) => (s.last = new MdCluster({ dlm: dlm.node(node), clock, info, host, timeoutMs: 5000, receiverBarrier })),
   };
   return s;
 }
@@ -187,6 +187,42 @@ test('md-cluster: a member failed on one node is failed on every node (METADATA_
     }
   } finally {
     for (const n of nodes) await n.close();
+  }
+});
+
+test('md-cluster: receivers waiting with CR→EX (the original protocol) deadlock each other with three nodes; CR→PR does not (spec §5 #1)', async () => {
+  for (const barrier of ['EX', 'PR'] as const) {
+    const devs = await clusteredDisks(3, 16, { assumeClean: true });
+    const dlm = new MemoryDlmCluster({ clock });
+    const logs: string[] = [];
+    const nodes: MdArray[] = [];
+    for (const n of ['n1', 'n2', 'n3']) {
+      nodes.push(await MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup(dlm, n, 'tc', barrier), log: (m) => logs.push(`${n}: ${m}`) }));
+    }
+    const outcome = (p: Promise<unknown>): Promise<string> => p.then(() => 'done', (e: Error & { code?: string }) => e.code ?? e.message);
+    try {
+      // the first round gets its acks either way: the receivers ack before their barrier
+      assert.equal(await outcome(nodes[0]!.failMember('shared1')), 'done');
+      // the second needs message EX, which waits for every receiver to have left the first
+      const t0 = Date.now();
+      const second = await outcome(nodes[0]!.failMember('shared2'));
+      const ms = Date.now() - t0;
+      assert.ok(ms < 4000, `the second round took ${ms} ms`);
+      if (barrier === 'PR') {
+        assert.equal(second, 'done', logs.join('\n'));
+        for (const n of nodes.slice(1)) assert.equal(n.members.find((x) => x.dev.name === 'shared2')!.faulty, true);
+      } else {
+        // each receiver holds message CR and asks for EX: each waits for the other's CR. The
+        // DLM's conversion deadlock detection (conversion_deadlock_detect) fails one of them
+        // with EDEADLK; that receiver never re-arms its ack, so the channel has lost it: the
+        // next broadcast completes without it, and it never applies the change
+        assert.ok(logs.some((l) => /EDEADLK|deadlock/.test(l)), `a receiver saw the conversion deadlock:\n${logs.join('\n')}`);
+        const missed = nodes.slice(1).filter((n) => !n.members.find((x) => x.dev.name === 'shared2')!.faulty);
+        assert.ok(missed.length > 0, 'a receiver missed the second broadcast');
+      }
+    } finally {
+      for (const n of nodes) await n.close().catch(() => {});
+    }
   }
 });
 

@@ -13,7 +13,7 @@
  *
  * The historical 3-node deadlock (spec §5 #1: CR→EX receivers deadlock each other) is why
  * receivers wait with PR and the sender holds CW; `receiverBarrier` keeps the broken variant
- * only so that the simulator's regression scenario can show it deadlocking.
+ * only so that a regression test (test/cluster/md-cluster.test.ts) can show it deadlocking.
  *
  * Locally: one sender at a time (SEND_LOCK, a FIFO mutex), and never receiving while this node
  * holds the token (recv_mutex, taken by a sender right after the token). Every DLM wait is
@@ -33,7 +33,7 @@ export interface CommOptions {
   log: (msg: string, level?: 'info' | 'warn' | 'error') => void;
   /**
    * How receivers wait for the sender to finish: 'PR' (Linux since 2016) or 'EX', the
-   * original protocol that deadlocks with two or more receivers (simulator regression only).
+   * original protocol that deadlocks with two or more receivers (regression test only).
    */
   receiverBarrier?: 'PR' | 'EX';
 }
