@@ -996,6 +996,9 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       ioCount: () => this.ioCounter,
       canSync: () => this.canPlan() && !this.degraded,
       cluster: {
+        get clustered(): boolean {
+          return self.cluster !== null;
+        },
         start: async (signal) => {
           const c = this.cluster;
           if (!c) return false;

@@ -77,6 +77,8 @@ export interface SyncHost {
    * ranges the next window touches before they are synced.
    */
   readonly cluster?: {
+    /** is the array clustered now (md's mddev_is_clustered)? the hooks are there either way */
+    readonly clustered: boolean;
     start(signal: AbortSignal): Promise<boolean>;
     finish(closing: boolean): Promise<void>;
     window(ranges: Array<[number, number]>): Promise<void>;
@@ -397,7 +399,7 @@ export class SyncEngine {
     const { kind, total, recovery } = run;
     const every = this.checkpointSectors ?? Math.min(MAX_CHECKPOINT_SECTORS, Math.max(1, Math.floor(total / 16)));
     // an interval set by hand is taken as it is; md's rule gets the time floor
-    const floorMs = this.checkpointSectors !== null ? 0 : this.host.cluster ? MIN_CHECKPOINT_INTERVAL_CLUSTERED_MS : MIN_CHECKPOINT_INTERVAL_MS;
+    const floorMs = this.checkpointSectors !== null ? 0 : this.host.cluster?.clustered ? MIN_CHECKPOINT_INTERVAL_CLUSTERED_MS : MIN_CHECKPOINT_INTERVAL_MS;
     let completed: boolean;
     let dataMs: number;
     try {
