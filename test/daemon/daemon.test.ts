@@ -103,7 +103,15 @@ describe('node daemon lifecycle', () => {
     const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
     await c.write(0, randomBytes(MiB), true);
     if (haveTool('mdadm')) {
+      // writes keep coming while mdadm looks (starting mdadm can outlast the 200 ms safe-mode
+      // delay on a loaded machine, and one write would then be long done)
+      let writing = true;
+      const stream = (async () => {
+        while (writing) await c.write(MiB, randomBytes(64 * 1024), false);
+      })();
       assert.equal(fields(run('mdadm', ['--examine', files[1]!]).stdout).get('State'), 'active', 'dirty while writing');
+      writing = false;
+      await stream;
       await new Promise((res) => setTimeout(res, 800));
       assert.equal(fields(run('mdadm', ['--examine', files[1]!]).stdout).get('State'), 'clean', 'safe mode marks it clean');
     }
