@@ -277,17 +277,15 @@ export class ReshapeEngine {
     const v = this.host.personality;
     if (!(v instanceof ReshapeView)) return null;
     const g = this.geo();
-    const now = this.host.clock.nowMs();
     const first = this.samples[0];
     const last = this.samples[this.samples.length - 1];
     const speed = first && last && last[0] > first[0] ? ((last[1] - first[1]) / 2 / ((last[0] - first[0]) / 1000)) : 0;
-    void now;
     return {
       doneSectors: Math.floor(v.position / g.newD),
       totalSectors: Number(this.host.sb.size),
       speedKiBs: speed / g.newD,
       windowSectors: first && last ? Math.floor((last[1] - first[1]) / g.newD) : 0,
-      windowSeconds: first && last ? Math.max(0.001, (last[0] - first[0]) / 1000) : 1,
+      windowSeconds: first && last ? Math.max(1, Math.round((last[0] - first[0]) / 1000)) : 1,
     };
   }
 
