@@ -70,7 +70,9 @@ function arrayState(r: RunningArray): ArrayState {
     members: a.members.map((m) => ({ path: m.dev.name, slot: m.slot, faulty: m.faulty, rebuilding: m.slot !== null && m.recoveryOffset !== null })),
     sync: cur ? { kind: cur.kind, doneSectors: cur.doneSectors, totalSectors: cur.totalSectors, speedKiBs: cur.speedKiBs } : null,
     syncBusy: a.sync.busy,
-    reshape: a.reshapeActive ? { positionSectors: Number(a.sb.reshapePosition), running: a.reshape.active, frozen: a.reshape.frozen, stuck: a.reshapeStuck } : null,
+    reshape: a.reshapeActive
+      ? { positionSectors: Number(a.sb.reshapePosition), running: a.reshape.active, frozen: a.reshape.frozen, stuck: a.reshapeStuck }
+      : null,
     mismatchCnt: a.sync.mismatchCnt,
     syncHistory: a.sync.history.map((h) => ({ ...h })),
     bitmap: a.bitmap ? { chunkSectors: a.bitmap.chunkSectors, dirty: a.bitmap.dirtyCount, nbits: a.bitmap.nbits } : null,
