@@ -36,7 +36,7 @@ import { MemberIoAdapter, type MemberIoHost } from './member-io.js';
 import { dataByteOffset, MAX_READ_ERRORS, type Member, MemberSet } from './members.js';
 import { Metadata, type MetadataHost, type UpdateOptions } from './metadata.js';
 import { planRecovery, type RecoveryHost } from './recovery.js';
-import { cannotContinue, ReshapeEngine, type ReshapeHost, type ReshapeRequest, startReshape } from './reshape.js';
+import { cannotContinue, ReshapeEngine, type ReshapeHost, type ReshapeRequest, settleReshapeOffsets, startReshape } from './reshape.js';
 import { bitmapMatches, loadBitmaps, loadSuperblock } from './sb-io.js';
 import { DEFAULT_SYNC_LIMITS, SyncEngine, type SyncHost, type SyncLimits } from './sync.js';
 
@@ -151,6 +151,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     assert(typeof opts.clock?.wallMs === 'function', 'an array is assembled with a clock');
     this.clock = opts.clock;
     this.io = new MemberIoAdapter(this, opts.syncOffload ?? null);
+    settleReshapeOffsets(sb, this.members);
     this.personality = buildPersonality(sb, this.members, this.io);
     this.levelDesc = levelByNumber(this.personality.level);
     this.reshape = new ReshapeEngine(this.reshapeHost());
@@ -1308,7 +1309,7 @@ function buildPersonality(sb: Superblock1, members: readonly Member[], io: Membe
     const shiftOf = (slot: number): number => {
       const m = members.find((x) => x.slot === slot && !x.faulty);
       const own = m?.loaded.sb;
-      return own && (own.featureMap & Feature.NEW_OFFSET) !== 0 && own.events === sb.events ? own.newOffset : sb.newOffset;
+      return own && ((own.featureMap & Feature.NEW_OFFSET) !== 0 || own.events !== sb.events) ? own.newOffset : sb.newOffset;
     };
     return new ReshapeView(sb, io, make, shiftOf);
   }

@@ -129,6 +129,28 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
   return null;
 }
 
+/**
+ * At assembly: members whose superblock missed the last reshape transaction (one event
+ * behind, as a crash in the middle of md_update_sb leaves them) get the member fields that
+ * transaction wrote to the others, so every member agrees with the freshest superblock:
+ *  - the start: new_offset (tsmd and mdadm move every member's data offset by as much);
+ *  - the end: the data offset already moved (data_offset + new_offset), no new_offset.
+ */
+export function settleReshapeOffsets(fresh: Superblock1, members: readonly Member[]): void {
+  const active = (fresh.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (fresh.featureMap & Feature.NEW_OFFSET) !== 0;
+  for (const m of members) {
+    const own = m.loaded.sb;
+    if (own.events === fresh.events) continue;
+    const ownActive = (own.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (own.featureMap & Feature.NEW_OFFSET) !== 0;
+    if (active && !ownActive) own.newOffset = fresh.newOffset;
+    else if (!active && ownActive && own.newOffset !== 0) {
+      own.dataOffset = BigInt(Number(own.dataOffset) + own.newOffset);
+      own.dataSize = BigInt(Number(own.dataSize) - own.newOffset);
+      own.newOffset = 0;
+    }
+  }
+}
+
 /** Sectors free before the data on this member (after the superblock, bitmap and bad-block log). */
 function roomBefore(m: Member): number {
   const sb = m.loaded.sb;
