@@ -143,7 +143,7 @@ function targetOf(r: RunningArray, m: DaemonMetrics): BlockTarget {
       return arr.sizeBytes;
     },
     get readOnly() {
-      return arr.isReadOnly || arr.reshapeActive;
+      return arr.isReadOnly;
     },
     blockSize: { min: 512, preferred: 4096, max: 32 * 1024 * 1024 },
     read: (buf, off) => timed('read', buf.length, () => arr.read(buf, off)),

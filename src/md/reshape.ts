@@ -33,7 +33,8 @@ import { TsmdError } from '../errors.js';
 import type { Clock } from '../env/clock.js';
 import { bitmapAreaBytes } from '../format/bitmap.js';
 import { Feature, type Superblock1 } from '../format/superblock.js';
-import { dataDisksPerStripe } from '../raid/geometry/raid456.js';
+import { dataDisksPerStripe, stripeMap } from '../raid/geometry/raid456.js';
+import { genP, genPQ } from '../raid/parity/index.js';
 import type { Personality } from '../raid/personality.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import { runLimited } from '../util/async.js';
@@ -91,9 +92,9 @@ export interface ReshapeProgress {
 const F_RESHAPE = Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS;
 
 /** The largest region moved between two checkpoints (array sectors): writes there wait that long. */
-const MAX_STEP_SECTORS = 2048 * 16;
+const MAX_STEP_SECTORS = 2048 * 64;
 /** One read-old / write-new piece (array sectors, whole new stripes), and pieces in flight. */
-const PIECE_TARGET_SECTORS = 2048 * 2;
+const PIECE_TARGET_SECTORS = 2048 * 4;
 const PIECE_PARALLEL = 4;
 
 function levelIs456(level: number): level is 4 | 5 | 6 {
@@ -198,7 +199,12 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   const moving = [...host.memberSet.list.filter((m) => m.slot !== null && !m.faulty), ...joining];
   const maxChunk = Math.max(chunk, sb.chunkSize);
   const room = Math.min(...moving.map(roomBefore));
-  const shift = -Math.floor(room / maxChunk) * maxChunk;
+  // how far the data moves down: a grow gains room as it goes (the new rows advance slower
+  // than the old), so a few chunks do, as mdadm's choice (fixtures: 3-4 chunks) leaves room
+  // for a later reshape; a reshape that keeps the number of data disks moves by the same
+  // distance all along, and each step can be no longer than that distance: all the room
+  const roomChunks = Math.floor(room / maxChunk);
+  const shift = -Math.min(roomChunks, delta > 0 ? 4 : roomChunks) * maxChunk;
   if (-shift < maxChunk)
     throw new TsmdError('ENOTSUP', `${md}: only ${room} sectors free before the data: moving the data offset needs ${maxChunk}; a reshape with a backup file is not supported by tsmd yet`);
   for (const m of joining) {
@@ -416,7 +422,11 @@ export class ReshapeEngine {
     const limitRow = rowOf(p, g.oldD, g.oldC) - g.shift; // shift < 0: the new rows are below
     const maxEnd = Math.floor(limitRow / g.newC) * g.newC * g.newD;
     let len = Math.floor((maxEnd - p) / g.unit) * g.unit;
-    len = Math.min(len, MAX_STEP_SECTORS - (MAX_STEP_SECTORS % g.unit) || g.unit, total - p);
+    // under a speed limit, steps of about a quarter of a second at that speed (the throttle
+    // sleeps between steps, and writes to a region wait no longer than its step)
+    const bySpeed = this.host.limits().maxKiBs * 2 * g.newD / 4;
+    const cap = Math.max(g.unit, Math.min(MAX_STEP_SECTORS, bySpeed));
+    len = Math.min(len, cap - (cap % g.unit), total - p);
     if (len <= 0) throw new TsmdError('EIO', `reshape cannot progress safely at sector ${p} (new offset ${g.shift})`);
     // the new rows written never reach the old rows still to be read
     if (rowEnd(p + len, g.newD, g.newC) + g.shift > rowOf(p, g.oldD, g.oldC) && p + len < total)
@@ -424,13 +434,26 @@ export class ReshapeEngine {
     return len;
   }
 
-  /** Read [p, p+len) in the old geometry (zeros past its end) and write it in the new. */
+  /**
+   * Read [p, p+len) in the old geometry (zeros past its end) and write it in the new, piece by
+   * piece (whole new stripes). With every member there, a piece is moved in bulk (bulkPiece);
+   * otherwise, or if that meets an error, through the personalities' request paths, which
+   * rebuild from parity and fail members as md does.
+   */
   private async copy(view: ReshapeView, p: number, len: number, oldSize: number, stripe: number): Promise<void> {
     const piece = Math.max(stripe, Math.floor(PIECE_TARGET_SECTORS / stripe) * stripe);
     const jobs: Array<() => Promise<void>> = [];
     for (let at = p; at < p + len; at += piece) {
       const n = Math.min(piece, p + len - at);
       jobs.push(async () => {
+        if (this.bulkUsable(view) && n % stripe === 0) {
+          try {
+            await this.bulkPiece(view, at, n, oldSize);
+            return;
+          } catch {
+            // redone below on the request path, which decides about the members
+          }
+        }
         const buf = new Uint8Array(n * 512);
         const fromOld = Math.max(0, Math.min(n, oldSize - at));
         if (fromOld > 0) await view.oldGeo.read(buf.subarray(0, fromOld * 512), at);
@@ -438,6 +461,79 @@ export class ReshapeEngine {
       });
     }
     await runLimited(jobs, PIECE_PARALLEL);
+  }
+
+  private bulkUsable(view: ReshapeView): boolean {
+    for (let s = 0; s < view.newIo.slots; s++) if (!view.newIo.available(s)) return false;
+    return true;
+  }
+
+  /**
+   * One piece [at, at+n) of whole new stripes moved with one read per old member (the rows
+   * that hold it) and one write per new member (its rows, parity computed here): md moves a
+   * region stripe by stripe through its stripe cache; large member I/O is what makes the copy
+   * run at the speed of the members.
+   */
+  private async bulkPiece(view: ReshapeView, at: number, n: number, oldSize: number): Promise<void> {
+    const sb = this.host.sb;
+    const oldDisks = sb.raidDisks - sb.deltaDisks;
+    const oldG = { level: sb.level as 4 | 5 | 6, layout: sb.layout, raidDisks: oldDisks, chunkSectors: sb.chunkSize };
+    const newG = { level: sb.newLevel as 4 | 5 | 6, layout: sb.newLayout, raidDisks: sb.raidDisks, chunkSectors: sb.newChunk };
+    const oldD = dataDisksPerStripe(oldG);
+    const newD = dataDisksPerStripe(newG);
+    const oC = oldG.chunkSectors;
+    const nC = newG.chunkSectors;
+    const B = 512;
+    const arr = new Uint8Array(n * B);
+    const fromOld = Math.max(0, Math.min(n, oldSize - at));
+    if (fromOld > 0) {
+      const s0 = Math.floor(at / (oldD * oC));
+      const s1 = Math.ceil((at + fromOld) / (oldD * oC));
+      const rows = (s1 - s0) * oC;
+      const bufs = await Promise.all(
+        Array.from({ length: oldDisks }, async (_, slot) => {
+          const b = new Uint8Array(rows * B);
+          await view.oldIo.read(slot, s0 * oC, b);
+          return b;
+        }),
+      );
+      for (let s = s0; s < s1; s++) {
+        const sm = stripeMap(oldG, s);
+        for (let dd = 0; dd < oldD; dd++) {
+          const a0 = (s * oldD + dd) * oC; // array sector of this chunk
+          const lo = Math.max(a0, at);
+          const hi = Math.min(a0 + oC, at + fromOld);
+          if (lo >= hi) continue;
+          const src = bufs[sm.dataDisks[dd]!]!;
+          const so = ((s - s0) * oC + (lo - a0)) * B;
+          arr.set(src.subarray(so, so + (hi - lo) * B), (lo - at) * B);
+        }
+      }
+    }
+    const t0 = at / (newD * nC);
+    const t1 = (at + n) / (newD * nC);
+    const rows = (t1 - t0) * nC;
+    const out = Array.from({ length: newG.raidDisks }, () => new Uint8Array(rows * B));
+    for (let s = t0; s < t1; s++) {
+      const sm = stripeMap(newG, s);
+      const base = (s - t0) * nC * B;
+      const data: Uint8Array[] = [];
+      for (let dd = 0; dd < newD; dd++) {
+        const a = ((s * newD + dd) * nC - at) * B;
+        const dst = out[sm.dataDisks[dd]!]!.subarray(base, base + nC * B);
+        dst.set(arr.subarray(a, a + nC * B));
+        data.push(dst);
+      }
+      const pBuf = out[sm.pDisk]!.subarray(base, base + nC * B);
+      if (newG.level === 6) {
+        const slots: Array<Uint8Array | null> = new Array<Uint8Array | null>(sm.syndromeSlots).fill(null);
+        data.forEach((b, dd) => {
+          slots[sm.qSlots[dd]!] = b;
+        });
+        genPQ(slots, pBuf, out[sm.qDisk]!.subarray(base, base + nC * B));
+      } else genP(data, pBuf);
+    }
+    await Promise.all(out.map((b, slot) => view.newIo.write(slot, t0 * nC, b)));
   }
 
   /** md's raid5_finish_reshape + md_finish_reshape: the new geometry becomes the array's. */

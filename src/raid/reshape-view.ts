@@ -42,6 +42,9 @@ export class ReshapeView implements Personality {
   position: number;
   readonly backwards: boolean;
   readonly oldDisks: number;
+  /** the members as each geometry sees them (the new one at new_offset): the engine's bulk copy */
+  readonly oldIo: MemberIo;
+  readonly newIo: MemberIo;
   /** the region being moved [lo, hi): writes there wait */
   private held: [number, number] | null = null;
   private heldWaiters: Array<() => void> = [];
@@ -77,8 +80,10 @@ export class ReshapeView implements Personality {
       },
     });
     this.oldDisks = oldDisks;
-    this.oldGeo = make(sb.level, sb.layout, sb.chunkSize, oldDisks, narrow(oldDisks, false));
-    this.newGeo = make(sb.newLevel, sb.newLayout, sb.newChunk, sb.raidDisks, narrow(sb.raidDisks, true));
+    this.oldIo = narrow(oldDisks, false);
+    this.newIo = narrow(sb.raidDisks, true);
+    this.oldGeo = make(sb.level, sb.layout, sb.chunkSize, oldDisks, this.oldIo);
+    this.newGeo = make(sb.newLevel, sb.newLayout, sb.newChunk, sb.raidDisks, this.newIo);
     this.level = sb.level;
     this.position = Number(sb.reshapePosition);
     this.backwards = (sb.featureMap & Feature.RESHAPE_BACKWARDS) !== 0 || sb.deltaDisks < 0;

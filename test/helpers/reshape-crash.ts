@@ -118,6 +118,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     assert.equal(r.status, 0, r.stderr);
     assert.ok((await arrayState(d)).reshape, 'the reshape started');
     let killsDuringReshape = 0;
+    let acked = 0;
     const trace = process.env.TSMD_TRACE ? (m: string) => console.log(`${Date.now() % 100000} ${m}`) : () => {};
     for (let it = 0; it < iterations; it++) {
       trace(`iteration ${it} ${JSON.stringify((await arrayState(d)).reshape)}`);
@@ -128,6 +129,8 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
       const touched = new Set<number>();
       let inflight: Array<{ b: number; count: number }> = [];
       let stop = false;
+      let killing = false;
+      let writeError: unknown = null;
       const writer = async () => {
         while (!stop) {
           const b = Math.floor(rnd() * blocks);
@@ -138,9 +141,11 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
           inflight.push(mine);
           try {
             await c.write(b * BLOCK, data, fua);
-          } catch {
+          } catch (e) {
+            if (!killing) writeError = e; // refused while the daemon ran: a failure
             return; // the daemon died
           }
+          acked++;
           inflight = inflight.filter((x) => x !== mine);
           for (let i = 0; i < count; i++) touched.add(b + i);
           for (let i = 0; i < count; i++) {
@@ -155,7 +160,8 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
             unflushed = new Map();
             try {
               await c.flush();
-            } catch {
+            } catch (e) {
+              if (!killing) writeError = e;
               for (const [x, v] of snapshot) if (!unflushed.has(x)) unflushed.set(x, v);
               return;
             }
@@ -166,10 +172,12 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
       // two writers: concurrent requests in flight across the frontier
       const writers = Promise.all([writer(), writer()]);
       await new Promise((res) => setTimeout(res, 50 + rnd() * 300));
+      killing = true;
       await d.stop('SIGKILL');
       if (reshaping) killsDuringReshape++;
       stop = true;
       await writers;
+      assert.equal(writeError, null, `iteration ${it}: a write or flush failed while the daemon ran`);
       c.destroy();
       for (const x of unflushed.keys()) durable.delete(x);
       for (const l of inflight) for (let i = 0; i < l.count; i++) durable.delete(l.b + i);
@@ -183,6 +191,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
       await verify(d.info.nbd!.port, it % 4 === 3 ? durable : fresh, `iteration ${it}`);
       trace('verified');
     }
+    assert.ok(acked > iterations * 5, `writes acknowledged during the loop: ${acked}`);
     assert.ok(killsDuringReshape >= Math.min(iterations, 8), `kills during the reshape: ${killsDuringReshape} of ${iterations}`);
     // the end: let it finish at full speed
     r = d.tsmd(['--speed-limit-max=200000']);
