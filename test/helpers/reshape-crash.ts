@@ -125,7 +125,10 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
       const reshaping = (await arrayState(d)).reshape !== null;
       const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
       const blocks = Math.floor(c.sizeBytes / BLOCK);
-      let unflushed = new Map<number, Buffer>();
+      // acknowledged, not yet flushed writes, per writer: a writer's FLUSH vouches for its own
+      // (a shared map let one writer's flush, completing after the other's newer FUA write of
+      // a block, record the older version as the durable one)
+      const unflushedBy = [new Map<number, Buffer>(), new Map<number, Buffer>()];
       const touched = new Set<number>();
       let inflight: Array<{ b: number; count: number }> = [];
       let stop = false;
@@ -134,6 +137,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
       // each writer its own groups of 8 blocks (group % 2): two writes in flight on the same
       // block could land in either order, and the model could not tell which one is durable
       const writer = async (k: number) => {
+        let unflushed = unflushedBy[k]!;
         while (!stop) {
           const group = Math.floor((rnd() * Math.floor(blocks / 8)) / 2) * 2 + k;
           const first = Math.floor(rnd() * 8);
@@ -163,6 +167,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
           if (rnd() < 0.1) {
             const snapshot = unflushed;
             unflushed = new Map();
+            unflushedBy[k] = unflushed;
             try {
               await c.flush();
             } catch (e) {
@@ -184,7 +189,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
       await writers;
       assert.equal(writeError, null, `iteration ${it}: a write or flush failed while the daemon ran`);
       c.destroy();
-      for (const x of unflushed.keys()) durable.delete(x);
+      for (const m of unflushedBy) for (const x of m.keys()) durable.delete(x);
       for (const l of inflight) for (let i = 0; i < l.count; i++) durable.delete(l.b + i);
       trace('killed');
       d = await startDaemon(runDir, bootOpts);
