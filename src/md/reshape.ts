@@ -115,14 +115,14 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
   if (!levelIs456(sb.level) || sb.newLevel !== sb.level)
     return `the reshape from raid${sb.level} to raid${sb.newLevel} is not supported by tsmd's reshape engine (raid4/5/6 grow, chunk and layout changes are)`;
   if (sb.deltaDisks < 0 || (sb.featureMap & Feature.RESHAPE_BACKWARDS) !== 0)
-    return 'the reshape runs backwards (a shrink, or a data offset moved up): not supported by tsmd yet';
+    return 'the reshape runs backwards (a shrink, or a data offset moved up): not supported yet by tsmd';
   if ((sb.featureMap & Feature.NEW_OFFSET) === 0)
-    return 'the reshape keeps the data offset (it needs a backup file): not supported by tsmd yet';
+    return 'the reshape keeps the data offset (it needs a backup file): not supported yet by tsmd';
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) return 'the array is clustered: md-cluster reshapes are not supported';
   const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
   for (const m of members) {
     if (m.faulty || m.slot === null) continue;
-    if (m.recoveryOffset !== null) return `${m.dev.name} is being rebuilt along with the reshape: not supported by tsmd yet`;
+    if (m.recoveryOffset !== null) return `${m.dev.name} is being rebuilt along with the reshape: not supported yet by tsmd`;
     const own = m.loaded.sb;
     const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 ? own.newOffset : sb.newOffset;
     if (shift >= 0 || -shift < maxChunk) return `new offset ${shift} of ${m.dev.name} leaves no room to move a ${maxChunk}-sector chunk forwards`;
@@ -176,7 +176,7 @@ function roomBefore(m: Member): number {
 export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Promise<boolean> {
   const sb = host.sb;
   const md = req.devName ?? 'the array';
-  if (!levelIs456(sb.level)) throw new TsmdError('ENOTSUP', `${md}: reshaping raid${sb.level} is not supported by tsmd yet (raid4/5/6 --raid-devices, --chunk, --layout are)`);
+  if (!levelIs456(sb.level)) throw new TsmdError('ENOTSUP', `${md}: reshaping raid${sb.level} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk, --layout are)`);
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) throw new TsmdError('ENOTSUP', `${md} is clustered: md-cluster reshapes are not supported by tsmd`);
   const disks = req.raidDisks ?? sb.raidDisks;
   const chunk = req.chunkSectors ?? sb.chunkSize;
@@ -206,7 +206,7 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   const roomChunks = Math.floor(room / maxChunk);
   const shift = -Math.min(roomChunks, delta > 0 ? 4 : roomChunks) * maxChunk;
   if (-shift < maxChunk)
-    throw new TsmdError('ENOTSUP', `${md}: only ${room} sectors free before the data: moving the data offset needs ${maxChunk}; a reshape with a backup file is not supported by tsmd yet`);
+    throw new TsmdError('ENOTSUP', `${md}: only ${room} sectors free before the data: moving the data offset needs ${maxChunk}; a reshape with a backup file is not supported yet by tsmd`);
   for (const m of joining) {
     if (Number(m.loaded.sb.dataSize) < Number(sb.size)) throw new TsmdError('ENOSPC', `${m.dev.name} is too small to join ${md}`);
   }

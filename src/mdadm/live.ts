@@ -708,7 +708,7 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
   if (!md) throw new UsageError('an md device must be given in --grow mode');
   // out of the reshape engine's reach: refused before anything is looked at or written
   for (const o of ['level', 'size', 'array-size', 'backup-file', 'continue']) {
-    if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported by tsmd yet (raid4/5/6 --raid-devices, --chunk and --layout are)`);
+    if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
   }
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
   if (a.opts.has('raid-devices') || a.opts.has('chunk') || a.opts.has('layout')) return growReshape(a, io, ctx, md);
@@ -746,7 +746,7 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
   const layoutText = optStr(a, 'layout');
   let layout: number | undefined;
   if (layoutText !== undefined) {
-    if (arr.level !== 4 && arr.level !== 5 && arr.level !== 6) throw new TsmdError('ENOTSUP', `${md}: --layout of raid${arr.level} is not supported by tsmd yet`);
+    if (arr.level !== 4 && arr.level !== 5 && arr.level !== 6) throw new TsmdError('ENOTSUP', `${md}: --layout of raid${arr.level} is not supported yet by tsmd`);
     layout = parseLayout(arr.level, layoutText, raidDisks ?? arr.raidDisks);
   }
   const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md });
