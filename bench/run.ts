@@ -9,6 +9,7 @@ import { runDirectBench } from './direct.js';
 import { runDlmBench } from './dlm.js';
 import { runNbdBench } from './nbd.js';
 import { runParityBench } from './parity.js';
+import { runReshapeBench } from './reshape.js';
 import { runSyncBench } from './sync.js';
 
 const quick = process.argv.includes('--quick');
@@ -18,6 +19,7 @@ await runArrayBench({ quick });
 await runNbdBench({ quick });
 await runArrayNbdBench({ quick });
 await runSyncBench({ quick });
+await runReshapeBench({ quick });
 await runDirectBench({ quick });
 await runDlmBench();
 // last: the md-cluster parts run hosts of test/helpers/hosts.ts (root, namespaces, etcd)

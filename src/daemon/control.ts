@@ -67,6 +67,8 @@ export interface ArrayState {
   members: Array<{ path: string; slot: number | null; faulty: boolean; rebuilding: boolean }>;
   sync: { kind: string; doneSectors: number; totalSectors: number; speedKiBs: number } | null;
   syncBusy: boolean;
+  /** a reshape recorded in the superblocks (null: none): checkpointed position, engine state */
+  reshape: { positionSectors: number; running: boolean; frozen: boolean; stuck: string | null } | null;
   mismatchCnt: number;
   /** finished or interrupted sync jobs, oldest first (bounded) */
   syncHistory: Array<{ kind: string; completed: boolean; workedSectors: number; totalSectors: number; mismatches: number; dataMs: number; elapsedMs: number }>;

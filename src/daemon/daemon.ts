@@ -70,6 +70,9 @@ function arrayState(r: RunningArray): ArrayState {
     members: a.members.map((m) => ({ path: m.dev.name, slot: m.slot, faulty: m.faulty, rebuilding: m.slot !== null && m.recoveryOffset !== null })),
     sync: cur ? { kind: cur.kind, doneSectors: cur.doneSectors, totalSectors: cur.totalSectors, speedKiBs: cur.speedKiBs } : null,
     syncBusy: a.sync.busy,
+    reshape: a.reshapeActive
+      ? { positionSectors: Number(a.sb.reshapePosition), running: a.reshape.active, frozen: a.reshape.frozen, stuck: a.reshapeStuck }
+      : null,
     mismatchCnt: a.sync.mismatchCnt,
     syncHistory: a.sync.history.map((h) => ({ ...h })),
     bitmap: a.bitmap ? { chunkSectors: a.bitmap.chunkSectors, dirty: a.bitmap.dirtyCount, nbits: a.bitmap.nbits } : null,
@@ -140,7 +143,7 @@ function targetOf(r: RunningArray, m: DaemonMetrics): BlockTarget {
       return arr.sizeBytes;
     },
     get readOnly() {
-      return arr.isReadOnly || arr.reshapeActive;
+      return arr.isReadOnly;
     },
     blockSize: { min: 512, preferred: 4096, max: 32 * 1024 * 1024 },
     read: (buf, off) => timed('read', buf.length, () => arr.read(buf, off)),

@@ -37,7 +37,7 @@ export function mdstatArrays(running: RunningArray[]): MdstatArray[] {
           ? { pagesUsed: bitmapCounterPages(bm.nbits), pagesTotal: bitmapCounterPages(bm.nbits), chunkBytes: bm.sup.chunkSize }
           : null,
       sync: a.reshapeActive
-        ? { action: 'reshape', doneSectors: Math.floor(Number(sb.reshapePosition) / dataDisks), totalSectors: Number(sb.size), windowSectors: 0, windowSeconds: 1 }
+        ? reshapeLine(a) ?? { action: 'reshape', doneSectors: Math.floor(Number(sb.reshapePosition) / dataDisks), totalSectors: Number(sb.size), windowSectors: 0, windowSeconds: 1 }
         : syncLine(a),
       // md-cluster: waiting for the cluster's resync lock is "resync=PENDING"; another node's
       // sync (no local one) is "resync=REMOTE" / "recover=REMOTE"
@@ -46,6 +46,13 @@ export function mdstatArrays(running: RunningArray[]): MdstatArray[] {
     };
     return out;
   });
+}
+
+/** A running reshape as the engine counts it (per-member sectors of the new geometry, md's reshape line). */
+function reshapeLine(a: RunningArray['array']): MdstatArray['sync'] {
+  const p = a.reshape.progress();
+  if (!p) return null;
+  return { action: 'reshape', doneSectors: p.doneSectors, totalSectors: p.totalSectors, windowSectors: p.windowSectors, windowSeconds: p.windowSeconds };
 }
 
 function syncLine(a: RunningArray['array']): MdstatArray['sync'] {

@@ -36,6 +36,7 @@ import { MemberIoAdapter, type MemberIoHost } from './member-io.js';
 import { dataByteOffset, MAX_READ_ERRORS, type Member, MemberSet } from './members.js';
 import { Metadata, type MetadataHost, type UpdateOptions } from './metadata.js';
 import { planRecovery, type RecoveryHost } from './recovery.js';
+import { cannotContinue, ReshapeEngine, type ReshapeHost, type ReshapeRequest, settleReshapeOffsets, startReshape } from './reshape.js';
 import { bitmapMatches, loadBitmaps, loadSuperblock } from './sb-io.js';
 import { DEFAULT_SYNC_LIMITS, SyncEngine, type SyncHost, type SyncLimits } from './sync.js';
 
@@ -106,7 +107,10 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   private closed = false;
   private sbUpdate: Promise<void> | null = null;
   readonly log: MdLog;
-  private readonly reshapeBlocked: boolean;
+  /** the reshape engine (reshape.ts); idle unless RESHAPE_ACTIVE */
+  readonly reshape: ReshapeEngine;
+  /** why a reshape found at assembly cannot be continued (the array is then read-only) */
+  readonly reshapeStuck: string | null;
   /** md's recovery_cp: everything below is in sync (MAX_SECTOR: all of it) */
   private resyncPoint: bigint;
   readonly clock: Clock;
@@ -139,14 +143,18 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     this.members = this.memberSet.list;
     this.meta = new Metadata(sb, this);
     this.report = plan.report;
-    this.readOnly = !!opts.readOnly;
     this.log = opts.log ?? (() => {});
+    // a reshape tsmd cannot continue: read-only, nothing written (as mdadm leaves it alone)
+    this.reshapeStuck = cannotContinue(sb, plan.members);
+    if (this.reshapeStuck && !opts.readOnly) this.log(`md: ${setNameText(sb)}: started read-only: ${this.reshapeStuck}`, 'warn');
+    this.readOnly = !!opts.readOnly || this.reshapeStuck !== null;
     assert(typeof opts.clock?.wallMs === 'function', 'an array is assembled with a clock');
     this.clock = opts.clock;
     this.io = new MemberIoAdapter(this, opts.syncOffload ?? null);
+    settleReshapeOffsets(sb, this.members);
     this.personality = buildPersonality(sb, this.members, this.io);
     this.levelDesc = levelByNumber(this.personality.level);
-    this.reshapeBlocked = (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0;
+    this.reshape = new ReshapeEngine(this.reshapeHost());
     this.resyncPoint = sb.resyncOffset;
     this.bitmap = this.reshapeBlocked ? null : this.makeBitmap();
     // barrier buckets: the bitmap chunk when there is one (md's bucket is 64 MiB), else 1 MiB
@@ -335,6 +343,11 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
 
   get reshapeActive(): boolean {
     return this.reshapeBlocked;
+  }
+
+  /** RESHAPE_ACTIVE: the engine moves the data; resync, check and level changes wait */
+  private get reshapeBlocked(): boolean {
+    return (this.sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0;
   }
 
   /** Does the level keep redundancy (sync, bitmap, spares, replacement)? From the registry. */
@@ -635,7 +648,6 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
    */
   async write(buf: Uint8Array, offsetBytes: number): Promise<void> {
     this.checkIo(buf, offsetBytes, true);
-    if (this.reshapeBlocked) throw new TsmdError('EBUSY', 'a reshape is in progress: writes wait for the reshape engine (tsmd --grow --continue)');
     if (buf.length === 0) return;
     this.inflightWrites++;
     this.writeSeq++;
@@ -873,6 +885,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (this.background || this.readOnly || this.closed) return;
     this.background = true;
     this.sync.kick();
+    this.reshape.kick();
     this.startBitmapDaemon();
   }
 
@@ -1017,6 +1030,76 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     };
   }
 
+  /**
+   * mdadm --grow --raid-devices / --chunk / --layout on raid4/5/6 (reshape.ts): checks, the
+   * superblocks of the reshape, and the engine started in the background. false: no change.
+   */
+  async grow(req: ReshapeRequest): Promise<boolean> {
+    const md = req.devName ?? this.name;
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (this.isReadOnly) throw new TsmdError('EROFS', `${md} is read-only`);
+    if (this.reshapeBlocked) throw new TsmdError('EBUSY', `${md} is already being reshaped`);
+    // the sync engine may be looking for work (it finds none, or starts a job)
+    while (this.sync.busy && !this.sync.current) await this.clock.sleep(5);
+    if (this.sync.current || this.resyncPoint !== MAX_SECTOR || this.rebuildingSlots.length > 0)
+      throw new TsmdError('EBUSY', `${md} is performing resync/recovery and cannot be reshaped`);
+    const started = await startReshape(this.reshapeHost(), req);
+    if (started) this.reshape.kick();
+    return started;
+  }
+
+  private reshapeHost(): ReshapeHost {
+    const self = this as MdArray;
+    return {
+      get sb() {
+        return self.sb;
+      },
+      get memberSet() {
+        return self.memberSet;
+      },
+      get clock() {
+        return self.clock;
+      },
+      get personality() {
+        return self.personality;
+      },
+      get readOnly() {
+        return self.isReadOnly || self.closed;
+      },
+      get resyncOwed() {
+        return self.resyncPoint !== MAX_SECTOR;
+      },
+      log: (msg, level) => this.log(msg, level),
+      limits: () => this.sync.limits,
+      update: (mutate, opts) => this.meta.update(mutate, opts),
+      quiesced: async (fn) => {
+        const release = await this.quiesce();
+        try {
+          return await fn();
+        } finally {
+          release();
+        }
+      },
+      makePersonality: (sb) => buildPersonality(sb, this.members, this.io),
+      install: (p) => {
+        this.personality = p;
+        this.levelDesc = levelByNumber(p.level);
+      },
+      suspendBitmap: () => {
+        this.bitmapTimer?.cancel();
+        this.bitmapTimer = null;
+        this.bitmap = null;
+      },
+      resumeBitmap: () => {
+        this.bitmap = this.makeBitmap();
+      },
+      finished: () => {
+        this.startBitmapDaemon();
+        this.kick();
+      },
+    };
+  }
+
   /** A recovery finished: members in sync, replaced members retired, one metadata update. */
   private async recoveryDone(slots: number[]): Promise<void> {
     await this.meta.update(() => {
@@ -1131,6 +1214,12 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   async setSyncAction(action: 'check' | 'repair' | 'idle' | 'frozen' | 'resync' | 'recover'): Promise<void> {
     if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
     if (!this.redundant) throw new TsmdError('EINVAL', `${levelText(this.level)} has no redundancy to ${action}`);
+    if (this.reshapeBlocked) {
+      // md's sync_action during a reshape: frozen pauses it (at a checkpoint), idle lets it go on
+      if (action === 'frozen') return this.reshape.freeze();
+      if (action === 'idle') return this.reshape.thaw();
+      throw new TsmdError('EBUSY', `${this.name}: a reshape is in progress: ${action} must wait for it`);
+    }
     await this.sync.setAction(action);
   }
 
@@ -1141,6 +1230,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     this.glue?.abort(new TsmdError('ENODEV', `${this.name} is stopping`));
     this.bitmapTimer?.cancel();
     this.bitmapTimer = null;
+    await this.reshape.stop().catch(() => {});
     await this.sync.stop().catch(() => {});
     if (this.cleaning) await this.cleaning.catch(() => {});
     try {
@@ -1213,6 +1303,15 @@ function buildPersonality(sb: Superblock1, members: readonly Member[], io: Membe
     const componentSectors = Number(sb.size);
     return levelByNumber(level).create({ io: mio, layout: lay, chunkSectors, raidDisks, componentSectors, memberSectors: memberSectors.slice(0, raidDisks) });
   };
-  if ((sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0) return new ReshapeView(sb, io, make);
+  if ((sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0) {
+    // each member's own new_offset (md's rdev->new_data_offset); the array's for a member whose
+    // superblock does not carry one
+    const shiftOf = (slot: number): number => {
+      const m = members.find((x) => x.slot === slot && !x.faulty);
+      const own = m?.loaded.sb;
+      return own && ((own.featureMap & Feature.NEW_OFFSET) !== 0 || own.events !== sb.events) ? own.newOffset : sb.newOffset;
+    };
+    return new ReshapeView(sb, io, make, shiftOf);
+  }
   return make(sb.level, sb.layout, sb.chunkSize, sb.raidDisks, io);
 }

@@ -20,7 +20,7 @@ Usage: tsmd --create device options...
             --zero-superblock, --stop, --run, --readonly, --readwrite, --wait,
             --action, --speed-limit-min/--speed-limit-max
        tsmd --grow options device
-            change a running array's bitmap (reshapes are not supported yet)
+            change a running array: its bitmap; raid4/5/6 members, chunk, layout
        tsmd --monitor options...
             report events of the daemon's arrays to a program or syslog
        tsmd --status
@@ -181,18 +181,25 @@ Options that are valid with --misc:
 const GROW = `Usage: tsmd --grow md-device options
 
 Changes a running array while it serves I/O. tsmd adds and removes the
-write-intent bitmap; reshapes (level, members, chunk, layout, size) are not
-supported yet.
+write-intent bitmap, and reshapes raid4/5/6 arrays: more members, another
+chunk size or another layout. A reshape runs in the background (see
+--status, --detail; --wait waits for it; --action=frozen / idle pause and
+resume it) and survives a crash or a stop: it resumes at the next assembly.
+The data offset moves down as mdadm 4.2 moves it, so no backup file is used.
+Level changes, shrinking, --size and raid0/1/10 reshapes are not supported
+yet and are refused without writing anything.
 
 Options that are valid with --grow (-G):
   --bitmap=          -b : internal (add one) or none (remove it)
   --bitmap-chunk=       : chunk size of the bitmap added
+  --raid-devices=    -n : raid4/5/6: more members (spares added first)
+  --chunk=           -c : raid4/5/6: the new chunk size
+  --layout=          -p : raid5/6: the new layout
+  --force            -f : grow with fewer spares than new members (degraded)
   --level=           -l : (reshape, not supported yet)
-  --raid-devices=    -n : (reshape, not supported yet)
-  --chunk=           -c : (reshape, not supported yet)
-  --layout=          -p : (reshape, not supported yet)
   --size=            -z : (reshape, not supported yet)
   --array-size=      -Z : (not supported yet)
+  --backup-file=        : (not supported yet)
 `;
 
 const MONITOR = `Usage: tsmd --monitor options [md-devices...]

@@ -22,7 +22,8 @@ import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
-import { type ParsedArgs, parseSizeKiB, shown, UsageError } from './args.js';
+import { type ParsedArgs, parseChunkKiB, parseSizeKiB, shown, UsageError } from './args.js';
+import { parseLayout } from '../raid/geometry/names.js';
 import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
 
@@ -397,7 +398,9 @@ export async function cmdAssembleLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Prom
     const arr = r.array;
     if (!a.quiet) io.err(startedMessage(j.md, arr));
     if (arr.reshapeActive && !a.quiet) {
-      io.err(`tsmd: ${j.md}: a reshape is in progress (position ${Number(arr.sb.reshapePosition) / 2}K); data is readable, writes wait for the reshape engine\n`);
+      // mdadm prints nothing here; the reason an unsupported reshape is left read-only matters
+      if (arr.reshapeStuck) io.err(`tsmd: ${j.md}: a reshape is in progress (position ${Number(arr.sb.reshapePosition) / 2}K) that tsmd cannot continue: ${arr.reshapeStuck}; started read-only\n`);
+      else if (!ctx.daemon) io.err(`tsmd: ${j.md}: a reshape is in progress (position ${Number(arr.sb.reshapePosition) / 2}K); it continues when the array runs in the daemon\n`);
     }
     if (a.misc === 'detail') printDetail(a, io, ctx, r);
     if (!ctx.daemon) {
@@ -609,7 +612,9 @@ export async function cmdMiscLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
         const r = lookup(d);
         for (;;) {
           const cur = r.array.sync.current;
-          if (!cur && !r.array.sync.busy) break;
+          // a reshape counts as a sync (md's sync_action "reshape"), unless it is frozen
+          const reshaping = r.array.reshapeActive && !r.array.reshape.frozen && !r.array.isReadOnly;
+          if (!cur && !r.array.sync.busy && !reshaping) break;
           waited = true;
           await new Promise((res) => setTimeout(res, 50));
         }
@@ -701,10 +706,12 @@ export function bitmapDelaySec(a: ParsedArgs): number | undefined {
 export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in --grow mode');
-  for (const o of ['raid-devices', 'level', 'chunk', 'layout', 'size', 'array-size']) {
-    if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} (reshape) is not supported yet`);
+  // out of the reshape engine's reach: refused before anything is looked at or written
+  for (const o of ['level', 'size', 'array-size', 'backup-file', 'continue']) {
+    if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
   }
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
+  if (a.opts.has('raid-devices') || a.opts.has('chunk') || a.opts.has('layout')) return growReshape(a, io, ctx, md);
   const bitmap = optStr(a, 'bitmap');
   if (bitmap === undefined) throw new UsageError('--grow needs something to change: --bitmap=internal|none');
   if (bitmap !== 'internal' && bitmap !== 'none') {
@@ -715,6 +722,35 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
   const chunkText = optStr(a, 'bitmap-chunk');
   const chunkBytes = chunkText ? parseSizeKiB(chunkText, 'bitmap chunk') * 1024 : undefined;
   await r.array.setBitmap(bitmap, { chunkBytes, devName: md, daemonSleepSec: bitmapDelaySec(a) });
+  ctx.registry.changed();
+  return 0;
+}
+
+/**
+ * mdadm --grow --raid-devices / --chunk / --layout (Grow.c's Grow_reshape for raid4/5/6): the
+ * reshape starts and runs in the daemon's background, as md runs it; the command returns.
+ */
+async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promise<number> {
+  if (a.opts.has('bitmap')) throw new UsageError('--bitmap cannot be changed in the same --grow as a reshape');
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  const arr = r.array;
+  const disksText = optStr(a, 'raid-devices');
+  let raidDisks: number | undefined;
+  if (disksText !== undefined) {
+    if (!/^\d+$/.test(disksText) || Number(disksText) < 1) throw new UsageError(`invalid number of raid devices: ${disksText}`);
+    raidDisks = Number(disksText);
+  }
+  const chunkText = optStr(a, 'chunk');
+  const chunkSectors = chunkText !== undefined ? parseChunkKiB(chunkText) * 2 : undefined;
+  const layoutText = optStr(a, 'layout');
+  let layout: number | undefined;
+  if (layoutText !== undefined) {
+    if (arr.level !== 4 && arr.level !== 5 && arr.level !== 6) throw new TsmdError('ENOTSUP', `${md}: --layout of raid${arr.level} is not supported yet by tsmd`);
+    layout = parseLayout(arr.level, layoutText, raidDisks ?? arr.raidDisks);
+  }
+  const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md });
+  if (!changed && !a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
   ctx.registry.changed();
   return 0;
 }

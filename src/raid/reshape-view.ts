@@ -1,8 +1,19 @@
 /**
  * An array in the middle of a reshape (RESHAPE_ACTIVE): array sectors on one side of
  * reshape_position are in the new geometry (at data_offset + new_offset on every member), the
- * rest in the old one (shared/spec/md-formats.md §1.7, §4.2). This view serves reads across
- * both; writes and the reshape itself belong to the reshape engine.
+ * rest in the old one (shared/spec/md-formats.md §1.7, §4.2). This view serves reads and
+ * writes across both; the reshape engine (md/reshape.ts) moves the frontier.
+ *
+ * Like raid5.c's make_request during a reshape: a request below the frontier goes to the new
+ * geometry, one above it to the old, and one that touches the region being moved (md's
+ * reshape_safe..reshape_progress) waits until the engine has moved it and recorded that in
+ * the superblocks. The engine holds a region with hold(): writes already in flight there are
+ * waited for; new ones wait. Reads are never held (the old copy stays intact until the
+ * region is checkpointed), but the engine waits for old-geometry reads that started before
+ * the frontier moved before it overwrites member rows (drainOldReads).
+ *
+ * When the reshape finishes the array installs a plain personality and retires this view
+ * with a successor: requests that reach it afterwards are passed on.
  */
 import { TsmdError } from '../errors.js';
 import { Feature, type Superblock1 } from '../format/superblock.js';
@@ -16,6 +27,9 @@ export type MakePersonality = (
   io: MemberIo,
 ) => Personality;
 
+/** new_offset of each slot's member (md's rdev->new_data_offset - data_offset); default: the array's */
+export type ShiftOf = (slot: number) => number;
+
 export class ReshapeView implements Personality {
   readonly level: number;
   readonly arraySectors: number;
@@ -24,20 +38,36 @@ export class ReshapeView implements Personality {
   readonly recoverySectors = 0;
   readonly oldGeo: Personality;
   readonly newGeo: Personality;
-  /** array sector of the reshape frontier */
-  readonly position: number;
+  /** array sector of the reshape frontier (moved by the engine once a region is checkpointed) */
+  position: number;
   readonly backwards: boolean;
-  private readonly oldDisks: number;
+  readonly oldDisks: number;
+  /** the members as each geometry sees them (the new one at new_offset): the engine's bulk copy */
+  readonly oldIo: MemberIo;
+  readonly newIo: MemberIo;
+  /** the region being moved [lo, hi): writes there wait */
+  private held: [number, number] | null = null;
+  private heldWaiters: Array<() => void> = [];
+  /** writes in flight: their array ranges */
+  private readonly writing = new Set<[number, number]>();
+  private writeDone: Array<() => void> = [];
+  /** old-geometry reads in flight per frontier epoch */
+  private epoch = 0;
+  private readonly oldReads = new Map<number, number>();
+  private oldReadDone: Array<() => void> = [];
+  /** set when the reshape is finished and a plain personality took over */
+  private successor: Personality | null = null;
 
-  constructor(sb: Superblock1, io: MemberIo, make: MakePersonality) {
+  constructor(sb: Superblock1, io: MemberIo, make: MakePersonality, shiftOf?: ShiftOf) {
     const oldDisks = sb.raidDisks - sb.deltaDisks;
-    const newOffset = (sb.featureMap & Feature.NEW_OFFSET) !== 0 ? sb.newOffset : 0;
-    const narrow = (slots: number, shift: number): MemberIo => ({
+    const arrayShift = (sb.featureMap & Feature.NEW_OFFSET) !== 0 ? sb.newOffset : 0;
+    const shift: ShiftOf = shiftOf ?? (() => arrayShift);
+    const narrow = (slots: number, moved: boolean): MemberIo => ({
       slots,
       available: (s, d, n) =>
-        s < slots && io.available(s, d === undefined ? undefined : d + shift, n),
-      read: (s, d, b) => io.read(s, d + shift, b),
-      write: (s, d, b) => io.write(s, d + shift, b),
+        s < slots && io.available(s, d === undefined ? undefined : d + (moved ? shift(s) : 0), n),
+      read: (s, d, b) => io.read(s, d + (moved ? shift(s) : 0), b),
+      write: (s, d, b) => io.write(s, d + (moved ? shift(s) : 0), b),
       flush: (s) => io.flush(s),
       reportError: (s, op, e) => io.reportError(s, op, e),
       bulk: null, // a reshape moves data between layouts; its sync is not offloaded
@@ -50,14 +80,10 @@ export class ReshapeView implements Personality {
       },
     });
     this.oldDisks = oldDisks;
-    this.oldGeo = make(sb.level, sb.layout, sb.chunkSize, oldDisks, narrow(oldDisks, 0));
-    this.newGeo = make(
-      sb.newLevel,
-      sb.newLayout,
-      sb.newChunk,
-      sb.raidDisks,
-      narrow(sb.raidDisks, newOffset),
-    );
+    this.oldIo = narrow(oldDisks, false);
+    this.newIo = narrow(sb.raidDisks, true);
+    this.oldGeo = make(sb.level, sb.layout, sb.chunkSize, oldDisks, this.oldIo);
+    this.newGeo = make(sb.newLevel, sb.newLayout, sb.newChunk, sb.raidDisks, this.newIo);
     this.level = sb.level;
     this.position = Number(sb.reshapePosition);
     this.backwards = (sb.featureMap & Feature.RESHAPE_BACKWARDS) !== 0 || sb.deltaDisks < 0;
@@ -75,29 +101,108 @@ export class ReshapeView implements Personality {
     return this.backwards ? s >= this.position : s < this.position;
   }
 
-  async read(buf: Uint8Array, arraySector: number): Promise<void> {
-    const sectors = buf.length / 512;
+  private bounds(arraySector: number, sectors: number): void {
     if (arraySector < 0 || arraySector + sectors > this.arraySectors) {
-      throw new TsmdError(
-        'ENOSPC',
-        `read at sector ${arraySector} beyond the array end (${this.arraySectors})`,
+      throw new TsmdError('ENOSPC', `I/O at sector ${arraySector} beyond the array end (${this.arraySectors})`);
+    }
+  }
+
+  /** The two parts of [s, s+n): [below the frontier, from it], with the geometry of each. */
+  private parts(buf: Uint8Array, arraySector: number): Array<[Personality, Uint8Array, number, boolean]> {
+    const sectors = buf.length / 512;
+    const split = Math.min(Math.max(this.position - arraySector, 0), sectors);
+    const [lo, hi] = this.backwards ? [this.oldGeo, this.newGeo] : [this.newGeo, this.oldGeo];
+    const out: Array<[Personality, Uint8Array, number, boolean]> = [];
+    if (split > 0) out.push([lo, buf.subarray(0, split * 512), arraySector, lo === this.oldGeo]);
+    if (split < sectors) out.push([hi, buf.subarray(split * 512), arraySector + split, hi === this.oldGeo]);
+    return out;
+  }
+
+  async read(buf: Uint8Array, arraySector: number): Promise<void> {
+    if (this.successor) return this.successor.read(buf, arraySector);
+    this.bounds(arraySector, buf.length / 512);
+    const jobs: Promise<void>[] = [];
+    for (const [geo, part, at, old] of this.parts(buf, arraySector)) {
+      if (!old) {
+        jobs.push(geo.read(part, at));
+        continue;
+      }
+      const e = this.epoch;
+      this.oldReads.set(e, (this.oldReads.get(e) ?? 0) + 1);
+      jobs.push(
+        geo.read(part, at).finally(() => {
+          const left = this.oldReads.get(e)! - 1;
+          if (left === 0) this.oldReads.delete(e);
+          else this.oldReads.set(e, left);
+          for (const w of this.oldReadDone.splice(0)) w();
+        }),
       );
     }
-    const split = Math.min(Math.max(this.position - arraySector, 0), sectors);
-    const first = buf.subarray(0, split * 512);
-    const second = buf.subarray(split * 512);
-    const [lo, hi] = this.backwards ? [this.oldGeo, this.newGeo] : [this.newGeo, this.oldGeo];
-    const jobs: Promise<void>[] = [];
-    if (first.length) jobs.push(lo.read(first, arraySector));
-    if (second.length) jobs.push(hi.read(second, arraySector + split));
     await Promise.all(jobs);
   }
 
-  async write(): Promise<void> {
-    throw new TsmdError('EBUSY', 'a reshape is in progress: writes need the reshape engine');
+  private overlapsHeld(lo: number, hi: number): boolean {
+    return this.held !== null && lo < this.held[1] && this.held[0] < hi;
+  }
+
+  async write(buf: Uint8Array, arraySector: number): Promise<void> {
+    const sectors = buf.length / 512;
+    const range: [number, number] = [arraySector, arraySector + sectors];
+    while (!this.successor && this.overlapsHeld(range[0], range[1])) await new Promise<void>((r) => this.heldWaiters.push(r));
+    if (this.successor) return this.successor.write(buf, arraySector);
+    this.bounds(arraySector, sectors);
+    this.writing.add(range);
+    try {
+      await Promise.all(this.parts(buf, arraySector).map(([geo, part, at]) => geo.write(part, at)));
+    } finally {
+      this.writing.delete(range);
+      for (const w of this.writeDone.splice(0)) w();
+    }
+  }
+
+  /**
+   * The engine takes [lo, hi) to move it: new writes there wait, writes already in flight
+   * there are waited for. One region at a time.
+   */
+  async hold(lo: number, hi: number): Promise<void> {
+    this.held = [lo, hi];
+    const busy = (): boolean => {
+      for (const [a, b] of this.writing) if (a < hi && lo < b) return true;
+      return false;
+    };
+    while (busy()) await new Promise<void>((r) => this.writeDone.push(r));
+  }
+
+  /** The region is moved and checkpointed (or given up): the writes waiting for it go on. */
+  release(): void {
+    this.held = null;
+    for (const w of this.heldWaiters.splice(0)) w();
+  }
+
+  /** Move the frontier (after the superblocks record it). */
+  advance(position: number): void {
+    this.position = position;
+    this.epoch++;
+  }
+
+  /** Wait for old-geometry reads that started before the frontier last moved. */
+  async drainOldReads(): Promise<void> {
+    const older = (): boolean => {
+      for (const e of this.oldReads.keys()) if (e < this.epoch) return true;
+      return false;
+    };
+    while (older()) await new Promise<void>((r) => this.oldReadDone.push(r));
+  }
+
+  /** The reshape is done: requests that still reach this view go to `next`. */
+  retire(next: Personality): void {
+    this.successor = next;
+    this.release();
   }
 
   flush(): Promise<void> {
+    if (this.successor) return this.successor.flush();
+    // the new geometry spans every slot (the old one is a prefix of them)
     return this.newGeo.flush();
   }
 

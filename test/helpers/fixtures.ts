@@ -40,8 +40,8 @@ export function fixtureNames(): string[] {
 const cacheDir = join(tmpdir(), `tsmd-fixtures-${process.getuid?.() ?? 0}`);
 
 /** Decompressed member image paths of a fixture (d0.img, d1.img, ...), cached across tests. */
-export function fixtureMembers(name: string): string[] {
-  const src = join(fixtureRoot(), name);
+export function fixtureMembers(name: string, set = 'kernel-md'): string[] {
+  const src = join(sharedDir(), 'fixtures', set, name);
   const out = join(cacheDir, name);
   mkdirSync(out, { recursive: true });
   const files = readdirSync(src)

@@ -1,0 +1,572 @@
+/**
+ * The reshape engine (md's reshape half of md_do_sync + raid5.c reshape_request, with
+ * mdadm 4.2 Grow.c's choice of a new data offset so that no backup file is needed).
+ *
+ * What it reshapes: raid4/5/6 to more members (--raid-devices), another chunk (--chunk) or
+ * another layout of the same level (--layout), always forwards with the data moved to a lower
+ * data offset (new_offset < 0, feature NEW_OFFSET), as mdadm 4.2 does when there is room
+ * before the data. Everything else (shrink, backwards, level changes, raid10/1/0/linear) is
+ * refused at --grow with ENOTSUP and nothing written, and an array found in such a reshape is
+ * assembled read-only with the reason (never written).
+ *
+ * The move, region by region ("step"): the view (raid/reshape-view.ts) holds writes to the
+ * region, the region is read in the old geometry and written in full stripes of the new one
+ * (parity computed from scratch), every member is flushed, and only then reshape_position is
+ * written to every superblock; then the frontier moves and the held writes go on (to the new
+ * geometry). A region's size is chosen so that the member rows it writes in the new geometry
+ * end at or before the first member row that still holds data in the old geometry beyond the
+ * last checkpoint (md's reshape_safe rule, computed exactly): whatever moment a crash hits,
+ * the old copy of everything from the recorded position on is intact, and a region is copied
+ * again from it on resume. Unlike the kernel, which checkpoints reshapes that keep the number
+ * of data disks only every ~10 s (fixture raid5-chunk-stopped-stale), every step here is
+ * checkpointed before the next one overwrites anything, so no kind of reshape can be left
+ * with a stale checkpoint.
+ *
+ * At the end (md's raid5_finish_reshape + md_finish_reshape): the members' data offset moves
+ * to the new one (their data size grows by as much), the superblocks carry the new geometry
+ * with no reshape feature bits, and the plain personality of the new geometry takes over (the
+ * array grows to its new size). An internal bitmap is set aside during the reshape (as md
+ * ignores it) and written back at the end: clear when the array is in sync, all set when a
+ * resync is owed (an unclean restart during the reshape).
+ */
+import { TsmdError } from '../errors.js';
+import type { Clock } from '../env/clock.js';
+import { bitmapAreaBytes } from '../format/bitmap.js';
+import { Feature, type Superblock1 } from '../format/superblock.js';
+import { dataDisksPerStripe, stripeMap } from '../raid/geometry/raid456.js';
+import { genP, genPQ } from '../raid/parity/index.js';
+import type { Personality } from '../raid/personality.js';
+import { ReshapeView } from '../raid/reshape-view.js';
+import { runLimited } from '../util/async.js';
+import type { Member, MemberSet } from './members.js';
+import type { UpdateOptions } from './metadata.js';
+import type { SyncLimits } from './sync.js';
+
+/** What the engine asks of the array (MdArray implements it in a few lines). */
+export interface ReshapeHost {
+  readonly sb: Superblock1;
+  readonly memberSet: MemberSet;
+  readonly clock: Clock;
+  readonly personality: Personality;
+  readonly readOnly: boolean;
+  log(msg: string, level?: 'info' | 'warn' | 'error'): void;
+  /** the sync speed limits in force (md: a reshape obeys speed_limit_min/max like a resync) */
+  limits(): SyncLimits;
+  /** the metadata transaction (md_update_sb) */
+  update(mutate: () => unknown, opts?: UpdateOptions): Promise<void>;
+  /** hold every write and wait for the reads in flight, run fn, let them go (mddev_suspend) */
+  quiesced<T>(fn: () => Promise<T>): Promise<T>;
+  /** build the personality for a superblock's geometry (a ReshapeView while RESHAPE_ACTIVE) */
+  makePersonality(sb: Superblock1): Personality;
+  /** install a personality (inside a quiesced section or a metadata transaction) */
+  install(p: Personality): void;
+  /** the runtime bitmap is set aside (start) or rebuilt from the members' (finish) */
+  suspendBitmap(): void;
+  resumeBitmap(): void;
+  /** a resync is owed (md's recovery_cp != MaxSector): the bitmap is written all set at the end */
+  readonly resyncOwed: boolean;
+  /** the reshape finished (superblocks written): look for other work */
+  finished(): void;
+}
+
+/** A --grow request: the geometry to reach (unset fields keep the current value). */
+export interface ReshapeRequest {
+  raidDisks?: number;
+  chunkSectors?: number;
+  layout?: number;
+  /** mdadm --force: grow even with too few spares (the array ends degraded) */
+  force?: boolean;
+  /** the device name for messages (/dev/md0) */
+  devName?: string;
+}
+
+export interface ReshapeProgress {
+  /** per-member sectors done and in all, as /proc/mdstat counts a reshape */
+  doneSectors: number;
+  totalSectors: number;
+  speedKiBs: number;
+  windowSectors: number;
+  windowSeconds: number;
+}
+
+const F_RESHAPE = Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS;
+
+/** The largest region moved between two checkpoints (array sectors): writes there wait that long. */
+const MAX_STEP_SECTORS = 2048 * 64;
+/** One read-old / write-new piece (array sectors, whole new stripes), and pieces in flight. */
+const PIECE_TARGET_SECTORS = 2048 * 4;
+const PIECE_PARALLEL = 4;
+
+function levelIs456(level: number): level is 4 | 5 | 6 {
+  return level === 4 || level === 5 || level === 6;
+}
+
+function dataDisks(level: number, layout: number, disks: number, chunk: number): number {
+  if (!levelIs456(level)) throw new TsmdError('ENOTSUP', `raid${level} is not reshaped by tsmd`);
+  return dataDisksPerStripe({ level, layout, raidDisks: disks, chunkSectors: chunk });
+}
+
+/**
+ * Why tsmd cannot continue the reshape recorded in this superblock (null: it can). Such an
+ * array is assembled read-only, as mdadm refuses to continue what it cannot do safely.
+ */
+export function cannotContinue(sb: Superblock1, members: readonly Member[]): string | null {
+  if ((sb.featureMap & Feature.RESHAPE_ACTIVE) === 0) return null;
+  if (!levelIs456(sb.level) || sb.newLevel !== sb.level)
+    return `the reshape from raid${sb.level} to raid${sb.newLevel} is not supported by tsmd's reshape engine (raid4/5/6 grow, chunk and layout changes are)`;
+  if (sb.deltaDisks < 0 || (sb.featureMap & Feature.RESHAPE_BACKWARDS) !== 0)
+    return 'the reshape runs backwards (a shrink, or a data offset moved up): not supported yet by tsmd';
+  if ((sb.featureMap & Feature.NEW_OFFSET) === 0)
+    return 'the reshape keeps the data offset (it needs a backup file): not supported yet by tsmd';
+  if ((sb.featureMap & Feature.CLUSTERED) !== 0) return 'the array is clustered: md-cluster reshapes are not supported';
+  const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
+  for (const m of members) {
+    if (m.faulty || m.slot === null) continue;
+    if (m.recoveryOffset !== null) return `${m.dev.name} is being rebuilt along with the reshape: not supported yet by tsmd`;
+    const own = m.loaded.sb;
+    const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 ? own.newOffset : sb.newOffset;
+    if (shift >= 0 || -shift < maxChunk) return `new offset ${shift} of ${m.dev.name} leaves no room to move a ${maxChunk}-sector chunk forwards`;
+  }
+  return null;
+}
+
+/**
+ * At assembly: members whose superblock missed the last reshape transaction (one event
+ * behind, as a crash in the middle of md_update_sb leaves them) get the member fields that
+ * transaction wrote to the others, so every member agrees with the freshest superblock:
+ *  - the start: new_offset (tsmd and mdadm move every member's data offset by as much);
+ *  - the end: the data offset already moved (data_offset + new_offset), no new_offset.
+ */
+export function settleReshapeOffsets(fresh: Superblock1, members: readonly Member[]): void {
+  const active = (fresh.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (fresh.featureMap & Feature.NEW_OFFSET) !== 0;
+  for (const m of members) {
+    const own = m.loaded.sb;
+    if (own.events === fresh.events) continue;
+    const ownActive = (own.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (own.featureMap & Feature.NEW_OFFSET) !== 0;
+    if (active && !ownActive) own.newOffset = fresh.newOffset;
+    else if (!active && ownActive && own.newOffset !== 0) {
+      own.dataOffset = BigInt(Number(own.dataOffset) + own.newOffset);
+      own.dataSize = BigInt(Number(own.dataSize) - own.newOffset);
+      own.newOffset = 0;
+    }
+  }
+}
+
+/** Sectors free before the data on this member (after the superblock, bitmap and bad-block log). */
+function roomBefore(m: Member): number {
+  const sb = m.loaded.sb;
+  const superOff = Number(sb.superOffset);
+  const dataOff = Number(sb.dataOffset);
+  if (superOff >= dataOff) return dataOff; // v1.0: the superblock is at the end
+  let end = superOff + 8;
+  if ((sb.featureMap & Feature.BITMAP_OFFSET) !== 0) {
+    const b = m.bitmaps[0];
+    if (!b) return 0; // a bitmap we could not read: keep away from it
+    end = Math.max(end, superOff + sb.bitmapOffset + bitmapAreaBytes(b.nbits) / 512 * Math.max(1, m.bitmaps.length));
+  }
+  if (sb.bblogSize > 0 && sb.bblogOffset > 0) end = Math.max(end, superOff + sb.bblogOffset + sb.bblogSize);
+  return Math.max(0, dataOff - end);
+}
+
+/**
+ * mdadm --grow's checks for raid4/5/6 and the start of the reshape (md's raid5_check_reshape +
+ * raid5_start_reshape, with the new data offset mdadm 4.2 chooses). Throws mdadm's message and
+ * writes nothing when the request is refused. Returns false when nothing changes.
+ */
+export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Promise<boolean> {
+  const sb = host.sb;
+  const md = req.devName ?? 'the array';
+  if (!levelIs456(sb.level)) throw new TsmdError('ENOTSUP', `${md}: reshaping raid${sb.level} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk, --layout are)`);
+  if ((sb.featureMap & Feature.CLUSTERED) !== 0) throw new TsmdError('ENOTSUP', `${md} is clustered: md-cluster reshapes are not supported by tsmd`);
+  const disks = req.raidDisks ?? sb.raidDisks;
+  const chunk = req.chunkSectors ?? sb.chunkSize;
+  const layout = req.layout ?? sb.layout;
+  if (disks === sb.raidDisks && chunk === sb.chunkSize && layout === sb.layout) return false;
+  const minDisks = sb.level === 6 ? 4 : 2;
+  if (disks < minDisks) throw new TsmdError('EINVAL', `${md}: raid${sb.level} needs at least ${minDisks} devices`);
+  if (disks < sb.raidDisks)
+    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size=${arraySizeKiB(sb, disks, chunk, layout)}`);
+  if (chunk < 8 || (chunk & (chunk - 1)) !== 0) throw new TsmdError('EINVAL', `invalid chunk size ${chunk / 2}K`);
+  if (Number(sb.size) % chunk !== 0)
+    throw new TsmdError('EINVAL', `component size ${Number(sb.size) / 2}K is not a multiple of the new chunk size ${chunk / 2}K`);
+  const oldD = dataDisks(sb.level, sb.layout, sb.raidDisks, sb.chunkSize);
+  const newD = dataDisks(sb.level, layout, disks, chunk);
+  const delta = disks - sb.raidDisks;
+  const spares = host.memberSet.list.filter((m) => m.slot === null && !m.faulty);
+  if (spares.length < delta && !req.force)
+    throw new TsmdError('EINVAL', `Need ${delta} spare${delta === 1 ? '' : 's'} to avoid degraded array, and only have ${spares.length}.\n       Use --force to over-ride this check.`);
+  const joining = spares.slice(0, delta);
+  const moving = [...host.memberSet.list.filter((m) => m.slot !== null && !m.faulty), ...joining];
+  const maxChunk = Math.max(chunk, sb.chunkSize);
+  const room = Math.min(...moving.map(roomBefore));
+  // how far the data moves down: a grow gains room as it goes (the new rows advance slower
+  // than the old), so a few chunks do, as mdadm's choice (fixtures: 3-4 chunks) leaves room
+  // for a later reshape; a reshape that keeps the number of data disks moves by the same
+  // distance all along, and each step can be no longer than that distance: all the room
+  const roomChunks = Math.floor(room / maxChunk);
+  const shift = -Math.min(roomChunks, delta > 0 ? 4 : roomChunks) * maxChunk;
+  if (-shift < maxChunk)
+    throw new TsmdError('ENOTSUP', `${md}: only ${room} sectors free before the data: moving the data offset needs ${maxChunk}; a reshape with a backup file is not supported yet by tsmd`);
+  for (const m of joining) {
+    if (Number(m.loaded.sb.dataSize) < Number(sb.size)) throw new TsmdError('ENOSPC', `${m.dev.name} is too small to join ${md}`);
+  }
+  void oldD;
+  void newD;
+  await host.quiesced(async () => {
+    await host.personality.flush();
+    await host.update(() => {
+      joining.forEach((m, i) => {
+        m.slot = sb.raidDisks + i;
+        m.recoveryOffset = null; // md's raid5_start_reshape: a new member is In_sync, the reshape fills it
+      });
+      for (const m of moving) m.loaded.sb.newOffset = shift;
+      sb.deltaDisks = delta;
+      sb.raidDisks = disks;
+      sb.newLevel = sb.level;
+      sb.newLayout = layout;
+      sb.newChunk = chunk;
+      sb.newOffset = shift;
+      sb.reshapePosition = 0n;
+      sb.featureMap = (sb.featureMap & ~F_RESHAPE) | Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET;
+      host.suspendBitmap();
+      host.install(host.makePersonality(sb));
+    });
+  });
+  host.log(`md: reshape of RAID array ${md} started (${delta ? `${sb.raidDisks - delta}->${disks} devices` : ''}${chunk !== sb.chunkSize ? ` chunk ${sb.chunkSize / 2}K->${chunk / 2}K` : ''}${layout !== sb.layout ? ` layout ${sb.layout}->${layout}` : ''}, new offset ${shift})`);
+  return true;
+}
+
+/** The array size in KiB the geometry would have (mdadm's --array-size hint). */
+function arraySizeKiB(sb: Superblock1, disks: number, chunk: number, layout: number): number {
+  const d = dataDisks(sb.level, layout, disks, chunk);
+  return Math.floor(Number(sb.size) / chunk) * chunk * d / 2;
+}
+
+/** The member row (sector relative to data_offset) where a stripe-aligned array sector starts. */
+function rowOf(s: number, dataDisks: number, chunk: number): number {
+  return Math.floor(s / (dataDisks * chunk)) * chunk;
+}
+
+/** The member row just past the stripe that holds array sector s - 1. */
+function rowEnd(s: number, dataDisks: number, chunk: number): number {
+  return Math.ceil(s / (dataDisks * chunk)) * chunk;
+}
+
+/**
+ * One running reshape: moves the frontier from reshape_position to the end, a checkpointed
+ * step at a time. run() resolves when the reshape is finished, paused (frozen) or stopped.
+ */
+export class ReshapeEngine {
+  private running: Promise<void> | null = null;
+  private stopping = false;
+  private frozenNow = false;
+  private startedMs = 0;
+  private startedAt = 0;
+  private readonly samples: Array<[number, number]> = [];
+  /** every finished reshape resolves the waiters (mdadm --wait) */
+  private waiters: Array<() => void> = [];
+  done = false;
+  lastError: Error | null = null;
+
+  constructor(private readonly host: ReshapeHost) {}
+
+  get view(): ReshapeView {
+    const p = this.host.personality;
+    if (!(p instanceof ReshapeView)) throw new TsmdError('EINVAL', 'no reshape in progress');
+    return p;
+  }
+
+  get frozen(): boolean {
+    return this.frozenNow;
+  }
+
+  get active(): boolean {
+    return this.running !== null;
+  }
+
+  private geo() {
+    const sb = this.host.sb;
+    const oldDisks = sb.raidDisks - sb.deltaDisks;
+    const oldD = dataDisks(sb.level, sb.layout, oldDisks, sb.chunkSize);
+    const newD = dataDisks(sb.newLevel, sb.newLayout, sb.raidDisks, sb.newChunk);
+    let shift = -Infinity;
+    for (const m of this.host.memberSet.list) {
+      if (m.faulty || m.slot === null) continue;
+      const own = (m.loaded.sb.featureMap & Feature.NEW_OFFSET) !== 0 ? m.loaded.sb.newOffset : sb.newOffset;
+      shift = Math.max(shift, own);
+    }
+    if (shift === -Infinity) shift = sb.newOffset;
+    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, shift, unit: Math.max(sb.chunkSize, sb.newChunk) * newD };
+  }
+
+  /** progress as /proc/mdstat shows it (per-member sectors of the new geometry) */
+  progress(): ReshapeProgress | null {
+    if ((this.host.sb.featureMap & Feature.RESHAPE_ACTIVE) === 0) return null;
+    const v = this.host.personality;
+    if (!(v instanceof ReshapeView)) return null;
+    const g = this.geo();
+    const first = this.samples[0];
+    const last = this.samples[this.samples.length - 1];
+    const speed = first && last && last[0] > first[0] ? ((last[1] - first[1]) / 2 / ((last[0] - first[0]) / 1000)) : 0;
+    return {
+      doneSectors: Math.floor(v.position / g.newD),
+      totalSectors: Number(this.host.sb.size),
+      speedKiBs: speed / g.newD,
+      windowSectors: first && last ? Math.floor((last[1] - first[1]) / g.newD) : 0,
+      windowSeconds: first && last ? Math.max(1, Math.round((last[0] - first[0]) / 1000)) : 1,
+    };
+  }
+
+  /** Start (or resume) moving in the background; no-op when running, frozen or done. */
+  kick(): void {
+    if (this.running || this.frozenNow || this.stopping || this.host.readOnly) return;
+    if ((this.host.sb.featureMap & Feature.RESHAPE_ACTIVE) === 0) return;
+    this.running = this.loop()
+      .catch((e: unknown) => {
+        this.lastError = e as Error;
+        this.host.log(`md: reshape stopped: ${(e as Error).message}`, 'error');
+      })
+      .finally(() => {
+        this.running = null;
+        if (!this.frozenNow) for (const w of this.waiters.splice(0)) w();
+      });
+  }
+
+  /** md's sync_action frozen: the current step finishes (and is checkpointed), then it pauses. */
+  async freeze(): Promise<void> {
+    this.frozenNow = true;
+    await this.running;
+  }
+
+  /** sync_action idle: go on */
+  thaw(): void {
+    this.frozenNow = false;
+    this.kick();
+  }
+
+  /** The array stops: the current step finishes and is checkpointed. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.running;
+  }
+
+  /** Resolves when no reshape runs or is owed (mdadm --wait). */
+  async wait(): Promise<void> {
+    while ((this.host.sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && !this.stopping && !this.lastError) {
+      if (!this.running && this.frozenNow) return;
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        if (!this.running) this.kick();
+      });
+      if (!this.running && (this.frozenNow || this.lastError)) return;
+    }
+  }
+
+  private async loop(): Promise<void> {
+    const host = this.host;
+    const view = this.view;
+    const g = this.geo();
+    const total = view.newGeo.arraySectors;
+    const oldSize = view.oldGeo.arraySectors;
+    this.startedMs = host.clock.nowMs();
+    this.startedAt = view.position;
+    this.samples.length = 0;
+    this.samples.push([this.startedMs, view.position]);
+    while (view.position < total) {
+      if (this.stopping || this.frozenNow) return;
+      const p = view.position;
+      const len = this.stepLength(p, total, g);
+      await view.hold(p, p + len);
+      try {
+        // reads that started before the frontier last moved may still be reading rows this
+        // step overwrites: they finish first
+        await view.drainOldReads();
+        await this.copy(view, p, len, oldSize, g.newD * g.newC);
+        // md: the data the checkpoint vouches for is on stable storage before it
+        await view.newGeo.flush();
+        await host.update(() => {
+          host.sb.reshapePosition = BigInt(p + len);
+        }, { bump: false });
+        view.advance(p + len);
+      } finally {
+        view.release();
+      }
+      this.sample(p + len);
+      await this.throttle(p + len);
+    }
+    await this.finish(view);
+  }
+
+  private sample(pos: number): void {
+    const now = this.host.clock.nowMs();
+    this.samples.push([now, pos]);
+    while (this.samples.length > 2 && now - this.samples[0]![0] > 5000) this.samples.shift();
+  }
+
+  /** md's speed_max: a reshape never runs faster than the sync limit. */
+  private async throttle(pos: number): Promise<void> {
+    const maxKiBs = this.host.limits().maxKiBs;
+    const g = this.geo();
+    const doneKiB = (pos - this.startedAt) / g.newD / 2;
+    const elapsedMs = this.host.clock.nowMs() - this.startedMs;
+    const needMs = (doneKiB / maxKiBs) * 1000;
+    if (needMs > elapsedMs) await this.host.clock.sleep(Math.min(1000, needMs - elapsedMs));
+  }
+
+  /**
+   * The largest region from p (whole units of max(chunk) x new data disks, md's reshape unit)
+   * whose new-geometry rows end at or before the first old-geometry row holding data from p
+   * on (p is checkpointed: every step is).
+   */
+  private stepLength(p: number, total: number, g: ReturnType<ReshapeEngine['geo']>): number {
+    const limitRow = rowOf(p, g.oldD, g.oldC) - g.shift; // shift < 0: the new rows are below
+    const maxEnd = Math.floor(limitRow / g.newC) * g.newC * g.newD;
+    let len = Math.floor((maxEnd - p) / g.unit) * g.unit;
+    // under a speed limit, steps of about a quarter of a second at that speed (the throttle
+    // sleeps between steps, and writes to a region wait no longer than its step)
+    const bySpeed = this.host.limits().maxKiBs * 2 * g.newD / 4;
+    const cap = Math.max(g.unit, Math.min(MAX_STEP_SECTORS, bySpeed));
+    len = Math.min(len, cap - (cap % g.unit), total - p);
+    if (len <= 0) throw new TsmdError('EIO', `reshape cannot progress safely at sector ${p} (new offset ${g.shift})`);
+    // the new rows written never reach the old rows still to be read
+    if (rowEnd(p + len, g.newD, g.newC) + g.shift > rowOf(p, g.oldD, g.oldC) && p + len < total)
+      throw new TsmdError('EIO', `reshape step at ${p} would overwrite unmoved data`);
+    return len;
+  }
+
+  /**
+   * Read [p, p+len) in the old geometry (zeros past its end) and write it in the new, piece by
+   * piece (whole new stripes). With every member there, a piece is moved in bulk (bulkPiece);
+   * otherwise, or if that meets an error, through the personalities' request paths, which
+   * rebuild from parity and fail members as md does.
+   */
+  private async copy(view: ReshapeView, p: number, len: number, oldSize: number, stripe: number): Promise<void> {
+    const piece = Math.max(stripe, Math.floor(PIECE_TARGET_SECTORS / stripe) * stripe);
+    const jobs: Array<() => Promise<void>> = [];
+    for (let at = p; at < p + len; at += piece) {
+      const n = Math.min(piece, p + len - at);
+      jobs.push(async () => {
+        if (this.bulkUsable(view) && n % stripe === 0) {
+          try {
+            await this.bulkPiece(view, at, n, oldSize);
+            return;
+          } catch {
+            // redone below on the request path, which decides about the members
+          }
+        }
+        const buf = new Uint8Array(n * 512);
+        const fromOld = Math.max(0, Math.min(n, oldSize - at));
+        if (fromOld > 0) await view.oldGeo.read(buf.subarray(0, fromOld * 512), at);
+        await view.newGeo.write(buf, at);
+      });
+    }
+    await runLimited(jobs, PIECE_PARALLEL);
+  }
+
+  private bulkUsable(view: ReshapeView): boolean {
+    for (let s = 0; s < view.newIo.slots; s++) if (!view.newIo.available(s)) return false;
+    return true;
+  }
+
+  /**
+   * One piece [at, at+n) of whole new stripes moved with one read per old member (the rows
+   * that hold it) and one write per new member (its rows, parity computed here): md moves a
+   * region stripe by stripe through its stripe cache; large member I/O is what makes the copy
+   * run at the speed of the members.
+   */
+  private async bulkPiece(view: ReshapeView, at: number, n: number, oldSize: number): Promise<void> {
+    const sb = this.host.sb;
+    const oldDisks = sb.raidDisks - sb.deltaDisks;
+    const oldG = { level: sb.level as 4 | 5 | 6, layout: sb.layout, raidDisks: oldDisks, chunkSectors: sb.chunkSize };
+    const newG = { level: sb.newLevel as 4 | 5 | 6, layout: sb.newLayout, raidDisks: sb.raidDisks, chunkSectors: sb.newChunk };
+    const oldD = dataDisksPerStripe(oldG);
+    const newD = dataDisksPerStripe(newG);
+    const oC = oldG.chunkSectors;
+    const nC = newG.chunkSectors;
+    const B = 512;
+    const arr = new Uint8Array(n * B);
+    const fromOld = Math.max(0, Math.min(n, oldSize - at));
+    if (fromOld > 0) {
+      const s0 = Math.floor(at / (oldD * oC));
+      const s1 = Math.ceil((at + fromOld) / (oldD * oC));
+      const rows = (s1 - s0) * oC;
+      const bufs = await Promise.all(
+        Array.from({ length: oldDisks }, async (_, slot) => {
+          const b = new Uint8Array(rows * B);
+          await view.oldIo.read(slot, s0 * oC, b);
+          return b;
+        }),
+      );
+      for (let s = s0; s < s1; s++) {
+        const sm = stripeMap(oldG, s);
+        for (let dd = 0; dd < oldD; dd++) {
+          const a0 = (s * oldD + dd) * oC; // array sector of this chunk
+          const lo = Math.max(a0, at);
+          const hi = Math.min(a0 + oC, at + fromOld);
+          if (lo >= hi) continue;
+          const src = bufs[sm.dataDisks[dd]!]!;
+          const so = ((s - s0) * oC + (lo - a0)) * B;
+          arr.set(src.subarray(so, so + (hi - lo) * B), (lo - at) * B);
+        }
+      }
+    }
+    const t0 = at / (newD * nC);
+    const t1 = (at + n) / (newD * nC);
+    const rows = (t1 - t0) * nC;
+    const out = Array.from({ length: newG.raidDisks }, () => new Uint8Array(rows * B));
+    for (let s = t0; s < t1; s++) {
+      const sm = stripeMap(newG, s);
+      const base = (s - t0) * nC * B;
+      const data: Uint8Array[] = [];
+      for (let dd = 0; dd < newD; dd++) {
+        const a = ((s * newD + dd) * nC - at) * B;
+        const dst = out[sm.dataDisks[dd]!]!.subarray(base, base + nC * B);
+        dst.set(arr.subarray(a, a + nC * B));
+        data.push(dst);
+      }
+      const pBuf = out[sm.pDisk]!.subarray(base, base + nC * B);
+      if (newG.level === 6) {
+        const slots: Array<Uint8Array | null> = new Array<Uint8Array | null>(sm.syndromeSlots).fill(null);
+        data.forEach((b, dd) => {
+          slots[sm.qSlots[dd]!] = b;
+        });
+        genPQ(slots, pBuf, out[sm.qDisk]!.subarray(base, base + nC * B));
+      } else genP(data, pBuf);
+    }
+    await Promise.all(out.map((b, slot) => view.newIo.write(slot, t0 * nC, b)));
+  }
+
+  /** md's raid5_finish_reshape + md_finish_reshape: the new geometry becomes the array's. */
+  private async finish(view: ReshapeView): Promise<void> {
+    const host = this.host;
+    const sb = host.sb;
+    const allSet = host.resyncOwed;
+    await host.quiesced(async () => {
+      await view.hold(0, Number.MAX_SAFE_INTEGER);
+      await view.drainOldReads();
+      await host.update(() => {
+        for (const m of host.memberSet.list) {
+          const own = m.loaded.sb;
+          const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 || m.slot !== null ? own.newOffset : 0;
+          own.dataOffset = BigInt(Number(own.dataOffset) + shift);
+          own.dataSize = BigInt(Number(own.dataSize) - shift);
+          own.newOffset = 0;
+        }
+        sb.level = sb.newLevel;
+        sb.layout = sb.newLayout;
+        sb.chunkSize = sb.newChunk;
+        sb.deltaDisks = 0;
+        sb.newOffset = 0;
+        sb.reshapePosition = 0n;
+        sb.featureMap &= ~F_RESHAPE;
+        const next = host.makePersonality(sb);
+        host.install(next);
+        view.retire(next);
+        host.resumeBitmap();
+      }, { bitmapBits: allSet ? 'all' : 'none' });
+    });
+    this.done = true;
+    host.log(`md: reshape done: ${sb.raidDisks} devices, chunk ${sb.chunkSize / 2}K, layout ${sb.layout}, ${host.personality.arraySectors / 2}K`);
+    host.finished();
+  }
+}

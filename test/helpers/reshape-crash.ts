@@ -1,0 +1,285 @@
+/**
+ * Reshapes in the daemon (tsmd --grow --raid-devices / --chunk) on file members, judged by an
+ * NBD client that knows which writes were acknowledged, by the superblocks and by check:
+ *
+ *  - the daemon is killed (SIGKILL) at random moments while the reshape runs and NBD writers
+ *    write (FUA and FLUSH); after every restart and re-assembly the reshape resumes, and every
+ *    write acknowledged with FUA or before an acknowledged FLUSH reads back;
+ *  - at the end the array has its new geometry and size (a new NBD connection sees it), every
+ *    durable write reads back, check finds 0 mismatches, and the real mdadm --examine prints
+ *    what tsmd --examine prints for every member;
+ *  - bad --grow requests are refused with mdadm's message and nothing is written.
+ * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default 14: 42 in all).
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { controlCall } from '../../src/daemon/control.js';
+import { startDaemon, type TestDaemon } from './daemon.js';
+import { NbdTestClient } from './nbd-client.js';
+import { prng } from './prng.js';
+import { haveTool, run, sparseFile, tsmdBin } from './tools.js';
+
+const MiB = 1024 * 1024;
+const BLOCK = 4096;
+
+async function arrayState(d: TestDaemon) {
+  const rep = await controlCall(join(d.runDir, 'control.sock'), { op: 'arrays' }, 5000);
+  return rep.arrays!.find((a) => a.mdName === 'md0')!;
+}
+
+async function until(d: TestDaemon, what: string, ok: (s: Awaited<ReturnType<typeof arrayState>>) => boolean): Promise<void> {
+  const t0 = Date.now();
+  while (!ok(await arrayState(d))) {
+    assert.ok(Date.now() - t0 < 60_000, `${what} within a minute`);
+    await new Promise((r) => setTimeout(r, 30));
+  }
+}
+
+/** Every durable block reads back: the array read 1 MiB at a time, 8 reads in flight. */
+async function verify(port: number, durable: Map<number, Buffer>, why: string): Promise<void> {
+  const v = await NbdTestClient.connect(port, 'md0');
+  try {
+    const per = MiB / BLOCK;
+    const jobs = [...new Set([...durable.keys()].map((b) => b - (b % per)))].sort((x, y) => x - y);
+    for (let i = 0; i < jobs.length; i += 8) {
+      await Promise.all(
+        jobs.slice(i, i + 8).map(async (b0) => {
+          const n = Math.min(per, Math.floor(v.sizeBytes / BLOCK) - b0);
+          const got = await v.read(b0 * BLOCK, n * BLOCK);
+          for (let k = 0; k < n; k++) {
+            const want = durable.get(b0 + k);
+            if (want) assert.ok(got.subarray(k * BLOCK, (k + 1) * BLOCK).equals(want), `${why}: block ${b0 + k} lost an acknowledged durable write`);
+          }
+        }),
+      );
+    }
+  } finally {
+    await v.close();
+  }
+}
+
+export interface Kind {
+  name: string;
+  level: 5 | 6;
+  n: number;
+  spares: number;
+  grow: string[];
+  bitmap: boolean;
+  /** raid disks and chunk (KiB) at the end */
+  disks: number;
+  chunkKiB: number;
+}
+
+export const kinds: Kind[] = [
+  { name: 'raid5 grow 4->5', level: 5, n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: true, disks: 5, chunkKiB: 64 },
+  { name: 'raid6 grow 5->6', level: 6, n: 5, spares: 1, grow: ['--raid-devices=6'], bitmap: false, disks: 6, chunkKiB: 64 },
+  { name: 'raid5 chunk 64K->128K', level: 5, n: 4, spares: 0, grow: ['--chunk=128'], bitmap: false, disks: 4, chunkKiB: 128 },
+];
+
+/** One reshape kind: create, grow, kill -9 at random moments, finish, judge. */
+export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
+  const iterations = Number(process.env.TSMD_RESHAPE_CRASH_ITERATIONS ?? 14);
+  const tag = k.name.replace(/[^a-z0-9]+/gi, '-');
+  const files = Array.from({ length: k.n + k.spares }, (_, i) => sparseFile(join(dir, `${tag}-${i}.img`), 12 * MiB));
+  const runDir = join(dir, `run-${tag}`);
+  // slow enough that the kills land inside the reshape
+  const opts = ['--speed-limit-max=250'];
+  let d = await startDaemon(runDir, opts);
+  try {
+    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...files.slice(0, k.n)]);
+    assert.equal(r.status, 0, r.stderr);
+    for (const f of files.slice(k.n)) {
+      r = d.tsmd(['/dev/md0', '--add', f]);
+      assert.equal(r.status, 0, r.stderr);
+    }
+    const durable = new Map<number, Buffer>();
+    const rnd = prng(k.n * 7 + k.spares * 1000 + k.level);
+    // before: a durable base over the whole array
+    {
+      const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
+      const blocks = c.sizeBytes / BLOCK;
+      for (let b = 0; b < blocks; b += 64) {
+        const data = randomBytes(Math.min(64, blocks - b) * BLOCK);
+        await c.write(b * BLOCK, data);
+        for (let i = 0; i * BLOCK < data.length; i++) durable.set(b + i, data.subarray(i * BLOCK, (i + 1) * BLOCK));
+      }
+      await c.flush();
+      await c.close();
+    }
+    const sizeBefore = (await arrayState(d)).raidDisks;
+    assert.equal(sizeBefore, k.n);
+    // after each kill the daemon assembles the array at start (its mdadm.conf), as at boot
+    const conf = join(dir, `${tag}.conf`);
+    writeFileSync(conf, `ARRAY /dev/md0 UUID=${(await arrayState(d)).uuid} devices=${files.join(',')}\n`);
+    const bootOpts = [...opts, `--config=${conf}`];
+    r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok((await arrayState(d)).reshape, 'the reshape started');
+    let killsDuringReshape = 0;
+    let acked = 0;
+    const trace = process.env.TSMD_TRACE ? (m: string) => console.log(`${Date.now() % 100000} ${m}`) : () => {};
+    for (let it = 0; it < iterations; it++) {
+      trace(`iteration ${it} ${JSON.stringify((await arrayState(d)).reshape)}`);
+      const reshaping = (await arrayState(d)).reshape !== null;
+      const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
+      const blocks = Math.floor(c.sizeBytes / BLOCK);
+      // acknowledged, not yet flushed writes, per writer: a writer's FLUSH vouches for its own
+      // (a shared map let one writer's flush, completing after the other's newer FUA write of
+      // a block, record the older version as the durable one)
+      const unflushedBy = [new Map<number, Buffer>(), new Map<number, Buffer>()];
+      const touched = new Set<number>();
+      let inflight: Array<{ b: number; count: number }> = [];
+      let stop = false;
+      let killing = false;
+      let writeError: unknown = null;
+      // each writer its own groups of 8 blocks (group % 2): two writes in flight on the same
+      // block could land in either order, and the model could not tell which one is durable
+      const writer = async (k: number) => {
+        let unflushed = unflushedBy[k]!;
+        while (!stop) {
+          const group = Math.floor((rnd() * Math.floor(blocks / 8)) / 2) * 2 + k;
+          const first = Math.floor(rnd() * 8);
+          const b = group * 8 + first;
+          const count = Math.min(1 + Math.floor(rnd() * (8 - first)), blocks - b);
+          if (count <= 0) continue;
+          const data = randomBytes(count * BLOCK);
+          const fua = rnd() < 0.3;
+          const mine = { b, count };
+          inflight.push(mine);
+          try {
+            await c.write(b * BLOCK, data, fua);
+          } catch (e) {
+            if (!killing) writeError = e; // refused while the daemon ran: a failure
+            return; // the daemon died
+          }
+          acked++;
+          inflight = inflight.filter((x) => x !== mine);
+          for (let i = 0; i < count; i++) touched.add(b + i);
+          for (let i = 0; i < count; i++) {
+            const piece = data.subarray(i * BLOCK, (i + 1) * BLOCK);
+            if (fua) {
+              durable.set(b + i, piece);
+              unflushed.delete(b + i);
+            } else unflushed.set(b + i, piece);
+          }
+          if (rnd() < 0.1) {
+            const snapshot = unflushed;
+            unflushed = new Map();
+            unflushedBy[k] = unflushed;
+            try {
+              await c.flush();
+            } catch (e) {
+              if (!killing) writeError = e;
+              for (const [x, v] of snapshot) if (!unflushed.has(x)) unflushed.set(x, v);
+              return;
+            }
+            for (const [x, v] of snapshot) if (!unflushed.has(x)) durable.set(x, v);
+          }
+        }
+      };
+      // two writers: concurrent requests in flight across the frontier
+      const writers = Promise.all([writer(0), writer(1)]);
+      await new Promise((res) => setTimeout(res, 50 + rnd() * 300));
+      killing = true;
+      await d.stop('SIGKILL');
+      if (reshaping) killsDuringReshape++;
+      stop = true;
+      await writers;
+      assert.equal(writeError, null, `iteration ${it}: a write or flush failed while the daemon ran`);
+      c.destroy();
+      for (const m of unflushedBy) for (const x of m.keys()) durable.delete(x);
+      for (const l of inflight) for (let i = 0; i < l.count; i++) durable.delete(l.b + i);
+      trace('killed');
+      d = await startDaemon(runDir, bootOpts);
+      trace('started');
+      assert.ok(await arrayState(d), `iteration ${it}: assembled at start: ${d.logs()}`);
+      // every 4th restart the whole array; else the blocks this iteration wrote (the rest
+      // is read at the end: a block the reshape lost stays lost)
+      const fresh = new Map([...touched.keys()].filter((x) => durable.has(x)).map((x) => [x, durable.get(x)!]));
+      await verify(d.info.nbd!.port, it % 4 === 3 ? durable : fresh, `iteration ${it}`);
+      trace('verified');
+    }
+    assert.ok(acked > iterations * 5, `writes acknowledged during the loop: ${acked}`);
+    assert.ok(killsDuringReshape >= Math.min(iterations, 8), `kills during the reshape: ${killsDuringReshape} of ${iterations}`);
+    // the end: let it finish at full speed
+    r = d.tsmd(['--speed-limit-max=200000']);
+    assert.equal(r.status, 0, r.stderr);
+    await until(d, 'the reshape finishes', (s) => s.reshape === null && !s.syncBusy);
+    const st = await arrayState(d);
+    assert.equal(st.raidDisks, k.disks);
+    await verify(d.info.nbd!.port, durable, 'after the reshape');
+    {
+      const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
+      const dataDisks = k.disks - (k.level === 6 ? 2 : 1);
+      assert.equal(c.sizeBytes % (dataDisks * k.chunkKiB * 1024), 0);
+      if (k.spares) assert.ok(c.sizeBytes > (k.n - (k.level === 6 ? 2 : 1)) * 11 * MiB, `the export grew (${c.sizeBytes})`);
+      // after: the new space is writable
+      const tail = randomBytes(BLOCK);
+      await c.write(c.sizeBytes - BLOCK, tail, true);
+      assert.ok((await c.read(c.sizeBytes - BLOCK, BLOCK)).equals(tail));
+      await c.close();
+    }
+    r = d.tsmd(['--action=check', '/dev/md0']);
+    assert.equal(r.status, 0, r.stderr);
+    await until(d, 'check', (s) => !s.syncBusy);
+    const checked = await arrayState(d);
+    assert.ok(checked.syncHistory.some((h) => h.kind === 'check' && h.completed), 'check ran');
+    assert.equal(checked.mismatchCnt, 0, 'check after the reshape');
+    const detail = d.tsmd(['--detail', '/dev/md0']);
+    assert.match(detail.stdout, new RegExp(`Raid Devices : ${k.disks}\\n`));
+    assert.match(detail.stdout, new RegExp(`Chunk Size : ${k.chunkKiB}K`));
+    assert.equal(await d.stop(), 0);
+    // the real mdadm reads the superblocks as tsmd wrote them
+    if (haveTool('mdadm')) {
+      for (const f of files) {
+        const ours = run(process.execPath, [tsmdBin, '--examine', f]);
+        const theirs = run('mdadm', ['--examine', f]);
+        assert.equal(theirs.status, 0, theirs.stderr);
+        assert.equal(ours.stdout, theirs.stdout, `--examine ${f}`);
+        assert.doesNotMatch(theirs.stdout, /Reshape pos'n/);
+      }
+    }
+  } finally {
+    if (d.proc.exitCode === null) await d.stop('SIGKILL');
+  }
+}
+
+/** Bad --grow requests: mdadm's messages, nothing written. */
+export async function badGrowRequests(dir: string): Promise<void> {
+  const files = Array.from({ length: 4 }, (_, i) => sparseFile(join(dir, `bad-${i}.img`), 12 * MiB));
+  const r1 = Array.from({ length: 2 }, (_, i) => sparseFile(join(dir, `bad-r1-${i}.img`), 12 * MiB));
+  const d = await startDaemon(join(dir, 'run-bad'), ['--no-nbd']);
+  try {
+    let r = d.tsmd(['--create', '/dev/md0', '--level=5', '-n4', '-c64', '--run', '--assume-clean', ...files]);
+    assert.equal(r.status, 0, r.stderr);
+    r = d.tsmd(['--create', '/dev/md1', '--level=1', '-n2', '--run', '--assume-clean', ...r1]);
+    assert.equal(r.status, 0, r.stderr);
+    const hash = () => [...files, ...r1].map((f) => createHash('sha256').update(readFileSync(f)).digest('hex'));
+    const before = hash();
+    const refused: Array<[string[], number, RegExp]> = [
+      [['--grow', '/dev/md0', '--raid-devices=5'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
+      [['--grow', '/dev/md0', '--raid-devices=3'], 1, /this change will reduce the size of the array\.\n\s+use --grow --array-size first to truncate array\./],
+      [['--grow', '/dev/md0', '--chunk=3'], 2, /invalid chunk\/rounding value: 3/],
+      [['--grow', '/dev/md0', '--layout=bogus'], 1, /layout bogus not understood for raid5/],
+      [['--grow', '/dev/md0', '--level=6'], 1, /--level is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--size=1000'], 1, /--size is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--array-size=1000'], 1, /--array-size is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--raid-devices=5', '--backup-file=/tmp/x'], 1, /--backup-file is not supported yet by tsmd/],
+      [['--grow', '/dev/md1', '--raid-devices=3'], 1, /reshaping raid1 is not supported yet by tsmd/],
+      [['--grow', '/dev/md1', '--chunk=128'], 1, /reshaping raid1 is not supported yet by tsmd/],
+    ];
+    for (const [args, status, msg] of refused) {
+      r = d.tsmd(args);
+      assert.equal(r.status, status, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, msg, args.join(' '));
+    }
+    r = d.tsmd(['--grow', '/dev/md0', '--chunk=64']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /no change requested/);
+    assert.deepEqual(hash(), before, 'nothing written');
+  } finally {
+    await d.stop();
+  }
+}
