@@ -1010,7 +1010,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       canSync: () => this.canPlan() && !this.degraded,
       cluster: {
         get clustered(): boolean {
-          return self.cluster !== null;
+          return self.clustered;
         },
         start: async (signal) => {
           const c = this.cluster;

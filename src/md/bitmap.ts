@@ -87,13 +87,6 @@ export class WriteIntentBitmap {
     return [c0, c1];
   }
 
-  /** Is any bit of resync-space [start, end) set? */
-  anyDirty(start: number, end: number): boolean {
-    const [c0, c1] = this.chunksOf(start, end);
-    for (let c = c0; c <= c1; c++) if (this.test(c)) return true;
-    return false;
-  }
-
   /**
    * Does any chunk of resync-space [start, end) need a sync (md's NEEDED: dirty at assembly,
    * merged from another slot, written while degraded)? A chunk whose bit is set only because a

@@ -170,10 +170,6 @@ export class ClusterGlue implements ClusterHost {
     this.remoteSync = kind;
   }
 
-  remoteSynced(lo: number, hi: number): void {
-    this.a.bitmap?.synced(lo, hi);
-  }
-
   needResync(lo: number): void {
     this.a.lowerResyncPoint(lo);
   }

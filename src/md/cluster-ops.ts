@@ -103,8 +103,6 @@ export interface ClusterHost {
   setRemoteWindow(w: SyncWindow | null): Promise<void>;
   /** A remote node's syncing state for mdstat (md's MD_RESYNCING_REMOTE), null: none. */
   setRemoteSync(kind: RemoteSyncKind | null): void;
-  /** The remote node synced [lo, hi): chunks there need no resync here (bitmap_sync_with_cluster). */
-  remoteSynced(lo: number, hi: number): void;
   /**
    * METADATA_UPDATED: re-read the superblock of member `devNumber` (a good one, named by the
    * sender) and apply what changed (md_reload_sb / check_sb_changes).

@@ -440,6 +440,16 @@ export function parseSizeSectors(text: string): number | null {
 }
 
 /**
+ * --delay in create and grow: the bitmap daemon's period in seconds (mdadm.c's parse_num into
+ * c.delay, written to the bitmap superblock's daemon_sleep; unset: DEFAULT_BITMAP_DELAY 5).
+ */
+export function parseBitmapDelay(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 0x7fffffff) throw new UsageError(`invalid delay: ${text}`);
+  return Number(text);
+}
+
+/**
  * --chunk / --rounding as mdadm.c takes them: parse_size, then at least 8 sectors and a whole
  * number of KiB, else "invalid chunk/rounding value: TEXT" and exit 2 (a usage error).
  */

@@ -22,7 +22,7 @@ import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
-import { type ParsedArgs, parseChunkKiB, parseSizeKiB, shown, UsageError } from './args.js';
+import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseSizeKiB, shown, UsageError } from './args.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
@@ -344,10 +344,11 @@ function clusterSetupFor(ctx: Ctx): ClusterSetup | null {
     return dev;
   };
   if (!c.dlm) {
+    const clusterName = c.clusterName;
     return {
-      clusterName: c.clusterName,
+      clusterName,
       create: () => {
-        throw new TsmdError('ENOTSUP', noDlmMessage(c.clusterName ?? ''));
+        throw new TsmdError('ENOTSUP', noDlmMessage(clusterName));
       },
     };
   }
@@ -689,20 +690,10 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
 }
 
 /**
- * mdadm --grow on a running array. Supported: --bitmap=internal|none (with --bitmap-chunk);
- * the reshapes (--raid-devices, --level, --chunk, --layout, --size) are not yet.
+ * mdadm --grow on a running array: --bitmap=internal|none (with --bitmap-chunk and --delay),
+ * and the raid4/5/6 reshapes --raid-devices, --chunk and --layout (growReshape); --level,
+ * --size, --array-size and backup files are not yet.
  */
-/**
- * --delay in create and grow: the bitmap daemon's period in seconds (mdadm's parse_num into
- * c.delay, written to the bitmap superblock's daemon_sleep; unset: DEFAULT_BITMAP_DELAY 5).
- */
-export function bitmapDelaySec(a: ParsedArgs): number | undefined {
-  const text = optStr(a, 'delay');
-  if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 0x7fffffff) throw new UsageError(`invalid delay: ${text}`);
-  return Number(text);
-}
-
 export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in --grow mode');
@@ -721,7 +712,7 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
   if (!r) throw notRunning(ctx, md);
   const chunkText = optStr(a, 'bitmap-chunk');
   const chunkBytes = chunkText ? parseSizeKiB(chunkText, 'bitmap chunk') * 1024 : undefined;
-  await r.array.setBitmap(bitmap, { chunkBytes, devName: md, daemonSleepSec: bitmapDelaySec(a) });
+  await r.array.setBitmap(bitmap, { chunkBytes, devName: md, daemonSleepSec: parseBitmapDelay(optStr(a, 'delay')) });
   ctx.registry.changed();
   return 0;
 }

@@ -16,7 +16,7 @@ import { FileBlockDevice, openDevice } from '../io/file-device.js';
 import { ArrayRegistry } from './registry.js';
 import type { MdArray } from '../md/array.js';
 import { FenceableDevice } from '../md/cluster-glue.js';
-import { candidateDevices, bitmapDelaySec, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, readConfOrDefault, startArray } from './live.js';
+import { candidateDevices, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, readConfOrDefault, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { DEFAULT_CLUSTER_NODES, type Level, planCreate } from '../md/create-plan.js';
 import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
@@ -24,6 +24,7 @@ import { parseLayout } from '../raid/geometry/names.js';
 import {
   type ParsedArgs,
   parseArgs,
+  parseBitmapDelay,
   parseChunkKiB,
   parseIntStrict,
   parseLevel,
@@ -260,7 +261,7 @@ async function cmdCreate(a: ParsedArgs, io: Io, ctx: Ctx): Promise<number> {
     deviceUuids: members.map(() => randomBytes(16)),
     bitmap,
     bitmapChunkBytes,
-    bitmapDelaySec: bitmapDelaySec(a),
+    bitmapDelaySec: parseBitmapDelay(optStr(a, 'delay')),
     nodes,
     clusterName,
     assumeClean: flag(a, 'assume-clean'),
