@@ -69,6 +69,8 @@ export interface ArrayState {
   syncBusy: boolean;
   /** a reshape recorded in the superblocks (null: none): checkpointed position, engine state */
   reshape: { positionSectors: number; running: boolean; frozen: boolean; stuck: string | null } | null;
+  /** the last reshape finished since the array was assembled: array sectors moved, time taken */
+  lastReshape: { movedSectors: number; elapsedMs: number } | null;
   mismatchCnt: number;
   /** finished or interrupted sync jobs, oldest first (bounded) */
   syncHistory: Array<{ kind: string; completed: boolean; workedSectors: number; totalSectors: number; mismatches: number; dataMs: number; elapsedMs: number }>;

@@ -73,6 +73,7 @@ function arrayState(r: RunningArray): ArrayState {
     reshape: a.reshapeActive
       ? { positionSectors: Number(a.sb.reshapePosition), running: a.reshape.active, frozen: a.reshape.frozen, stuck: a.reshapeStuck }
       : null,
+    lastReshape: a.reshape.lastRun ? { ...a.reshape.lastRun } : null,
     mismatchCnt: a.sync.mismatchCnt,
     syncHistory: a.sync.history.map((h) => ({ ...h })),
     bitmap: a.bitmap ? { chunkSectors: a.bitmap.chunkSectors, dirty: a.bitmap.dirtyCount, nbits: a.bitmap.nbits } : null,

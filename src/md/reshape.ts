@@ -33,9 +33,10 @@ import { TsmdError } from '../errors.js';
 import type { Clock } from '../env/clock.js';
 import { bitmapAreaBytes } from '../format/bitmap.js';
 import { Feature, type Superblock1 } from '../format/superblock.js';
-import { dataDisksPerStripe, stripeMap } from '../raid/geometry/raid456.js';
+import { dataDisksPerStripe, type Raid456Geometry, stripeMap } from '../raid/geometry/raid456.js';
 import { genP, genPQ } from '../raid/parity/index.js';
 import type { Personality } from '../raid/personality.js';
+import { Scratch } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import { runLimited } from '../util/async.js';
 import type { Member, MemberSet } from './members.js';
@@ -267,6 +268,8 @@ export class ReshapeEngine {
   private waiters: Array<() => void> = [];
   done = false;
   lastError: Error | null = null;
+  /** the last reshape this engine finished: array sectors it moved and how long that took */
+  lastRun: { movedSectors: number; elapsedMs: number } | null = null;
 
   constructor(private readonly host: ReshapeHost) {}
 
@@ -372,29 +375,60 @@ export class ReshapeEngine {
     this.startedAt = view.position;
     this.samples.length = 0;
     this.samples.push([this.startedMs, view.position]);
-    while (view.position < total) {
-      if (this.stopping || this.frozenNow) return;
-      const p = view.position;
-      const len = this.stepLength(p, total, g);
-      await view.hold(p, p + len);
-      try {
+    // one step is copied while the previous one is being checkpointed (its flush and
+    // superblock write): the steps are sized against the last checkpoint on disk, so a crash
+    // while both are in flight resumes from there with the old copy of everything above intact
+    let durable = view.position;
+    let p = view.position;
+    // the checkpoint in flight (one at most)
+    const ck: { pending: Promise<void> | null } = { pending: null };
+    const settle = async (): Promise<void> => {
+      const at = ck.pending;
+      ck.pending = null;
+      if (at) await at;
+    };
+    try {
+      while (p < total && !this.stopping && !this.frozenNow) {
+        const len = this.stepLength(p, durable, total, g, ck.pending !== null);
+        if (len === 0) {
+          // no room until the step in flight is checkpointed
+          await settle();
+          durable = p;
+          continue;
+        }
+        // writes wait from the last checkpoint on (the frontier moves when it is on disk)
+        await view.hold(durable, p + len);
         // reads that started before the frontier last moved may still be reading rows this
         // step overwrites: they finish first
         await view.drainOldReads();
         await this.copy(view, p, len, oldSize, g.newD * g.newC);
-        // md: the data the checkpoint vouches for is on stable storage before it
-        await view.newGeo.flush();
-        await host.update(() => {
-          host.sb.reshapePosition = BigInt(p + len);
-        }, { bump: false });
-        view.advance(p + len);
-      } finally {
-        view.release();
+        await settle();
+        durable = p;
+        ck.pending = this.checkpoint(view, p + len);
+        p += len;
+        this.sample(p);
+        await this.throttle(p);
       }
-      this.sample(p + len);
-      await this.throttle(p + len);
+      await settle();
+    } finally {
+      // a failed step: its checkpoint in flight settles before the writes go on
+      await settle().catch(() => {});
+      view.release();
     }
-    await this.finish(view);
+    if (view.position >= total) await this.finish(view);
+  }
+
+  /**
+   * md: the data the checkpoint vouches for is on stable storage before it; then the frontier
+   * moves and the writes held below it go on (to the new geometry).
+   */
+  private async checkpoint(view: ReshapeView, end: number): Promise<void> {
+    await view.newGeo.flush();
+    await this.host.update(() => {
+      this.host.sb.reshapePosition = BigInt(end);
+    }, { bump: false });
+    view.advance(end);
+    view.narrow(end);
   }
 
   private sample(pos: number): void {
@@ -415,21 +449,27 @@ export class ReshapeEngine {
 
   /**
    * The largest region from p (whole units of max(chunk) x new data disks, md's reshape unit)
-   * whose new-geometry rows end at or before the first old-geometry row holding data from p
-   * on (p is checkpointed: every step is).
+   * whose new-geometry rows end at or before the first old-geometry row holding data from the
+   * last checkpoint on disk (durable <= p). 0 when there is no such region while a step is
+   * being checkpointed (waiting for it makes room).
    */
-  private stepLength(p: number, total: number, g: ReturnType<ReshapeEngine['geo']>): number {
-    const limitRow = rowOf(p, g.oldD, g.oldC) - g.shift; // shift < 0: the new rows are below
+  private stepLength(p: number, durable: number, total: number, g: ReturnType<ReshapeEngine['geo']>, inFlight: boolean): number {
+    const limitRow = rowOf(durable, g.oldD, g.oldC) - g.shift; // shift < 0: the new rows are below
     const maxEnd = Math.floor(limitRow / g.newC) * g.newC * g.newD;
     let len = Math.floor((maxEnd - p) / g.unit) * g.unit;
     // under a speed limit, steps of about a quarter of a second at that speed (the throttle
-    // sleeps between steps, and writes to a region wait no longer than its step)
+    // sleeps between steps, and writes to a region wait no longer than its step); with a step
+    // being checkpointed, at most half the room, so that the next one can go on meanwhile
     const bySpeed = this.host.limits().maxKiBs * 2 * g.newD / 4;
-    const cap = Math.max(g.unit, Math.min(MAX_STEP_SECTORS, bySpeed));
+    let cap = Math.max(g.unit, Math.min(MAX_STEP_SECTORS, bySpeed));
+    if (!inFlight) cap = Math.min(cap, Math.max(g.unit, Math.floor(len / 2)));
     len = Math.min(len, cap - (cap % g.unit), total - p);
-    if (len <= 0) throw new TsmdError('EIO', `reshape cannot progress safely at sector ${p} (new offset ${g.shift})`);
+    if (len <= 0) {
+      if (inFlight) return 0;
+      throw new TsmdError('EIO', `reshape cannot progress safely at sector ${p} (new offset ${g.shift})`);
+    }
     // the new rows written never reach the old rows still to be read
-    if (rowEnd(p + len, g.newD, g.newC) + g.shift > rowOf(p, g.oldD, g.oldC) && p + len < total)
+    if (rowEnd(p + len, g.newD, g.newC) + g.shift > rowOf(durable, g.oldD, g.oldC) && p + len < total)
       throw new TsmdError('EIO', `reshape step at ${p} would overwrite unmoved data`);
     return len;
   }
@@ -472,68 +512,74 @@ export class ReshapeEngine {
    * One piece [at, at+n) of whole new stripes moved with one read per old member (the rows
    * that hold it) and one write per new member (its rows, parity computed here): md moves a
    * region stripe by stripe through its stripe cache; large member I/O is what makes the copy
-   * run at the speed of the members.
+   * run at the speed of the members. Every buffer comes from the parity arena (Scratch): the
+   * reads land there directly (page-aligned memory, no bounce), the data is copied once, from
+   * the old member rows straight into the new ones, and parity is computed in place.
    */
   private async bulkPiece(view: ReshapeView, at: number, n: number, oldSize: number): Promise<void> {
     const sb = this.host.sb;
-    const oldDisks = sb.raidDisks - sb.deltaDisks;
-    const oldG = { level: sb.level as 4 | 5 | 6, layout: sb.layout, raidDisks: oldDisks, chunkSectors: sb.chunkSize };
+    const oldG = { level: sb.level as 4 | 5 | 6, layout: sb.layout, raidDisks: sb.raidDisks - sb.deltaDisks, chunkSectors: sb.chunkSize };
     const newG = { level: sb.newLevel as 4 | 5 | 6, layout: sb.newLayout, raidDisks: sb.raidDisks, chunkSectors: sb.newChunk };
     const oldD = dataDisksPerStripe(oldG);
     const newD = dataDisksPerStripe(newG);
-    const oC = oldG.chunkSectors;
-    const nC = newG.chunkSectors;
-    const B = 512;
-    const arr = new Uint8Array(n * B);
-    const fromOld = Math.max(0, Math.min(n, oldSize - at));
-    if (fromOld > 0) {
+    const [oC, nC, B] = [oldG.chunkSectors, newG.chunkSectors, 512];
+    const scratch = new Scratch();
+    try {
+      const fromOld = Math.max(0, Math.min(n, oldSize - at));
       const s0 = Math.floor(at / (oldD * oC));
-      const s1 = Math.ceil((at + fromOld) / (oldD * oC));
-      const rows = (s1 - s0) * oC;
-      const bufs = await Promise.all(
-        Array.from({ length: oldDisks }, async (_, slot) => {
-          const b = new Uint8Array(rows * B);
-          await view.oldIo.read(slot, s0 * oC, b);
-          return b;
-        }),
-      );
-      for (let s = s0; s < s1; s++) {
-        const sm = stripeMap(oldG, s);
-        for (let dd = 0; dd < oldD; dd++) {
-          const a0 = (s * oldD + dd) * oC; // array sector of this chunk
-          const lo = Math.max(a0, at);
-          const hi = Math.min(a0 + oC, at + fromOld);
-          if (lo >= hi) continue;
-          const src = bufs[sm.dataDisks[dd]!]!;
-          const so = ((s - s0) * oC + (lo - a0)) * B;
-          arr.set(src.subarray(so, so + (hi - lo) * B), (lo - at) * B);
-        }
+      let bufs: Uint8Array[] = [];
+      if (fromOld > 0) {
+        const rows = (Math.ceil((at + fromOld) / (oldD * oC)) - s0) * oC;
+        bufs = Array.from({ length: oldG.raidDisks }, () => scratch.alloc(rows * B, false));
+        await Promise.all(bufs.map((b, slot) => view.oldIo.read(slot, s0 * oC, b)));
       }
-    }
-    const t0 = at / (newD * nC);
-    const t1 = (at + n) / (newD * nC);
-    const rows = (t1 - t0) * nC;
-    const out = Array.from({ length: newG.raidDisks }, () => new Uint8Array(rows * B));
-    for (let s = t0; s < t1; s++) {
-      const sm = stripeMap(newG, s);
-      const base = (s - t0) * nC * B;
-      const data: Uint8Array[] = [];
-      for (let dd = 0; dd < newD; dd++) {
-        const a = ((s * newD + dd) * nC - at) * B;
-        const dst = out[sm.dataDisks[dd]!]!.subarray(base, base + nC * B);
-        dst.set(arr.subarray(a, a + nC * B));
-        data.push(dst);
+      const t0 = at / (newD * nC);
+      const t1 = (at + n) / (newD * nC);
+      const out = Array.from({ length: newG.raidDisks }, () => scratch.alloc((t1 - t0) * nC * B, false));
+      for (let s = t0; s < t1; s++) {
+        const sm = stripeMap(newG, s);
+        const base = (s - t0) * nC * B;
+        const data = sm.dataDisks.map((disk) => out[disk]!.subarray(base, base + nC * B));
+        data.forEach((dst, dd) => this.gather(dst, (s * newD + dd) * nC, oldSize, bufs, s0, oldG, oldD));
+        const pBuf = out[sm.pDisk]!.subarray(base, base + nC * B);
+        if (newG.level === 6) {
+          const slots: Array<Uint8Array | null> = new Array<Uint8Array | null>(sm.syndromeSlots).fill(null);
+          data.forEach((b, dd) => {
+            slots[sm.qSlots[dd]!] = b;
+          });
+          genPQ(slots, pBuf, out[sm.qDisk]!.subarray(base, base + nC * B));
+        } else genP(data, pBuf);
       }
-      const pBuf = out[sm.pDisk]!.subarray(base, base + nC * B);
-      if (newG.level === 6) {
-        const slots: Array<Uint8Array | null> = new Array<Uint8Array | null>(sm.syndromeSlots).fill(null);
-        data.forEach((b, dd) => {
-          slots[sm.qSlots[dd]!] = b;
-        });
-        genPQ(slots, pBuf, out[sm.qDisk]!.subarray(base, base + nC * B));
-      } else genP(data, pBuf);
+      await Promise.all(out.map((b, slot) => view.newIo.write(slot, t0 * nC, b)));
+    } finally {
+      scratch.release();
     }
-    await Promise.all(out.map((b, slot) => view.newIo.write(slot, t0 * nC, b)));
+  }
+
+  /**
+   * Fill dst with the array data from sector a on (zeros past the old size), copied from the
+   * old members' rows read into bufs (rows of old stripes s0 on).
+   */
+  private gather(dst: Uint8Array, a: number, oldSize: number, bufs: Uint8Array[], s0: number, oldG: Raid456Geometry, oldD: number): void {
+    const oC = oldG.chunkSectors;
+    const end = a + dst.length / 512;
+    let smStripe = -1;
+    let sm: ReturnType<typeof stripeMap> | null = null;
+    for (let x = a; x < end;) {
+      if (x >= oldSize) {
+        dst.fill(0, (x - a) * 512);
+        return;
+      }
+      const stripe = Math.floor(x / (oldD * oC));
+      if (stripe !== smStripe) [smStripe, sm] = [stripe, stripeMap(oldG, stripe)];
+      const inStripe = x - stripe * oldD * oC;
+      const dd = Math.floor(inStripe / oC);
+      const off = inStripe - dd * oC;
+      const len = Math.min(oC - off, end - x, oldSize - x);
+      const so = ((stripe - s0) * oC + off) * 512;
+      dst.set(bufs[sm!.dataDisks[dd]!]!.subarray(so, so + len * 512), (x - a) * 512);
+      x += len;
+    }
   }
 
   /** md's raid5_finish_reshape + md_finish_reshape: the new geometry becomes the array's. */
@@ -566,6 +612,7 @@ export class ReshapeEngine {
       }, { bitmapBits: allSet ? 'all' : 'none' });
     });
     this.done = true;
+    this.lastRun = { movedSectors: view.newGeo.arraySectors - this.startedAt, elapsedMs: host.clock.nowMs() - this.startedMs };
     host.log(`md: reshape done: ${sb.raidDisks} devices, chunk ${sb.chunkSize / 2}K, layout ${sb.layout}, ${host.personality.arraySectors / 2}K`);
     host.finished();
   }

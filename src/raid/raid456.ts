@@ -44,7 +44,7 @@ const SYNC_BATCH_PARALLEL = 4;
  * docs/perf.md). When the arena is full (many large requests in flight), plain buffers.
  * release() runs once every member I/O on the buffers has settled.
  */
-class Scratch {
+export class Scratch {
   private readonly bufs: Uint8Array[] = [];
 
   /** With `zero` false the caller fills the whole buffer (a read target, a parity output). */

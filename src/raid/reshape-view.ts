@@ -162,10 +162,13 @@ export class ReshapeView implements Personality {
 
   /**
    * The engine takes [lo, hi) to move it: new writes there wait, writes already in flight
-   * there are waited for. One region at a time.
+   * there are waited for. One region at a time: a new hold replaces the last one (the engine
+   * extends it while the previous step is being checkpointed, and narrows it after).
    */
   async hold(lo: number, hi: number): Promise<void> {
     this.held = [lo, hi];
+    // writes waiting for a region no longer held (hold moved on) re-check
+    for (const w of this.heldWaiters.splice(0)) w();
     const busy = (): boolean => {
       for (const [a, b] of this.writing) if (a < hi && lo < b) return true;
       return false;
@@ -176,6 +179,14 @@ export class ReshapeView implements Personality {
   /** The region is moved and checkpointed (or given up): the writes waiting for it go on. */
   release(): void {
     this.held = null;
+    for (const w of this.heldWaiters.splice(0)) w();
+  }
+
+  /** The held region now starts at lo (what lies below it is checkpointed): writes there go on. */
+  narrow(lo: number): void {
+    if (this.held === null) return;
+    if (lo >= this.held[1]) this.held = null;
+    else this.held = [Math.max(lo, this.held[0]), this.held[1]];
     for (const w of this.heldWaiters.splice(0)) w();
   }
 
