@@ -192,6 +192,17 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
       for (const m of unflushedBy) for (const x of m.keys()) durable.delete(x);
       for (const l of inflight) for (let i = 0; i < l.count; i++) durable.delete(l.b + i);
       trace('killed');
+      // the superblocks a kill left in the middle of the reshape read in the real mdadm as in
+      // tsmd (what the kernel would resume from: position, delta, new geometry, new offset)
+      if (reshaping && killsDuringReshape === 1 && haveTool('mdadm')) {
+        for (const f of files) {
+          const ours = run(process.execPath, [tsmdBin, '--examine', f]);
+          const theirs = run('mdadm', ['--examine', f]);
+          assert.equal(theirs.status, 0, theirs.stderr);
+          assert.equal(ours.stdout, theirs.stdout, `--examine ${f} in the middle of the reshape`);
+          assert.match(theirs.stdout, /Reshape pos'n : \d+/);
+        }
+      }
       d = await startDaemon(runDir, bootOpts);
       trace('started');
       assert.ok(await arrayState(d), `iteration ${it}: assembled at start: ${d.logs()}`);
