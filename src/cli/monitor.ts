@@ -29,6 +29,18 @@ interface Seen {
   percent: number | null;
 }
 
+/**
+ * The percentage mdadm reads from /proc/mdstat: a resync, recovery or check, or a running
+ * reshape (Monitor.c makes no difference: a reshape is reported as RebuildStarted, RebuildNN
+ * and RebuildFinished too). null: none runs.
+ */
+function syncPercent(a: ArrayState): number | null {
+  if (a.sync) return Math.floor((a.sync.doneSectors * 100) / Math.max(1, a.sync.totalSectors));
+  const r = a.reshape;
+  if (r?.running && r.doneSectors !== null && r.totalSectors !== null) return Math.floor((r.doneSectors * 100) / Math.max(1, r.totalSectors));
+  return null;
+}
+
 export class MonitorState {
   private seen = new Map<string, Seen>();
   private first = true;
@@ -41,7 +53,7 @@ export class MonitorState {
     const now = new Map(arrays.map((a) => [a.devPath, a]));
     for (const a of arrays) {
       const prev = this.seen.get(a.devPath);
-      const percent = a.sync ? Math.floor((a.sync.doneSectors * 100) / Math.max(1, a.sync.totalSectors)) : null;
+      const percent = syncPercent(a);
       const dev = a.devPath;
       if (!prev) {
         if (!this.first) out.push({ event: 'NewArray', dev });

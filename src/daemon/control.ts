@@ -68,7 +68,15 @@ export interface ArrayState {
   sync: { kind: string; doneSectors: number; totalSectors: number; speedKiBs: number } | null;
   syncBusy: boolean;
   /** a reshape recorded in the superblocks (null: none): checkpointed position, engine state */
-  reshape: { positionSectors: number; running: boolean; frozen: boolean; stuck: string | null } | null;
+  reshape: {
+    positionSectors: number;
+    running: boolean;
+    frozen: boolean;
+    stuck: string | null;
+    /** progress as /proc/mdstat's reshape line counts it (per-member sectors); null while not running */
+    doneSectors: number | null;
+    totalSectors: number | null;
+  } | null;
   /** the last reshape finished since the array was assembled: array sectors moved, time taken */
   lastReshape: { movedSectors: number; elapsedMs: number } | null;
   mismatchCnt: number;

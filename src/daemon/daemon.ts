@@ -71,7 +71,14 @@ function arrayState(r: RunningArray): ArrayState {
     sync: cur ? { kind: cur.kind, doneSectors: cur.doneSectors, totalSectors: cur.totalSectors, speedKiBs: cur.speedKiBs } : null,
     syncBusy: a.sync.busy,
     reshape: a.reshapeActive
-      ? { positionSectors: Number(a.sb.reshapePosition), running: a.reshape.active, frozen: a.reshape.frozen, stuck: a.reshapeStuck }
+      ? {
+          positionSectors: Number(a.sb.reshapePosition),
+          running: a.reshape.active,
+          frozen: a.reshape.frozen,
+          stuck: a.reshapeStuck,
+          doneSectors: a.reshape.progress()?.doneSectors ?? null,
+          totalSectors: a.reshape.progress()?.totalSectors ?? null,
+        }
       : null,
     lastReshape: a.reshape.lastRun ? { ...a.reshape.lastRun } : null,
     mismatchCnt: a.sync.mismatchCnt,

@@ -340,4 +340,39 @@ describe('stale member and --re-add; monitoring', () => {
     assert.equal(lines[names.indexOf('Fail')], `Fail /dev/md5 ${files[0]}`);
     assert.equal(lines[names.indexOf('SpareActive')], `SpareActive /dev/md5 ${files[2]}`);
   });
+  test('--monitor reports a reshape as mdadm does: RebuildStarted, the steps, RebuildFinished', async () => {
+    const files = [0, 1, 2, 3, 4].map((k) => sparseFile(join(dir.path, `monr${k}.img`), 16 * MiB));
+    let r = d.tsmd(['--create', '/dev/md6', '-l5', '-n4', '-c64', '--run', '--assume-clean', ...files.slice(0, 4)]);
+    assert.equal(r.status, 0, r.stderr);
+    r = d.tsmd(['/dev/md6', '--add', files[4]!]);
+    assert.equal(r.status, 0, r.stderr);
+    // a reshape slow enough to be watched: about 3 s
+    r = d.tsmd(['--speed-limit-max=5000', '--speed-limit-min=1000', '/dev/md6']);
+    assert.equal(r.status, 0, r.stderr);
+    const events = join(dir.path, 'events-reshape.txt');
+    const script = join(dir.path, 'handler-reshape.sh');
+    writeFileSync(script, `#!/bin/sh\necho "$1 $2 $3" >> ${events}\n`);
+    chmodSync(script, 0o755);
+    writeFileSync(events, '');
+    const mon = spawn(process.execPath, [tsmdBin, '--run-dir', d.runDir, '--monitor', '--delay=0.1', `--program=${script}`, '/dev/md6'], { stdio: 'ignore' });
+    try {
+      await new Promise((res) => setTimeout(res, 500));
+      r = d.tsmd(['--grow', '/dev/md6', '--raid-devices=5']);
+      assert.equal(r.status, 0, r.stderr);
+      await until('reshape done', async () => (await state(d, 'md6')).reshape === null, 30_000);
+      await until('RebuildFinished', async () => /RebuildFinished/.test(readFileSync(events, 'utf8')), 10_000);
+    } finally {
+      mon.kill();
+      d.tsmd(['--stop', '/dev/md6']);
+    }
+    const lines = readFileSync(events, 'utf8').trim().split('\n');
+    const names = lines.map((l) => l.split(' ')[0]!);
+    const steps = names.filter((n) => /^Rebuild\d\d$/.test(n));
+    assert.ok(steps.length >= 2, `reshape progress steps seen: ${lines.join(' | ')}`);
+    // the spare takes the new slot in sync when the reshape starts (md's raid5_start_reshape):
+    // mdadm sees an active device where a spare was
+    assert.deepEqual(lines.filter((l) => l.startsWith('SpareActive')), [`SpareActive /dev/md6 ${files[4]}`], lines.join('\n'));
+    assert.deepEqual(names.filter((n) => n !== 'SpareActive'), ['RebuildStarted', ...steps, 'RebuildFinished'], lines.join('\n'));
+    assert.deepEqual(steps, [...steps].sort(), 'steps increase');
+  });
 });
