@@ -41,6 +41,18 @@ import { bitmapMatches, loadBitmaps, loadSuperblock } from './sb-io.js';
 import { DEFAULT_SYNC_LIMITS, SyncEngine, type SyncHost, type SyncLimits } from './sync.js';
 
 export type { AssemblyReport } from './assemble.js';
+
+/** What a takeover changes besides the geometry (md's ->takeover functions; see installPersonality). */
+export interface TakeoverChanges {
+  /** each active member's slot in the new geometry (md's rdev->new_raid_disk) */
+  newSlot?: (m: Member) => number;
+  /** a member's data sectors (md's rdev->sectors, written as data_size) */
+  dataSectorsOf?: (m: Member) => number;
+  /** md's dev_sectors (superblock size) */
+  componentSectors?: bigint;
+  /** md's recovery_cp = MaxSector ("make sure it will be not marked as dirty") */
+  inSync?: boolean;
+}
 export { bitmapPlace } from './grow-bitmap.js';
 export { DEV_FLAG_WRITEMOSTLY, MAX_READ_ERRORS, type Member } from './members.js';
 
@@ -842,24 +854,58 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
    * personality, resume) with the geometry recorded in the same metadata transaction. For
    * geometries whose data sits where the old one had it (md's takeovers: a raid1 of two as a
    * raid5, ...); moving data is the reshape engine's. Refused while a sync runs.
+   * `changes` carries what md's ->takeover functions change besides the geometry (takeover.ts):
+   * the members' new slots (rdev->new_raid_disk), their data sectors (rdev->sectors, written as
+   * data_size), dev_sectors (sb size), and recovery_cp = MaxSector (raid0's takeovers).
    */
-  async installPersonality(g: LevelGeometry): Promise<void> {
+  async installPersonality(g: LevelGeometry, changes: TakeoverChanges = {}): Promise<void> {
     if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
     if (this.isReadOnly) throw new TsmdError('EROFS', 'array is read-only');
+    // the sync engine may be looking for work (it finds none, or starts a job)
+    while (this.sync.busy && !this.sync.current) await this.clock.sleep(5);
     if (this.sync.busy || this.reshapeBlocked) throw new TsmdError('EBUSY', 'a sync or reshape is running: the level cannot change now');
     const desc = levelByNumber(g.level);
     const [level, layout, chunk] = [g.level, g.layout, g.chunkSectors];
-    const geometry = { level, layout, chunkSize: chunk, raidDisks: g.raidDisks, newLevel: level, newLayout: layout, newChunk: chunk };
-    const next = buildPersonality({ ...this.sb, ...geometry }, this.members, this.io);
-    // the bitmap covers the resync space; resizing it is the reshape engine's
-    if (this.bitmap && next.syncSectors !== this.personality.syncSectors) throw new TsmdError('EINVAL', `${desc.name} would change the bitmap's range: remove the bitmap first`);
+    const size = changes.componentSectors ?? this.sb.size;
+    const geometry = { level, layout, chunkSize: chunk, raidDisks: g.raidDisks, newLevel: level, newLayout: layout, newChunk: chunk, deltaDisks: 0, size };
+    // the members in the new geometry (md: rdev->new_raid_disk, rdev->sectors)
+    const slotOf = (m: Member): number | null => (m.slot === null || m.faulty || !changes.newSlot ? m.slot : changes.newSlot(m));
+    const sizeOf = changes.dataSectorsOf;
+    const withSize = (m: Member): Member['loaded'] => (sizeOf === undefined || m.slot === null ? m.loaded : { ...m.loaded, sb: { ...m.loaded.sb, dataSize: BigInt(sizeOf(m)) } });
     const release = await this.quiesce();
     try {
       await this.personality.flush();
       await this.meta.update(() => {
-        Object.assign(this.sb, geometry);
+        // the new personality is built on the new state (its member I/O reads raid_disks from
+        // the array); anything it refuses puts the old state back and nothing is written
+        const oldSb = { ...this.sb };
+        const oldMembers = this.members.map((m) => [m.slot, m.loaded] as const);
+        const restore = () => {
+          Object.assign(this.sb, oldSb);
+          this.members.forEach((m, i) => ([m.slot, m.loaded] = oldMembers[i]!));
+        };
+        let next: Personality;
+        try {
+          for (const m of this.members) {
+            const slot = slotOf(m);
+            m.loaded = withSize(m);
+            m.slot = slot;
+          }
+          Object.assign(this.sb, geometry);
+          // md rejects RAID0_LAYOUT on any other level (super_1_load)
+          if (level !== 0) this.sb.featureMap &= ~Feature.RAID0_LAYOUT;
+          next = buildPersonality(this.sb, this.members, this.io);
+          // the bitmap covers the resync space; resizing it is the reshape engine's
+          if (this.bitmap && next.syncSectors !== this.personality.syncSectors) throw new TsmdError('EINVAL', `${desc.name} would change the bitmap's range: remove the bitmap first`);
+        } catch (e) {
+          restore();
+          throw e;
+        }
         this.personality = next;
         this.levelDesc = desc;
+        if (changes.inSync) this.resyncPoint = MAX_SECTOR;
+        this.report.missingSlots = Array.from({ length: g.raidDisks }, (_, s) => s).filter((s) => !this.slotMember(s));
+        if (desc.redundancy === 'none') this.bitmap = null;
       });
       assert(this.personality.level === g.level && this.sb.level === g.level, 'the installed personality has the level asked for');
       this.log(`md: ${this.name}: level is now ${desc.name}`);

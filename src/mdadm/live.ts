@@ -22,7 +22,8 @@ import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
-import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseSizeKiB, shown, UsageError } from './args.js';
+import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, shown, UsageError } from './args.js';
+import { growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
@@ -698,9 +699,10 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in --grow mode');
   // out of the reshape engine's reach: refused before anything is looked at or written
-  for (const o of ['level', 'size', 'array-size', 'backup-file', 'continue']) {
+  for (const o of ['size', 'array-size', 'backup-file', 'continue']) {
     if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
   }
+  if (a.opts.has('level')) return growLevel(a, io, ctx, md);
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
   if (a.opts.has('raid-devices') || a.opts.has('chunk') || a.opts.has('layout')) return growReshape(a, io, ctx, md);
   const bitmap = optStr(a, 'bitmap');
@@ -744,6 +746,69 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
   if (!changed && !a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
   ctx.registry.changed();
   return 0;
+}
+
+/**
+ * The level changes --grow --level can make, tried in turn: each returns null for a change it
+ * does not make (the next one is asked), else the exit status. First md's instant takeovers
+ * (md/takeover.ts); the level changes that move data (raid5 <-> raid6, raid0 -> raid5 with
+ * its layout reshape) go after it.
+ */
+export type LevelChange = (arr: MdArray, req: LevelChangeRequest, io: TakeoverIo) => Promise<number | null>;
+
+export const LEVEL_CHANGES: LevelChange[] = [async (arr, req, tio) => ((await growTakeover(arr, req, tio)) ? 0 : null)];
+
+/**
+ * mdadm --grow --level=L [--layout] [--raid-devices] [--add DEV...] (Grow_reshape's level
+ * change): mdadm's checks in its order, then the first of LEVEL_CHANGES that makes the change.
+ */
+async function growLevel(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promise<number> {
+  const level = parseLevel(optStr(a, 'level') ?? '');
+  // Grow_reshape's first check
+  if (a.opts.has('chunk')) throw new TsmdError('EINVAL', 'Cannot change array level in the same operation as changing chunk size.');
+  if (a.opts.has('bitmap')) throw new UsageError('--bitmap changes cannot be used with other geometry changes in --grow mode');
+  const other = a.manageOps.find((o) => o.op !== 'add');
+  if (other) throw new UsageError(`--${other.op} cannot be used with --grow`);
+  const adds = a.manageOps.flatMap((o) => o.devices);
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  const arr = r.array;
+  const disksText = optStr(a, 'raid-devices');
+  let raidDisks: number | undefined;
+  if (disksText !== undefined) {
+    if (!/^\d+$/.test(disksText) || Number(disksText) < 1) throw new UsageError(`invalid number of raid devices: ${disksText}`);
+    raidDisks = Number(disksText);
+  }
+  if (level === arr.level && adds.length === 0) {
+    // the level as it is: a plain reshape, or nothing
+    if (raidDisks !== undefined || a.opts.has('layout')) return growReshape(a, io, ctx, md);
+    if (!a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
+    return 0;
+  }
+  const spares = arr.members.filter((m) => m.slot === null && !m.faulty).length;
+  if (raidDisks !== undefined && raidDisks > arr.raidDisks && spares + adds.length < raidDisks - arr.raidDisks && !flag(a, 'force')) {
+    const need = raidDisks - arr.raidDisks;
+    throw new TsmdError('EINVAL', `Need ${need} spare${need === 1 ? '' : 's'} to avoid degraded array, and only have ${spares + adds.length}.\n       Use --force to over-ride this check.`);
+  }
+  // a device held by an array fails mdadm's O_EXCL open before anything changes
+  for (const d of adds) if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
+  const req: LevelChangeRequest = { devName: md, level, layoutText: optStr(a, 'layout'), raidDisks, adding: adds.length, force: flag(a, 'force') };
+  const tio: TakeoverIo = {
+    add: adds.map((d) => ({ path: d, shown: shown(a, d) })),
+    open: async (path) => {
+      const opened = await openDevice(path, { exclusive: true });
+      return ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
+    },
+    deviceUuid: () => randomBytes(16),
+    say: (msg) => {
+      if (!a.quiet) io.err(`tsmd: ${msg}\n`);
+    },
+  };
+  for (const change of LEVEL_CHANGES) {
+    const rc = await change(arr, req, tio).finally(() => ctx.registry.changed());
+    if (rc !== null) return rc;
+  }
+  throw new TsmdError('ENOTSUP', `--grow --level is not supported yet by tsmd for raid${arr.level} -> raid${level} with this geometry: it needs a reshape (tsmd makes md's instant takeovers: raid1 <-> raid5 of 2 devices, raid0 <-> raid10 near=2, raid4 <-> raid5 parity-last, raid0 <-> raid4 / raid5 --layout=parity-last, raid1 -> raid0)`);
 }
 
 export { uuidText };

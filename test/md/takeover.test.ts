@@ -1,0 +1,274 @@
+/**
+ * md's instant takeovers (src/md/takeover.ts, mdadm --grow --level) on file members, in this
+ * process: the data written before reads back after, and the data written after; check finds
+ * 0 mismatches where the new level has redundancy (after the recovery onto added spares); the
+ * superblocks are what the real mdadm --examine reads (tsmd --examine prints the same text)
+ * with the level, devices, layout, chunk and roles md's takeover gives; the refusals are
+ * mdadm's and write nothing.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { isTsmdError } from '../../src/errors.js';
+import { type LevelChangeRequest } from '../../src/md/takeover.js';
+import { assembleFiles, checkMismatches, examineAgrees, type FileArrayOptions, fileArray, type Model, takeover, verify, writeAll, writeSome } from '../helpers/takeover.js';
+import { requireTool, sparseFile, tempDir } from '../helpers/tools.js';
+
+const MiB = 1024 * 1024;
+
+interface Case {
+  name: string;
+  from: FileArrayOptions;
+  /** further takeovers after the first (a chain) */
+  steps: Array<Omit<LevelChangeRequest, 'devName' | 'adding'> & { add?: number }>;
+  /** what mdadm --examine says at the end */
+  level: string;
+  raidDisks: number;
+  layout?: string;
+  chunk?: string;
+  /** per file: its role at the end ('gone': failed and removed by the takeover) */
+  roles: Array<number | 'gone'>;
+  arrayState: string;
+  said: RegExp[];
+}
+
+const cases: Case[] = [
+  {
+    name: 'raid1 of 2 -> raid5',
+    from: { level: 1, raidDisks: 2, sizesMiB: [12, 12] },
+    steps: [{ level: 5 }],
+    level: 'raid5',
+    raidDisks: 2,
+    layout: 'left-symmetric',
+    chunk: '64K',
+    roles: [0, 1],
+    arrayState: 'AA',
+    said: [/^level of \/dev\/md0 changed to raid5$/],
+  },
+  {
+    name: 'raid5 of 2 -> raid1',
+    from: { level: 5, raidDisks: 2, sizesMiB: [12, 12], chunkKiB: 64 },
+    steps: [{ level: 1 }],
+    level: 'raid1',
+    raidDisks: 2,
+    roles: [0, 1],
+    arrayState: 'AA',
+    said: [/^level of \/dev\/md0 changed to raid1$/],
+  },
+  {
+    name: 'raid0 -> raid10 near=2 with --add of 2 (the raid0 members become slots 0 and 2)',
+    from: { level: 0, raidDisks: 2, sizesMiB: [12, 12], chunkKiB: 64 },
+    steps: [{ level: 10, add: 2 }],
+    level: 'raid10',
+    raidDisks: 4,
+    layout: 'near=2',
+    chunk: '64K',
+    // md's rdev list is newest first: the second device added takes slot 1, the first slot 3
+    roles: [0, 2, 3, 1],
+    arrayState: 'AAAA',
+    said: [/^level of \/dev\/md0 changed to raid10$/, /^added .*-2\.img$/, /^added .*-3\.img$/],
+  },
+  {
+    name: 'raid10 near=2 -> raid0 (one copy of each pair kept)',
+    from: { level: 10, raidDisks: 4, sizesMiB: [12, 12, 12, 12], chunkKiB: 64, layout: 0x102 },
+    steps: [{ level: 0 }],
+    level: 'raid0',
+    raidDisks: 2,
+    chunk: '64K',
+    roles: [0, 'gone', 1, 'gone'],
+    arrayState: 'AA',
+    said: [/^level of \/dev\/md0 changed to raid0$/],
+  },
+  {
+    name: 'raid4 -> raid5 (parity-last)',
+    from: { level: 4, raidDisks: 3, sizesMiB: [12, 12, 12], chunkKiB: 64 },
+    steps: [{ level: 5 }],
+    level: 'raid5',
+    raidDisks: 3,
+    layout: 'parity-last',
+    chunk: '64K',
+    roles: [0, 1, 2],
+    arrayState: 'AAA',
+    said: [/^level of \/dev\/md0 changed to raid5$/],
+  },
+  {
+    name: 'raid5 parity-last -> raid4',
+    from: { level: 5, raidDisks: 3, sizesMiB: [12, 12, 12], chunkKiB: 64, layout: 5 },
+    steps: [{ level: 4 }],
+    level: 'raid4',
+    raidDisks: 3,
+    chunk: '64K',
+    roles: [0, 1, 2],
+    arrayState: 'AAA',
+    said: [/^level of \/dev\/md0 changed to raid4$/],
+  },
+  {
+    name: 'raid0 -> raid5 --layout=parity-last with --add (the spare recovers the parity)',
+    from: { level: 0, raidDisks: 3, sizesMiB: [12, 12, 12], chunkKiB: 64 },
+    steps: [{ level: 5, layoutText: 'parity-last', add: 1 }],
+    level: 'raid5',
+    raidDisks: 4,
+    layout: 'parity-last',
+    chunk: '64K',
+    roles: [0, 1, 2, 3],
+    arrayState: 'AAAA',
+    said: [/^level of \/dev\/md0 changed to raid5$/, /^added .*-3\.img$/],
+  },
+  {
+    name: 'raid0 -> raid4 (degraded on the parity) -> raid0',
+    from: { level: 0, raidDisks: 2, sizesMiB: [12, 12], chunkKiB: 64 },
+    steps: [{ level: 4 }, { level: 0 }],
+    level: 'raid0',
+    raidDisks: 2,
+    chunk: '64K',
+    roles: [0, 1],
+    arrayState: 'AA',
+    said: [/^level of \/dev\/md0 changed to raid4$/, /^level of \/dev\/md0 changed to raid0$/],
+  },
+  {
+    name: 'raid5 parity-last with a spare -> raid0 (spare and parity removed)',
+    from: { level: 5, raidDisks: 3, sizesMiB: [12, 12, 12, 12], chunkKiB: 64, layout: 5, bitmap: 'internal' },
+    steps: [{ level: 0 }],
+    level: 'raid0',
+    raidDisks: 2,
+    chunk: '64K',
+    roles: [0, 1, 'gone', 'gone'],
+    arrayState: 'AA',
+    said: [/^level of \/dev\/md0 changed to raid0$/],
+  },
+  {
+    name: 'raid1 -> raid0 (one mirror kept)',
+    from: { level: 1, raidDisks: 2, sizesMiB: [12, 12] },
+    steps: [{ level: 0 }],
+    level: 'raid0',
+    raidDisks: 1,
+    chunk: '64K',
+    roles: [0, 'gone'],
+    arrayState: 'A',
+    said: [/^level of \/dev\/md0 changed to raid0$/],
+  },
+];
+
+describe('takeover: instant level changes', () => {
+  let dir: ReturnType<typeof tempDir>;
+  before(() => {
+    dir = tempDir('takeover');
+  });
+  after(() => dir.cleanup());
+
+  cases.forEach((c, ci) => {
+    test(`${c.name}: data before and after, check 0, superblocks as mdadm reads them`, async (t) => {
+      if (!requireTool(t, 'mdadm', 'the judge of the superblocks')) return;
+      const tag = `c${ci}`;
+      const paths = await fileArray(dir.path, tag, c.from);
+      const model: Model = new Map();
+      let arr = await assembleFiles(paths);
+      const said: string[] = [];
+      const sizeBefore = arr.sizeBytes;
+      try {
+        await writeAll(arr, model, 1);
+        let added = paths.length;
+        for (const step of c.steps) {
+          const add = Array.from({ length: step.add ?? 0 }, () => sparseFile(join(dir.path, `${tag}-${added++}.img`), 12 * MiB));
+          paths.push(...add);
+          const r = await takeover(arr, step, add);
+          assert.equal(r.done, true, 'an instant takeover');
+          said.push(...r.said);
+          await verify(arr, model, sizeBefore);
+        }
+        assert.equal(said.length, c.said.length, said.join('\n'));
+        c.said.forEach((re, i) => assert.match(said[i]!, re));
+        assert.ok(arr.sizeBytes >= sizeBefore, `the array keeps its data (${arr.sizeBytes} >= ${sizeBefore})`);
+        // the spares added recover the missing slots
+        if (arr.redundant) await arr.syncNow();
+        await writeSome(arr, model, 100);
+        await verify(arr, model, arr.sizeBytes);
+        if (arr.redundant) assert.equal(await checkMismatches(arr), 0);
+      } finally {
+        await arr.close();
+      }
+      c.roles.forEach((role, i) => {
+        const f = examineAgrees(paths[i]!);
+        if (role === 'gone') {
+          assert.notEqual(f.get('Raid Level'), c.level, `${paths[i]} was removed before the takeover`);
+          return;
+        }
+        assert.equal(f.get('Raid Level'), c.level);
+        assert.equal(f.get('Raid Devices'), String(c.raidDisks));
+        assert.equal(f.get('Layout'), c.layout);
+        assert.equal(f.get('Chunk Size'), c.chunk);
+        assert.equal(f.get('Device Role'), `Active device ${role}`);
+        assert.match(f.get('Array State') ?? '', new RegExp(`^${c.arrayState} `));
+        assert.equal(f.get('Feature Map'), '0x0');
+        assert.equal(f.get('State'), 'clean');
+      });
+      // assembled again: the same data
+      arr = await assembleFiles(paths.filter((_, i) => c.roles[i] !== 'gone'));
+      try {
+        await verify(arr, model, arr.sizeBytes);
+        if (arr.redundant) assert.equal(await checkMismatches(arr), 0);
+      } finally {
+        await arr.close();
+      }
+    });
+  });
+
+  test('refusals: mdadm 4.2\'s message, nothing written; a change that needs a reshape is left to the caller', async () => {
+    type Refused = { from: FileArrayOptions; req: Omit<LevelChangeRequest, 'devName' | 'adding'>; add?: number; refused: RegExp | null };
+    const r5x4: FileArrayOptions = { level: 5, raidDisks: 4, sizesMiB: [8, 8, 8, 8], chunkKiB: 64 };
+    const r0x2: FileArrayOptions = { level: 0, raidDisks: 2, sizesMiB: [8, 8], chunkKiB: 64 };
+    const r10x4: FileArrayOptions = { level: 10, raidDisks: 4, sizesMiB: [8, 8, 8, 8], chunkKiB: 64, layout: 0x102 };
+    const zones = /^\/dev\/md0: could not set level to raid10 \(md: cannot takeover raid0 with more than one zone\)$/;
+    const arrays: Refused[] = [
+      { from: { level: 6, raidDisks: 4, sizesMiB: [8, 8, 8, 8], chunkKiB: 64 }, req: { level: 0 }, refused: /^Impossible level change requested$/ },
+      { from: r5x4, req: { level: 1 }, refused: /^Can only convert a 2-device array to RAID1$/ },
+      { from: { level: 1, raidDisks: 3, sizesMiB: [8, 8, 8] }, req: { level: 5 }, refused: /^Can only convert a 2-device array to RAID5$/ },
+      { from: { level: 1, raidDisks: 2, sizesMiB: [8, 8] }, req: { level: 6 }, refused: /^Impossibly level change request for RAID1$/ },
+      { from: r0x2, req: { level: 10 }, refused: /^Need 2 spares to create working array, and only have 0\.$/ },
+      { from: { level: 0, raidDisks: 2, sizesMiB: [8, 12], chunkKiB: 64 }, req: { level: 10 }, add: 2, refused: zones },
+      { from: r0x2, req: { level: 1 }, refused: /^Impossible level change requested$/ },
+      { from: r10x4, req: { level: 5 }, refused: /^RAID10 can only be changed to RAID0$/ },
+      { from: { ...r10x4, layout: 0x201 }, req: { level: 0 }, refused: /^Cannot Grow RAID10 with far\/offset layout$/ },
+      { from: { level: 5, raidDisks: 3, sizesMiB: [8, 8, 8], chunkKiB: 64, layout: 5 }, req: { level: 0, layoutText: 'left-symmetric' }, refused: /^layout not meaningful with this level$/ },
+      { from: { level: 4, raidDisks: 3, sizesMiB: [8, 8, 8], chunkKiB: 64 }, req: { level: 1 }, refused: /^Can only convert a 2-device array to RAID1$/ },
+      { from: { level: -1, raidDisks: 2, sizesMiB: [8, 8] }, req: { level: 0 }, refused: /^Only --add is supported for LINEAR, other --grow options are not/ },
+      // data moves: the reshape paths' business (raid5 -> raid6, raid0 -> raid5 left-symmetric, raid5 -> raid0)
+      { from: r5x4, req: { level: 6 }, refused: null },
+      { from: r0x2, req: { level: 5 }, refused: null },
+      { from: { level: 5, raidDisks: 3, sizesMiB: [8, 8, 8], chunkKiB: 64 }, req: { level: 0 }, refused: null },
+    ];
+    for (const [i, x] of arrays.entries()) {
+      const paths = await fileArray(dir.path, `bad${i}`, x.from);
+      const add = Array.from({ length: x.add ?? 0 }, (_, k) => sparseFile(join(dir.path, `bad${i}-add${k}.img`), 8 * MiB));
+      const arr = await assembleFiles(paths);
+      const files = [...paths, ...add];
+      const hash = () => files.map((p) => createHash('sha256').update(readFileSync(p)).digest('hex'));
+      const before = hash();
+      try {
+        const refused = x.refused;
+        if (refused) await assert.rejects(takeover(arr, x.req, add), (e) => isTsmdError(e, 'EINVAL') && refused.test(e.message), `case ${i}`);
+        else assert.equal((await takeover(arr, x.req, add)).done, false, `case ${i}: not an instant takeover`);
+        assert.deepEqual(hash(), before, `case ${i}: nothing written`);
+      } finally {
+        await arr.close();
+      }
+    }
+  });
+
+  test('raid4 degraded on a data slot -> raid0 is refused before the parity is failed', async () => {
+    const paths = await fileArray(dir.path, 'deg', { level: 4, raidDisks: 3, sizesMiB: [8, 8, 8], chunkKiB: 64 });
+    // assembled without its first member: degraded on slot 0
+    const arr = await assembleFiles(paths.slice(1), undefined, true);
+    const hash = () => paths.map((p) => createHash('sha256').update(readFileSync(p)).digest('hex'));
+    const before = hash();
+    try {
+      await assert.rejects(takeover(arr, { level: 0 }), (e) => isTsmdError(e, 'EINVAL') && /could not set level to raid0 \(md: raid4 must have missing parity disk!/.test(e.message));
+      assert.equal(arr.level, 4);
+      assert.deepEqual(hash(), before, 'nothing written');
+    } finally {
+      await arr.close();
+    }
+  });
+});
