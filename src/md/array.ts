@@ -1311,7 +1311,12 @@ function buildPersonality(sb: Superblock1, members: readonly Member[], io: Membe
       const own = m?.loaded.sb;
       return own && ((own.featureMap & Feature.NEW_OFFSET) !== 0 || own.events !== sb.events) ? own.newOffset : sb.newOffset;
     };
-    return new ReshapeView(sb, io, make, shiftOf);
+    // members rebuilt along with the reshape (raid5.c: recovery_offset follows reshape_position)
+    const rebuiltTo = (slot: number): number | null => {
+      const m = members.find((x) => x.slot === slot && !x.faulty && !x.replacement);
+      return m ? m.recoveryOffset : null;
+    };
+    return new ReshapeView(sb, io, make, shiftOf, rebuiltTo);
   }
   return make(sb.level, sb.layout, sb.chunkSize, sb.raidDisks, io);
 }

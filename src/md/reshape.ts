@@ -122,11 +122,29 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
   const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
   for (const m of members) {
     if (m.faulty || m.slot === null) continue;
-    if (m.recoveryOffset !== null) return `${m.dev.name} is being rebuilt along with the reshape: not supported yet by tsmd`;
+    const behind = rebuildBehind(sb, m);
+    if (behind !== null) return behind;
     const own = m.loaded.sb;
     const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 ? own.newOffset : sb.newOffset;
     if (shift >= 0 || -shift < maxChunk) return `new offset ${shift} of ${m.dev.name} leaves no room to move a ${maxChunk}-sector chunk forwards`;
   }
+  return null;
+}
+
+/**
+ * A member rebuilt along with the reshape (raid5.c: not In_sync, recovery_offset set while
+ * RESHAPE_ACTIVE; reshape_request raises it with the reshape so that it follows
+ * reshape_position): the engine continues it when its recovery_offset reaches the member rows
+ * the new geometry fills below reshape_position; the old geometry has it missing. Why not
+ * (null: fine, or not rebuilt).
+ */
+function rebuildBehind(sb: Superblock1, m: Member): string | null {
+  if (m.recoveryOffset === null) return null;
+  if (m.replacement) return `${m.dev.name} replaces a member during the reshape: not supported by tsmd`;
+  const newD = dataDisks(sb.newLevel, sb.newLayout, sb.raidDisks, sb.newChunk);
+  const need = rowEnd(Number(sb.reshapePosition), newD, sb.newChunk);
+  if (m.recoveryOffset < need)
+    return `${m.dev.name} is rebuilt along with the reshape, but its recovery offset ${m.recoveryOffset} is behind the reshape position (member sector ${need})`;
   return null;
 }
 
@@ -381,13 +399,21 @@ export class ReshapeEngine {
         // reads that started before the frontier last moved may still be reading rows this
         // step overwrites: they finish first
         await view.drainOldReads();
+        // members rebuilt along with the reshape get the whole new stripes of the region
+        const rows = rowEnd(p + len, g.newD, g.newC);
+        view.rebuildRows = rows;
         await this.copy(view, p, len, oldSize, g.newD * g.newC);
         // md: the data the checkpoint vouches for is on stable storage before it
         await view.newGeo.flush();
         await host.update(() => {
           host.sb.reshapePosition = BigInt(p + len);
+          // raid5.c reshape_request: recovery_offset follows the reshape
+          for (const m of this.rebuilding()) m.recoveryOffset = Math.max(m.recoveryOffset!, rows);
         }, { bump: false });
         view.advance(p + len);
+      } catch (e) {
+        view.rebuildRows = 0;
+        throw e;
       } finally {
         view.release();
       }
@@ -463,8 +489,14 @@ export class ReshapeEngine {
     await runLimited(jobs, PIECE_PARALLEL);
   }
 
+  /** The members rebuilt along with the reshape (md: !In_sync with a recovery_offset). */
+  private rebuilding(): Member[] {
+    return this.host.memberSet.list.filter((m) => m.slot !== null && !m.faulty && !m.replacement && m.recoveryOffset !== null);
+  }
+
   private bulkUsable(view: ReshapeView): boolean {
-    for (let s = 0; s < view.newIo.slots; s++) if (!view.newIo.available(s)) return false;
+    const rebuilt = new Set(this.rebuilding().map((m) => m.slot));
+    for (let s = 0; s < view.newIo.slots; s++) if (!view.newIo.available(s) && !rebuilt.has(s)) return false;
     return true;
   }
 
@@ -490,8 +522,12 @@ export class ReshapeEngine {
       const s0 = Math.floor(at / (oldD * oC));
       const s1 = Math.ceil((at + fromOld) / (oldD * oC));
       const rows = (s1 - s0) * oC;
+      // a member rebuilt along with the reshape is missing in the old geometry: it is not
+      // read; if it held data of these stripes there, the request path rebuilds it
+      const missing = Array.from({ length: oldDisks }, (_, slot) => !view.oldIo.available(slot, s0 * oC, rows));
       const bufs = await Promise.all(
         Array.from({ length: oldDisks }, async (_, slot) => {
+          if (missing[slot]) return null;
           const b = new Uint8Array(rows * B);
           await view.oldIo.read(slot, s0 * oC, b);
           return b;
@@ -499,6 +535,7 @@ export class ReshapeEngine {
       );
       for (let s = s0; s < s1; s++) {
         const sm = stripeMap(oldG, s);
+        if (sm.dataDisks.some((d) => missing[d])) throw new TsmdError('EIO', 'old stripe degraded: moved on the request path');
         for (let dd = 0; dd < oldD; dd++) {
           const a0 = (s * oldD + dd) * oC; // array sector of this chunk
           const lo = Math.max(a0, at);
@@ -545,6 +582,8 @@ export class ReshapeEngine {
       await view.hold(0, Number.MAX_SAFE_INTEGER);
       await view.drainOldReads();
       await host.update(() => {
+        // raid5.c end_reshape: a member rebuilt along with the reshape is complete
+        for (const m of this.rebuilding()) m.recoveryOffset = null;
         for (const m of host.memberSet.list) {
           const own = m.loaded.sb;
           const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 || m.slot !== null ? own.newOffset : 0;
