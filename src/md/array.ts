@@ -1044,8 +1044,11 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (this.sync.current || this.resyncPoint !== MAX_SECTOR || this.rebuildingSlots.length > 0)
       throw new TsmdError('EBUSY', `${md} is performing resync/recovery and cannot be reshaped`);
     const started = await startReshape(this.reshapeHost(), req);
+    // a level change after the reshape (raid6 -> raid5, level-reshape.ts): at its end, or now
+    if (started && req.then) this.reshape.afterFinish = req.then;
+    else if (req.then) await this.reshape.takeoverNow(req.then);
     if (started) this.reshape.kick();
-    return started;
+    return started || req.then !== undefined;
   }
 
   private reshapeHost(): ReshapeHost {
@@ -1070,6 +1073,9 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
         return self.resyncPoint !== MAX_SECTOR;
       },
       log: (msg, level) => this.log(msg, level),
+      get devName() {
+        return self.name;
+      },
       limits: () => this.sync.limits,
       update: (mutate, opts) => this.meta.update(mutate, opts),
       quiesced: async (fn) => {

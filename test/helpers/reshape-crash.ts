@@ -263,7 +263,7 @@ export async function badGrowRequests(dir: string): Promise<void> {
       [['--grow', '/dev/md0', '--raid-devices=3'], 1, /this change will reduce the size of the array\.\n\s+use --grow --array-size first to truncate array\./],
       [['--grow', '/dev/md0', '--chunk=3'], 2, /invalid chunk\/rounding value: 3/],
       [['--grow', '/dev/md0', '--layout=bogus'], 1, /layout bogus not understood for raid5/],
-      [['--grow', '/dev/md0', '--level=6'], 1, /--level is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--level=6'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
       [['--grow', '/dev/md0', '--size=1000'], 1, /--size is not supported yet by tsmd/],
       [['--grow', '/dev/md0', '--array-size=1000'], 1, /--array-size is not supported yet by tsmd/],
       [['--grow', '/dev/md0', '--raid-devices=5', '--backup-file=/tmp/x'], 1, /--backup-file is not supported yet by tsmd/],
