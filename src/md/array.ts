@@ -1090,8 +1090,11 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (this.sync.current || this.resyncPoint !== MAX_SECTOR || this.rebuildingSlots.length > 0)
       throw new TsmdError('EBUSY', `${md} is performing resync/recovery and cannot be reshaped`);
     const started = await startReshape(this.reshapeHost(), req);
+    // a level change after the reshape (raid6 -> raid5, level-reshape.ts): at its end, or now
+    if (started && req.then) this.reshape.afterFinish = req.then;
+    else if (req.then) await this.reshape.takeoverNow(req.then);
     if (started) this.reshape.kick();
-    return started;
+    return started || req.then !== undefined;
   }
 
   private reshapeHost(): ReshapeHost {
@@ -1116,6 +1119,9 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
         return self.resyncPoint !== MAX_SECTOR;
       },
       log: (msg, level) => this.log(msg, level),
+      get devName() {
+        return self.name;
+      },
       limits: () => this.sync.limits,
       update: (mutate, opts) => this.meta.update(mutate, opts),
       quiesced: async (fn) => {
@@ -1357,7 +1363,12 @@ function buildPersonality(sb: Superblock1, members: readonly Member[], io: Membe
       const own = m?.loaded.sb;
       return own && ((own.featureMap & Feature.NEW_OFFSET) !== 0 || own.events !== sb.events) ? own.newOffset : sb.newOffset;
     };
-    return new ReshapeView(sb, io, make, shiftOf);
+    // members rebuilt along with the reshape (raid5.c: recovery_offset follows reshape_position)
+    const rebuiltTo = (slot: number): number | null => {
+      const m = members.find((x) => x.slot === slot && !x.faulty && !x.replacement);
+      return m ? m.recoveryOffset : null;
+    };
+    return new ReshapeView(sb, io, make, shiftOf, rebuiltTo);
   }
   return make(sb.level, sb.layout, sb.chunkSize, sb.raidDisks, io);
 }

@@ -42,6 +42,7 @@ import { runLimited } from '../util/async.js';
 import type { Member, MemberSet } from './members.js';
 import type { UpdateOptions } from './metadata.js';
 import type { SyncLimits } from './sync.js';
+import { applyTakeover } from './level-reshape.js';
 
 /** What the engine asks of the array (MdArray implements it in a few lines). */
 export interface ReshapeHost {
@@ -68,6 +69,8 @@ export interface ReshapeHost {
   readonly resyncOwed: boolean;
   /** the reshape finished (superblocks written): look for other work */
   finished(): void;
+  /** the array's name for messages (/dev/md0) */
+  readonly devName?: string;
 }
 
 /** A --grow request: the geometry to reach (unset fields keep the current value). */
@@ -79,6 +82,24 @@ export interface ReshapeRequest {
   force?: boolean;
   /** the device name for messages (/dev/md0) */
   devName?: string;
+  /**
+   * A level change first (md's level_store, which mdadm's --grow --level does before the
+   * reshape, level-reshape.ts): the geometry the array takes over in place (raid5 as raid6
+   * *_6 with the Q slot empty, raid0 as raid5 parity-last with the parity slot empty) and
+   * the reshape starts from; both are recorded in the one transaction that starts it.
+   */
+  takeover?: TakeoverGeometry;
+  /** A level change once the reshape is done (mdadm's forked impose_level; level-reshape.ts). */
+  then?: TakeoverGeometry;
+}
+
+/** The geometry a takeover installs (data stays where it is). */
+export interface TakeoverGeometry {
+  level: number;
+  layout: number;
+  raidDisks: number;
+  /** component size (md's dev_sectors): set when the old level had none (raid0) */
+  sizeSectors?: number;
 }
 
 export interface ReshapeProgress {
@@ -123,11 +144,29 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
   const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
   for (const m of members) {
     if (m.faulty || m.slot === null) continue;
-    if (m.recoveryOffset !== null) return `${m.dev.name} is being rebuilt along with the reshape: not supported yet by tsmd`;
+    const behind = rebuildBehind(sb, m);
+    if (behind !== null) return behind;
     const own = m.loaded.sb;
     const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 ? own.newOffset : sb.newOffset;
     if (shift >= 0 || -shift < maxChunk) return `new offset ${shift} of ${m.dev.name} leaves no room to move a ${maxChunk}-sector chunk forwards`;
   }
+  return null;
+}
+
+/**
+ * A member rebuilt along with the reshape (raid5.c: not In_sync, recovery_offset set while
+ * RESHAPE_ACTIVE; reshape_request raises it with the reshape so that it follows
+ * reshape_position): the engine continues it when its recovery_offset reaches the member rows
+ * the new geometry fills below reshape_position; the old geometry has it missing. Why not
+ * (null: fine, or not rebuilt).
+ */
+function rebuildBehind(sb: Superblock1, m: Member): string | null {
+  if (m.recoveryOffset === null) return null;
+  if (m.replacement) return `${m.dev.name} replaces a member during the reshape: not supported by tsmd`;
+  const newD = dataDisks(sb.newLevel, sb.newLayout, sb.raidDisks, sb.newChunk);
+  const need = rowEnd(Number(sb.reshapePosition), newD, sb.newChunk);
+  if (m.recoveryOffset < need)
+    return `${m.dev.name} is rebuilt along with the reshape, but its recovery offset ${m.recoveryOffset} is behind the reshape position (member sector ${need})`;
   return null;
 }
 
@@ -177,27 +216,36 @@ function roomBefore(m: Member): number {
 export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Promise<boolean> {
   const sb = host.sb;
   const md = req.devName ?? 'the array';
-  if (!levelIs456(sb.level)) throw new TsmdError('ENOTSUP', `${md}: reshaping raid${sb.level} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk, --layout are)`);
+  // the geometry the reshape starts from: the array's, or the one a level change installs first
+  const t = req.takeover;
+  const cur = t ? { ...sb, level: t.level, layout: t.layout, raidDisks: t.raidDisks, size: BigInt(t.sizeSectors ?? Number(sb.size)) } : sb;
+  if (!levelIs456(cur.level)) throw new TsmdError('ENOTSUP', `${md}: reshaping raid${cur.level} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk, --layout are)`);
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) throw new TsmdError('ENOTSUP', `${md} is clustered: md-cluster reshapes are not supported by tsmd`);
-  const disks = req.raidDisks ?? sb.raidDisks;
-  const chunk = req.chunkSectors ?? sb.chunkSize;
-  const layout = req.layout ?? sb.layout;
-  if (disks === sb.raidDisks && chunk === sb.chunkSize && layout === sb.layout) return false;
-  const minDisks = sb.level === 6 ? 4 : 2;
-  if (disks < minDisks) throw new TsmdError('EINVAL', `${md}: raid${sb.level} needs at least ${minDisks} devices`);
-  if (disks < sb.raidDisks)
-    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size=${arraySizeKiB(sb, disks, chunk, layout)}`);
+  const disks = req.raidDisks ?? cur.raidDisks;
+  const chunk = req.chunkSectors ?? cur.chunkSize;
+  const layout = req.layout ?? cur.layout;
+  if (disks === cur.raidDisks && chunk === cur.chunkSize && layout === cur.layout) return false;
+  const minDisks = cur.level === 6 ? 4 : 2;
+  if (disks < minDisks) throw new TsmdError('EINVAL', `${md}: raid${cur.level} needs at least ${minDisks} devices`);
+  if (disks < cur.raidDisks)
+    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size=${arraySizeKiB(cur, disks, chunk, layout)}`);
   if (chunk < 8 || (chunk & (chunk - 1)) !== 0) throw new TsmdError('EINVAL', `invalid chunk size ${chunk / 2}K`);
-  if (Number(sb.size) % chunk !== 0)
-    throw new TsmdError('EINVAL', `component size ${Number(sb.size) / 2}K is not a multiple of the new chunk size ${chunk / 2}K`);
-  const oldD = dataDisks(sb.level, sb.layout, sb.raidDisks, sb.chunkSize);
-  const newD = dataDisks(sb.level, layout, disks, chunk);
-  const delta = disks - sb.raidDisks;
+  if (Number(cur.size) % chunk !== 0)
+    throw new TsmdError('EINVAL', `component size ${Number(cur.size) / 2}K is not a multiple of the new chunk size ${chunk / 2}K`);
+  const oldD = dataDisks(cur.level, cur.layout, cur.raidDisks, cur.chunkSize);
+  const newD = dataDisks(cur.level, layout, disks, chunk);
+  const delta = disks - cur.raidDisks;
+  // the slots of the takeover's new parity/Q (empty): md's raid5_start_reshape adds spares to
+  // empty slots first, and one below the old raid_disks is rebuilt along with the reshape
+  // (recovery_offset 0) while one above is In_sync (the reshape fills it)
+  const holes = t ? Array.from({ length: t.raidDisks - sb.raidDisks }, (_, i) => sb.raidDisks + i) : [];
+  const need = holes.length + delta;
   const spares = host.memberSet.list.filter((m) => m.slot === null && !m.faulty);
-  if (spares.length < delta && !req.force)
-    throw new TsmdError('EINVAL', `Need ${delta} spare${delta === 1 ? '' : 's'} to avoid degraded array, and only have ${spares.length}.\n       Use --force to over-ride this check.`);
-  const joining = spares.slice(0, delta);
-  const moving = [...host.memberSet.list.filter((m) => m.slot !== null && !m.faulty), ...joining];
+  if (spares.length < need && !req.force)
+    throw new TsmdError('EINVAL', `Need ${need} spare${need === 1 ? '' : 's'} to avoid degraded array, and only have ${spares.length}.\n       Use --force to over-ride this check.`);
+  const filling = spares.slice(0, holes.length);
+  const joining = spares.slice(holes.length, need);
+  const moving = [...host.memberSet.list.filter((m) => m.slot !== null && !m.faulty), ...filling, ...joining];
   const maxChunk = Math.max(chunk, sb.chunkSize);
   const room = Math.min(...moving.map(roomBefore));
   // how far the data moves down: a grow gains room as it goes (the new rows advance slower
@@ -216,8 +264,19 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   await host.quiesced(async () => {
     await host.personality.flush();
     await host.update(() => {
+      if (t) {
+        // md's level_store (the takeover) in the same transaction as the reshape's start
+        sb.level = t.level;
+        sb.layout = t.layout;
+        sb.size = cur.size;
+        sb.featureMap &= ~Feature.RAID0_LAYOUT;
+      }
+      filling.forEach((m, i) => {
+        m.slot = holes[i]!;
+        m.recoveryOffset = 0; // raid5_start_reshape: below previous_raid_disks, rebuilt with the reshape
+      });
       joining.forEach((m, i) => {
-        m.slot = sb.raidDisks + i;
+        m.slot = cur.raidDisks + i;
         m.recoveryOffset = null; // md's raid5_start_reshape: a new member is In_sync, the reshape fills it
       });
       for (const m of moving) m.loaded.sb.newOffset = shift;
@@ -233,12 +292,12 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
       host.install(host.makePersonality(sb));
     });
   });
-  host.log(`md: reshape of RAID array ${md} started (${delta ? `${sb.raidDisks - delta}->${disks} devices` : ''}${chunk !== sb.chunkSize ? ` chunk ${sb.chunkSize / 2}K->${chunk / 2}K` : ''}${layout !== sb.layout ? ` layout ${sb.layout}->${layout}` : ''}, new offset ${shift})`);
+  host.log(`md: reshape of RAID array ${md} started (${delta ? `${sb.raidDisks - delta}->${disks} devices` : ''}${chunk !== sb.chunkSize ? ` chunk ${sb.chunkSize / 2}K->${chunk / 2}K` : ''}${layout !== sb.layout ? ` layout ${sb.layout}->${layout}` : ''}${filling.length ? `, ${filling.map((m) => m.dev.name).join(' ')} rebuilt along with it` : ''}, new offset ${shift})`);
   return true;
 }
 
 /** The array size in KiB the geometry would have (mdadm's --array-size hint). */
-function arraySizeKiB(sb: Superblock1, disks: number, chunk: number, layout: number): number {
+function arraySizeKiB(sb: Pick<Superblock1, 'level' | 'size'>, disks: number, chunk: number, layout: number): number {
   const d = dataDisks(sb.level, layout, disks, chunk);
   return Math.floor(Number(sb.size) / chunk) * chunk * d / 2;
 }
@@ -270,6 +329,12 @@ export class ReshapeEngine {
   lastError: Error | null = null;
   /** the last reshape this engine finished: array sectors it moved and how long that took */
   lastRun: { movedSectors: number; elapsedMs: number } | null = null;
+  /**
+   * A level change once the reshape is done (raid6 -> raid5: drop Q; level-reshape.ts), as
+   * mdadm's forked process imposes it after waiting for the reshape. Not on disk (neither is
+   * mdadm's process): a restart forgets it.
+   */
+  afterFinish: TakeoverGeometry | null = null;
 
   constructor(private readonly host: ReshapeHost) {}
 
@@ -401,15 +466,23 @@ export class ReshapeEngine {
         // reads that started before the frontier last moved may still be reading rows this
         // step overwrites: they finish first
         await view.drainOldReads();
+        // members rebuilt along with the reshape get the whole new stripes of the region
+        const rows = rowEnd(p + len, g.newD, g.newC);
+        view.rebuildRows = rows;
         await this.copy(view, p, len, oldSize, g.newD * g.newC);
         await settle();
         durable = p;
-        ck.pending = this.checkpoint(view, p + len);
+        ck.pending = this.checkpoint(view, p + len, rows);
         p += len;
         this.sample(p);
         await this.throttle(p);
       }
       await settle();
+    } catch (e) {
+      // a failed step: a member rebuilt along with the reshape is good up to its recorded
+      // recovery offset only
+      view.rebuildRows = 0;
+      throw e;
     } finally {
       // a failed step: its checkpoint in flight settles before the writes go on
       await settle().catch(() => {});
@@ -422,10 +495,12 @@ export class ReshapeEngine {
    * md: the data the checkpoint vouches for is on stable storage before it; then the frontier
    * moves and the writes held below it go on (to the new geometry).
    */
-  private async checkpoint(view: ReshapeView, end: number): Promise<void> {
+  private async checkpoint(view: ReshapeView, end: number, rows: number): Promise<void> {
     await view.newGeo.flush();
     await this.host.update(() => {
       this.host.sb.reshapePosition = BigInt(end);
+      // raid5.c reshape_request: recovery_offset follows the reshape
+      for (const m of this.rebuilding()) m.recoveryOffset = Math.max(m.recoveryOffset!, rows);
     }, { bump: false });
     view.advance(end);
     view.narrow(end);
@@ -503,8 +578,14 @@ export class ReshapeEngine {
     await runLimited(jobs, PIECE_PARALLEL);
   }
 
+  /** The members rebuilt along with the reshape (md: !In_sync with a recovery_offset). */
+  private rebuilding(): Member[] {
+    return this.host.memberSet.list.filter((m) => m.slot !== null && !m.faulty && !m.replacement && m.recoveryOffset !== null);
+  }
+
   private bulkUsable(view: ReshapeView): boolean {
-    for (let s = 0; s < view.newIo.slots; s++) if (!view.newIo.available(s)) return false;
+    const rebuilt = new Set(this.rebuilding().map((m) => m.slot));
+    for (let s = 0; s < view.newIo.slots; s++) if (!view.newIo.available(s) && !rebuilt.has(s)) return false;
     return true;
   }
 
@@ -527,11 +608,18 @@ export class ReshapeEngine {
     try {
       const fromOld = Math.max(0, Math.min(n, oldSize - at));
       const s0 = Math.floor(at / (oldD * oC));
-      let bufs: Uint8Array[] = [];
+      let bufs: Array<Uint8Array | null> = [];
       if (fromOld > 0) {
-        const rows = (Math.ceil((at + fromOld) / (oldD * oC)) - s0) * oC;
-        bufs = Array.from({ length: oldG.raidDisks }, () => scratch.alloc(rows * B, false));
-        await Promise.all(bufs.map((b, slot) => view.oldIo.read(slot, s0 * oC, b)));
+        const s1 = Math.ceil((at + fromOld) / (oldD * oC));
+        const rows = (s1 - s0) * oC;
+        // a member rebuilt along with the reshape is missing in the old geometry: it is not
+        // read; if it held data of these stripes there, the request path rebuilds it
+        const missing = Array.from({ length: oldG.raidDisks }, (_, slot) => !view.oldIo.available(slot, s0 * oC, rows));
+        for (let s = s0; s < s1; s++) {
+          if (stripeMap(oldG, s).dataDisks.some((d) => missing[d])) throw new TsmdError('EIO', 'old stripe degraded: moved on the request path');
+        }
+        bufs = missing.map((gone) => (gone ? null : scratch.alloc(rows * B, false)));
+        await Promise.all(bufs.map((b, slot) => (b ? view.oldIo.read(slot, s0 * oC, b) : null)));
       }
       const t0 = at / (newD * nC);
       const t1 = (at + n) / (newD * nC);
@@ -560,7 +648,7 @@ export class ReshapeEngine {
    * Fill dst with the array data from sector a on (zeros past the old size), copied from the
    * old members' rows read into bufs (rows of old stripes s0 on).
    */
-  private gather(dst: Uint8Array, a: number, oldSize: number, bufs: Uint8Array[], s0: number, oldG: Raid456Geometry, oldD: number): void {
+  private gather(dst: Uint8Array, a: number, oldSize: number, bufs: ReadonlyArray<Uint8Array | null>, s0: number, oldG: Raid456Geometry, oldD: number): void {
     const oC = oldG.chunkSectors;
     const end = a + dst.length / 512;
     let smStripe = -1;
@@ -582,6 +670,21 @@ export class ReshapeEngine {
     }
   }
 
+  /**
+   * A takeover with nothing to move (raid6 already in a *_6 layout -> raid5): md's
+   * level_store through raid5_takeover_raid6, in one quiesced metadata transaction.
+   */
+  async takeoverNow(t: TakeoverGeometry): Promise<void> {
+    const host = this.host;
+    await host.quiesced(async () => {
+      await host.personality.flush();
+      await host.update(() => {
+        applyTakeover(host.sb, host.memberSet.list, t);
+        host.install(host.makePersonality(host.sb));
+      });
+    });
+  }
+
   /** md's raid5_finish_reshape + md_finish_reshape: the new geometry becomes the array's. */
   private async finish(view: ReshapeView): Promise<void> {
     const host = this.host;
@@ -591,6 +694,8 @@ export class ReshapeEngine {
       await view.hold(0, Number.MAX_SAFE_INTEGER);
       await view.drainOldReads();
       await host.update(() => {
+        // raid5.c end_reshape: a member rebuilt along with the reshape is complete
+        for (const m of this.rebuilding()) m.recoveryOffset = null;
         for (const m of host.memberSet.list) {
           const own = m.loaded.sb;
           const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 || m.slot !== null ? own.newOffset : 0;
@@ -605,6 +710,12 @@ export class ReshapeEngine {
         sb.newOffset = 0;
         sb.reshapePosition = 0n;
         sb.featureMap &= ~F_RESHAPE;
+        const then = this.afterFinish;
+        this.afterFinish = null;
+        if (then) {
+          for (const m of applyTakeover(sb, host.memberSet.list, then)) host.log(`md: ${m.dev.name} is a spare after the change to raid${then.level}`);
+          host.log(`md: level of ${host.devName ?? 'the array'} changed to raid${then.level}`);
+        }
         const next = host.makePersonality(sb);
         host.install(next);
         view.retire(next);

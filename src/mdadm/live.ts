@@ -24,6 +24,7 @@ import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, shown, UsageError } from './args.js';
 import { growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
+import { planLevelChange, startLevelChange } from '../md/level-reshape.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
@@ -698,6 +699,11 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
 export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in --grow mode');
+  // level changes that move data (level-reshape.ts); null: not one of them
+  if (a.opts.has('level')) {
+    const rc = await growLevelReshape(a, io, ctx, md);
+    if (rc !== null) return rc;
+  }
   // out of the reshape engine's reach: refused before anything is looked at or written
   for (const o of ['size', 'array-size', 'backup-file', 'continue']) {
     if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
@@ -750,9 +756,9 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
 
 /**
  * The level changes --grow --level can make, tried in turn: each returns null for a change it
- * does not make (the next one is asked), else the exit status. First md's instant takeovers
- * (md/takeover.ts); the level changes that move data (raid5 <-> raid6, raid0 -> raid5 with
- * its layout reshape) go after it.
+ * does not make (the next one is asked), else the exit status: md's instant takeovers
+ * (md/takeover.ts). The level changes that move data (raid5 <-> raid6, raid0 -> raid5 with
+ * its layout reshape: growLevelReshape) are tried before these.
  */
 export type LevelChange = (arr: MdArray, req: LevelChangeRequest, io: TakeoverIo) => Promise<number | null>;
 
@@ -809,6 +815,69 @@ async function growLevel(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promi
     if (rc !== null) return rc;
   }
   throw new TsmdError('ENOTSUP', `--grow --level is not supported yet by tsmd for raid${arr.level} -> raid${level} with this geometry: it needs a reshape (tsmd makes md's instant takeovers: raid1 <-> raid5 of 2 devices, raid0 <-> raid10 near=2, raid4 <-> raid5 parity-last, raid0 <-> raid4 / raid5 --layout=parity-last, raid1 -> raid0)`);
+}
+
+/**
+ * mdadm --grow --level where a restripe is needed (Grow.c analyse_change; level-reshape.ts):
+ * raid4/5 -> raid6 (and --layout=preserve), raid6 -> raid5, raid0 -> raid5, with --raid-devices,
+ * --layout, --chunk and --add DEV (added once the level allows a spare, as Grow_reshape adds
+ * its devlist after impose_level). null: not one of these (the instant takeovers).
+ */
+async function growLevelReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promise<number | null> {
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  const arr = r.array;
+  const newLevel = parseLevel(optStr(a, 'level') ?? '');
+  if (a.manageOps.some((o) => o.op !== 'add')) return null;
+  const adds = a.manageOps.flatMap((o) => o.devices);
+  const disksText = optStr(a, 'raid-devices');
+  if (disksText !== undefined && (!/^\d+$/.test(disksText) || Number(disksText) < 1)) throw new UsageError(`invalid number of raid devices: ${disksText}`);
+  const chunkText = optStr(a, 'chunk');
+  const layoutText = optStr(a, 'layout');
+  let newLayout: number | 'preserve' | 'normalise' | undefined;
+  if (layoutText === 'preserve') newLayout = 'preserve';
+  else if (layoutText === 'normalise' || layoutText === 'normalize') newLayout = 'normalise';
+  else if (layoutText !== undefined && (newLevel === 5 || newLevel === 6)) newLayout = parseLayout(newLevel, layoutText);
+  const sb = arr.sb;
+  const spares = arr.members.filter((m) => m.slot === null && !m.faulty).length;
+  const plan = planLevelChange({
+    level: sb.level,
+    layout: sb.layout,
+    raidDisks: sb.raidDisks,
+    chunkSectors: sb.chunkSize,
+    sizeSectors: Number(sb.size),
+    memberSectors: arr.members.filter((m) => m.slot !== null && !m.faulty).map((m) => Number(m.loaded.sb.dataSize)),
+    spares: spares + adds.length,
+    newLevel,
+    newRaidDisks: disksText !== undefined ? Number(disksText) : undefined,
+    newLayout,
+    newChunkSectors: chunkText !== undefined ? parseChunkKiB(chunkText) * 2 : undefined,
+    force: flag(a, 'force'),
+    devName: md,
+  });
+  if (!plan) return null;
+  if (a.opts.has('bitmap') || a.opts.has('size') || a.opts.has('array-size') || a.opts.has('backup-file'))
+    throw new TsmdError('ENOTSUP', `${md}: --level with --bitmap, --size, --array-size or --backup-file is not supported by tsmd`);
+  const added: string[] = [];
+  for (const d of adds) {
+    if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
+    const opened = await openDevice(d, { exclusive: true });
+    const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
+    try {
+      await arr.addMember(dev, { reAdd: false, deviceUuid: randomBytes(16) });
+    } catch (e) {
+      await dev.close();
+      throw e;
+    }
+    added.push(shown(a, d));
+  }
+  await startLevelChange(arr, plan);
+  if (!a.quiet) {
+    if (plan.announce) io.err(`tsmd: ${plan.announce}\n`);
+    for (const d of added) io.err(`tsmd: added ${d}\n`);
+  }
+  ctx.registry.changed();
+  return 0;
 }
 
 export { uuidText };

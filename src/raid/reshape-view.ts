@@ -30,6 +30,13 @@ export type MakePersonality = (
 /** new_offset of each slot's member (md's rdev->new_data_offset - data_offset); default: the array's */
 export type ShiftOf = (slot: number) => number;
 
+/**
+ * A slot whose member is rebuilt along with the reshape (md: In_sync clear, recovery_offset
+ * set while RESHAPE_ACTIVE): its recovery_offset (member sectors of the new geometry), or
+ * null for a slot in sync (or empty).
+ */
+export type RebuiltTo = (slot: number) => number | null;
+
 export class ReshapeView implements Personality {
   readonly level: number;
   readonly arraySectors: number;
@@ -57,15 +64,32 @@ export class ReshapeView implements Personality {
   private oldReadDone: Array<() => void> = [];
   /** set when the reshape is finished and a plain personality took over */
   private successor: Personality | null = null;
+  /**
+   * Member rows (new geometry) the engine is writing on the members rebuilt along with the
+   * reshape: the region being moved is written whole on them too (raid5.c reshape_request
+   * writes every member of the new stripe), so the new geometry treats them as in sync up to
+   * here while the region is copied; their recovery_offset follows at the checkpoint.
+   */
+  rebuildRows = 0;
 
-  constructor(sb: Superblock1, io: MemberIo, make: MakePersonality, shiftOf?: ShiftOf) {
+  constructor(sb: Superblock1, io: MemberIo, make: MakePersonality, shiftOf?: ShiftOf, rebuiltTo?: RebuiltTo) {
     const oldDisks = sb.raidDisks - sb.deltaDisks;
     const arrayShift = (sb.featureMap & Feature.NEW_OFFSET) !== 0 ? sb.newOffset : 0;
     const shift: ShiftOf = shiftOf ?? (() => arrayShift);
+    // a member rebuilt along with the reshape (raid5.c: !In_sync with recovery_offset): the
+    // old geometry has it missing (its parity or Q there was never computed; md reads the
+    // old stripes degraded); the new one has it in sync below its recovery_offset, or below
+    // the rows the engine is writing now
+    const rebuilt = rebuiltTo ?? (() => null);
+    const availableIn = (moved: boolean, s: number, d: number | undefined, n: number | undefined): boolean => {
+      const rec = rebuilt(s);
+      if (rec === null) return io.available(s, d === undefined ? undefined : d + (moved ? shift(s) : 0), n);
+      if (!moved || d === undefined) return false;
+      return d + (n ?? 1) <= Math.max(rec, this.rebuildRows);
+    };
     const narrow = (slots: number, moved: boolean): MemberIo => ({
       slots,
-      available: (s, d, n) =>
-        s < slots && io.available(s, d === undefined ? undefined : d + (moved ? shift(s) : 0), n),
+      available: (s, d, n) => s < slots && availableIn(moved, s, d, n),
       read: (s, d, b) => io.read(s, d + (moved ? shift(s) : 0), b),
       write: (s, d, b) => io.write(s, d + (moved ? shift(s) : 0), b),
       flush: (s) => io.flush(s),

@@ -70,12 +70,32 @@ export interface Kind {
   /** raid disks and chunk (KiB) at the end */
   disks: number;
   chunkKiB: number;
+  /** the level at the end (a --level change; default: level) */
+  endLevel?: 5 | 6;
+  /** does the array grow (default: when spares join) */
+  grows?: boolean;
+  /** what --grow prints (mdadm's "level of /dev/md0 changed to raid6") */
+  says?: RegExp;
 }
 
 export const kinds: Kind[] = [
   { name: 'raid5 grow 4->5', level: 5, n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: true, disks: 5, chunkKiB: 64 },
   { name: 'raid6 grow 5->6', level: 6, n: 5, spares: 1, grow: ['--raid-devices=6'], bitmap: false, disks: 6, chunkKiB: 64 },
   { name: 'raid5 chunk 64K->128K', level: 5, n: 4, spares: 0, grow: ['--chunk=128'], bitmap: false, disks: 4, chunkKiB: 128 },
+  // takeover to left-symmetric-6 + reshape to left-symmetric, Q rebuilt along with it
+  {
+    name: 'raid5 -> raid6',
+    level: 5,
+    n: 4,
+    spares: 1,
+    grow: ['--level=6', '--raid-devices=5'],
+    bitmap: true,
+    disks: 5,
+    chunkKiB: 64,
+    endLevel: 6,
+    grows: false,
+    says: /^tsmd: level of \/dev\/md0 changed to raid6$/m,
+  },
 ];
 
 /** One reshape kind: create, grow, kill -9 at random moments, finish, judge. */
@@ -116,6 +136,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     const bootOpts = [...opts, `--config=${conf}`];
     r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
     assert.equal(r.status, 0, r.stderr);
+    if (k.says) assert.match(r.stderr, k.says);
     assert.ok((await arrayState(d)).reshape, 'the reshape started');
     let killsDuringReshape = 0;
     let acked = 0;
@@ -223,9 +244,10 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     await verify(d.info.nbd!.port, durable, 'after the reshape');
     {
       const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
-      const dataDisks = k.disks - (k.level === 6 ? 2 : 1);
+      const endLevel = k.endLevel ?? k.level;
+      const dataDisks = k.disks - (endLevel === 6 ? 2 : 1);
       assert.equal(c.sizeBytes % (dataDisks * k.chunkKiB * 1024), 0);
-      if (k.spares) assert.ok(c.sizeBytes > (k.n - (k.level === 6 ? 2 : 1)) * 11 * MiB, `the export grew (${c.sizeBytes})`);
+      if (k.grows ?? k.spares > 0) assert.ok(c.sizeBytes > (k.n - (k.level === 6 ? 2 : 1)) * 11 * MiB, `the export grew (${c.sizeBytes})`);
       // after: the new space is writable
       const tail = randomBytes(BLOCK);
       await c.write(c.sizeBytes - BLOCK, tail, true);
@@ -240,6 +262,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     assert.equal(checked.mismatchCnt, 0, 'check after the reshape');
     const detail = d.tsmd(['--detail', '/dev/md0']);
     assert.match(detail.stdout, new RegExp(`Raid Devices : ${k.disks}\\n`));
+    assert.match(detail.stdout, new RegExp(`Raid Level : raid${k.endLevel ?? k.level}\\n`));
     assert.match(detail.stdout, new RegExp(`Chunk Size : ${k.chunkKiB}K`));
     assert.equal(await d.stop(), 0);
     // the real mdadm reads the superblocks as tsmd wrote them
@@ -274,7 +297,7 @@ export async function badGrowRequests(dir: string): Promise<void> {
       [['--grow', '/dev/md0', '--raid-devices=3'], 1, /this change will reduce the size of the array\.\n\s+use --grow --array-size first to truncate array\./],
       [['--grow', '/dev/md0', '--chunk=3'], 2, /invalid chunk\/rounding value: 3/],
       [['--grow', '/dev/md0', '--layout=bogus'], 1, /layout bogus not understood for raid5/],
-      [['--grow', '/dev/md0', '--level=6'], 1, /--level is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--level=6'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
       [['--grow', '/dev/md0', '--size=1000'], 1, /--size is not supported yet by tsmd/],
       [['--grow', '/dev/md0', '--array-size=1000'], 1, /--array-size is not supported yet by tsmd/],
       [['--grow', '/dev/md0', '--raid-devices=5', '--backup-file=/tmp/x'], 1, /--backup-file is not supported yet by tsmd/],
