@@ -45,8 +45,9 @@ export class ReshapeView implements Personality {
   /** the members as each geometry sees them (the new one at new_offset): the engine's bulk copy */
   readonly oldIo: MemberIo;
   readonly newIo: MemberIo;
-  /** the region being moved [lo, hi): writes there wait */
+  /** the region being moved [lo, hi): writes there wait (and reads, for a critical section) */
   private held: [number, number] | null = null;
+  private heldReads = false;
   private heldWaiters: Array<() => void> = [];
   /** writes in flight: their array ranges */
   private readonly writing = new Set<[number, number]>();
@@ -93,7 +94,7 @@ export class ReshapeView implements Personality {
   }
 
   canRun(available: readonly boolean[]): boolean {
-    return this.oldGeo.canRun(available.slice(0, this.oldDisks)) && this.newGeo.canRun(available);
+    return this.oldGeo.canRun(available.slice(0, this.oldDisks)) && this.newGeo.canRun(available.slice(0, this.newIo.slots));
   }
 
   /** Is this array sector already in the new geometry? */
@@ -119,6 +120,8 @@ export class ReshapeView implements Personality {
   }
 
   async read(buf: Uint8Array, arraySector: number): Promise<void> {
+    const hi = arraySector + buf.length / 512;
+    while (!this.successor && this.heldReads && this.overlapsHeld(arraySector, hi)) await new Promise<void>((r) => this.heldWaiters.push(r));
     if (this.successor) return this.successor.read(buf, arraySector);
     this.bounds(arraySector, buf.length / 512);
     const jobs: Promise<void>[] = [];
@@ -164,8 +167,9 @@ export class ReshapeView implements Personality {
    * The engine takes [lo, hi) to move it: new writes there wait, writes already in flight
    * there are waited for. One region at a time.
    */
-  async hold(lo: number, hi: number): Promise<void> {
+  async hold(lo: number, hi: number, reads = false): Promise<void> {
     this.held = [lo, hi];
+    this.heldReads = reads;
     const busy = (): boolean => {
       for (const [a, b] of this.writing) if (a < hi && lo < b) return true;
       return false;
@@ -176,6 +180,7 @@ export class ReshapeView implements Personality {
   /** The region is moved and checkpointed (or given up): the writes waiting for it go on. */
   release(): void {
     this.held = null;
+    this.heldReads = false;
     for (const w of this.heldWaiters.splice(0)) w();
   }
 
@@ -185,10 +190,10 @@ export class ReshapeView implements Personality {
     this.epoch++;
   }
 
-  /** Wait for old-geometry reads that started before the frontier last moved. */
-  async drainOldReads(): Promise<void> {
+  /** Wait for old-geometry reads that started before the frontier last moved (all: every one). */
+  async drainOldReads(all = false): Promise<void> {
     const older = (): boolean => {
-      for (const e of this.oldReads.keys()) if (e < this.epoch) return true;
+      for (const e of this.oldReads.keys()) if (all || e < this.epoch) return true;
       return false;
     };
     while (older()) await new Promise<void>((r) => this.oldReadDone.push(r));
@@ -202,8 +207,9 @@ export class ReshapeView implements Personality {
 
   flush(): Promise<void> {
     if (this.successor) return this.successor.flush();
-    // the new geometry spans every slot (the old one is a prefix of them)
-    return this.newGeo.flush();
+    // the larger geometry spans every slot (the other one is a prefix of them): a shrink's
+    // old geometry has the leaving members too
+    return this.oldDisks > this.newIo.slots ? this.oldGeo.flush() : this.newGeo.flush();
   }
 
   syncRangeOf(): [number, number] {

@@ -20,6 +20,8 @@ export interface MemArrayOptions {
   noInitialSync?: boolean;
   /** indexes of the members created write-mostly (raid1 -W) */
   writeMostly?: number[];
+  /** --size: per-member used size in KiB (leaves room after the data) */
+  sizeKiB?: number;
 }
 
 export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice[]> {
@@ -32,6 +34,7 @@ export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice
       metadata: '1.2',
       chunkKiB: o.level === 1 ? undefined : o.chunkKiB,
       layout: o.layout,
+      sizeKiB: o.sizeKiB,
       setName: 'test:mem',
       uuid: randomBytes(16),
       deviceUuids: devs.map(() => randomBytes(16)),
