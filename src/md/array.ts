@@ -399,6 +399,35 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     this.backupRemove = h.remove ?? null;
   }
 
+  /** the backup file the reshape uses, if any (its path) */
+  get backupFileName(): string | null {
+    return this.backup?.name ?? null;
+  }
+
+  /**
+   * mdadm --grow --continue: a reshape paused (frozen) or waiting for its backup file goes on;
+   * a backup file given now is taken (and a critical section it holds restored first).
+   */
+  async continueReshape(backup: BackupFileHandle | null, md: string): Promise<void> {
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (!this.reshapeBlocked) {
+      await backup?.dev.close();
+      throw new TsmdError('EINVAL', `${md}: no reshape in progress`);
+    }
+    if (this.isReadOnly) {
+      await backup?.dev.close();
+      throw new TsmdError('EROFS', `${md} is read-only${this.reshapeStuck ? `: ${this.reshapeStuck}` : ''}`);
+    }
+    if (backup) {
+      if (this.backup) await backup.dev.close();
+      else this.useBackupFile(backup);
+    }
+    if (needsBackupFile(this.sb) && !this.backup) throw new TsmdError('EINVAL', `${md}: Need a backup file to complete reshape of this array.\nPlease provided one with "--backup-file=..."`);
+    await this.reshape.freeze();
+    await this.reshape.restoreBackup();
+    this.reshape.thaw();
+  }
+
   /** The reshape no longer needs its backup file: closed, and removed (mdadm unlinks it). */
   private async dropBackupFile(remove: boolean): Promise<void> {
     const b = this.backup;

@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlCall } from '../../src/daemon/control.js';
 import { startDaemon, type TestDaemon } from './daemon.js';
@@ -265,8 +265,11 @@ export async function badGrowRequests(dir: string): Promise<void> {
       [['--grow', '/dev/md0', '--layout=bogus'], 1, /layout bogus not understood for raid5/],
       [['--grow', '/dev/md0', '--level=6'], 1, /--level is not supported yet by tsmd/],
       [['--grow', '/dev/md0', '--size=1000'], 1, /--size is not supported yet by tsmd/],
-      [['--grow', '/dev/md0', '--array-size=1000'], 1, /--array-size is not supported yet by tsmd/],
-      [['--grow', '/dev/md0', '--raid-devices=5', '--backup-file=/tmp/x'], 1, /--backup-file is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--array-size=1000', '--raid-devices=3'], 1, /cannot change array size in same operation as changing raiddisks or level\./],
+      [['--grow', '/dev/md0', '--array-size=100G'], 1, /--array-size setting is too large\./],
+      [['--grow', '/dev/md0', '--array-size=0'], 2, /invalid array size: 0/],
+      [['--grow', '/dev/md0', '--raid-devices=5', `--backup-file=${join(dir, 'bad.backup')}`], 1, /Need 1 spare to avoid degraded array/],
+      [['--grow', '/dev/md0', '--raid-devices=3', `--backup-file=${join(dir, 'bad.backup')}`], 1, /this change will reduce the size of the array/],
       [['--grow', '/dev/md1', '--raid-devices=3'], 1, /reshaping raid1 is not supported yet by tsmd/],
       [['--grow', '/dev/md1', '--chunk=128'], 1, /reshaping raid1 is not supported yet by tsmd/],
     ];
@@ -279,6 +282,7 @@ export async function badGrowRequests(dir: string): Promise<void> {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /no change requested/);
     assert.deepEqual(hash(), before, 'nothing written');
+    assert.equal(existsSync(join(dir, 'bad.backup')), false, 'no backup file left by a refused --grow');
   } finally {
     await d.stop();
   }
