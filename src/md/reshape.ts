@@ -243,8 +243,9 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   }
   if (plan.backup) {
     // mdadm: "Need to backup 384K of critical section.." then the backup file is made
-    host.log(`mdadm: Need to backup ${plan.backupBlocks / 2}K of critical section..`);
-    if (!host.backup) throw new TsmdError('EINVAL', `${md}: Cannot grow - need backup-file\n Please provide one with "--backup=..."`);
+    const need = `Need to backup ${plan.backupBlocks / 2}K of critical section..`;
+    if (!host.backup) throw new TsmdError('EINVAL', `${need}\n${md}: Cannot grow - need backup-file\n Please provide one with "--backup=..."`);
+    host.log(`mdadm: ${need}`);
     await host.backup.initialise(plan.backupBlocks);
   }
   await host.quiesced(async () => {
@@ -316,12 +317,11 @@ function planOffset(
 
 /**
  * Sectors free after the data on this member (md's rdev->sectors - dev_sectors: what the
- * data may move up by). Only where the superblock is before the data (1.1, 1.2).
+ * data may move up by; md's new_offset_store refuses more with E2BIG). data_size ends before
+ * a 1.0 superblock and its bitmap.
  */
 function roomAfter(m: Member, componentSectors: number): number {
-  const sb = m.loaded.sb;
-  if (Number(sb.superOffset) >= Number(sb.dataOffset)) return 0;
-  return Math.max(0, Number(sb.dataSize) - componentSectors);
+  return Math.max(0, Number(m.loaded.sb.dataSize) - componentSectors);
 }
 
 /** The array size in KiB the geometry would have (mdadm's --array-size hint). */

@@ -65,7 +65,13 @@ export function growArraySize(arr: MdArray, text: string, other: { raidDisks: bo
  * sectors of zeros, where blocks is compute_backup_blocks for the change asked for; tsmd
  * keeps mdadm's second superblock copy inside, 512 bytes more).
  */
-export async function createBackupFile(arr: MdArray, md: string, path: string, req: { raidDisks?: number; chunkSectors?: number }, mapDir?: string): Promise<BackupFileHandle> {
+export async function createBackupFile(
+  arr: MdArray,
+  md: string,
+  path: string,
+  req: { raidDisks?: number; chunkSectors?: number },
+  mapDir?: string,
+): Promise<BackupFileHandle> {
   const sb = arr.sb;
   const parity = sb.level === 6 ? 2 : 1;
   const blocks = backupBlocks(sb.chunkSize, req.chunkSectors ?? sb.chunkSize, sb.raidDisks - parity, (req.raidDisks ?? sb.raidDisks) - parity);

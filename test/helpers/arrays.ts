@@ -22,6 +22,7 @@ export interface MemArrayOptions {
   writeMostly?: number[];
   /** --size: per-member used size in KiB (leaves room after the data) */
   sizeKiB?: number;
+  metadata?: '1.0' | '1.1' | '1.2';
 }
 
 export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice[]> {
@@ -31,7 +32,7 @@ export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice
     {
       level: o.level,
       raidDisks: o.raidDisks ?? devs.length,
-      metadata: '1.2',
+      metadata: o.metadata ?? '1.2',
       chunkKiB: o.level === 1 ? undefined : o.chunkKiB,
       layout: o.layout,
       sizeKiB: o.sizeKiB,

@@ -70,12 +70,20 @@ export interface Kind {
   /** raid disks and chunk (KiB) at the end */
   disks: number;
   chunkKiB: number;
+  /** a shrink: --array-size to the size mdadm's refusal suggests, first */
+  shrink?: boolean;
+  /** --grow with --backup-file (a reshape in place; the daemon's run directory links it) */
+  backup?: boolean;
+  /** --create --size (KiB): room after the data for the data offset to move up */
+  createSizeKiB?: number;
 }
 
 export const kinds: Kind[] = [
   { name: 'raid5 grow 4->5', level: 5, n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: true, disks: 5, chunkKiB: 64 },
   { name: 'raid6 grow 5->6', level: 6, n: 5, spares: 1, grow: ['--raid-devices=6'], bitmap: false, disks: 6, chunkKiB: 64 },
   { name: 'raid5 chunk 64K->128K', level: 5, n: 4, spares: 0, grow: ['--chunk=128'], bitmap: false, disks: 4, chunkKiB: 128 },
+  { name: 'raid5 shrink 4->3 in place', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: false, disks: 3, chunkKiB: 64, shrink: true, backup: true },
+  { name: 'raid5 shrink 4->3 offset up', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: true, disks: 3, chunkKiB: 64, shrink: true, createSizeKiB: 10 * 1024 },
 ];
 
 /** One reshape kind: create, grow, kill -9 at random moments, finish, judge. */
@@ -88,8 +96,20 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
   const opts = ['--speed-limit-max=250'];
   let d = await startDaemon(runDir, opts);
   try {
-    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...files.slice(0, k.n)]);
+    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...(k.createSizeKiB ? [`--size=${k.createSizeKiB}`] : []), ...files.slice(0, k.n)]);
     assert.equal(r.status, 0, r.stderr);
+    if (k.shrink) {
+      // mdadm's refusal names the size; --array-size truncates the array to it (not on disk)
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
+      assert.equal(r.status, 1, r.stderr);
+      const m = /e\.g\. mdadm --grow \/dev\/md0 --array-size (\d+)/.exec(r.stderr);
+      assert.ok(m, r.stderr);
+      r = d.tsmd(['--grow', '/dev/md0', `--array-size=${m[1]}`]);
+      assert.equal(r.status, 0, r.stderr);
+      const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
+      assert.equal(c.sizeBytes, Number(m[1]) * 1024, 'the export has the new size');
+      await c.close();
+    }
     for (const f of files.slice(k.n)) {
       r = d.tsmd(['/dev/md0', '--add', f]);
       assert.equal(r.status, 0, r.stderr);
@@ -114,9 +134,22 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     const conf = join(dir, `${tag}.conf`);
     writeFileSync(conf, `ARRAY /dev/md0 UUID=${(await arrayState(d)).uuid} devices=${files.join(',')}\n`);
     const bootOpts = [...opts, `--config=${conf}`];
-    r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
-    assert.equal(r.status, 0, r.stderr);
+    const backupFile = join(dir, `${tag}.backup`);
+    if (k.shrink) {
+      // without a backup file: mdadm's answer when the offset cannot move, nothing started
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
+      if (k.backup) {
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /Cannot grow - need backup-file/);
+        assert.equal((await arrayState(d)).reshape, null);
+      } else assert.equal(r.status, 0, r.stderr);
+    }
+    if (!k.shrink || k.backup) {
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow, ...(k.backup ? [`--backup-file=${backupFile}`] : [])]);
+      assert.equal(r.status, 0, r.stderr);
+    }
     assert.ok((await arrayState(d)).reshape, 'the reshape started');
+    if (k.backup) assert.ok(existsSync(backupFile), 'the backup file');
     let killsDuringReshape = 0;
     let acked = 0;
     const trace = process.env.TSMD_TRACE ? (m: string) => console.log(`${Date.now() % 100000} ${m}`) : () => {};
@@ -209,6 +242,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     await until(d, 'the reshape finishes', (s) => s.reshape === null && !s.syncBusy);
     const st = await arrayState(d);
     assert.equal(st.raidDisks, k.disks);
+    if (k.backup) assert.equal(existsSync(backupFile), false, 'the backup file is removed at the end (as mdadm does)');
     await verify(d.info.nbd!.port, durable, 'after the reshape');
     {
       const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
@@ -230,6 +264,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     const detail = d.tsmd(['--detail', '/dev/md0']);
     assert.match(detail.stdout, new RegExp(`Raid Devices : ${k.disks}\\n`));
     assert.match(detail.stdout, new RegExp(`Chunk Size : ${k.chunkKiB}K`));
+    if (k.shrink) assert.match(detail.stdout, /Spare Devices : 1\n/, 'the member that left is a spare');
     assert.equal(await d.stop(), 0);
     // the real mdadm reads the superblocks as tsmd wrote them
     if (haveTool('mdadm')) {
