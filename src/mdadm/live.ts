@@ -26,6 +26,7 @@ import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSize
 import { growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
 import { planLevelChange, startLevelChange } from '../md/level-reshape.js';
 import { parseLayout } from '../raid/geometry/names.js';
+import { backupForAssembly, createBackupFile, growArraySize, linkBackupFile } from './backup-live.js';
 import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
 
@@ -61,6 +62,8 @@ export interface Ctx {
   changed?: () => void;
   /** wrap every member device opened for an array (the daemon's --fault-injection) */
   wrapDevice?: (dev: BlockDevice) => BlockDevice;
+  /** mdadm's MAP_DIR (/run/mdadm): the daemon's run directory, where backup-file links live */
+  mapDir?: string;
 }
 
 function optStr(a: ParsedArgs, name: string): string | undefined {
@@ -296,7 +299,7 @@ export async function startArray(
   ctx: Ctx,
   md: string,
   paths: string[],
-  opts: { run?: boolean; force?: boolean; readOnly?: boolean; uuid?: Uint8Array; name?: string; reportMismatch?: boolean },
+  opts: { run?: boolean; force?: boolean; readOnly?: boolean; uuid?: Uint8Array; name?: string; reportMismatch?: boolean; backupFile?: string },
   io: LiveIo,
 ): Promise<RunningArray> {
   for (const p of paths) {
@@ -304,7 +307,15 @@ export async function startArray(
     if (r) throw new TsmdError('EBUSY', `${p} is already in use by ${r.devPath} (${r.mdName})`);
   }
   const names = ctx.registry.allocate(md);
-  const devs = await openPaths(paths, !!opts.readOnly, ctx);
+  // mdadm Assemble.c: --backup-file, or the one a --grow recorded (locate_backup)
+  const backupFile = opts.readOnly ? null : await backupForAssembly(md, opts.backupFile, ctx.mapDir);
+  let devs: BlockDevice[];
+  try {
+    devs = await openPaths(paths, !!opts.readOnly, ctx);
+  } catch (e) {
+    await backupFile?.dev.close();
+    throw e;
+  }
   // messages go to the command's stderr while it runs, and to the daemon log always
   let commandDone = false;
   const log = (m: string, level?: MdLogLevel) => {
@@ -319,7 +330,7 @@ export async function startArray(
   // members to O_DIRECT, before any write (md/array.ts joinCluster)
   const cluster = clusterSetupFor(ctx);
   const syncOffload = ctx.syncOffload ?? null;
-  const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster });
+  const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster, backupFile });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
   if (ctx.daemon) {
@@ -359,7 +370,7 @@ function clusterSetupFor(ctx: Ctx): ClusterSetup | null {
 
 export async function cmdAssembleLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const readOnly = flag(a, 'readonly') || a.misc === 'readonly' || (!ctx.daemon && a.misc === 'detail');
-  const common = { run: flag(a, 'run'), force: flag(a, 'force'), readOnly };
+  const common = { run: flag(a, 'run'), force: flag(a, 'force'), readOnly, backupFile: optStr(a, 'backup-file') };
   const jobs: Array<{ md: string; paths: string[]; uuid?: Uint8Array; name?: string }> = [];
   if (flag(a, 'scan') || (a.devices.length === 0 && a.mdDevice !== null && (optStr(a, 'uuid') || optStr(a, 'name')))) {
     const conf = readConf(a, io.env, (m) => io.err(`tsmd: ${m}\n`));
@@ -705,12 +716,30 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
     if (rc !== null) return rc;
   }
   // out of the reshape engine's reach: refused before anything is looked at or written
-  for (const o of ['size', 'array-size', 'backup-file', 'continue']) {
+  for (const o of ['size']) {
     if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
   }
   if (a.opts.has('level')) return growLevel(a, io, ctx, md);
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
+  // mdadm.c GROW: --array-size is imposed first, independent of anything else
+  const arraySize = optStr(a, 'array-size');
+  if (arraySize !== undefined) {
+    const r = ctx.registry.find(md);
+    if (!r) throw notRunning(ctx, md);
+    growArraySize(r.array, arraySize, { raidDisks: a.opts.has('raid-devices'), level: a.opts.has('level') });
+    ctx.registry.changed();
+    if (!a.opts.has('chunk') && !a.opts.has('layout') && !a.opts.has('bitmap') && !flag(a, 'continue')) return 0;
+  }
+  if (flag(a, 'continue')) {
+    const r = ctx.registry.find(md);
+    if (!r) throw notRunning(ctx, md);
+    const given = optStr(a, 'backup-file');
+    await r.array.continueReshape(given ? await backupForAssembly(md, given, ctx.mapDir) : null, md);
+    ctx.registry.changed();
+    return 0;
+  }
   if (a.opts.has('raid-devices') || a.opts.has('chunk') || a.opts.has('layout')) return growReshape(a, io, ctx, md);
+  if (a.opts.has('backup-file')) throw new UsageError('--backup-file is only used with --raid-devices, --chunk, --layout or --continue in --grow mode');
   const bitmap = optStr(a, 'bitmap');
   if (bitmap === undefined) throw new UsageError('--grow needs something to change: --bitmap=internal|none');
   if (bitmap !== 'internal' && bitmap !== 'none') {
@@ -748,7 +777,11 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
     if (arr.level !== 4 && arr.level !== 5 && arr.level !== 6) throw new TsmdError('ENOTSUP', `${md}: --layout of raid${arr.level} is not supported yet by tsmd`);
     layout = parseLayout(arr.level, layoutText, raidDisks ?? arr.raidDisks);
   }
-  const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md });
+  const backupPath = optStr(a, 'backup-file');
+  const backup = backupPath ? await createBackupFile(arr, md, backupPath, { raidDisks, chunkSectors }, ctx.mapDir) : undefined;
+  const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md, backup });
+  // the array kept the file (a reshape in place): an assembly finds it by the link
+  if (changed && backupPath && arr.backupFileName !== null) linkBackupFile(md, backupPath, ctx.mapDir);
   if (!changed && !a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
   ctx.registry.changed();
   return 0;

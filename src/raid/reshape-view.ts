@@ -52,8 +52,9 @@ export class ReshapeView implements Personality {
   /** the members as each geometry sees them (the new one at new_offset): the engine's bulk copy */
   readonly oldIo: MemberIo;
   readonly newIo: MemberIo;
-  /** the region being moved [lo, hi): writes there wait */
+  /** the region being moved [lo, hi): writes there wait (and reads, for a critical section) */
   private held: [number, number] | null = null;
+  private heldReads = false;
   private heldWaiters: Array<() => void> = [];
   /** writes in flight: their array ranges */
   private readonly writing = new Set<[number, number]>();
@@ -117,7 +118,7 @@ export class ReshapeView implements Personality {
   }
 
   canRun(available: readonly boolean[]): boolean {
-    return this.oldGeo.canRun(available.slice(0, this.oldDisks)) && this.newGeo.canRun(available);
+    return this.oldGeo.canRun(available.slice(0, this.oldDisks)) && this.newGeo.canRun(available.slice(0, this.newIo.slots));
   }
 
   /** Is this array sector already in the new geometry? */
@@ -143,6 +144,8 @@ export class ReshapeView implements Personality {
   }
 
   async read(buf: Uint8Array, arraySector: number): Promise<void> {
+    const hi = arraySector + buf.length / 512;
+    while (!this.successor && this.heldReads && this.overlapsHeld(arraySector, hi)) await new Promise<void>((r) => this.heldWaiters.push(r));
     if (this.successor) return this.successor.read(buf, arraySector);
     this.bounds(arraySector, buf.length / 512);
     const jobs: Promise<void>[] = [];
@@ -189,9 +192,10 @@ export class ReshapeView implements Personality {
    * there are waited for. One region at a time: a new hold replaces the last one (the engine
    * extends it while the previous step is being checkpointed, and narrows it after).
    */
-  async hold(lo: number, hi: number): Promise<void> {
+  async hold(lo: number, hi: number, reads = false): Promise<void> {
     this.held = [lo, hi];
-    // writes waiting for a region no longer held (hold moved on) re-check
+    this.heldReads = reads;
+    // requests waiting for a region no longer held (hold moved on) re-check
     for (const w of this.heldWaiters.splice(0)) w();
     const busy = (): boolean => {
       for (const [a, b] of this.writing) if (a < hi && lo < b) return true;
@@ -203,6 +207,7 @@ export class ReshapeView implements Personality {
   /** The region is moved and checkpointed (or given up): the writes waiting for it go on. */
   release(): void {
     this.held = null;
+    this.heldReads = false;
     for (const w of this.heldWaiters.splice(0)) w();
   }
 
@@ -220,10 +225,10 @@ export class ReshapeView implements Personality {
     this.epoch++;
   }
 
-  /** Wait for old-geometry reads that started before the frontier last moved. */
-  async drainOldReads(): Promise<void> {
+  /** Wait for old-geometry reads that started before the frontier last moved (all: every one). */
+  async drainOldReads(all = false): Promise<void> {
     const older = (): boolean => {
-      for (const e of this.oldReads.keys()) if (e < this.epoch) return true;
+      for (const e of this.oldReads.keys()) if (all || e < this.epoch) return true;
       return false;
     };
     while (older()) await new Promise<void>((r) => this.oldReadDone.push(r));
@@ -237,8 +242,9 @@ export class ReshapeView implements Personality {
 
   flush(): Promise<void> {
     if (this.successor) return this.successor.flush();
-    // the new geometry spans every slot (the old one is a prefix of them)
-    return this.newGeo.flush();
+    // the larger geometry spans every slot (the other one is a prefix of them): a shrink's
+    // old geometry has the leaving members too
+    return this.oldDisks > this.newIo.slots ? this.oldGeo.flush() : this.newGeo.flush();
   }
 
   syncRangeOf(): [number, number] {

@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlCall } from '../../src/daemon/control.js';
 import { startDaemon, type TestDaemon } from './daemon.js';
@@ -76,6 +76,12 @@ export interface Kind {
   grows?: boolean;
   /** what --grow prints (mdadm's "level of /dev/md0 changed to raid6") */
   says?: RegExp;
+  /** a shrink: --array-size to the size mdadm's refusal suggests, first */
+  shrink?: boolean;
+  /** --grow with --backup-file (a reshape in place; the daemon's run directory links it) */
+  backup?: boolean;
+  /** --create --size (KiB): room after the data for the data offset to move up */
+  createSizeKiB?: number;
 }
 
 export const kinds: Kind[] = [
@@ -96,6 +102,8 @@ export const kinds: Kind[] = [
     grows: false,
     says: /^tsmd: level of \/dev\/md0 changed to raid6$/m,
   },
+  { name: 'raid5 shrink 4->3 in place', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: false, disks: 3, chunkKiB: 64, shrink: true, backup: true },
+  { name: 'raid5 shrink 4->3 offset up', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: true, disks: 3, chunkKiB: 64, shrink: true, createSizeKiB: 10 * 1024 },
 ];
 
 /** One reshape kind: create, grow, kill -9 at random moments, finish, judge. */
@@ -108,8 +116,20 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
   const opts = ['--speed-limit-max=250'];
   let d = await startDaemon(runDir, opts);
   try {
-    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...files.slice(0, k.n)]);
+    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...(k.createSizeKiB ? [`--size=${k.createSizeKiB}`] : []), ...files.slice(0, k.n)]);
     assert.equal(r.status, 0, r.stderr);
+    if (k.shrink) {
+      // mdadm's refusal names the size; --array-size truncates the array to it (not on disk)
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
+      assert.equal(r.status, 1, r.stderr);
+      const m = /e\.g\. mdadm --grow \/dev\/md0 --array-size (\d+)/.exec(r.stderr);
+      assert.ok(m, r.stderr);
+      r = d.tsmd(['--grow', '/dev/md0', `--array-size=${m[1]}`]);
+      assert.equal(r.status, 0, r.stderr);
+      const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
+      assert.equal(c.sizeBytes, Number(m[1]) * 1024, 'the export has the new size');
+      await c.close();
+    }
     for (const f of files.slice(k.n)) {
       r = d.tsmd(['/dev/md0', '--add', f]);
       assert.equal(r.status, 0, r.stderr);
@@ -134,10 +154,23 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     const conf = join(dir, `${tag}.conf`);
     writeFileSync(conf, `ARRAY /dev/md0 UUID=${(await arrayState(d)).uuid} devices=${files.join(',')}\n`);
     const bootOpts = [...opts, `--config=${conf}`];
-    r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
-    assert.equal(r.status, 0, r.stderr);
-    if (k.says) assert.match(r.stderr, k.says);
+    const backupFile = join(dir, `${tag}.backup`);
+    if (k.shrink) {
+      // without a backup file: mdadm's answer when the offset cannot move, nothing started
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
+      if (k.backup) {
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /Cannot grow - need backup-file/);
+        assert.equal((await arrayState(d)).reshape, null);
+      } else assert.equal(r.status, 0, r.stderr);
+    }
+    if (!k.shrink || k.backup) {
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow, ...(k.backup ? [`--backup-file=${backupFile}`] : [])]);
+      assert.equal(r.status, 0, r.stderr);
+      if (k.says) assert.match(r.stderr, k.says);
+    }
     assert.ok((await arrayState(d)).reshape, 'the reshape started');
+    if (k.backup) assert.ok(existsSync(backupFile), 'the backup file');
     let killsDuringReshape = 0;
     let acked = 0;
     const trace = process.env.TSMD_TRACE ? (m: string) => console.log(`${Date.now() % 100000} ${m}`) : () => {};
@@ -241,6 +274,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     await until(d, 'the reshape finishes', (s) => s.reshape === null && !s.syncBusy);
     const st = await arrayState(d);
     assert.equal(st.raidDisks, k.disks);
+    if (k.backup) assert.equal(existsSync(backupFile), false, 'the backup file is removed at the end (as mdadm does)');
     await verify(d.info.nbd!.port, durable, 'after the reshape');
     {
       const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
@@ -264,6 +298,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     assert.match(detail.stdout, new RegExp(`Raid Devices : ${k.disks}\\n`));
     assert.match(detail.stdout, new RegExp(`Raid Level : raid${k.endLevel ?? k.level}\\n`));
     assert.match(detail.stdout, new RegExp(`Chunk Size : ${k.chunkKiB}K`));
+    if (k.shrink) assert.match(detail.stdout, /Spare Devices : 1\n/, 'the member that left is a spare');
     assert.equal(await d.stop(), 0);
     // the real mdadm reads the superblocks as tsmd wrote them
     if (haveTool('mdadm')) {
@@ -299,8 +334,11 @@ export async function badGrowRequests(dir: string): Promise<void> {
       [['--grow', '/dev/md0', '--layout=bogus'], 1, /layout bogus not understood for raid5/],
       [['--grow', '/dev/md0', '--level=6'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
       [['--grow', '/dev/md0', '--size=1000'], 1, /--size is not supported yet by tsmd/],
-      [['--grow', '/dev/md0', '--array-size=1000'], 1, /--array-size is not supported yet by tsmd/],
-      [['--grow', '/dev/md0', '--raid-devices=5', '--backup-file=/tmp/x'], 1, /--backup-file is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--array-size=1000', '--raid-devices=3'], 1, /cannot change array size in same operation as changing raiddisks or level\./],
+      [['--grow', '/dev/md0', '--array-size=100G'], 1, /--array-size setting is too large\./],
+      [['--grow', '/dev/md0', '--array-size=0'], 2, /invalid array size: 0/],
+      [['--grow', '/dev/md0', '--raid-devices=5', `--backup-file=${join(dir, 'bad.backup')}`], 1, /Need 1 spare to avoid degraded array/],
+      [['--grow', '/dev/md0', '--raid-devices=3', `--backup-file=${join(dir, 'bad.backup')}`], 1, /this change will reduce the size of the array/],
       [['--grow', '/dev/md1', '--raid-devices=3'], 1, /reshaping raid1 is not supported yet by tsmd/],
       [['--grow', '/dev/md1', '--chunk=128'], 1, /reshaping raid1 is not supported yet by tsmd/],
     ];
@@ -313,6 +351,7 @@ export async function badGrowRequests(dir: string): Promise<void> {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /no change requested/);
     assert.deepEqual(hash(), before, 'nothing written');
+    assert.equal(existsSync(join(dir, 'bad.backup')), false, 'no backup file left by a refused --grow');
   } finally {
     await d.stop();
   }
