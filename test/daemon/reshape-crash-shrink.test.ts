@@ -3,7 +3,7 @@
  * file (found again at every restart through the run directory's backup_file-md0 link, as
  * mdadm's locate_backup finds it) and with the data offset moved up (room after the data,
  * an internal bitmap). The shared steps and what they judge: test/helpers/reshape-crash.ts.
- * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default 14).
+ * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default 10).
  */
 import { after, before, describe, test } from 'node:test';
 import { kinds, reshapeCrashRun } from '../helpers/reshape-crash.js';
