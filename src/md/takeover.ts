@@ -338,6 +338,8 @@ export async function growTakeover(arr: MdArray, req: LevelChangeRequest, io: Ta
   const shape = arrayShape(arr);
   const plan = analyseLevelChange(shape, req);
   if (!plan) return false;
+  // md-cluster runs raid1 and raid10 only, with every node's agreement on the geometry
+  if (arr.clustered) throw new TsmdError('ENOTSUP', `${md} is clustered: its level cannot change`);
   // the members the plan names by id (their index now: removals below shift the list)
   const byId = arr.members.slice();
   if (arr.isReadOnly) throw new TsmdError('EROFS', `${md} is read-only`);

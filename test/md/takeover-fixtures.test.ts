@@ -97,11 +97,11 @@ describe('kernel takeover fixtures', () => {
       }
       const ours = [...paths, ...add];
       assert.equal(ours.length, images.length);
-      ours.forEach((p, i) => {
-        const mine = examineAgrees(p);
+      for (const [i, p] of ours.entries()) {
+        const mine = await examineAgrees(p);
         const kernel = mdadmExamine(images[i]!).fields;
         for (const k of GEOMETRY) assert.equal(mine.get(k), kernel.get(k), `${fx.name} d${i}: ${k}`);
-      });
+      }
     });
   }
 });

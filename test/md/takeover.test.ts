@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isTsmdError } from '../../src/errors.js';
 import { type LevelChangeRequest } from '../../src/md/takeover.js';
-import { assembleFiles, checkMismatches, examineAgrees, type FileArrayOptions, fileArray, type Model, takeover, verify, writeAll, writeSome } from '../helpers/takeover.js';
+import { assembleFiles, checkMismatches, examineAgrees, type FileArrayOptions, fileArray, fill, type Model, takeover, verify, writeAll, writeSome } from '../helpers/takeover.js';
 import { requireTool, sparseFile, tempDir } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
@@ -37,7 +37,7 @@ interface Case {
 const cases: Case[] = [
   {
     name: 'raid1 of 2 -> raid5',
-    from: { level: 1, raidDisks: 2, sizesMiB: [12, 12] },
+    from: { level: 1, raidDisks: 2, sizesMiB: [8, 8] },
     steps: [{ level: 5 }],
     level: 'raid5',
     raidDisks: 2,
@@ -49,7 +49,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid5 of 2 -> raid1',
-    from: { level: 5, raidDisks: 2, sizesMiB: [12, 12], chunkKiB: 64 },
+    from: { level: 5, raidDisks: 2, sizesMiB: [8, 8], chunkKiB: 64 },
     steps: [{ level: 1 }],
     level: 'raid1',
     raidDisks: 2,
@@ -59,7 +59,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid0 -> raid10 near=2 with --add of 2 (the raid0 members become slots 0 and 2)',
-    from: { level: 0, raidDisks: 2, sizesMiB: [12, 12], chunkKiB: 64 },
+    from: { level: 0, raidDisks: 2, sizesMiB: [8, 8], chunkKiB: 64 },
     steps: [{ level: 10, add: 2 }],
     level: 'raid10',
     raidDisks: 4,
@@ -72,7 +72,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid10 near=2 -> raid0 (one copy of each pair kept)',
-    from: { level: 10, raidDisks: 4, sizesMiB: [12, 12, 12, 12], chunkKiB: 64, layout: 0x102 },
+    from: { level: 10, raidDisks: 4, sizesMiB: [8, 8, 8, 8], chunkKiB: 64, layout: 0x102 },
     steps: [{ level: 0 }],
     level: 'raid0',
     raidDisks: 2,
@@ -83,7 +83,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid4 -> raid5 (parity-last)',
-    from: { level: 4, raidDisks: 3, sizesMiB: [12, 12, 12], chunkKiB: 64 },
+    from: { level: 4, raidDisks: 3, sizesMiB: [8, 8, 8], chunkKiB: 64 },
     steps: [{ level: 5 }],
     level: 'raid5',
     raidDisks: 3,
@@ -95,7 +95,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid5 parity-last -> raid4',
-    from: { level: 5, raidDisks: 3, sizesMiB: [12, 12, 12], chunkKiB: 64, layout: 5 },
+    from: { level: 5, raidDisks: 3, sizesMiB: [8, 8, 8], chunkKiB: 64, layout: 5 },
     steps: [{ level: 4 }],
     level: 'raid4',
     raidDisks: 3,
@@ -106,7 +106,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid0 -> raid5 --layout=parity-last with --add (the spare recovers the parity)',
-    from: { level: 0, raidDisks: 3, sizesMiB: [12, 12, 12], chunkKiB: 64 },
+    from: { level: 0, raidDisks: 3, sizesMiB: [8, 8, 8], chunkKiB: 64 },
     steps: [{ level: 5, layoutText: 'parity-last', add: 1 }],
     level: 'raid5',
     raidDisks: 4,
@@ -118,7 +118,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid0 -> raid4 (degraded on the parity) -> raid0',
-    from: { level: 0, raidDisks: 2, sizesMiB: [12, 12], chunkKiB: 64 },
+    from: { level: 0, raidDisks: 2, sizesMiB: [8, 8], chunkKiB: 64 },
     steps: [{ level: 4 }, { level: 0 }],
     level: 'raid0',
     raidDisks: 2,
@@ -129,7 +129,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid5 parity-last with a spare -> raid0 (spare and parity removed)',
-    from: { level: 5, raidDisks: 3, sizesMiB: [12, 12, 12, 12], chunkKiB: 64, layout: 5, bitmap: 'internal' },
+    from: { level: 5, raidDisks: 3, sizesMiB: [8, 8, 8, 8], chunkKiB: 64, layout: 5, bitmap: 'internal' },
     steps: [{ level: 0 }],
     level: 'raid0',
     raidDisks: 2,
@@ -140,7 +140,7 @@ const cases: Case[] = [
   },
   {
     name: 'raid1 -> raid0 (one mirror kept)',
-    from: { level: 1, raidDisks: 2, sizesMiB: [12, 12] },
+    from: { level: 1, raidDisks: 2, sizesMiB: [8, 8] },
     steps: [{ level: 0 }],
     level: 'raid0',
     raidDisks: 1,
@@ -171,7 +171,7 @@ describe('takeover: instant level changes', () => {
         await writeAll(arr, model, 1);
         let added = paths.length;
         for (const step of c.steps) {
-          const add = Array.from({ length: step.add ?? 0 }, () => sparseFile(join(dir.path, `${tag}-${added++}.img`), 12 * MiB));
+          const add = Array.from({ length: step.add ?? 0 }, () => sparseFile(join(dir.path, `${tag}-${added++}.img`), 8 * MiB));
           paths.push(...add);
           const r = await takeover(arr, step, add);
           assert.equal(r.done, true, 'an instant takeover');
@@ -189,11 +189,11 @@ describe('takeover: instant level changes', () => {
       } finally {
         await arr.close();
       }
-      c.roles.forEach((role, i) => {
-        const f = examineAgrees(paths[i]!);
+      for (const [i, role] of c.roles.entries()) {
+        const f = await examineAgrees(paths[i]!);
         if (role === 'gone') {
           assert.notEqual(f.get('Raid Level'), c.level, `${paths[i]} was removed before the takeover`);
-          return;
+          continue;
         }
         assert.equal(f.get('Raid Level'), c.level);
         assert.equal(f.get('Raid Devices'), String(c.raidDisks));
@@ -203,7 +203,7 @@ describe('takeover: instant level changes', () => {
         assert.match(f.get('Array State') ?? '', new RegExp(`^${c.arrayState} `));
         assert.equal(f.get('Feature Map'), '0x0');
         assert.equal(f.get('State'), 'clean');
-      });
+      }
       // assembled again: the same data
       arr = await assembleFiles(paths.filter((_, i) => c.roles[i] !== 'gone'));
       try {
@@ -214,6 +214,55 @@ describe('takeover: instant level changes', () => {
       }
     });
   });
+
+  for (const c of [cases[0]!, cases[2]!, cases[8]!]) {
+    test(`${c.name} while writers run: every write before, during and after reads back`, async () => {
+      const tag = `w${cases.indexOf(c)}`;
+      const paths = await fileArray(dir.path, tag, c.from);
+      const arr = await assembleFiles(paths);
+      const model: Model = new Map();
+      const size = arr.sizeBytes;
+      try {
+        await writeAll(arr, model, 1);
+        let gen = 10;
+        let stop = false;
+        // each writer its own 16 KiB groups (g % 3): the model knows which write is the last
+        const writer = async (k: number) => {
+          const b = new Uint8Array(16 * 1024);
+          const groups = Math.floor(size / b.length);
+          for (let i = 0; !stop; i++) {
+            const blk = (Math.floor((((i * 7919 + k * 104729) % groups) / 3)) * 3 + k) * 4;
+            if (blk * 4096 + b.length > size) continue;
+            const g = gen++;
+            for (let j = 0; j < 4; j++) fill(b.subarray(j * 4096, (j + 1) * 4096), (blk + j) * 4096, g);
+            await arr.write(b, blk * 4096);
+            for (let j = 0; j < 4; j++) model.set(blk + j, g);
+            if (g % 5 === 0) await arr.flush();
+            await new Promise((r) => setImmediate(r));
+          }
+        };
+        const writers = [writer(0), writer(1), writer(2)];
+        await new Promise((r) => setTimeout(r, 50));
+        const before = gen;
+        const add = Array.from({ length: c.steps[0]!.add ?? 0 }, (_, k) => sparseFile(join(dir.path, `${tag}-${paths.length + k}.img`), 8 * MiB));
+        for (const step of c.steps) assert.equal((await takeover(arr, step, add)).done, true);
+        const during = gen;
+        // writes after it too (a recovery onto the added spares runs meanwhile)
+        for (let t0 = Date.now(); gen < during + 30 && Date.now() - t0 < 20_000; ) await new Promise((r) => setTimeout(r, 10));
+        stop = true;
+        await Promise.all(writers);
+        assert.ok(during > before && gen > during, `writes before (${before - 10}), across (${during - before}) and after (${gen - during}) the takeover`);
+        await verify(arr, model, size);
+        if (arr.redundant) {
+          await arr.syncNow();
+          assert.equal(await checkMismatches(arr), 0);
+        }
+        await verify(arr, model, size);
+      } finally {
+        await arr.close();
+      }
+    });
+  }
 
   test('refusals: mdadm 4.2\'s message, nothing written; a change that needs a reshape is left to the caller', async () => {
     type Refused = { from: FileArrayOptions; req: Omit<LevelChangeRequest, 'devName' | 'adding'>; add?: number; refused: RegExp | null };
