@@ -248,7 +248,8 @@ describe('takeover: instant level changes', () => {
         for (const step of c.steps) assert.equal((await takeover(arr, step, add)).done, true);
         const during = gen;
         // writes after it too (a recovery onto the added spares runs meanwhile)
-        for (let t0 = Date.now(); gen < during + 30 && Date.now() - t0 < 20_000; ) await new Promise((r) => setTimeout(r, 10));
+        const t0 = Date.now();
+        while (gen < during + 30 && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 10));
         stop = true;
         await Promise.all(writers);
         assert.ok(during > before && gen > during, `writes before (${before - 10}), across (${during - before}) and after (${gen - during}) the takeover`);
