@@ -82,6 +82,12 @@ export interface TakeoverPlan {
   inSync: boolean;
   /** the chunk mdadm sets after the level change (raid1 -> raid5: 64K), when it differs */
   wantChunkSectors?: number;
+  /**
+   * the reshape mdadm starts once the level changed (reshape_array after impose_level): more
+   * devices for a raid1 of 2 become a raid5, another layout for a raid4 become a raid5; run
+   * by the reshape engine (MdArray.grow)
+   */
+  reshape?: { raidDisks?: number; layout?: number };
 }
 
 const err = (msg: string): TsmdError => new TsmdError('EINVAL', msg);
@@ -130,6 +136,12 @@ export function analyseLevelChange(shape: ArrayShape, req: LevelChangeRequest): 
   const delta = req.raidDisks === undefined ? undefined : req.raidDisks - n;
   const newLayout = parseTargetLayout(req, req.raidDisks ?? n);
   const active = shape.members.filter((m) => m.slot !== null && !m.faulty);
+  // Grow_reshape, before anything else: more devices need that many spares (or --force)
+  const spares = shape.members.filter((m) => m.slot === null && !m.faulty).length + req.adding;
+  if (req.raidDisks !== undefined && req.raidDisks > n && spares < req.raidDisks - n && !req.force) {
+    const need = req.raidDisks - n;
+    throw err(`Need ${need} spare${plural(need)} to avoid degraded array, and only have ${spares}.\n       Use --force to over-ride this check.`);
+  }
   const noAddTo0 = () => {
     // md's raid0 has no hot_add_disk: mdadm would change the level, then fail the add
     if (req.adding > 0) throw err(`${req.devName}: devices cannot be added to a raid0 (md's raid0 takes no spares)`);
@@ -158,16 +170,17 @@ export function analyseLevelChange(shape: ArrayShape, req: LevelChangeRequest): 
       }
       if (to === 5) {
         if (n !== 2) throw err('Can only convert a 2-device array to RAID5');
-        // more data disks at once is a reshape after the takeover
-        if (delta !== undefined && delta !== 0) return null;
+        if (delta !== undefined && 1 + delta < 1) throw err('Number of disks too small for RAID5');
         // raid5_takeover_raid1: 64K, halved until it divides the array
         let chunk = 128;
         while (chunk && shape.arraySectors & (chunk - 1)) chunk >>= 1;
         if (chunk < STRIPE_SECTORS) throw kernelRefuses(req.devName, 5, 'the array size allows no chunk size');
         if (active.length === 0) throw kernelRefuses(req.devName, 5, 'no working mirror');
-        // one data disk: the layout asked for makes no difference (analyse_change), left-symmetric
+        // one data disk: the layout asked for makes no difference (analyse_change), left-symmetric;
+        // more devices: the raid5 of 2 is then reshaped to them (with the layout asked for)
         const target = { level: 5, layout: ALGORITHM_LEFT_SYMMETRIC, chunkSectors: chunk, raidDisks: 2 };
-        return { target, drop: [], dropBitmap: false, inSync: false, wantChunkSectors: 128 };
+        const reshape = delta ? { raidDisks: n + delta, layout: newLayout } : undefined;
+        return { target, drop: [], dropBitmap: false, inSync: false, wantChunkSectors: 128, reshape };
       }
       throw err('Impossibly level change request for RAID1');
     }
@@ -280,9 +293,11 @@ export function analyseLevelChange(shape: ArrayShape, req: LevelChangeRequest): 
       }
       if (to === 5) {
         if (cur === 5) return null;
-        if (delta !== undefined && delta !== 0) return null;
-        if (newLayout !== undefined && newLayout !== ALGORITHM_PARITY_N) return null;
-        return { target: { level: 5, layout: ALGORITHM_PARITY_N, chunkSectors: shape.chunkSectors, raidDisks: n }, drop: [], dropBitmap: false, inSync: false };
+        // raid5_takeover of a raid4: parity-last; another layout or more devices is a reshape
+        // of that raid5 (mdadm: impose_level, then the reshape)
+        const layoutChange = newLayout !== undefined && newLayout !== ALGORITHM_PARITY_N;
+        const reshape = layoutChange || delta ? { raidDisks: delta ? n + delta : undefined, layout: layoutChange ? newLayout : undefined } : undefined;
+        return { target: { level: 5, layout: ALGORITHM_PARITY_N, chunkSectors: shape.chunkSectors, raidDisks: n }, drop: [], dropBitmap: false, inSync: false, reshape };
       }
       if (to === 6) return null;
       if (to === 1) {
@@ -382,6 +397,8 @@ export async function growTakeover(arr: MdArray, req: LevelChangeRequest, io: Ta
       io.say(`added ${a.shown}`);
     }
     await activateSpares(arr);
+    // reshape_array: the reshape the level change leads to (the engine checks it again)
+    if (plan.reshape) await arr.grow({ ...plan.reshape, force: req.force, devName: md });
   } finally {
     if (!wasFrozen && !arr.isReadOnly) await arr.sync.setAction('idle');
   }

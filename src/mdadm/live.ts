@@ -824,11 +824,6 @@ async function growLevel(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promi
     if (!a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
     return 0;
   }
-  const spares = arr.members.filter((m) => m.slot === null && !m.faulty).length;
-  if (raidDisks !== undefined && raidDisks > arr.raidDisks && spares + adds.length < raidDisks - arr.raidDisks && !flag(a, 'force')) {
-    const need = raidDisks - arr.raidDisks;
-    throw new TsmdError('EINVAL', `Need ${need} spare${need === 1 ? '' : 's'} to avoid degraded array, and only have ${spares + adds.length}.\n       Use --force to over-ride this check.`);
-  }
   // a device held by an array fails mdadm's O_EXCL open before anything changes
   for (const d of adds) if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
   const req: LevelChangeRequest = { devName: md, level, layoutText: optStr(a, 'layout'), raidDisks, adding: adds.length, force: flag(a, 'force') };

@@ -81,9 +81,9 @@ export function fill(buf: Uint8Array, off: number, gen: number): void {
 /** Block (4 KiB) -> generation written there last. */
 export type Model = Map<number, number>;
 
-export async function writeAll(arr: MdArray, model: Model, gen: number, upTo = arr.sizeBytes): Promise<void> {
+export async function writeAll(arr: MdArray, model: Model, gen: number, upTo = arr.sizeBytes, from = 0): Promise<void> {
   const buf = new Uint8Array(MiB);
-  for (let off = 0; off < upTo; off += MiB) {
+  for (let off = from; off < upTo; off += MiB) {
     const n = Math.min(MiB, upTo - off);
     fill(buf.subarray(0, n), off, gen);
     await arr.write(buf.subarray(0, n), off);

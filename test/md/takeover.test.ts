@@ -139,6 +139,30 @@ const cases: Case[] = [
     said: [/^level of \/dev\/md0 changed to raid0$/],
   },
   {
+    name: 'raid1 of 2 -> raid5 --raid-devices=3 --add (the takeover, then the reshape to 3 devices)',
+    from: { level: 1, raidDisks: 2, sizesMiB: [8, 8] },
+    steps: [{ level: 5, raidDisks: 3, add: 1 }],
+    level: 'raid5',
+    raidDisks: 3,
+    layout: 'left-symmetric',
+    chunk: '64K',
+    roles: [0, 1, 2],
+    arrayState: 'AAA',
+    said: [/^level of \/dev\/md0 changed to raid5$/, /^added .*-2\.img$/],
+  },
+  {
+    name: 'raid4 -> raid5 --layout=left-symmetric (the takeover, then the layout reshape)',
+    from: { level: 4, raidDisks: 3, sizesMiB: [8, 8, 8], chunkKiB: 64 },
+    steps: [{ level: 5, layoutText: 'left-symmetric' }],
+    level: 'raid5',
+    raidDisks: 3,
+    layout: 'left-symmetric',
+    chunk: '64K',
+    roles: [0, 1, 2],
+    arrayState: 'AAA',
+    said: [/^level of \/dev\/md0 changed to raid5$/],
+  },
+  {
     name: 'raid1 -> raid0 (one mirror kept)',
     from: { level: 1, raidDisks: 2, sizesMiB: [8, 8] },
     steps: [{ level: 0 }],
@@ -176,6 +200,13 @@ describe('takeover: instant level changes', () => {
           const r = await takeover(arr, step, add);
           assert.equal(r.done, true, 'an instant takeover');
           said.push(...r.said);
+          if (arr.reshapeActive) {
+            // the reshape the level change leads to
+            arr.startBackground();
+            await arr.reshape.wait();
+            assert.equal(arr.reshape.lastError, null);
+            assert.equal(arr.reshapeActive, false);
+          }
           await verify(arr, model, sizeBefore);
         }
         assert.equal(said.length, c.said.length, said.join('\n'));
@@ -183,6 +214,8 @@ describe('takeover: instant level changes', () => {
         assert.ok(arr.sizeBytes >= sizeBefore, `the array keeps its data (${arr.sizeBytes} >= ${sizeBefore})`);
         // the spares added recover the missing slots
         if (arr.redundant) await arr.syncNow();
+        // the space a reshape added, then writes anywhere
+        await writeAll(arr, model, 2, arr.sizeBytes, sizeBefore);
         await writeSome(arr, model, 100);
         await verify(arr, model, arr.sizeBytes);
         if (arr.redundant) assert.equal(await checkMismatches(arr), 0);
@@ -215,7 +248,7 @@ describe('takeover: instant level changes', () => {
     });
   });
 
-  for (const c of [cases[0]!, cases[2]!, cases[8]!]) {
+  for (const c of [cases[0]!, cases[2]!, cases[8]!, cases[10]!]) {
     test(`${c.name} while writers run: every write before, during and after reads back`, async () => {
       const tag = `w${cases.indexOf(c)}`;
       const paths = await fileArray(dir.path, tag, c.from);
@@ -253,6 +286,11 @@ describe('takeover: instant level changes', () => {
         stop = true;
         await Promise.all(writers);
         assert.ok(during > before && gen > during, `writes before (${before - 10}), across (${during - before}) and after (${gen - during}) the takeover`);
+        if (arr.reshapeActive) {
+          arr.startBackground();
+          await arr.reshape.wait();
+          assert.equal(arr.reshape.lastError, null);
+        }
         await verify(arr, model, size);
         if (arr.redundant) {
           await arr.syncNow();
