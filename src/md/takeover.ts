@@ -297,7 +297,8 @@ export function analyseLevelChange(shape: ArrayShape, req: LevelChangeRequest): 
         // of that raid5 (mdadm: impose_level, then the reshape)
         const layoutChange = newLayout !== undefined && newLayout !== ALGORITHM_PARITY_N;
         const reshape = layoutChange || delta ? { raidDisks: delta ? n + delta : undefined, layout: layoutChange ? newLayout : undefined } : undefined;
-        return { target: { level: 5, layout: ALGORITHM_PARITY_N, chunkSectors: shape.chunkSectors, raidDisks: n }, drop: [], dropBitmap: false, inSync: false, reshape };
+        const target = { level: 5, layout: ALGORITHM_PARITY_N, chunkSectors: shape.chunkSectors, raidDisks: n };
+        return { target, drop: [], dropBitmap: false, inSync: false, reshape };
       }
       if (to === 6) return null;
       if (to === 1) {
