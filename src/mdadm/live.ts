@@ -27,6 +27,7 @@ import { growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/ta
 import { planLevelChange, startLevelChange } from '../md/level-reshape.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import { backupForAssembly, createBackupFile, growArraySize, linkBackupFile } from './backup-live.js';
+import { levelByNumber } from '../raid/levels.js';
 import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
 
@@ -842,7 +843,13 @@ async function growLevel(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promi
     const rc = await change(arr, req, tio).finally(() => ctx.registry.changed());
     if (rc !== null) return rc;
   }
-  throw new TsmdError('ENOTSUP', `--grow --level is not supported yet by tsmd for raid${arr.level} -> raid${level} with this geometry: it needs a reshape (tsmd makes md's instant takeovers: raid1 <-> raid5 of 2 devices, raid0 <-> raid10 near=2, raid4 <-> raid5 parity-last, raid0 <-> raid4 / raid5 --layout=parity-last, raid1 -> raid0)`);
+  const name = (l: number) => levelByNumber(l).name;
+  throw new TsmdError(
+    'ENOTSUP',
+    `--grow --level is not supported yet by tsmd for ${name(arr.level)} -> ${name(level)} with this geometry: it needs a reshape tsmd does not make ` +
+      '(md\'s instant takeovers: raid1 <-> raid5 of 2 devices, raid0 <-> raid10 near=2, raid4 <-> raid5 parity-last, raid0 <-> raid4 / raid5 --layout=parity-last, ' +
+      'raid1 / raid10 -> raid0; with a reshape: raid4/5 <-> raid6, raid0 -> raid5, raid1 of 2 -> raid5 of more, raid4 -> raid5 of another layout)',
+  );
 }
 
 /**
