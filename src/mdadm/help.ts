@@ -186,7 +186,10 @@ chunk size or another layout. A reshape runs in the background (see
 --status, --detail; --wait waits for it; --action=frozen / idle pause and
 resume it) and survives a crash or a stop: it resumes at the next assembly.
 The data offset moves down as mdadm 4.2 moves it, so no backup file is used.
-Level changes, shrinking, --size and raid0/1/10 reshapes are not supported
+Level changes that move no data (md's takeovers: raid1 <-> raid5 of two
+devices, raid0 <-> raid10, raid4 <-> raid5, raid0 <-> raid4 or raid5
+parity-last, raid1/raid10 -> raid0) are instant; --add gives the new level
+its spares. Shrinking, --size and raid0/1/10 reshapes are not supported
 yet and are refused without writing anything.
 
 Options that are valid with --grow (-G):
@@ -196,7 +199,7 @@ Options that are valid with --grow (-G):
   --chunk=           -c : raid4/5/6: the new chunk size
   --layout=          -p : raid5/6: the new layout
   --force            -f : grow with fewer spares than new members (degraded)
-  --level=           -l : (reshape, not supported yet)
+  --level=           -l : the new level (with --add DEV... for its spares)
   --size=            -z : (reshape, not supported yet)
   --array-size=      -Z : (not supported yet)
   --backup-file=        : (not supported yet)
