@@ -25,7 +25,7 @@
  * are takeover.ts's.
  */
 import { TsmdError } from '../errors.js';
-import type { Superblock1 } from '../format/superblock.js';
+import { Feature, type Superblock1 } from '../format/superblock.js';
 import type { MdArray } from './array.js';
 import type { Member } from './members.js';
 import type { ReshapeRequest, TakeoverGeometry } from './reshape.js';
@@ -200,5 +200,11 @@ export function applyTakeover(sb: Superblock1, members: readonly Member[], t: Ta
   sb.newLayout = t.layout;
   sb.raidDisks = t.raidDisks;
   if (t.sizeSectors !== undefined) sb.size = BigInt(t.sizeSectors);
+  // md's raid0_takeover_raid45 (mdadm's raid0 growth through raid4, takeover.ts): every
+  // member's rdev->sectors becomes dev_sectors, so the raid0 is the raid4's one zone
+  if (t.level === 0) {
+    for (const m of members) if (m.slot !== null && !m.faulty) m.loaded = { ...m.loaded, sb: { ...m.loaded.sb, dataSize: sb.size } };
+    sb.featureMap &= ~Feature.RAID0_LAYOUT;
+  }
   return dropped;
 }

@@ -437,3 +437,46 @@ async function activateSpares(arr: MdArray): Promise<void> {
     }
   });
 }
+
+/**
+ * mdadm --grow --raid-devices=N [--add DEV...] of a raid0 (mdadm.8: "convert the RAID0 to a
+ * RAID4, add the necessary disks and make the reshape happen, and then convert the RAID4
+ * back to RAID0"): md's raid45_takeover_raid0 (parity slot empty), the devices added, the
+ * raid4 reshaped to N data disks with the first spare in the old parity slot (rebuilt along
+ * with the reshape, as raid5_start_reshape places it) and the new parity slot left empty, and
+ * raid0_takeover_raid45 when the reshape ends (mdadm's forked impose_level; the engine does it
+ * in the transaction that finishes the reshape). false: not a raid0 growing.
+ */
+export async function growRaid0(arr: MdArray, req: { devName: string; raidDisks: number }, io: TakeoverIo): Promise<boolean> {
+  const md = req.devName;
+  const shape = arrayShape(arr);
+  const n = shape.raidDisks;
+  if (shape.level !== 0 || req.raidDisks <= n) return false;
+  const d = req.raidDisks - n;
+  // reshape_array: raid4 of n + d data disks from n: d spares to create a working array
+  const spares = shape.members.filter((m) => m.slot === null && !m.faulty).length + io.add.length;
+  if (d > spares) throw err(`Need ${d} spare${plural(d)} to create working array, and only have ${spares}.`);
+  const { devSectors } = singleZone(shape, { devName: md, level: 4, adding: io.add.length });
+  if (arr.clustered) throw new TsmdError('ENOTSUP', `${md} is clustered: its level cannot change`);
+  for (const a of io.add) {
+    const dev = await io.open(a.path);
+    try {
+      await arr.addMember(dev, { deviceUuid: io.deviceUuid() });
+    } catch (e) {
+      await dev.close().catch(() => {});
+      throw e;
+    }
+  }
+  // the takeover to raid4 and the reshape's start are one metadata transaction (reshape.ts);
+  // one spare fills the old parity slot, d - 1 join, the new parity slot stays empty (force)
+  await arr.grow({
+    takeover: { level: 4, layout: 0, raidDisks: n + 1, sizeSectors: devSectors },
+    raidDisks: n + d + 1,
+    force: true,
+    then: { level: 0, layout: 0, raidDisks: n + d },
+    devName: md,
+  });
+  io.say(`level of ${md} changed to raid4`);
+  for (const a of io.add) io.say(`added ${a.shown}`);
+  return true;
+}

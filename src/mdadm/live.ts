@@ -23,7 +23,7 @@ import type { SyncLimits } from '../md/sync.js';
 import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, shown, UsageError } from './args.js';
-import { growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
+import { growRaid0, growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
 import { planLevelChange, startLevelChange } from '../md/level-reshape.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import { backupForAssembly, createBackupFile, growArraySize, linkBackupFile } from './backup-live.js';
@@ -721,6 +721,7 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
     if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
   }
   if (a.opts.has('level')) return growLevel(a, io, ctx, md);
+  if (a.opts.has('raid-devices') && ctx.registry.find(md)?.array.level === 0) return growRaid0Devices(a, io, ctx, md);
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
   // mdadm.c GROW: --array-size is imposed first, independent of anything else
   const arraySize = optStr(a, 'array-size');
@@ -789,6 +790,39 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
 }
 
 /**
+ * mdadm --grow --raid-devices=N [--add DEV...] of a raid0: through raid4 and back (takeover.ts
+ * growRaid0), as mdadm 4.2 grows a raid0.
+ */
+async function growRaid0Devices(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promise<number> {
+  if (a.opts.has('chunk') || a.opts.has('layout') || a.opts.has('bitmap')) throw new UsageError('--raid-devices of a raid0 cannot be combined with --chunk, --layout or --bitmap');
+  const other = a.manageOps.find((o) => o.op !== 'add');
+  if (other) throw new UsageError(`--${other.op} cannot be used with --grow`);
+  const adds = a.manageOps.flatMap((o) => o.devices);
+  const disksText = optStr(a, 'raid-devices')!;
+  if (!/^\d+$/.test(disksText) || Number(disksText) < 1) throw new UsageError(`invalid number of raid devices: ${disksText}`);
+  const arr = ctx.registry.find(md)!.array;
+  for (const d of adds) if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
+  const done = await growRaid0(arr, { devName: md, raidDisks: Number(disksText) }, takeoverIo(a, io, ctx, adds)).finally(() => ctx.registry.changed());
+  if (!done) return growReshape(a, io, ctx, md);
+  return 0;
+}
+
+/** What takeover.ts needs from the command line: the --add devices and mdadm's messages. */
+function takeoverIo(a: ParsedArgs, io: LiveIo, ctx: Ctx, adds: string[]): TakeoverIo {
+  return {
+    add: adds.map((d) => ({ path: d, shown: shown(a, d) })),
+    open: async (path) => {
+      const opened = await openDevice(path, { exclusive: true });
+      return ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
+    },
+    deviceUuid: () => randomBytes(16),
+    say: (msg) => {
+      if (!a.quiet) io.err(`tsmd: ${msg}\n`);
+    },
+  };
+}
+
+/**
  * The level changes --grow --level can make, tried in turn: each returns null for a change it
  * does not make (the next one is asked), else the exit status: md's instant takeovers
  * (md/takeover.ts). The level changes that move data (raid5 <-> raid6, raid0 -> raid5 with
@@ -828,17 +862,7 @@ async function growLevel(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promi
   // a device held by an array fails mdadm's O_EXCL open before anything changes
   for (const d of adds) if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
   const req: LevelChangeRequest = { devName: md, level, layoutText: optStr(a, 'layout'), raidDisks, adding: adds.length, force: flag(a, 'force') };
-  const tio: TakeoverIo = {
-    add: adds.map((d) => ({ path: d, shown: shown(a, d) })),
-    open: async (path) => {
-      const opened = await openDevice(path, { exclusive: true });
-      return ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
-    },
-    deviceUuid: () => randomBytes(16),
-    say: (msg) => {
-      if (!a.quiet) io.err(`tsmd: ${msg}\n`);
-    },
-  };
+  const tio = takeoverIo(a, io, ctx, adds);
   for (const change of LEVEL_CHANGES) {
     const rc = await change(arr, req, tio).finally(() => ctx.registry.changed());
     if (rc !== null) return rc;

@@ -7,12 +7,13 @@
  * mdadm's and write nothing.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isTsmdError } from '../../src/errors.js';
-import { type LevelChangeRequest } from '../../src/md/takeover.js';
+import { openDevice } from '../../src/io/file-device.js';
+import { growRaid0, type LevelChangeRequest } from '../../src/md/takeover.js';
 import { assembleFiles, checkMismatches, examineAgrees, type FileArrayOptions, fileArray, fill, type Model, takeover, verify, writeAll, writeSome } from '../helpers/takeover.js';
 import { requireTool, sparseFile, tempDir } from '../helpers/tools.js';
 
@@ -302,6 +303,58 @@ describe('takeover: instant level changes', () => {
       }
     });
   }
+
+  test('raid0 --raid-devices=4 --add of 2: through raid4 and back (the reshape in between), data before, during and after', async (t) => {
+    if (!requireTool(t, 'mdadm', 'the judge of the superblocks')) return;
+    const paths = await fileArray(dir.path, 'grow0', { level: 0, raidDisks: 2, sizesMiB: [8, 8], chunkKiB: 64 });
+    const add = [2, 3].map((k) => sparseFile(join(dir.path, `grow0-${k}.img`), 8 * MiB));
+    const model: Model = new Map();
+    let arr = await assembleFiles(paths);
+    const before = arr.sizeBytes;
+    try {
+      await writeAll(arr, model, 1);
+      const said: string[] = [];
+      const io = (adding: string[]) => ({
+        add: adding.map((p) => ({ path: p, shown: p })),
+        open: (p: string) => openDevice(p, { exclusive: true }),
+        deviceUuid: () => randomBytes(16),
+        say: (m: string) => said.push(m),
+      });
+      await assert.rejects(growRaid0(arr, { devName: '/dev/md0', raidDisks: 4 }, io(add.slice(1))), /^TsmdError: Need 2 spares to create working array, and only have 1\.$/);
+      assert.equal(await growRaid0(arr, { devName: '/dev/md0', raidDisks: 4 }, io(add)), true);
+      assert.deepEqual(said, ['level of /dev/md0 changed to raid4', `added ${add[0]}`, `added ${add[1]}`]);
+      assert.equal(arr.level, 4);
+      assert.equal(arr.reshapeActive, true);
+      arr.startBackground();
+      // during: some writes while it moves
+      await writeSome(arr, model, 50, 8);
+      await arr.reshape.wait();
+      assert.equal(arr.reshape.lastError, null);
+      assert.equal(arr.level, 0);
+      assert.equal(arr.raidDisks, 4);
+      assert.equal(arr.sizeBytes, 2 * before);
+      await verify(arr, model, before);
+      await writeAll(arr, model, 2, arr.sizeBytes, before);
+      await writeSome(arr, model, 100);
+      await verify(arr, model, arr.sizeBytes);
+    } finally {
+      await arr.close();
+    }
+    const all = [...paths, ...add];
+    for (const [i, p] of all.entries()) {
+      const f = await examineAgrees(p);
+      assert.equal(f.get('Raid Level'), 'raid0');
+      assert.equal(f.get('Raid Devices'), '4');
+      assert.equal(f.get('Device Role'), `Active device ${i}`);
+      assert.equal(f.get('Feature Map'), '0x0');
+    }
+    arr = await assembleFiles(all);
+    try {
+      await verify(arr, model, arr.sizeBytes);
+    } finally {
+      await arr.close();
+    }
+  });
 
   test('refusals: mdadm 4.2\'s message, nothing written; a change that needs a reshape is left to the caller', async () => {
     type Refused = { from: FileArrayOptions; req: Omit<LevelChangeRequest, 'devName' | 'adding'>; add?: number; refused: RegExp | null };
