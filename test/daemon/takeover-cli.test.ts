@@ -94,4 +94,20 @@ describe('--grow --level through the daemon', () => {
     assert.equal(f.get('State'), 'clean');
     assert.equal(f.get('Active Devices'), '4');
   });
+
+  test('raid0 --raid-devices=3 --add: through raid4 and back, a raid0 of 3 at the end', async () => {
+    const files = [0, 1, 2].map((i) => sparseFile(join(dir.path, `g0-${i}.img`), 16 * MiB));
+    let r = d.tsmd(['--create', '/dev/md2', '-l0', '-n2', '-c64', '--run', files[0]!, files[1]!]);
+    assert.equal(r.status, 0, r.stderr);
+    const size = Number(detail('/dev/md2').get('Array Size')!.split(' ')[0]);
+    r = d.tsmd(['--grow', '/dev/md2', '--raid-devices=3', '--add', files[2]!]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, `tsmd: level of /dev/md2 changed to raid4\ntsmd: added ${files[2]}\n`);
+    r = d.tsmd(['--wait', '/dev/md2']);
+    assert.ok(r.status === 0 || r.status === 1, r.stderr);
+    const f = detail('/dev/md2');
+    assert.equal(f.get('Raid Level'), 'raid0');
+    assert.equal(f.get('Raid Devices'), '3');
+    assert.equal(Number(f.get('Array Size')!.split(' ')[0]), (size * 3) / 2);
+  });
 });
