@@ -720,8 +720,9 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
   for (const o of ['size']) {
     if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
   }
-  if (a.opts.has('level')) return growLevel(a, io, ctx, md);
-  if (a.opts.has('raid-devices') && ctx.registry.find(md)?.array.level === 0) return growRaid0Devices(a, io, ctx, md);
+  // (with --array-size, mdadm's "cannot change array size in same operation..." below)
+  if (a.opts.has('level') && !a.opts.has('array-size')) return growLevel(a, io, ctx, md);
+  if (a.opts.has('raid-devices') && !a.opts.has('array-size') && ctx.registry.find(md)?.array.level === 0) return growRaid0Devices(a, io, ctx, md);
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
   // mdadm.c GROW: --array-size is imposed first, independent of anything else
   const arraySize = optStr(a, 'array-size');
