@@ -410,7 +410,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
     out.mode === 'incremental';
   if (modeTakesMd && positional.length > 0 && out.manageOps.length === 0) {
     out.mdDevice = positional.shift()!;
-  } else if (out.mode === 'manage' && out.manageOps.length > 0 && positional.length > 0) {
+  } else if ((out.mode === 'manage' || out.mode === 'grow') && out.manageOps.length > 0 && positional.length > 0) {
+    // "mdadm --grow /dev/md0 --level=5 --add /dev/sdd": the md device, then the op's devices
     out.mdDevice = positional.shift()!;
   }
   // "mdadm /dev/md0 --add /dev/sdb": the md device came first, before the op
