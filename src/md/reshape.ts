@@ -144,7 +144,7 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
   const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
   for (const m of members) {
     if (m.faulty || m.slot === null) continue;
-    const behind = rebuildBehind(sb, m);
+    const behind = rebuildBehind(m);
     if (behind !== null) return behind;
     const own = m.loaded.sb;
     const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 ? own.newOffset : sb.newOffset;
@@ -156,17 +156,11 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
 /**
  * A member rebuilt along with the reshape (raid5.c: not In_sync, recovery_offset set while
  * RESHAPE_ACTIVE; reshape_request raises it with the reshape so that it follows
- * reshape_position): the engine continues it when its recovery_offset reaches the member rows
- * the new geometry fills below reshape_position; the old geometry has it missing. Why not
- * (null: fine, or not rebuilt).
+ * reshape_position): missing in the old geometry, in sync below its recovery_offset in the
+ * new one. The engine continues that; not a replacement built during a reshape.
  */
-function rebuildBehind(sb: Superblock1, m: Member): string | null {
-  if (m.recoveryOffset === null) return null;
-  if (m.replacement) return `${m.dev.name} replaces a member during the reshape: not supported by tsmd`;
-  const newD = dataDisks(sb.newLevel, sb.newLayout, sb.raidDisks, sb.newChunk);
-  const need = rowEnd(Number(sb.reshapePosition), newD, sb.newChunk);
-  if (m.recoveryOffset < need)
-    return `${m.dev.name} is rebuilt along with the reshape, but its recovery offset ${m.recoveryOffset} is behind the reshape position (member sector ${need})`;
+function rebuildBehind(m: Member): string | null {
+  if (m.recoveryOffset !== null && m.replacement) return `${m.dev.name} replaces a member during the reshape: not supported by tsmd`;
   return null;
 }
 
@@ -179,6 +173,15 @@ function rebuildBehind(sb: Superblock1, m: Member): string | null {
  */
 export function settleReshapeOffsets(fresh: Superblock1, members: readonly Member[]): void {
   const active = (fresh.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (fresh.featureMap & Feature.NEW_OFFSET) !== 0;
+  // a member rebuilt along with the reshape whose superblock missed the last checkpoint (the
+  // checkpoint does not bump events): the new stripes below reshape_position were flushed to
+  // every member before any superblock recorded it, so its recovery_offset is at least the
+  // member row of reshape_position (md's end_reshape takes it as complete at the end, too)
+  if (active && (fresh.featureMap & Feature.RESHAPE_BACKWARDS) === 0 && levelIs456(fresh.newLevel)) {
+    const newD = dataDisks(fresh.newLevel, fresh.newLayout, fresh.raidDisks, fresh.newChunk);
+    const row = rowEnd(Number(fresh.reshapePosition), newD, fresh.newChunk);
+    for (const m of members) if (m.recoveryOffset !== null && !m.replacement && !m.faulty && m.slot !== null && m.recoveryOffset < row) m.recoveryOffset = row;
+  }
   for (const m of members) {
     const own = m.loaded.sb;
     if (own.events === fresh.events) continue;
