@@ -408,10 +408,10 @@ export function parseArgs(argv: string[]): ParsedArgs {
     out.mode === 'grow' ||
     out.mode === 'manage' ||
     out.mode === 'incremental';
-  if (modeTakesMd && positional.length > 0 && out.manageOps.length === 0) {
+  // (--grow --level=10 /dev/md0 --add DEV...: the devices to add follow --add, the md device comes first)
+  if (modeTakesMd && positional.length > 0 && (out.manageOps.length === 0 || out.mode === 'grow')) {
     out.mdDevice = positional.shift()!;
-  } else if ((out.mode === 'manage' || out.mode === 'grow') && out.manageOps.length > 0 && positional.length > 0) {
-    // "mdadm --grow /dev/md0 --level=5 --add /dev/sdd": the md device, then the op's devices
+  } else if (out.mode === 'manage' && out.manageOps.length > 0 && positional.length > 0) {
     out.mdDevice = positional.shift()!;
   }
   // "mdadm /dev/md0 --add /dev/sdb": the md device came first, before the op
