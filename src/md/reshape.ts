@@ -91,6 +91,8 @@ export interface ReshapeRequest {
   takeover?: TakeoverGeometry;
   /** A level change once the reshape is done (mdadm's forked impose_level; level-reshape.ts). */
   then?: TakeoverGeometry;
+  /** Run once the reshape is done (raid5 -> raid0: takeover.ts's raid0_takeover_raid45). */
+  whenDone?: () => Promise<void>;
 }
 
 /** The geometry a takeover installs (data stays where it is). */
@@ -338,6 +340,8 @@ export class ReshapeEngine {
    * mdadm's process): a restart forgets it.
    */
   afterFinish: TakeoverGeometry | null = null;
+  /** Run after the reshape is done (mdadm's forked process, level-reshape.ts); not on disk either. */
+  whenDone: (() => Promise<void>) | null = null;
 
   constructor(private readonly host: ReshapeHost) {}
 
@@ -491,7 +495,12 @@ export class ReshapeEngine {
       await settle().catch(() => {});
       view.release();
     }
-    if (view.position >= total) await this.finish(view);
+    if (view.position >= total) {
+      await this.finish(view);
+      const after = this.whenDone;
+      this.whenDone = null;
+      if (after) await after().catch((e: unknown) => host.log(`md: the level change after the reshape failed: ${(e as Error).message}`, 'error'));
+    }
   }
 
   /**
