@@ -29,7 +29,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { TsmdError } from '../errors.js';
-import type { Superblock1 } from '../format/superblock.js';
+import { MAX_SECTOR, type Superblock1 } from '../format/superblock.js';
 import type { MdArray } from './array.js';
 import type { Member } from './members.js';
 import type { ReshapeRequest, TakeoverGeometry } from './reshape.js';
@@ -188,12 +188,24 @@ function raid0ToRaid5(r: LevelChangeRequest, md: string): LevelPlan | null {
 }
 
 /**
+ * Grow_reshape's freeze(): a resync or recovery under way refuses the level change, before
+ * anything is added or written (mdadm says "taken over" for a level change).
+ */
+export function refuseIfBusy(arr: MdArray, md: string): void {
+  if (arr.isReadOnly) throw new TsmdError('EROFS', `${md} is read-only`);
+  if (arr.reshapeActive) throw new TsmdError('EBUSY', `${md} is already being reshaped`);
+  if (arr.sync.current || arr.resyncCp !== MAX_SECTOR || arr.rebuildingSlots.length > 0)
+    throw new TsmdError('EBUSY', `${md} is performing resync/recovery and cannot be taken over`);
+}
+
+/**
  * Carry a plan out on a running array: the takeover and the reshape (one transaction,
  * MdArray.grow), or the takeover alone with the sync engine left to recover the new slot.
  */
 export async function startLevelChange(arr: MdArray, plan: LevelPlan): Promise<void> {
+  const md = plan.kind === 'reshape' ? (plan.req.devName ?? arr.name) : arr.name;
+  refuseIfBusy(arr, md);
   if (plan.kind === 'reshape') {
-    const md = plan.req.devName ?? arr.name;
     // mdadm's forked process once the reshape is done: impose_level(0)
     const toRaid0 = async (): Promise<void> => {
       const say = (msg: string) => arr.log(`md: ${msg}`);
@@ -204,8 +216,7 @@ export async function startLevelChange(arr: MdArray, plan: LevelPlan): Promise<v
   }
   // the sync engine may be looking for work (a spare just added): it finds none
   while (arr.sync.busy && !arr.sync.current) await arr.clock.sleep(5);
-  if (arr.isReadOnly) throw new TsmdError('EROFS', 'the array is read-only');
-  if (arr.sync.busy || arr.reshapeActive) throw new TsmdError('EBUSY', 'a sync or reshape is running: the level cannot change now');
+  refuseIfBusy(arr, md);
   await arr.reshape.takeoverNow(plan.takeover);
   arr.kick();
 }

@@ -2,10 +2,12 @@
  * Level changes that move data through tsmd --grow --level in the daemon (level-reshape.ts):
  * raid0 -> raid5 --add, raid5 -> raid6 --layout=preserve, raid6 -> raid5, raid5 -> raid0:
  * mdadm's messages, the final geometry, check 0, and the real mdadm --examine prints what
- * tsmd --examine prints for every member. (raid5 -> raid6 under kill -9:
- * reshape-crash-level.test.ts.)
+ * tsmd --examine prints for every member; refusals with mdadm's messages, nothing written.
+ * (raid5 -> raid6 under kill -9: reshape-crash-level.test.ts.)
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon } from '../helpers/daemon.js';
@@ -117,4 +119,43 @@ describe('level changes through tsmd --grow --level', () => {
       }
     });
   }
+});
+
+describe('tsmd --grow --level refusals', () => {
+  let dir: ReturnType<typeof tempDir>;
+  before(() => {
+    dir = tempDir('grow-level-bad');
+  });
+  after(() => dir.cleanup());
+
+  test("mdadm's messages and exit codes, nothing written", async () => {
+    const files = Array.from({ length: 5 }, (_, i) => sparseFile(join(dir.path, `bad-${i}.img`), 12 * MiB));
+    const d = await startDaemon(join(dir.path, 'run-bad'), ['--no-nbd']);
+    try {
+      let r = d.tsmd(['--create', '/dev/md0', '--level=5', '-n4', '-c64', '--run', '--assume-clean', ...files.slice(0, 4)]);
+      assert.equal(r.status, 0, r.stderr);
+      r = d.tsmd(['/dev/md0', '--add', files[4]!]);
+      assert.equal(r.status, 0, r.stderr);
+      const hash = () => files.map((f) => createHash('sha256').update(readFileSync(f)).digest('hex'));
+      const before = hash();
+      const refused: Array<[string[], number, RegExp]> = [
+        [['--grow', '/dev/md0', '--level=6', '--chunk=128'], 1, /Cannot change array level in the same operation as changing chunk size\./],
+        [['--grow', '/dev/md0', '--level=6', '--layout=normalise'], 1, /normalise is only meaningful when reshaping a RAID6 array\./],
+        [['--grow', '/dev/md0', '--level=6', '--raid-devices=7'], 1, /Need 3 spares to avoid degraded array, and only have 1\.\n\s+Use --force to over-ride this check\./],
+        [['--grow', '/dev/md0', '--level=6', '--layout=bogus'], 1, /layout bogus not understood for raid6/],
+      ];
+      for (const [args, status, msg] of refused) {
+        r = d.tsmd(args);
+        assert.equal(r.status, status, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, msg, args.join(' '));
+      }
+      const st = await arrayState(d);
+      assert.equal(st.level, 5);
+      assert.equal(st.reshape, null);
+      assert.equal(await d.stop(), 0);
+      assert.deepEqual(hash(), before, 'nothing written');
+    } finally {
+      if (d.proc.exitCode === null) await d.stop('SIGKILL');
+    }
+  });
 });
