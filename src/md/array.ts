@@ -1202,6 +1202,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     // a level change after the reshape (raid6 -> raid5, level-reshape.ts): at its end, or now
     if (started && req.then) this.reshape.afterFinish = req.then;
     else if (req.then) await this.reshape.takeoverNow(req.then);
+    if (started && req.whenDone) this.reshape.whenDone = req.whenDone;
     if (started) this.reshape.kick();
     return started || req.then !== undefined;
   }

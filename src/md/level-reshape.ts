@@ -14,6 +14,9 @@
  *    (Grow.c: "need to adjust level when reshape completes"); tsmd's engine does it in the
  *    transaction that finishes the reshape. Like mdadm's process, that intention is not on
  *    disk: an array stopped before the end stays a raid6 in the *_6 layout.
+ *  - raid5 -> raid0: the reshape to parity-last, then (like mdadm's forked process, not on
+ *    disk) md's raid0_takeover_raid45 through takeover.ts: the parity device is failed and
+ *    removed, the bitmap removed first.
  *  - raid0 -> raid5: md takes a single-zone raid0 over as a raid5 parity-last of one more slot
  *    (the parity slot empty: degraded), then the reshape to the raid5 layout asked for
  *    (left-symmetric by default) fills the parity slot with a spare rebuilt along with it
@@ -24,11 +27,13 @@
  * the reshape recorded, never a half-taken-over array. The instant takeovers (no data moved)
  * are takeover.ts's.
  */
+import { randomBytes } from 'node:crypto';
 import { TsmdError } from '../errors.js';
-import { Feature, type Superblock1 } from '../format/superblock.js';
+import { Feature, MAX_SECTOR, type Superblock1 } from '../format/superblock.js';
 import type { MdArray } from './array.js';
 import type { Member } from './members.js';
 import type { ReshapeRequest, TakeoverGeometry } from './reshape.js';
+import { growTakeover } from './takeover.js';
 
 /** raid5 layout -> the raid6 layout with the same data placement and Q on the last disk (md's *_6). */
 const TO_6: ReadonlyMap<number, number> = new Map([
@@ -64,8 +69,11 @@ export interface LevelChangeRequest {
 }
 
 export type LevelPlan =
-  /** a takeover then a reshape (the takeover's level announced when it starts) */
-  | { kind: 'reshape'; req: ReshapeRequest; announce: string | null }
+  /**
+   * a takeover then a reshape (the takeover's level announced when it starts); toRaid0: then
+   * md's raid0_takeover_raid45 (takeover.ts) once the reshape is done
+   */
+  | { kind: 'reshape'; req: ReshapeRequest; announce: string | null; toRaid0?: boolean }
   /** a takeover only, and the sync engine recovers the new slot (raid5 -> raid6 --layout=preserve) */
   | { kind: 'recover'; takeover: TakeoverGeometry; announce: string };
 
@@ -90,7 +98,23 @@ export function planLevelChange(r: LevelChangeRequest): LevelPlan | null {
   if ((from === 5 || from === 4) && r.newLevel === 6) return toRaid6(r, curLayout);
   if (r.level === 6 && r.newLevel === 5) return raid6ToRaid5(r);
   if (r.level === 0 && r.newLevel === 5) return raid0ToRaid5(r, md);
+  if (r.level === 5 && r.newLevel === 0) return raid5ToRaid0(r);
   return null;
+}
+
+/**
+ * raid5 (not parity-last) -> raid0: analyse_change restripes to parity-last, then mdadm's
+ * forked process imposes level 0 (the parity device failed and removed, md's
+ * raid0_takeover_raid45). A parity-last raid5 (or a raid4) is takeover.ts's instant change.
+ */
+function raid5ToRaid0(r: LevelChangeRequest): LevelPlan | null {
+  if (r.layout === 5) return null;
+  const delta = r.newRaidDisks !== undefined ? r.newRaidDisks - r.raidDisks : -1;
+  if (delta !== -1)
+    throw new TsmdError('ENOTSUP', `${r.devName}: raid5 -> raid0 with another number of data disks is not supported yet by tsmd (leave --raid-devices out: ${r.raidDisks - 1})`);
+  if (r.raidDisks < 3) refuse('Impossible level change requested');
+  const chunk = r.newChunkSectors ?? r.chunkSectors;
+  return { kind: 'reshape', announce: null, toRaid0: true, req: { layout: 5, chunkSectors: chunk, devName: r.devName } };
 }
 
 function toRaid6(r: LevelChangeRequest, curLayout: number): LevelPlan {
@@ -164,18 +188,35 @@ function raid0ToRaid5(r: LevelChangeRequest, md: string): LevelPlan | null {
 }
 
 /**
+ * Grow_reshape's freeze(): a resync or recovery under way refuses the level change, before
+ * anything is added or written (mdadm says "taken over" for a level change).
+ */
+export function refuseIfBusy(arr: MdArray, md: string): void {
+  if (arr.isReadOnly) throw new TsmdError('EROFS', `${md} is read-only`);
+  if (arr.reshapeActive) throw new TsmdError('EBUSY', `${md} is already being reshaped`);
+  if (arr.sync.current || arr.resyncCp !== MAX_SECTOR || arr.rebuildingSlots.length > 0)
+    throw new TsmdError('EBUSY', `${md} is performing resync/recovery and cannot be taken over`);
+}
+
+/**
  * Carry a plan out on a running array: the takeover and the reshape (one transaction,
  * MdArray.grow), or the takeover alone with the sync engine left to recover the new slot.
  */
 export async function startLevelChange(arr: MdArray, plan: LevelPlan): Promise<void> {
+  const md = plan.kind === 'reshape' ? (plan.req.devName ?? arr.name) : arr.name;
+  refuseIfBusy(arr, md);
   if (plan.kind === 'reshape') {
-    await arr.grow(plan.req);
+    // mdadm's forked process once the reshape is done: impose_level(0)
+    const toRaid0 = async (): Promise<void> => {
+      const say = (msg: string) => arr.log(`md: ${msg}`);
+      await growTakeover(arr, { devName: md, level: 0, adding: 0 }, { open: () => Promise.reject(new TsmdError('EINVAL', 'nothing to add')), add: [], deviceUuid: () => randomBytes(16), say });
+    };
+    await arr.grow(plan.toRaid0 ? { ...plan.req, whenDone: toRaid0 } : plan.req);
     return;
   }
   // the sync engine may be looking for work (a spare just added): it finds none
   while (arr.sync.busy && !arr.sync.current) await arr.clock.sleep(5);
-  if (arr.isReadOnly) throw new TsmdError('EROFS', 'the array is read-only');
-  if (arr.sync.busy || arr.reshapeActive) throw new TsmdError('EBUSY', 'a sync or reshape is running: the level cannot change now');
+  refuseIfBusy(arr, md);
   await arr.reshape.takeoverNow(plan.takeover);
   arr.kick();
 }

@@ -101,6 +101,8 @@ export interface ReshapeRequest {
    * there (the engine uses host.backup; this only says that one was given)
    */
   backupFile?: boolean;
+  /** Run once the reshape is done (raid5 -> raid0: takeover.ts's raid0_takeover_raid45). */
+  whenDone?: () => Promise<void>;
 }
 
 /** The geometry a takeover installs (data stays where it is). */
@@ -153,7 +155,7 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
   const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
   for (const m of members) {
     if (m.faulty || m.slot === null) continue;
-    const behind = rebuildBehind(sb, m);
+    const behind = rebuildBehind(m);
     if (behind !== null) return behind;
     if ((sb.featureMap & Feature.NEW_OFFSET) === 0) continue; // in place: the backup file covers it
     const own = m.loaded.sb;
@@ -167,17 +169,11 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
 /**
  * A member rebuilt along with the reshape (raid5.c: not In_sync, recovery_offset set while
  * RESHAPE_ACTIVE; reshape_request raises it with the reshape so that it follows
- * reshape_position): the engine continues it when its recovery_offset reaches the member rows
- * the new geometry fills below reshape_position; the old geometry has it missing. Why not
- * (null: fine, or not rebuilt).
+ * reshape_position): missing in the old geometry, in sync below its recovery_offset in the
+ * new one. The engine continues that; not a replacement built during a reshape.
  */
-function rebuildBehind(sb: Superblock1, m: Member): string | null {
-  if (m.recoveryOffset === null) return null;
-  if (m.replacement) return `${m.dev.name} replaces a member during the reshape: not supported by tsmd`;
-  const newD = dataDisks(sb.newLevel, sb.newLayout, sb.raidDisks, sb.newChunk);
-  const need = rowEnd(Number(sb.reshapePosition), newD, sb.newChunk);
-  if (m.recoveryOffset < need)
-    return `${m.dev.name} is rebuilt along with the reshape, but its recovery offset ${m.recoveryOffset} is behind the reshape position (member sector ${need})`;
+function rebuildBehind(m: Member): string | null {
+  if (m.recoveryOffset !== null && m.replacement) return `${m.dev.name} replaces a member during the reshape: not supported by tsmd`;
   return null;
 }
 
@@ -216,6 +212,15 @@ export function slotCount(sb: Superblock1): number {
  */
 export function settleReshapeOffsets(fresh: Superblock1, members: readonly Member[]): void {
   const active = (fresh.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (fresh.featureMap & Feature.NEW_OFFSET) !== 0;
+  // a member rebuilt along with the reshape whose superblock missed the last checkpoint (the
+  // checkpoint does not bump events): the new stripes below reshape_position were flushed to
+  // every member before any superblock recorded it, so its recovery_offset is at least the
+  // member row of reshape_position (md's end_reshape takes it as complete at the end, too)
+  if (active && (fresh.featureMap & Feature.RESHAPE_BACKWARDS) === 0 && levelIs456(fresh.newLevel)) {
+    const newD = dataDisks(fresh.newLevel, fresh.newLayout, fresh.raidDisks, fresh.newChunk);
+    const row = rowEnd(Number(fresh.reshapePosition), newD, fresh.newChunk);
+    for (const m of members) if (m.recoveryOffset !== null && !m.replacement && !m.faulty && m.slot !== null && m.recoveryOffset < row) m.recoveryOffset = row;
+  }
   for (const m of members) {
     const own = m.loaded.sb;
     if (own.events === fresh.events) continue;
@@ -423,6 +428,8 @@ export class ReshapeEngine {
    * mdadm's process): a restart forgets it.
    */
   afterFinish: TakeoverGeometry | null = null;
+  /** Run after the reshape is done (mdadm's forked process, level-reshape.ts); not on disk either. */
+  whenDone: (() => Promise<void>) | null = null;
 
   constructor(private readonly host: ReshapeHost) {}
 
@@ -535,7 +542,11 @@ export class ReshapeEngine {
     this.samples.push([this.startedMs, view.position]);
     if (back) await this.loopBackwards(view, g, oldSize);
     else await this.loopForwards(view, g, total, oldSize);
-    if (back ? view.position <= 0 : view.position >= total) await this.finish(view);
+    if (back ? view.position > 0 : view.position < total) return;
+    await this.finish(view);
+    const after = this.whenDone;
+    this.whenDone = null;
+    if (after) await after().catch((e: unknown) => host.log(`md: the level change after the reshape failed: ${(e as Error).message}`, 'error'));
   }
 
   /**

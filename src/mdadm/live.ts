@@ -24,7 +24,7 @@ import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, shown, UsageError } from './args.js';
 import { growRaid0, growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
-import { planLevelChange, startLevelChange } from '../md/level-reshape.js';
+import { planLevelChange, refuseIfBusy, startLevelChange } from '../md/level-reshape.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import { backupForAssembly, createBackupFile, growArraySize, linkBackupFile } from './backup-live.js';
 import { levelByNumber } from '../raid/levels.js';
@@ -888,11 +888,12 @@ async function growLevelReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string)
   if (!r) throw notRunning(ctx, md);
   const arr = r.array;
   const newLevel = parseLevel(optStr(a, 'level') ?? '');
+  // (with --chunk, --bitmap, another op...: growLevel and the checks after it give the refusal)
   if (a.manageOps.some((o) => o.op !== 'add')) return null;
+  for (const o of ['chunk', 'bitmap', 'size', 'array-size', 'backup-file', 'continue']) if (a.opts.has(o)) return null;
   const adds = a.manageOps.flatMap((o) => o.devices);
   const disksText = optStr(a, 'raid-devices');
   if (disksText !== undefined && (!/^\d+$/.test(disksText) || Number(disksText) < 1)) throw new UsageError(`invalid number of raid devices: ${disksText}`);
-  const chunkText = optStr(a, 'chunk');
   const layoutText = optStr(a, 'layout');
   let newLayout: number | 'preserve' | 'normalise' | undefined;
   if (layoutText === 'preserve') newLayout = 'preserve';
@@ -911,13 +912,11 @@ async function growLevelReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string)
     newLevel,
     newRaidDisks: disksText !== undefined ? Number(disksText) : undefined,
     newLayout,
-    newChunkSectors: chunkText !== undefined ? parseChunkKiB(chunkText) * 2 : undefined,
     force: flag(a, 'force'),
     devName: md,
   });
   if (!plan) return null;
-  if (a.opts.has('bitmap') || a.opts.has('size') || a.opts.has('array-size') || a.opts.has('backup-file'))
-    throw new TsmdError('ENOTSUP', `${md}: --level with --bitmap, --size, --array-size or --backup-file is not supported by tsmd`);
+  refuseIfBusy(arr, md);
   const added: string[] = [];
   for (const d of adds) {
     if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);

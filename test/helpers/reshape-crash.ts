@@ -25,12 +25,12 @@ import { haveTool, run, sparseFile, tsmdBin } from './tools.js';
 const MiB = 1024 * 1024;
 const BLOCK = 4096;
 
-async function arrayState(d: TestDaemon) {
+export async function arrayState(d: TestDaemon) {
   const rep = await controlCall(join(d.runDir, 'control.sock'), { op: 'arrays' }, 5000);
   return rep.arrays!.find((a) => a.mdName === 'md0')!;
 }
 
-async function until(d: TestDaemon, what: string, ok: (s: Awaited<ReturnType<typeof arrayState>>) => boolean): Promise<void> {
+export async function until(d: TestDaemon, what: string, ok: (s: Awaited<ReturnType<typeof arrayState>>) => boolean): Promise<void> {
   const t0 = Date.now();
   while (!ok(await arrayState(d))) {
     assert.ok(Date.now() - t0 < 60_000, `${what} within a minute`);

@@ -137,12 +137,20 @@ interface Case {
   end: { level: number; disks: number; layout: number; spares: number };
   /** the change moves data (a reshape runs) */
   reshape: boolean;
+  /** the array grows (more data disks) */
+  grows?: boolean;
+  /** members removed from the array at the end (raid0 keeps no parity device) */
+  removed?: number;
 }
 
 const cases: Case[] = [
   { name: 'raid5 -> raid6 (4 -> 5 devices)', level: 5, disks: 4, spares: 1, addSpares: 0, to: 6, more: { newRaidDisks: 5 }, announce: /level of \/dev\/md0 changed to raid6/, end: { level: 6, disks: 5, layout: 2, spares: 0 }, reshape: true },
+  // Q rebuilt along with a reshape that also adds a data disk (one In_sync new slot)
+  { name: 'raid5 -> raid6 (4 -> 6 devices)', level: 5, disks: 4, spares: 2, addSpares: 0, to: 6, more: { newRaidDisks: 6 }, announce: /level of \/dev\/md0 changed to raid6/, end: { level: 6, disks: 6, layout: 2, spares: 0 }, reshape: true, grows: true },
   { name: 'raid0 -> raid5 (--add)', level: 0, disks: 3, spares: 0, addSpares: 1, to: 5, announce: /level of \/dev\/md0 changed to raid5/, end: { level: 5, disks: 4, layout: 2, spares: 0 }, reshape: true },
   { name: 'raid5 -> raid6 --layout=preserve', level: 5, disks: 4, spares: 1, addSpares: 0, to: 6, more: { newLayout: 'preserve' }, announce: /level of \/dev\/md0 changed to raid6/, end: { level: 6, disks: 5, layout: 18, spares: 0 }, reshape: false },
+  // restriped to parity-last, then md's raid0_takeover_raid45 (the parity device removed)
+  { name: 'raid5 -> raid0 (4 -> 3 devices)', level: 5, disks: 4, spares: 0, addSpares: 0, to: 0, announce: null, end: { level: 0, disks: 3, layout: 0, spares: 0 }, reshape: true, removed: 1 },
   { name: 'raid6 -> raid5 (5 -> 4 devices, Q dropped)', level: 6, disks: 5, spares: 0, addSpares: 0, to: 5, announce: null, end: { level: 5, disks: 4, layout: 2, spares: 1 }, reshape: true },
 ];
 
@@ -155,18 +163,21 @@ describe('level changes that move data', () => {
 
   for (const c of cases) {
     test(`${c.name}: data before, during and after; superblocks as mdadm reads them; check 0`, async () => {
-      const devs = await memoryArray({ level: c.level, sizesMiB: new Array(c.disks + c.spares).fill(8), raidDisks: c.disks, chunkKiB: 64 });
+      const devs = await memoryArray({ level: c.level, sizesMiB: new Array(c.disks + c.spares).fill(4), raidDisks: c.disks, chunkKiB: 64 });
       const arr = await open(devs);
       const model = new Map<number, number>();
       const size = arr.sizeBytes;
+      let kept: string[] = [];
       try {
         for (let i = 0; i < c.addSpares; i++) {
-          const d = new MemoryBlockDevice(`mem${devs.length}`, 8 * MiB);
+          const d = new MemoryBlockDevice(`mem${devs.length}`, 4 * MiB);
           devs.push(d);
           await arr.addMember(d.reopen(), { deviceUuid: randomBytes(16) });
         }
         await fillAll(arr, model);
-        arr.sync.local.maxKiBs = 4000; // slow enough that the writers overlap the reshape
+        // slow enough that the writers overlap the change, not slower while they write
+        arr.sync.local.maxKiBs = 3000;
+        arr.sync.local.minKiBs = 3000;
         arr.startBackground();
         const plan = planLevelChange(request(arr, c.to, c.more));
         assert.ok(plan, 'a level change that moves data');
@@ -177,7 +188,7 @@ describe('level changes that move data', () => {
         let busy: () => boolean;
         if (plan.kind === 'reshape') {
           assert.equal(arr.reshapeActive, true);
-          if (c.level === 5 || c.level === 0) {
+          if ((c.level === 5 && c.to === 6) || c.level === 0) {
             // the added slot is rebuilt along with the reshape (md: recovery_offset)
             assert.equal(arr.members.filter((m) => m.recoveryOffset !== null).length, 1);
             assert.equal(arr.level, c.to);
@@ -196,13 +207,17 @@ describe('level changes that move data', () => {
         assert.equal(arr.reshapeActive, false);
         assert.equal(arr.level, c.end.level);
         assert.equal(arr.degraded, false);
-        assert.equal(arr.sizeBytes, size, 'the size of the array is kept');
+        if (c.grows) assert.ok(arr.sizeBytes > size, 'the array grew');
+        else assert.equal(arr.sizeBytes, size, 'the size of the array is kept');
         await verify(arr, model, size, 'after');
-        assert.equal(await checkZero(arr), 0);
+        if (c.end.level !== 0) assert.equal(await checkZero(arr), 0);
+        kept = arr.members.map((m) => m.dev.name);
       } finally {
         await arr.close();
       }
-      const sbs = await superblocks(devs);
+      assert.equal(kept.length, devs.length - (c.removed ?? 0), 'members at the end');
+      const members = devs.filter((d) => kept.includes(d.name));
+      const sbs = await superblocks(members);
       for (const sb of sbs) {
         assert.equal(sb.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RECOVERY_OFFSET), 0);
         assert.deepEqual([sb.level, sb.raidDisks, sb.layout, sb.chunkSize], [c.end.level, c.end.disks, c.end.layout, 128]);
@@ -214,10 +229,10 @@ describe('level changes that move data', () => {
           assert.equal(ours, theirs, `--examine of member ${i}`);
         }
       }
-      const again = await open(devs);
+      const again = await open(members);
       try {
         await verify(again, model, size, 'assembled again');
-        assert.equal(await checkZero(again), 0);
+        if (c.end.level !== 0) assert.equal(await checkZero(again), 0);
       } finally {
         await again.close();
       }

@@ -8,12 +8,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SystemClock } from '../../src/env/clock.js';
 import { isTsmdError } from '../../src/errors.js';
-import { Feature } from '../../src/format/superblock.js';
+import { decodeSuperblock, encodeSuperblock, Feature } from '../../src/format/superblock.js';
 import { openDevice } from '../../src/io/file-device.js';
 import { MdArray } from '../../src/md/array.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
@@ -177,6 +177,41 @@ describe('kernel reshape fixtures', () => {
       await ro.close();
     }
     assert.deepEqual(hash(), before, 'nothing written');
+  });
+
+  test('raid5-to-raid6-interrupted, the Q member one checkpoint behind: its recovery offset follows reshape_position', async () => {
+    // a crash between the superblock writes of a checkpoint (they do not bump events) can leave
+    // the member rebuilt along with the reshape with the previous recovery offset; the new
+    // stripes below reshape_position were flushed to every member before any superblock
+    // recorded it, so the member is in sync there and the reshape goes on
+    const fx: Fx = { set: 'kernel-md-reshape', name: 'raid5-to-raid6-interrupted', patternBytes: 97517568 };
+    const paths = copies(fx, dir.path);
+    const q = paths[4]!;
+    const raw = Buffer.alloc(4096);
+    const fd = openSync(q, 'r+');
+    try {
+      readSync(fd, raw, 0, 4096, 4096);
+      const sb = decodeSuperblock(raw);
+      assert.equal(sb.recoveryOffset, 15360n);
+      sb.recoveryOffset = 15360n - 1024n;
+      writeSync(fd, encodeSuperblock(sb), 0, undefined, 4096);
+    } finally {
+      closeSync(fd);
+    }
+    const log: string[] = [];
+    const arr = await assemble(paths, log);
+    try {
+      assert.equal(arr.isReadOnly, false, log.join('\n'));
+      assert.equal(arr.members.find((m) => m.recoveryOffset !== null)?.recoveryOffset, 15360);
+      assert.equal(await patternErrors(arr, fx.patternBytes), 0);
+      arr.startBackground();
+      await arr.reshape.wait();
+      assert.equal(arr.reshapeActive, false);
+      assert.equal(await patternErrors(arr, fx.patternBytes), 0);
+      assert.equal(await check(arr), 0);
+    } finally {
+      await arr.close();
+    }
   });
 
   test('raid5-chunk-stopped-stale: continued as the kernel continues it (from the stale checkpoint)', async () => {
