@@ -264,12 +264,12 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   if (disks === cur.raidDisks && chunk === cur.chunkSize && layout === cur.layout) return false;
   const minDisks = cur.level === 6 ? 4 : 2;
   if (disks < minDisks) throw new TsmdError('EINVAL', `${md}: raid${cur.level} needs at least ${minDisks} devices`);
-  // mdadm Grow_reshape: the new geometry must hold the array as it is served now
-  if (arraySizeKiB(cur, disks, chunk, layout) * 2 < host.exportedSectors)
-    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size ${arraySizeKiB(cur, disks, chunk, layout)}`);
   if (chunk < 8 || (chunk & (chunk - 1)) !== 0) throw new TsmdError('EINVAL', `invalid chunk size ${chunk / 2}K`);
   if (Number(cur.size) % chunk !== 0)
     throw new TsmdError('EINVAL', `component size ${Number(cur.size) / 2}K is not a multiple of the new chunk size ${chunk / 2}K`);
+  // mdadm Grow_reshape: the new geometry must hold the array as it is served now
+  if (arraySizeKiB(cur, disks, chunk, layout) * 2 < host.exportedSectors)
+    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size ${arraySizeKiB(cur, disks, chunk, layout)}`);
   const oldD = dataDisks(cur.level, cur.layout, cur.raidDisks, cur.chunkSize);
   const newD = dataDisks(cur.level, layout, disks, chunk);
   const delta = disks - cur.raidDisks;
