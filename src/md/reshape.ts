@@ -3,11 +3,14 @@
  * mdadm 4.2 Grow.c's choice of a new data offset so that no backup file is needed).
  *
  * What it reshapes: raid4/5/6 to more members (--raid-devices), another chunk (--chunk) or
- * another layout of the same level (--layout), always forwards with the data moved to a lower
- * data offset (new_offset < 0, feature NEW_OFFSET), as mdadm 4.2 does when there is room
- * before the data. Everything else (shrink, backwards, level changes, raid10/1/0/linear) is
- * refused at --grow with ENOTSUP and nothing written, and an array found in such a reshape is
- * assembled read-only with the reason (never written).
+ * another layout of the same level (--layout), forwards with the data moved to a lower data
+ * offset (new_offset < 0, feature NEW_OFFSET), as mdadm 4.2 does when there is room before
+ * the data; and backwards (md's reshape_backwards: from the end of the array down) for a
+ * shrink (fewer members, after --array-size) or a chunk/layout change with no room before the
+ * data: the data moved up (new_offset > 0) where there is room after it, else, for a shrink,
+ * in place with mdadm's backup file for the critical sections (backup-file.ts). What it cannot
+ * do (raid10/1/0/linear, ...) is refused at --grow with ENOTSUP and nothing written, and an
+ * array found in such a reshape is assembled read-only with the reason (never written).
  *
  * The move, region by region ("step"): the view (raid/reshape-view.ts) holds writes to the
  * region, the region is read in the old geometry and written in full stripes of the new one
