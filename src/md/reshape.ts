@@ -3,11 +3,14 @@
  * mdadm 4.2 Grow.c's choice of a new data offset so that no backup file is needed).
  *
  * What it reshapes: raid4/5/6 to more members (--raid-devices), another chunk (--chunk) or
- * another layout of the same level (--layout), always forwards with the data moved to a lower
- * data offset (new_offset < 0, feature NEW_OFFSET), as mdadm 4.2 does when there is room
- * before the data. Everything else (shrink, backwards, level changes, raid10/1/0/linear) is
- * refused at --grow with ENOTSUP and nothing written, and an array found in such a reshape is
- * assembled read-only with the reason (never written).
+ * another layout of the same level (--layout), forwards with the data moved to a lower data
+ * offset (new_offset < 0, feature NEW_OFFSET), as mdadm 4.2 does when there is room before
+ * the data; and backwards (md's reshape_backwards: from the end of the array down) for a
+ * shrink (fewer members, after --array-size) or a chunk/layout change with no room before the
+ * data: the data moved up (new_offset > 0) where there is room after it, else, for a shrink,
+ * in place with mdadm's backup file for the critical sections (backup-file.ts). What it cannot
+ * do (raid10/1/0/linear, ...) is refused at --grow with ENOTSUP and nothing written, and an
+ * array found in such a reshape is assembled read-only with the reason (never written).
  *
  * The move, region by region ("step"): the view (raid/reshape-view.ts) holds writes to the
  * region, the region is read in the old geometry and written in full stripes of the new one
@@ -269,12 +272,12 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   if (disks === cur.raidDisks && chunk === cur.chunkSize && layout === cur.layout) return false;
   const minDisks = cur.level === 6 ? 4 : 2;
   if (disks < minDisks) throw new TsmdError('EINVAL', `${md}: raid${cur.level} needs at least ${minDisks} devices`);
-  // mdadm Grow_reshape: the new geometry must hold the array as it is served now
-  if (arraySizeKiB(cur, disks, chunk, layout) * 2 < host.exportedSectors)
-    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size ${arraySizeKiB(cur, disks, chunk, layout)}`);
   if (chunk < 8 || (chunk & (chunk - 1)) !== 0) throw new TsmdError('EINVAL', `invalid chunk size ${chunk / 2}K`);
   if (Number(cur.size) % chunk !== 0)
     throw new TsmdError('EINVAL', `component size ${Number(cur.size) / 2}K is not a multiple of the new chunk size ${chunk / 2}K`);
+  // mdadm Grow_reshape: the new geometry must hold the array as it is served now
+  if (arraySizeKiB(cur, disks, chunk, layout) * 2 < host.exportedSectors)
+    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size ${arraySizeKiB(cur, disks, chunk, layout)}`);
   const oldD = dataDisks(cur.level, cur.layout, cur.raidDisks, cur.chunkSize);
   const newD = dataDisks(cur.level, layout, disks, chunk);
   const delta = disks - cur.raidDisks;

@@ -331,7 +331,12 @@ export async function startArray(
   // members to O_DIRECT, before any write (md/array.ts joinCluster)
   const cluster = clusterSetupFor(ctx);
   const syncOffload = ctx.syncOffload ?? null;
-  const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster, backupFile });
+  const assembleOpts = { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster, backupFile };
+  const arr = await MdArray.assemble(devs, assembleOpts).catch((e: unknown) => {
+    // mdadm Assemble.c names the array: "/dev/md0: Need a backup file to complete reshape..."
+    if (e instanceof TsmdError && e.message.startsWith('Need a backup file')) throw new TsmdError(e.code, `${md}: ${e.message}`);
+    throw e;
+  });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
   if (ctx.daemon) {

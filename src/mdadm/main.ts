@@ -20,6 +20,7 @@ import { candidateDevices, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscL
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { DEFAULT_CLUSTER_NODES, type Level, planCreate } from '../md/create-plan.js';
 import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
+import { isBackwards } from '../md/reshape.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import {
   type ParsedArgs,
@@ -563,7 +564,9 @@ function reshapePercent(arr: MdArray): number {
   const sb = arr.sb;
   const parity = sb.newLevel === 6 ? 2 : sb.newLevel === 4 || sb.newLevel === 5 ? 1 : 0;
   const dataDisks = sb.newLevel === 1 ? 1 : sb.raidDisks - parity;
-  const perMember = Number(sb.reshapePosition) / Math.max(1, dataDisks);
+  const at = Number(sb.reshapePosition) / Math.max(1, dataDisks);
+  // a backwards reshape starts at the end: what is done is above reshape_position
+  const perMember = isBackwards(sb) ? Math.max(0, Number(sb.size) - at) : at;
   return Math.floor((perMember * 100) / Math.max(1, Number(sb.size)));
 }
 

@@ -83,6 +83,8 @@ export interface Kind {
   backup?: boolean;
   /** --create --size (KiB): room after the data for the data offset to move up */
   createSizeKiB?: number;
+  /** kills when TSMD_RESHAPE_CRASH_ITERATIONS is not set (default 14) */
+  iterations?: number;
 }
 
 export const kinds: Kind[] = [
@@ -103,13 +105,13 @@ export const kinds: Kind[] = [
     grows: false,
     says: /^tsmd: level of \/dev\/md0 changed to raid6$/m,
   },
-  { name: 'raid5 shrink 4->3 in place', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: false, disks: 3, chunkKiB: 64, shrink: true, backup: true },
-  { name: 'raid5 shrink 4->3 offset up', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: true, disks: 3, chunkKiB: 64, shrink: true, createSizeKiB: 10 * 1024 },
+  { name: 'raid5 shrink 4->3 in place', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: false, disks: 3, chunkKiB: 64, shrink: true, backup: true, iterations: 8 },
+  { name: 'raid5 shrink 4->3 offset up', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: true, disks: 3, chunkKiB: 64, shrink: true, createSizeKiB: 10 * 1024, iterations: 8 },
 ];
 
 /** One reshape kind: create, grow, kill -9 at random moments, finish, judge. */
 export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
-  const iterations = Number(process.env.TSMD_RESHAPE_CRASH_ITERATIONS ?? 10);
+  const iterations = Number(process.env.TSMD_RESHAPE_CRASH_ITERATIONS ?? k.iterations ?? 10);
   const tag = k.name.replace(/[^a-z0-9]+/gi, '-');
   const files = Array.from({ length: k.n + k.spares }, (_, i) => sparseFile(join(dir, `${tag}-${i}.img`), 12 * MiB));
   const runDir = join(dir, `run-${tag}`);
