@@ -22,7 +22,7 @@ import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
-import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, shown, UsageError } from './args.js';
+import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, parseSizeSectors, shown, UsageError } from './args.js';
 import { growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
 import { parseLayout } from '../raid/geometry/names.js';
 import { sameDevice } from './device-id.js';
@@ -699,10 +699,13 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in --grow mode');
   // out of the reshape engine's reach: refused before anything is looked at or written
-  for (const o of ['size', 'array-size', 'backup-file', 'continue']) {
+  for (const o of ['array-size', 'backup-file', 'continue']) {
     if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
   }
   if (a.opts.has('level')) return growLevel(a, io, ctx, md);
+  if (a.opts.has('size')) return growSizeLive(a, io, ctx, md);
+  const adds = a.manageOps.filter((o) => o.op === 'add');
+  if (adds.length > 0 && !a.opts.has('raid-devices') && a.manageOps.length === adds.length) return growAddLive(a, io, ctx, md, adds.flatMap((o) => o.devices));
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
   if (a.opts.has('raid-devices') || a.opts.has('chunk') || a.opts.has('layout')) return growReshape(a, io, ctx, md);
   const bitmap = optStr(a, 'bitmap');
@@ -741,6 +744,14 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
   if (layoutText !== undefined) {
     if (arr.level !== 4 && arr.level !== 5 && arr.level !== 6) throw new TsmdError('ENOTSUP', `${md}: --layout of raid${arr.level} is not supported yet by tsmd`);
     layout = parseLayout(arr.level, layoutText, raidDisks ?? arr.raidDisks);
+  }
+  if (arr.level === 1 && raidDisks !== undefined && chunkSectors === undefined && layout === undefined) {
+    // Grow.c: raid1 restripes nothing; raid_disks is set and mdadm prints it on stdout
+    const said = await arr.growMirrors({ raidDisks, force: flag(a, 'force'), devName: md });
+    if (said === null && !a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
+    else if (said !== null && !a.quiet) io.out(`${said}\n`);
+    ctx.registry.changed();
+    return 0;
   }
   const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md });
   if (!changed && !a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
@@ -809,6 +820,57 @@ async function growLevel(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promi
     if (rc !== null) return rc;
   }
   throw new TsmdError('ENOTSUP', `--grow --level is not supported yet by tsmd for raid${arr.level} -> raid${level} with this geometry: it needs a reshape (tsmd makes md's instant takeovers: raid1 <-> raid5 of 2 devices, raid0 <-> raid10 near=2, raid4 <-> raid5 parity-last, raid0 <-> raid4 / raid5 --layout=parity-last, raid1 -> raid0)`);
+}
+
+/**
+ * mdadm --grow --size=N|max (Grow.c "set size"): the component size changes, the array and
+ * its NBD export follow; mdadm's "component size of DEV has been set to NK" on stderr.
+ */
+async function growSizeLive(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promise<number> {
+  if (a.opts.has('chunk') || a.opts.has('layout') || a.opts.has('raid-devices'))
+    throw new TsmdError('EINVAL', 'cannot change component size at the same time as other changes.\n   Change size first, then check data is intact before making other changes.');
+  if (a.manageOps.length > 0) throw new TsmdError('EINVAL', '--add cannot be used with other geometry changes in --grow mode');
+  if (a.opts.has('bitmap')) throw new TsmdError('EINVAL', '--bitmap changes cannot be used with other geometry changes in --grow mode');
+  const text = optStr(a, 'size')!;
+  let sectors: number | 'max';
+  if (text === 'max') sectors = 'max';
+  else {
+    // mdadm.c: parse_size, at least 8 sectors, then whole KiB
+    const s = parseSizeSectors(text);
+    if (s === null || s < 8) throw new UsageError(`invalid size: ${text}`);
+    sectors = Math.floor(s / 2) * 2;
+  }
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  const res = await r.array.growSize({ sectors, devName: md });
+  if (!a.quiet) io.err(`tsmd: ${res.message}\n`);
+  ctx.registry.changed();
+  return 0;
+}
+
+/**
+ * mdadm --grow MD --add DEV... (mdadm.c: Grow_Add_device for each device; only linear arrays
+ * grow this way: "can only add devices to linear arrays" otherwise).
+ */
+async function growAddLive(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string, devs: string[]): Promise<number> {
+  if (a.opts.has('chunk') || a.opts.has('layout') || a.opts.has('bitmap'))
+    throw new TsmdError('EINVAL', '--add cannot be used with other geometry changes in --grow mode');
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  for (const d of devs) {
+    if (r.array.level !== -1) throw new TsmdError('EINVAL', 'can only add devices to linear arrays');
+    if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `cannot open ${shown(a, d)}`);
+    const opened = await openDevice(d, { exclusive: true });
+    const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
+    try {
+      await r.array.linearAdd(dev, randomBytes(16), md);
+    } catch (e) {
+      await dev.close();
+      throw e;
+    }
+    ctx.registry.changed();
+  }
+  return 0;
 }
 
 export { uuidText };
