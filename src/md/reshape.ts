@@ -39,6 +39,7 @@ import type { Personality } from '../raid/personality.js';
 import { Scratch } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import { runLimited } from '../util/async.js';
+import { raid10CannotContinue, raid10DataDisks, startRaid10Reshape } from './reshape-raid10.js';
 import type { Member, MemberSet } from './members.js';
 import type { UpdateOptions } from './metadata.js';
 import type { SyncLimits } from './sync.js';
@@ -103,6 +104,8 @@ function levelIs456(level: number): level is 4 | 5 | 6 {
 }
 
 function dataDisks(level: number, layout: number, disks: number, chunk: number): number {
+  // raid10 near: member rows advance as if disks/near chunks were striped (reshape-raid10.ts)
+  if (level === 10) return raid10DataDisks(layout, disks);
   if (!levelIs456(level)) throw new TsmdError('ENOTSUP', `raid${level} is not reshaped by tsmd`);
   return dataDisksPerStripe({ level, layout, raidDisks: disks, chunkSectors: chunk });
 }
@@ -113,6 +116,7 @@ function dataDisks(level: number, layout: number, disks: number, chunk: number):
  */
 export function cannotContinue(sb: Superblock1, members: readonly Member[]): string | null {
   if ((sb.featureMap & Feature.RESHAPE_ACTIVE) === 0) return null;
+  if (sb.level === 10) return raid10CannotContinue(sb, members);
   if (!levelIs456(sb.level) || sb.newLevel !== sb.level)
     return `the reshape from raid${sb.level} to raid${sb.newLevel} is not supported by tsmd's reshape engine (raid4/5/6 grow, chunk and layout changes are)`;
   if (sb.deltaDisks < 0 || (sb.featureMap & Feature.RESHAPE_BACKWARDS) !== 0)
@@ -154,7 +158,7 @@ export function settleReshapeOffsets(fresh: Superblock1, members: readonly Membe
 }
 
 /** Sectors free before the data on this member (after the superblock, bitmap and bad-block log). */
-function roomBefore(m: Member): number {
+export function roomBefore(m: Member): number {
   const sb = m.loaded.sb;
   const superOff = Number(sb.superOffset);
   const dataOff = Number(sb.dataOffset);
@@ -177,6 +181,7 @@ function roomBefore(m: Member): number {
 export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Promise<boolean> {
   const sb = host.sb;
   const md = req.devName ?? 'the array';
+  if (sb.level === 10) return startRaid10Reshape(host, req, roomBefore);
   if (!levelIs456(sb.level)) throw new TsmdError('ENOTSUP', `${md}: reshaping raid${sb.level} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk, --layout are)`);
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) throw new TsmdError('ENOTSUP', `${md} is clustered: md-cluster reshapes are not supported by tsmd`);
   const disks = req.raidDisks ?? sb.raidDisks;
@@ -245,12 +250,13 @@ function arraySizeKiB(sb: Superblock1, disks: number, chunk: number, layout: num
 
 /** The member row (sector relative to data_offset) where a stripe-aligned array sector starts. */
 function rowOf(s: number, dataDisks: number, chunk: number): number {
-  return Math.floor(s / (dataDisks * chunk)) * chunk;
+  // (a fraction of data disks for raid10: a quotient that is a whole number stays one)
+  return Math.floor(s / (dataDisks * chunk) + 1e-9) * chunk;
 }
 
 /** The member row just past the stripe that holds array sector s - 1. */
 function rowEnd(s: number, dataDisks: number, chunk: number): number {
-  return Math.ceil(s / (dataDisks * chunk)) * chunk;
+  return Math.ceil(s / (dataDisks * chunk) - 1e-9) * chunk;
 }
 
 /**
@@ -299,7 +305,11 @@ export class ReshapeEngine {
       shift = Math.max(shift, own);
     }
     if (shift === -Infinity) shift = sb.newOffset;
-    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, shift, unit: Math.max(sb.chunkSize, sb.newChunk) * newD };
+    // raid10 moves whole chunks (its new "stripe" is a fraction of a row); md counts its
+    // progress in array sectors (raid10's resync space)
+    const r10 = sb.level === 10;
+    const unit = Math.max(sb.chunkSize, sb.newChunk) * (r10 ? 1 : newD);
+    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, shift, unit, perMember: r10 ? 1 : newD, bulk: !r10 };
   }
 
   /** progress as /proc/mdstat shows it (per-member sectors of the new geometry) */
@@ -312,10 +322,10 @@ export class ReshapeEngine {
     const last = this.samples[this.samples.length - 1];
     const speed = first && last && last[0] > first[0] ? ((last[1] - first[1]) / 2 / ((last[0] - first[0]) / 1000)) : 0;
     return {
-      doneSectors: Math.floor(v.position / g.newD),
-      totalSectors: Number(this.host.sb.size),
-      speedKiBs: speed / g.newD,
-      windowSectors: first && last ? Math.floor((last[1] - first[1]) / g.newD) : 0,
+      doneSectors: Math.floor(v.position / g.perMember),
+      totalSectors: g.perMember === 1 ? v.newGeo.arraySectors : Number(this.host.sb.size),
+      speedKiBs: speed / g.perMember,
+      windowSectors: first && last ? Math.floor((last[1] - first[1]) / g.perMember) : 0,
       windowSeconds: first && last ? Math.max(1, Math.round((last[0] - first[0]) / 1000)) : 1,
     };
   }
@@ -401,7 +411,7 @@ export class ReshapeEngine {
         // reads that started before the frontier last moved may still be reading rows this
         // step overwrites: they finish first
         await view.drainOldReads();
-        await this.copy(view, p, len, oldSize, g.newD * g.newC);
+        await this.copy(view, p, len, oldSize, g.bulk ? g.newD * g.newC : g.unit, g.bulk);
         await settle();
         durable = p;
         ck.pending = this.checkpoint(view, p + len);
@@ -441,7 +451,7 @@ export class ReshapeEngine {
   private async throttle(pos: number): Promise<void> {
     const maxKiBs = this.host.limits().maxKiBs;
     const g = this.geo();
-    const doneKiB = (pos - this.startedAt) / g.newD / 2;
+    const doneKiB = (pos - this.startedAt) / g.perMember / 2;
     const elapsedMs = this.host.clock.nowMs() - this.startedMs;
     const needMs = (doneKiB / maxKiBs) * 1000;
     if (needMs > elapsedMs) await this.host.clock.sleep(Math.min(1000, needMs - elapsedMs));
@@ -460,7 +470,7 @@ export class ReshapeEngine {
     // under a speed limit, steps of about a quarter of a second at that speed (the throttle
     // sleeps between steps, and writes to a region wait no longer than its step); with a step
     // being checkpointed, at most half the room, so that the next one can go on meanwhile
-    const bySpeed = this.host.limits().maxKiBs * 2 * g.newD / 4;
+    const bySpeed = this.host.limits().maxKiBs * 2 * g.perMember / 4;
     let cap = Math.max(g.unit, Math.min(MAX_STEP_SECTORS, bySpeed));
     if (!inFlight) cap = Math.min(cap, Math.max(g.unit, Math.floor(len / 2)));
     len = Math.min(len, cap - (cap % g.unit), total - p);
@@ -480,13 +490,13 @@ export class ReshapeEngine {
    * otherwise, or if that meets an error, through the personalities' request paths, which
    * rebuild from parity and fail members as md does.
    */
-  private async copy(view: ReshapeView, p: number, len: number, oldSize: number, stripe: number): Promise<void> {
+  private async copy(view: ReshapeView, p: number, len: number, oldSize: number, stripe: number, bulk: boolean): Promise<void> {
     const piece = Math.max(stripe, Math.floor(PIECE_TARGET_SECTORS / stripe) * stripe);
     const jobs: Array<() => Promise<void>> = [];
     for (let at = p; at < p + len; at += piece) {
       const n = Math.min(piece, p + len - at);
       jobs.push(async () => {
-        if (this.bulkUsable(view) && n % stripe === 0) {
+        if (bulk && this.bulkUsable(view) && n % stripe === 0) {
           try {
             await this.bulkPiece(view, at, n, oldSize);
             return;
