@@ -706,6 +706,11 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
   if (a.opts.has('size')) return growSizeLive(a, io, ctx, md);
   const adds = a.manageOps.filter((o) => o.op === 'add');
   if (adds.length > 0 && !a.opts.has('raid-devices') && a.manageOps.length === adds.length) return growAddLive(a, io, ctx, md, adds.flatMap((o) => o.devices));
+  if (adds.length > 0 && a.opts.has('raid-devices') && a.manageOps.length === adds.length) {
+    // Grow_reshape: the devices given are added (as spares) before the shape changes
+    await addSpares(a, io, ctx, md, adds.flatMap((o) => o.devices));
+    return growReshape(a, io, ctx, md);
+  }
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
   if (a.opts.has('raid-devices') || a.opts.has('chunk') || a.opts.has('layout')) return growReshape(a, io, ctx, md);
   const bitmap = optStr(a, 'bitmap');
@@ -871,6 +876,25 @@ async function growAddLive(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string, devs
     ctx.registry.changed();
   }
   return 0;
+}
+
+/** mdadm's Manage_subdevs for the devices of a --grow: each joins as a spare ("added DEV"). */
+async function addSpares(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string, devs: string[]): Promise<void> {
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  for (const d of devs) {
+    if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
+    const opened = await openDevice(d, { exclusive: true });
+    const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
+    try {
+      await r.array.addMember(dev, { deviceUuid: randomBytes(16) });
+    } catch (e) {
+      await dev.close();
+      throw e;
+    }
+    ctx.registry.changed();
+    if (!a.quiet) io.err(`tsmd: added ${shown(a, d)}\n`);
+  }
 }
 
 export { uuidText };
