@@ -186,18 +186,24 @@ chunk size or another layout. A reshape runs in the background (see
 --status, --detail; --wait waits for it; --action=frozen / idle pause and
 resume it) and survives a crash or a stop: it resumes at the next assembly.
 The data offset moves down as mdadm 4.2 moves it, so no backup file is used.
-Level changes, shrinking, --size and raid0/1/10 reshapes are not supported
-yet and are refused without writing anything.
+raid1 gets or drops mirrors, raid10 (near layouts) more members, a linear
+array another member (--add), and --size changes the space used on each
+member (the new region is resynced). Shrinking with --array-size, backup
+files and other raid10 reshapes are not supported yet and are refused
+without writing anything.
 
 Options that are valid with --grow (-G):
   --bitmap=          -b : internal (add one) or none (remove it)
   --bitmap-chunk=       : chunk size of the bitmap added
-  --raid-devices=    -n : raid4/5/6: more members (spares added first)
+  --raid-devices=    -n : raid4/5/6, raid10 near: more members (spares added
+                          first); raid1: more or fewer mirrors
+  --add              -a : linear: a member appended (the array grows); with
+                          --raid-devices: spares added first
   --chunk=           -c : raid4/5/6: the new chunk size
   --layout=          -p : raid5/6: the new layout
   --force            -f : grow with fewer spares than new members (degraded)
   --level=           -l : (reshape, not supported yet)
-  --size=            -z : (reshape, not supported yet)
+  --size=            -z : space used on each member, KiB, or max
   --array-size=      -Z : (not supported yet)
   --backup-file=        : (not supported yet)
 `;

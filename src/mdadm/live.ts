@@ -692,8 +692,9 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
 
 /**
  * mdadm --grow on a running array: --bitmap=internal|none (with --bitmap-chunk and --delay),
- * and the raid4/5/6 reshapes --raid-devices, --chunk and --layout (growReshape); --level,
- * --size, --array-size and backup files are not yet.
+ * the raid4/5/6 reshapes --raid-devices, --chunk and --layout and raid10's --raid-devices
+ * (growReshape), raid1 --raid-devices, --size (growSizeLive), linear --add (growAddLive) and
+ * --level (growLevel); --array-size and backup files are not yet.
  */
 export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;

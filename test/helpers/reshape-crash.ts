@@ -275,10 +275,13 @@ export async function badGrowRequests(dir: string): Promise<void> {
       [['--grow', '/dev/md0', '--chunk=3'], 2, /invalid chunk\/rounding value: 3/],
       [['--grow', '/dev/md0', '--layout=bogus'], 1, /layout bogus not understood for raid5/],
       [['--grow', '/dev/md0', '--level=6'], 1, /--level is not supported yet by tsmd/],
-      [['--grow', '/dev/md0', '--size=1000'], 1, /--size is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--size=32'], 1, /component size must be larger than chunk size\./],
+      [['--grow', '/dev/md0', '--size=100M'], 1, /Cannot set device size for \/dev\/md0: No space left on device/],
+      [['--grow', '/dev/md0', '--size=max', '--raid-devices=5'], 1, /cannot change component size at the same time as other changes\./],
       [['--grow', '/dev/md0', '--array-size=1000'], 1, /--array-size is not supported yet by tsmd/],
       [['--grow', '/dev/md0', '--raid-devices=5', '--backup-file=/tmp/x'], 1, /--backup-file is not supported yet by tsmd/],
-      [['--grow', '/dev/md1', '--raid-devices=3'], 1, /reshaping raid1 is not supported yet by tsmd/],
+      [['--grow', '/dev/md1', '--raid-devices=3'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
+      [['--grow', '/dev/md1', '--add', files[0]!], 1, /can only add devices to linear arrays/],
       [['--grow', '/dev/md1', '--chunk=128'], 1, /reshaping raid1 is not supported yet by tsmd/],
     ];
     for (const [args, status, msg] of refused) {
