@@ -62,7 +62,9 @@ async function verify(port: number, durable: Map<number, Buffer>, why: string): 
 
 export interface Kind {
   name: string;
-  level: 5 | 6;
+  level: 5 | 6 | 10;
+  /** --layout at create (raid10's n2) */
+  layout?: string;
   n: number;
   spares: number;
   grow: string[];
@@ -76,7 +78,13 @@ export const kinds: Kind[] = [
   { name: 'raid5 grow 4->5', level: 5, n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: true, disks: 5, chunkKiB: 64 },
   { name: 'raid6 grow 5->6', level: 6, n: 5, spares: 1, grow: ['--raid-devices=6'], bitmap: false, disks: 6, chunkKiB: 64 },
   { name: 'raid5 chunk 64K->128K', level: 5, n: 4, spares: 0, grow: ['--chunk=128'], bitmap: false, disks: 4, chunkKiB: 128 },
+  { name: 'raid10 near=2 grow 4->5', level: 10, layout: 'n2', n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: false, disks: 5, chunkKiB: 64 },
 ];
+
+/** What each member adds to the array (raid10 near=2: half a member), as a count of members. */
+function dataMembers(level: number, disks: number): number {
+  return level === 10 ? disks / 2 : disks - (level === 6 ? 2 : 1);
+}
 
 /** One reshape kind: create, grow, kill -9 at random moments, finish, judge. */
 export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
@@ -88,7 +96,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
   const opts = ['--speed-limit-max=250'];
   let d = await startDaemon(runDir, opts);
   try {
-    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...files.slice(0, k.n)]);
+    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', ...(k.layout ? [`--layout=${k.layout}`] : []), '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...files.slice(0, k.n)]);
     assert.equal(r.status, 0, r.stderr);
     for (const f of files.slice(k.n)) {
       r = d.tsmd(['/dev/md0', '--add', f]);
@@ -223,9 +231,10 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     await verify(d.info.nbd!.port, durable, 'after the reshape');
     {
       const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
-      const dataDisks = k.disks - (k.level === 6 ? 2 : 1);
-      assert.equal(c.sizeBytes % (dataDisks * k.chunkKiB * 1024), 0);
-      if (k.spares) assert.ok(c.sizeBytes > (k.n - (k.level === 6 ? 2 : 1)) * 11 * MiB, `the export grew (${c.sizeBytes})`);
+      // whole stripes (raid10: whole chunks, a stripe being a fraction of a row)
+      const stripeBytes = (k.level === 10 ? 1 : dataMembers(k.level, k.disks)) * k.chunkKiB * 1024;
+      assert.equal(c.sizeBytes % stripeBytes, 0);
+      if (k.spares) assert.ok(c.sizeBytes > dataMembers(k.level, k.n) * 11 * MiB, `the export grew (${c.sizeBytes})`);
       // after: the new space is writable
       const tail = randomBytes(BLOCK);
       await c.write(c.sizeBytes - BLOCK, tail, true);
