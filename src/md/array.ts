@@ -1191,6 +1191,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       resumeBitmap: () => {
         this.bitmap = this.makeBitmap();
       },
+      resyncFrom: (at) => this.lowerResyncPoint(at),
       finished: () => {
         this.startBitmapDaemon();
         this.kick();

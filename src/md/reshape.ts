@@ -67,6 +67,8 @@ export interface ReshapeHost {
   resumeBitmap(): void;
   /** a resync is owed (md's recovery_cp != MaxSector): the bitmap is written all set at the end */
   readonly resyncOwed: boolean;
+  /** md's recovery_cp lowered to `at` (resync space): raid10's grown region is resynced */
+  resyncFrom?(at: number): void;
   /** the reshape finished (superblocks written): look for other work */
   finished(): void;
 }
@@ -323,7 +325,7 @@ export class ReshapeEngine {
     const speed = first && last && last[0] > first[0] ? ((last[1] - first[1]) / 2 / ((last[0] - first[0]) / 1000)) : 0;
     return {
       doneSectors: Math.floor(v.position / g.perMember),
-      totalSectors: g.perMember === 1 ? v.newGeo.arraySectors : Number(this.host.sb.size),
+      totalSectors: g.perMember === 1 ? Math.min(v.oldGeo.arraySectors, v.newGeo.arraySectors) : Number(this.host.sb.size),
       speedKiBs: speed / g.perMember,
       windowSectors: first && last ? Math.floor((last[1] - first[1]) / g.perMember) : 0,
       windowSeconds: first && last ? Math.max(1, Math.round((last[0] - first[0]) / 1000)) : 1,
@@ -379,8 +381,10 @@ export class ReshapeEngine {
     const host = this.host;
     const view = this.view;
     const g = this.geo();
-    const total = view.newGeo.arraySectors;
     const oldSize = view.oldGeo.arraySectors;
+    // raid10 moves what the array holds (md's resync_max_sectors: the old size) and resyncs
+    // the grown region at the end (raid10_finish_reshape); raid4/5/6 write it in the new stripes
+    const total = this.host.sb.level === 10 ? Math.min(oldSize, view.newGeo.arraySectors) : view.newGeo.arraySectors;
     this.startedMs = host.clock.nowMs();
     this.startedAt = view.position;
     this.samples.length = 0;
@@ -619,6 +623,8 @@ export class ReshapeEngine {
         host.install(next);
         view.retire(next);
         host.resumeBitmap();
+        // raid10_finish_reshape: recovery_cp = the old size when the array grew
+        if (sb.level === 10 && next.syncSectors > view.oldGeo.syncSectors) host.resyncFrom?.(view.oldGeo.arraySectors);
       }, { bitmapBits: allSet ? 'all' : 'none' });
     });
     this.done = true;

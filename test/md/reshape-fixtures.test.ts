@@ -71,6 +71,8 @@ async function patternErrors(arr: MdArray, bytes: number): Promise<number> {
 }
 
 async function check(arr: MdArray): Promise<number> {
+  // a resync owed first (raid10_finish_reshape resyncs the grown region), as mdadm --wait
+  await arr.sync.runUntilIdle();
   await arr.setSyncAction('check');
   await arr.sync.runUntilIdle();
   return arr.sync.mismatchCnt;

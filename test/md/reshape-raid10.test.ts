@@ -80,6 +80,8 @@ async function verify(arr: MdArray, model: Map<number, number>, upTo: number): P
 }
 
 async function checkZero(arr: MdArray): Promise<number> {
+  // the grown region's resync first (raid10_finish_reshape), as mdadm --wait waits for it
+  await arr.sync.runUntilIdle();
   await arr.setSyncAction('check');
   await arr.sync.runUntilIdle();
   return arr.sync.mismatchCnt;
@@ -138,11 +140,17 @@ describe('raid10 near --grow --raid-devices', () => {
             await new Promise((r) => setTimeout(r, 1));
           }
         };
+        const seen = arr.sync.history.length;
         await Promise.all([writer(0), writer(1), writer(2), arr.reshape.wait()]);
         assert.ok(gen > 10, `writes ran during the reshape (${gen - 2})`);
         assert.equal(arr.reshape.lastError, null);
         assert.equal(arr.reshapeActive, false);
         await verify(arr, model, before);
+        // md: the reshape moves the old size, then the grown region is resynced (and only it)
+        await arr.sync.runUntilIdle();
+        const resync = arr.sync.history.slice(seen).filter((h) => h.kind === 'resync');
+        assert.equal(resync.length, 1, JSON.stringify(arr.sync.history));
+        assert.equal(resync[0]!.workedSectors, (arr.sizeBytes - before) / 512);
         assert.equal(arr.sizeBytes, Math.floor(((before / (64 * KiB)) * (c.disks + c.spares)) / c.disks) * 64 * KiB, 'the array grew by the new members / copies');
         // after: the new space too
         for (let off = before; off < arr.sizeBytes; off += MiB) {
