@@ -601,6 +601,7 @@ export class Daemon {
         syncOffload: this.syncOffload,
         cluster: this.cluster,
         changed: () => this.writeMdstat(),
+        mapDir: this.runDir,
         wrapDevice: this.faults
           ? (dev) => {
               const f = new FaultyBlockDevice(dev);

@@ -37,7 +37,8 @@ import { dataByteOffset, MAX_READ_ERRORS, type Member, MemberSet } from './membe
 import { Metadata, type MetadataHost, type UpdateOptions } from './metadata.js';
 import { planRecovery, type RecoveryHost } from './recovery.js';
 import { growMirrors, growSize, linearAdd, type MirrorsRequest, type ResizeHost, type SizeRequest, type SizeResult } from './resize.js';
-import { cannotContinue, ReshapeEngine, type ReshapeHost, type ReshapeRequest, settleReshapeOffsets, startReshape } from './reshape.js';
+import { cannotContinue, needsBackupFile, ReshapeEngine, type ReshapeHost, type ReshapeRequest, settleReshapeOffsets, slotCount, startReshape } from './reshape.js';
+import { BackupFile } from './backup-file.js';
 import { bitmapMatches, loadBitmaps, loadSuperblock } from './sb-io.js';
 import { DEFAULT_SYNC_LIMITS, SyncEngine, type SyncHost, type SyncLimits } from './sync.js';
 
@@ -95,6 +96,19 @@ export interface AssembleOptions {
    * version 5 with more than one slot) writable; without it such an array is refused.
    */
   cluster?: ClusterSetup | null;
+  /**
+   * mdadm --assemble --backup-file: the backup file of a reshape that keeps the data offset
+   * (a shrink in place). Without it such an array is refused unless read-only, as mdadm
+   * refuses it ("Need a backup file to complete reshape of this array."). `remove` is called
+   * when the reshape is done (mdadm unlinks the file then).
+   */
+  backupFile?: BackupFileHandle | null;
+}
+
+/** A backup file opened by the caller (the CLI creates or opens it; md/ writes through it). */
+export interface BackupFileHandle {
+  dev: BlockDevice;
+  remove?: () => Promise<void>;
 }
 
 export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, MetadataHost, ClusterArrayHost {
@@ -149,10 +163,15 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   private readonly io: MemberIoAdapter;
   /** Ranges of a slot being rebuilt onto its replacement from the others (copy fallback). */
   readonly rebuildingForReplacement = new Map<number, [number, number]>();
+  /** md's array_size set by --grow --array-size (runtime only, never on disk); null: the personality's */
+  private arraySizeLimit: number | null = null;
+  /** the reshape's backup file (mdadm --backup-file), while a reshape in place runs */
+  private backup: BackupFile | null = null;
+  private backupRemove: (() => Promise<void>) | null = null;
 
   private constructor(plan: AssemblyPlan, opts: AssembleOptions) {
     const sb: Superblock1 = { ...plan.fresh, devRoles: plan.fresh.devRoles.slice() };
-    this.memberSet = new MemberSet(plan.members, () => this.meta.sb.raidDisks);
+    this.memberSet = new MemberSet(plan.members, () => slotCount(this.meta.sb));
     this.members = this.memberSet.list;
     this.meta = new Metadata(sb, this);
     this.report = plan.report;
@@ -164,6 +183,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     assert(typeof opts.clock?.wallMs === 'function', 'an array is assembled with a clock');
     this.clock = opts.clock;
     this.io = new MemberIoAdapter(this, opts.syncOffload ?? null);
+    if (opts.backupFile) this.useBackupFile(opts.backupFile);
     settleReshapeOffsets(sb, this.members);
     this.personality = buildPersonality(sb, this.members, this.io);
     this.levelDesc = levelByNumber(this.personality.level);
@@ -186,6 +206,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       return await MdArray.assembleInner(devs, opts);
     } catch (e) {
       await Promise.all(devs.map((d) => d.close().catch(() => {})));
+      await opts.backupFile?.dev.close().catch(() => {});
       throw e;
     }
   }
@@ -244,8 +265,21 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     await Promise.all(devs.filter((d) => !used.has(d)).map((d) => d.close().catch(() => {})));
     const clustered = clusterOf(plan.members);
     if (clustered && !opts.readOnly) await prepareClusterMembers(plan.members, clustered, opts.cluster ?? null, log);
+    // mdadm Assemble.c: a reshape that keeps the data offset continues only with its backup file
+    if (needsBackupFile(plan.fresh) && !opts.readOnly && !opts.backupFile)
+      throw new TsmdError('EINVAL', 'Need a backup file to complete reshape of this array.\nPlease provided one with "--backup-file=..."');
     const arr = new MdArray(plan, opts);
     startDecision(plan, (a) => arr.personality.canRun(a), !!opts.run, log);
+    // mdadm's Grow_restart: a critical section the crash left half written is restored now,
+    // before any request reads it
+    if (!arr.isReadOnly && arr.reshapeBlocked) {
+      try {
+        await arr.reshape.restoreBackup();
+      } catch (e) {
+        await arr.close().catch(() => {});
+        throw e;
+      }
+    }
     if (clustered && !opts.readOnly) await arr.joinCluster(opts.cluster!, clustered.nodes);
     return arr;
   }
@@ -347,7 +381,75 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   }
 
   get sizeBytes(): number {
-    return this.personality.arraySectors * 512;
+    return this.exportedSectors * 512;
+  }
+
+  /** the array size served (md's array_sectors): the personality's, or less after --array-size */
+  get exportedSectors(): number {
+    const p = this.personality.arraySectors;
+    return this.arraySizeLimit === null ? p : Math.min(p, this.arraySizeLimit);
+  }
+
+  /**
+   * mdadm --grow --array-size (md's array_size sysfs attribute): the size the array is served
+   * with, at most what the personality holds ('max': md's "default", the personality's size).
+   * Runtime only: nothing is written, and an assembly starts with the full size again.
+   */
+  setArraySize(sectors: number | 'max'): void {
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (sectors === 'max') {
+      this.arraySizeLimit = null;
+      return;
+    }
+    // md's array_size_store: E2BIG, which mdadm reports so
+    if (sectors > this.personality.arraySectors) throw new TsmdError('EINVAL', '--array-size setting is too large.');
+    this.arraySizeLimit = sectors;
+    this.log(`md: ${this.name}: array size set to ${sectors / 2}K`);
+  }
+
+  private useBackupFile(h: BackupFileHandle): void {
+    this.backup = new BackupFile(h.dev, this.sb.setUuid, () => Math.floor(this.clock.wallMs() / 1000));
+    this.backupRemove = h.remove ?? null;
+  }
+
+  /** the backup file the reshape uses, if any (its path) */
+  get backupFileName(): string | null {
+    return this.backup?.name ?? null;
+  }
+
+  /**
+   * mdadm --grow --continue: a reshape paused (frozen) or waiting for its backup file goes on;
+   * a backup file given now is taken (and a critical section it holds restored first).
+   */
+  async continueReshape(backup: BackupFileHandle | null, md: string): Promise<void> {
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (!this.reshapeBlocked) {
+      await backup?.dev.close();
+      throw new TsmdError('EINVAL', `${md}: no reshape in progress`);
+    }
+    if (this.isReadOnly) {
+      await backup?.dev.close();
+      throw new TsmdError('EROFS', `${md} is read-only${this.reshapeStuck ? `: ${this.reshapeStuck}` : ''}`);
+    }
+    if (backup) {
+      if (this.backup) await backup.dev.close();
+      else this.useBackupFile(backup);
+    }
+    if (needsBackupFile(this.sb) && !this.backup) throw new TsmdError('EINVAL', `${md}: Need a backup file to complete reshape of this array.\nPlease provided one with "--backup-file=..."`);
+    await this.reshape.freeze();
+    await this.reshape.restoreBackup();
+    this.reshape.thaw();
+  }
+
+  /** The reshape no longer needs its backup file: closed, and removed (mdadm unlinks it). */
+  private async dropBackupFile(remove: boolean): Promise<void> {
+    const b = this.backup;
+    const rm = this.backupRemove;
+    this.backup = null;
+    this.backupRemove = null;
+    if (!b) return;
+    await b.close().catch(() => {});
+    if (remove && rm) await rm().catch((e: unknown) => this.log(`md: removing the backup file ${b.name}: ${(e as Error).message}`, 'warn'));
   }
 
   get events(): bigint {
@@ -1081,7 +1183,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
    * mdadm --grow --raid-devices / --chunk / --layout on raid4/5/6 (reshape.ts): checks, the
    * superblocks of the reshape, and the engine started in the background. false: no change.
    */
-  async grow(req: ReshapeRequest): Promise<boolean> {
+  async grow(req: ReshapeRequest & { backup?: BackupFileHandle }): Promise<boolean> {
     const md = req.devName ?? this.name;
     if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
     if (this.isReadOnly) throw new TsmdError('EROFS', `${md} is read-only`);
@@ -1090,9 +1192,19 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     while (this.sync.busy && !this.sync.current) await this.clock.sleep(5);
     if (this.sync.current || this.resyncPoint !== MAX_SECTOR || this.rebuildingSlots.length > 0)
       throw new TsmdError('EBUSY', `${md} is performing resync/recovery and cannot be reshaped`);
-    const started = await startReshape(this.reshapeHost(), req);
+    if (req.backup) this.useBackupFile(req.backup);
+    let started = false;
+    try {
+      started = await startReshape(this.reshapeHost(), { ...req, backupFile: !!req.backup });
+    } finally {
+      // the file serves only a reshape in place; otherwise (or refused) it is let go
+      if (!started || (this.sb.featureMap & Feature.NEW_OFFSET) !== 0) await this.dropBackupFile(true);
+    }
+    // a level change after the reshape (raid6 -> raid5, level-reshape.ts): at its end, or now
+    if (started && req.then) this.reshape.afterFinish = req.then;
+    else if (req.then) await this.reshape.takeoverNow(req.then);
     if (started) this.reshape.kick();
-    return started;
+    return started || req.then !== undefined;
   }
 
   /** The checks every --grow makes first (mdadm's freeze: no resync/recovery, no reshape). */
@@ -1167,7 +1279,16 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       get resyncOwed() {
         return self.resyncPoint !== MAX_SECTOR;
       },
+      get backup() {
+        return self.backup;
+      },
+      get exportedSectors() {
+        return self.exportedSectors;
+      },
       log: (msg, level) => this.log(msg, level),
+      get devName() {
+        return self.name;
+      },
       limits: () => this.sync.limits,
       update: (mutate, opts) => this.meta.update(mutate, opts),
       quiesced: async (fn) => {
@@ -1193,6 +1314,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       },
       resyncFrom: (at) => this.lowerResyncPoint(at),
       finished: () => {
+        void this.dropBackupFile(true);
         this.startBitmapDaemon();
         this.kick();
       },
@@ -1330,6 +1452,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     this.bitmapTimer?.cancel();
     this.bitmapTimer = null;
     await this.reshape.stop().catch(() => {});
+    await this.dropBackupFile(false);
     await this.sync.stop().catch(() => {});
     if (this.cleaning) await this.cleaning.catch(() => {});
     try {
@@ -1392,7 +1515,7 @@ async function prepareClusterMembers(members: Member[], c: { nodes: number; clus
 /** Build the personality for the array's geometry (old/new split when a reshape is active). */
 function buildPersonality(sb: Superblock1, members: readonly Member[], io: MemberIo): Personality {
   const memberSectors: number[] = [];
-  for (let s = 0; s < sb.raidDisks; s++) {
+  for (let s = 0; s < slotCount(sb); s++) {
     const m = members.find((x) => x.slot === s);
     memberSectors.push(m ? Number(m.loaded.sb.dataSize) : 0);
   }
@@ -1410,7 +1533,12 @@ function buildPersonality(sb: Superblock1, members: readonly Member[], io: Membe
       const own = m?.loaded.sb;
       return own && ((own.featureMap & Feature.NEW_OFFSET) !== 0 || own.events !== sb.events) ? own.newOffset : sb.newOffset;
     };
-    return new ReshapeView(sb, io, make, shiftOf);
+    // members rebuilt along with the reshape (raid5.c: recovery_offset follows reshape_position)
+    const rebuiltTo = (slot: number): number | null => {
+      const m = members.find((x) => x.slot === slot && !x.faulty && !x.replacement);
+      return m ? m.recoveryOffset : null;
+    };
+    return new ReshapeView(sb, io, make, shiftOf, rebuiltTo);
   }
   return make(sb.level, sb.layout, sb.chunkSize, sb.raidDisks, io);
 }

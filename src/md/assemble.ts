@@ -15,6 +15,7 @@ import { deviceRole, Feature, isActiveRole, MAX_SECTOR, Role, type Superblock1, 
 import type { BlockDevice } from '../io/block-device.js';
 import { findLevel } from '../raid/levels.js';
 import type { Member } from './members.js';
+import { slotCount } from './reshape.js';
 import type { LoadedSuperblock } from './sb-io.js';
 
 export interface AssemblyReport {
@@ -111,7 +112,7 @@ export function planAssembly(found: readonly Candidate[], opts: { force?: boolea
     if (role === Role.FAULTY) {
       log(`${dev.name} is marked faulty in the array; not using it`);
       report.stale.push(dev.name);
-    } else if (isActiveRole(role) && role < fresh.raidDisks) {
+    } else if (isActiveRole(role) && role < slotCount(fresh)) {
       if (behind && !opts.force) kick();
       else if ((l.sb.featureMap & Feature.REPLACEMENT) !== 0) {
         // a replacement being built for the slot: paired with its original below
@@ -135,7 +136,7 @@ export function planAssembly(found: readonly Candidate[], opts: { force?: boolea
     }
   }
   pairReplacements(members, bySlot, fresh, report, log);
-  for (let s = 0; s < fresh.raidDisks; s++) if (!bySlot.has(s)) report.missingSlots.push(s);
+  for (let s = 0; s < slotCount(fresh); s++) if (!bySlot.has(s)) report.missingSlots.push(s);
   return { fresh, members, report };
 }
 
@@ -169,7 +170,7 @@ function pairReplacements(members: Member[], bySlot: Map<number, Member>, fresh:
  */
 export function startDecision(plan: AssemblyPlan, canRun: (available: readonly boolean[]) => boolean, run: boolean, log: (msg: string) => void): void {
   const { fresh, report } = plan;
-  const available = Array.from({ length: fresh.raidDisks }, (_, s) => plan.members.some((m) => m.slot === s && !m.replacement && m.recoveryOffset === null));
+  const available = Array.from({ length: slotCount(fresh) }, (_, s) => plan.members.some((m) => m.slot === s && !m.replacement && m.recoveryOffset === null));
   const usable = available.filter(Boolean).length;
   if (!canRun(available))
     throw new TsmdError('EIO', `${levelText(fresh.level)} array ${uuidText(fresh.setUuid)}: only ${usable} of ${fresh.raidDisks} members usable - not enough to start the array`);

@@ -55,7 +55,8 @@ export class MemberIoAdapter implements MemberIo {
   }
 
   get slots(): number {
-    return this.host.raidDisks;
+    // during a shrink the leaving members keep their slots (MemberSet.raidDisks)
+    return this.host.memberSet.raidDisks;
   }
 
   get anyWriteMostly(): boolean {

@@ -40,9 +40,11 @@ import { Scratch } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import { runLimited } from '../util/async.js';
 import { raid10CannotContinue, raid10DataDisks, startRaid10Reshape } from './reshape-raid10.js';
+import { type BackupFile, backupBlocks } from './backup-file.js';
 import type { Member, MemberSet } from './members.js';
 import type { UpdateOptions } from './metadata.js';
 import type { SyncLimits } from './sync.js';
+import { applyTakeover } from './level-reshape.js';
 
 /** What the engine asks of the array (MdArray implements it in a few lines). */
 export interface ReshapeHost {
@@ -71,6 +73,12 @@ export interface ReshapeHost {
   resyncFrom?(at: number): void;
   /** the reshape finished (superblocks written): look for other work */
   finished(): void;
+  /** the array's name for messages (/dev/md0) */
+  readonly devName?: string;
+  /** the backup file for critical sections (mdadm --backup-file), when the data offset stays */
+  readonly backup: BackupFile | null;
+  /** the array size served now (md's array_size: --array-size may have made it smaller) */
+  readonly exportedSectors: number;
 }
 
 /** A --grow request: the geometry to reach (unset fields keep the current value). */
@@ -82,6 +90,29 @@ export interface ReshapeRequest {
   force?: boolean;
   /** the device name for messages (/dev/md0) */
   devName?: string;
+  /**
+   * A level change first (md's level_store, which mdadm's --grow --level does before the
+   * reshape, level-reshape.ts): the geometry the array takes over in place (raid5 as raid6
+   * *_6 with the Q slot empty, raid0 as raid5 parity-last with the parity slot empty) and
+   * the reshape starts from; both are recorded in the one transaction that starts it.
+   */
+  takeover?: TakeoverGeometry;
+  /** A level change once the reshape is done (mdadm's forked impose_level; level-reshape.ts). */
+  then?: TakeoverGeometry;
+  /**
+   * mdadm --backup-file: where the data offset cannot move, the critical sections are saved
+   * there (the engine uses host.backup; this only says that one was given)
+   */
+  backupFile?: boolean;
+}
+
+/** The geometry a takeover installs (data stays where it is). */
+export interface TakeoverGeometry {
+  level: number;
+  layout: number;
+  raidDisks: number;
+  /** component size (md's dev_sectors): set when the old level had none (raid0) */
+  sizeSectors?: number;
 }
 
 export interface ReshapeProgress {
@@ -121,20 +152,65 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
   if (sb.level === 10) return raid10CannotContinue(sb, members);
   if (!levelIs456(sb.level) || sb.newLevel !== sb.level)
     return `the reshape from raid${sb.level} to raid${sb.newLevel} is not supported by tsmd's reshape engine (raid4/5/6 grow, chunk and layout changes are)`;
-  if (sb.deltaDisks < 0 || (sb.featureMap & Feature.RESHAPE_BACKWARDS) !== 0)
-    return 'the reshape runs backwards (a shrink, or a data offset moved up): not supported yet by tsmd';
-  if ((sb.featureMap & Feature.NEW_OFFSET) === 0)
-    return 'the reshape keeps the data offset (it needs a backup file): not supported yet by tsmd';
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) return 'the array is clustered: md-cluster reshapes are not supported';
+  const back = isBackwards(sb);
+  if ((sb.featureMap & Feature.NEW_OFFSET) === 0 && !back)
+    return 'the reshape keeps the data offset and runs forwards (a backup file on a spare or file): not supported yet by tsmd';
   const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
   for (const m of members) {
     if (m.faulty || m.slot === null) continue;
-    if (m.recoveryOffset !== null) return `${m.dev.name} is being rebuilt along with the reshape: not supported yet by tsmd`;
+    const behind = rebuildBehind(sb, m);
+    if (behind !== null) return behind;
+    if ((sb.featureMap & Feature.NEW_OFFSET) === 0) continue; // in place: the backup file covers it
     const own = m.loaded.sb;
     const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 ? own.newOffset : sb.newOffset;
-    if (shift >= 0 || -shift < maxChunk) return `new offset ${shift} of ${m.dev.name} leaves no room to move a ${maxChunk}-sector chunk forwards`;
+    if (back ? shift < maxChunk : shift >= 0 || -shift < maxChunk)
+      return `new offset ${shift} of ${m.dev.name} leaves no room to move a ${maxChunk}-sector chunk ${back ? 'backwards' : 'forwards'}`;
   }
   return null;
+}
+
+/**
+ * A member rebuilt along with the reshape (raid5.c: not In_sync, recovery_offset set while
+ * RESHAPE_ACTIVE; reshape_request raises it with the reshape so that it follows
+ * reshape_position): the engine continues it when its recovery_offset reaches the member rows
+ * the new geometry fills below reshape_position; the old geometry has it missing. Why not
+ * (null: fine, or not rebuilt).
+ */
+function rebuildBehind(sb: Superblock1, m: Member): string | null {
+  if (m.recoveryOffset === null) return null;
+  if (m.replacement) return `${m.dev.name} replaces a member during the reshape: not supported by tsmd`;
+  const newD = dataDisks(sb.newLevel, sb.newLayout, sb.raidDisks, sb.newChunk);
+  const need = rowEnd(Number(sb.reshapePosition), newD, sb.newChunk);
+  if (m.recoveryOffset < need)
+    return `${m.dev.name} is rebuilt along with the reshape, but its recovery offset ${m.recoveryOffset} is behind the reshape position (member sector ${need})`;
+  return null;
+}
+
+/**
+ * md's reshape_backwards: a shrink always runs backwards (update_raid_disks), and a reshape
+ * that keeps the number of devices does when its superblock says so (RESHAPE_BACKWARDS, which
+ * md writes only when delta_disks is 0: super_1_sync).
+ */
+export function isBackwards(sb: Superblock1): boolean {
+  return sb.deltaDisks < 0 || (sb.featureMap & Feature.RESHAPE_BACKWARDS) !== 0;
+}
+
+/**
+ * The reshape keeps the data offset, so its critical sections go through a backup file
+ * (mdadm Assemble.c: reshape_active without RESHAPE_NO_BACKUP and delta_disks <= 0 needs
+ * --backup-file to assemble).
+ */
+export function needsBackupFile(sb: Superblock1): boolean {
+  return (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (sb.featureMap & Feature.NEW_OFFSET) === 0 && levelIs456(sb.level) && sb.deltaDisks <= 0;
+}
+
+/**
+ * How many slots the members occupy: during a shrink the leaving members keep their roles
+ * (md sizes conf->disks by the larger of raid_disks and previous_raid_disks).
+ */
+export function slotCount(sb: Superblock1): number {
+  return (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0 ? Math.max(sb.raidDisks, sb.raidDisks - sb.deltaDisks) : sb.raidDisks;
 }
 
 /**
@@ -183,69 +259,140 @@ export function roomBefore(m: Member): number {
 export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Promise<boolean> {
   const sb = host.sb;
   const md = req.devName ?? 'the array';
-  if (sb.level === 10) return startRaid10Reshape(host, req, roomBefore);
-  if (!levelIs456(sb.level)) throw new TsmdError('ENOTSUP', `${md}: reshaping raid${sb.level} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk, --layout are)`);
+  if (sb.level === 10 && !req.takeover) return startRaid10Reshape(host, req, roomBefore);
+  // the geometry the reshape starts from: the array's, or the one a level change installs first
+  const t = req.takeover;
+  const cur = t ? { ...sb, level: t.level, layout: t.layout, raidDisks: t.raidDisks, size: BigInt(t.sizeSectors ?? Number(sb.size)) } : sb;
+  if (!levelIs456(cur.level)) throw new TsmdError('ENOTSUP', `${md}: reshaping raid${cur.level} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk, --layout are)`);
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) throw new TsmdError('ENOTSUP', `${md} is clustered: md-cluster reshapes are not supported by tsmd`);
-  const disks = req.raidDisks ?? sb.raidDisks;
-  const chunk = req.chunkSectors ?? sb.chunkSize;
-  const layout = req.layout ?? sb.layout;
-  if (disks === sb.raidDisks && chunk === sb.chunkSize && layout === sb.layout) return false;
-  const minDisks = sb.level === 6 ? 4 : 2;
-  if (disks < minDisks) throw new TsmdError('EINVAL', `${md}: raid${sb.level} needs at least ${minDisks} devices`);
-  if (disks < sb.raidDisks)
-    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size=${arraySizeKiB(sb, disks, chunk, layout)}`);
+  const disks = req.raidDisks ?? cur.raidDisks;
+  const chunk = req.chunkSectors ?? cur.chunkSize;
+  const layout = req.layout ?? cur.layout;
+  if (disks === cur.raidDisks && chunk === cur.chunkSize && layout === cur.layout) return false;
+  const minDisks = cur.level === 6 ? 4 : 2;
+  if (disks < minDisks) throw new TsmdError('EINVAL', `${md}: raid${cur.level} needs at least ${minDisks} devices`);
+  // mdadm Grow_reshape: the new geometry must hold the array as it is served now
+  if (arraySizeKiB(cur, disks, chunk, layout) * 2 < host.exportedSectors)
+    throw new TsmdError('EINVAL', `this change will reduce the size of the array.\n       use --grow --array-size first to truncate array.\n       e.g. mdadm --grow ${md} --array-size ${arraySizeKiB(cur, disks, chunk, layout)}`);
   if (chunk < 8 || (chunk & (chunk - 1)) !== 0) throw new TsmdError('EINVAL', `invalid chunk size ${chunk / 2}K`);
-  if (Number(sb.size) % chunk !== 0)
-    throw new TsmdError('EINVAL', `component size ${Number(sb.size) / 2}K is not a multiple of the new chunk size ${chunk / 2}K`);
-  const oldD = dataDisks(sb.level, sb.layout, sb.raidDisks, sb.chunkSize);
-  const newD = dataDisks(sb.level, layout, disks, chunk);
-  const delta = disks - sb.raidDisks;
+  if (Number(cur.size) % chunk !== 0)
+    throw new TsmdError('EINVAL', `component size ${Number(cur.size) / 2}K is not a multiple of the new chunk size ${chunk / 2}K`);
+  const oldD = dataDisks(cur.level, cur.layout, cur.raidDisks, cur.chunkSize);
+  const newD = dataDisks(cur.level, layout, disks, chunk);
+  const delta = disks - cur.raidDisks;
+  // the slots of the takeover's new parity/Q (empty): md's raid5_start_reshape adds spares to
+  // empty slots first, and one below the old raid_disks is rebuilt along with the reshape
+  // (recovery_offset 0) while one above is In_sync (the reshape fills it)
+  const holes = t ? Array.from({ length: t.raidDisks - sb.raidDisks }, (_, i) => sb.raidDisks + i) : [];
+  const need = holes.length + Math.max(0, delta);
   const spares = host.memberSet.list.filter((m) => m.slot === null && !m.faulty);
-  if (spares.length < delta && !req.force)
-    throw new TsmdError('EINVAL', `Need ${delta} spare${delta === 1 ? '' : 's'} to avoid degraded array, and only have ${spares.length}.\n       Use --force to over-ride this check.`);
-  const joining = spares.slice(0, delta);
-  const moving = [...host.memberSet.list.filter((m) => m.slot !== null && !m.faulty), ...joining];
+  if (spares.length < need && !req.force)
+    throw new TsmdError('EINVAL', `Need ${need} spare${need === 1 ? '' : 's'} to avoid degraded array, and only have ${spares.length}.\n       Use --force to over-ride this check.`);
+  const filling = spares.slice(0, holes.length);
+  const joining = spares.slice(holes.length, need);
+  const moving = [...host.memberSet.list.filter((m) => m.slot !== null && !m.faulty), ...filling, ...joining];
   const maxChunk = Math.max(chunk, sb.chunkSize);
-  const room = Math.min(...moving.map(roomBefore));
-  // how far the data moves down: a grow gains room as it goes (the new rows advance slower
-  // than the old), so a few chunks do, as mdadm's choice (fixtures: 3-4 chunks) leaves room
-  // for a later reshape; a reshape that keeps the number of data disks moves by the same
-  // distance all along, and each step can be no longer than that distance: all the room
-  const roomChunks = Math.floor(room / maxChunk);
-  const shift = -Math.min(roomChunks, delta > 0 ? 4 : roomChunks) * maxChunk;
-  if (-shift < maxChunk)
-    throw new TsmdError('ENOTSUP', `${md}: only ${room} sectors free before the data: moving the data offset needs ${maxChunk}; a reshape with a backup file is not supported yet by tsmd`);
+  const plan = planOffset(host, { md, delta, maxChunk, oldD, newD, oldChunk: sb.chunkSize, newChunk: chunk, moving, backupFile: !!req.backupFile });
+  const shift = plan.shift;
   for (const m of joining) {
     if (Number(m.loaded.sb.dataSize) < Number(sb.size)) throw new TsmdError('ENOSPC', `${m.dev.name} is too small to join ${md}`);
   }
-  void oldD;
-  void newD;
+  if (plan.backup) {
+    // mdadm: "Need to backup 384K of critical section.." then the backup file is made
+    const need = `Need to backup ${plan.backupBlocks / 2}K of critical section..`;
+    if (!host.backup) throw new TsmdError('EINVAL', `${need}\n${md}: Cannot grow - need backup-file\n Please provide one with "--backup=..."`);
+    host.log(`mdadm: ${need}`);
+    await host.backup.initialise(plan.backupBlocks);
+  }
   await host.quiesced(async () => {
     await host.personality.flush();
     await host.update(() => {
+      if (t) {
+        // md's level_store (the takeover) in the same transaction as the reshape's start
+        sb.level = t.level;
+        sb.layout = t.layout;
+        sb.size = cur.size;
+        sb.featureMap &= ~Feature.RAID0_LAYOUT;
+      }
+      filling.forEach((m, i) => {
+        m.slot = holes[i]!;
+        m.recoveryOffset = 0; // raid5_start_reshape: below previous_raid_disks, rebuilt with the reshape
+      });
       joining.forEach((m, i) => {
-        m.slot = sb.raidDisks + i;
+        m.slot = cur.raidDisks + i;
         m.recoveryOffset = null; // md's raid5_start_reshape: a new member is In_sync, the reshape fills it
       });
       for (const m of moving) m.loaded.sb.newOffset = shift;
+      const oldSectors = host.personality.arraySectors;
       sb.deltaDisks = delta;
       sb.raidDisks = disks;
       sb.newLevel = sb.level;
       sb.newLayout = layout;
       sb.newChunk = chunk;
       sb.newOffset = shift;
-      sb.reshapePosition = 0n;
-      sb.featureMap = (sb.featureMap & ~F_RESHAPE) | Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET;
+      // md's raid5_start_reshape: a backwards reshape starts at the end of the smaller geometry
+      const newSectors = arraySizeKiB(sb, disks, chunk, layout) * 2;
+      sb.reshapePosition = plan.backwards ? BigInt(Math.min(oldSectors, newSectors)) : 0n;
+      sb.featureMap = (sb.featureMap & ~F_RESHAPE) | Feature.RESHAPE_ACTIVE;
+      if (shift !== 0) sb.featureMap |= Feature.NEW_OFFSET;
+      // md writes RESHAPE_BACKWARDS only when the number of devices stays (super_1_sync)
+      if (plan.backwards && delta === 0) sb.featureMap |= Feature.RESHAPE_BACKWARDS;
       host.suspendBitmap();
       host.install(host.makePersonality(sb));
     });
   });
-  host.log(`md: reshape of RAID array ${md} started (${delta ? `${sb.raidDisks - delta}->${disks} devices` : ''}${chunk !== sb.chunkSize ? ` chunk ${sb.chunkSize / 2}K->${chunk / 2}K` : ''}${layout !== sb.layout ? ` layout ${sb.layout}->${layout}` : ''}, new offset ${shift})`);
+  host.log(`md: reshape of RAID array ${md} started (${delta ? `${sb.raidDisks - delta}->${disks} devices` : ''}${chunk !== sb.chunkSize ? ` chunk ${sb.chunkSize / 2}K->${chunk / 2}K` : ''}${layout !== sb.layout ? ` layout ${sb.layout}->${layout}` : ''}${filling.length ? `, ${filling.map((m) => m.dev.name).join(' ')} rebuilt along with it` : ''}, ${plan.backup ? `in place with backup file ${host.backup!.name}` : `new offset ${shift}`}${plan.backwards ? ', backwards' : ''})`);
   return true;
 }
 
+/**
+ * Where the new geometry goes (mdadm 4.2's set_new_data_offset, or a backup file when the
+ * offset cannot move):
+ *  - a grow moves the data down (room before the data; the new rows advance slower than the
+ *    old, so a few chunks are enough and room is left for a later reshape);
+ *  - a shrink moves it up by mdadm's min_offset_change (backup_blocks / old data disks) when
+ *    that much room is free after the data and no --backup-file was given (mdadm then tries
+ *    the offset first), else it keeps the offset and runs with the backup file; it runs
+ *    backwards (the new rows advance faster than the old);
+ *  - a chunk or layout change moves the data down by all the room before it (every step can
+ *    be no longer than the distance moved), or, with no room before, up by all the room after
+ *    it, backwards.
+ */
+function planOffset(
+  host: ReshapeHost,
+  o: { md: string; delta: number; maxChunk: number; oldD: number; newD: number; oldChunk: number; newChunk: number; moving: Member[]; backupFile: boolean },
+): { shift: number; backwards: boolean; backup: boolean; backupBlocks: number } {
+  const blocks = backupBlocks(o.oldChunk, o.newChunk, o.oldD, o.newD);
+  const before = Math.min(...o.moving.map(roomBefore));
+  const after = Math.min(...o.moving.map((m) => roomAfter(m, Number(host.sb.size))));
+  const chunksBefore = Math.floor(before / o.maxChunk);
+  if (o.delta > 0) {
+    if (chunksBefore < 1)
+      throw new TsmdError('ENOTSUP', `${o.md}: only ${before} sectors free before the data: moving the data offset needs ${o.maxChunk}; a grow with a backup file is not supported yet by tsmd`);
+    return { shift: -Math.min(chunksBefore, 4) * o.maxChunk, backwards: false, backup: false, backupBlocks: blocks };
+  }
+  if (o.delta < 0) {
+    const min = Math.max(Math.ceil(blocks / o.oldD / o.maxChunk) * o.maxChunk, o.maxChunk);
+    if (!o.backupFile && after >= min) return { shift: min, backwards: true, backup: false, backupBlocks: blocks };
+    return { shift: 0, backwards: true, backup: true, backupBlocks: blocks };
+  }
+  if (chunksBefore >= 1) return { shift: -chunksBefore * o.maxChunk, backwards: false, backup: false, backupBlocks: blocks };
+  const chunksAfter = Math.floor(after / o.maxChunk);
+  if (chunksAfter >= 1) return { shift: chunksAfter * o.maxChunk, backwards: true, backup: false, backupBlocks: blocks };
+  throw new TsmdError('ENOTSUP', `${o.md}: only ${before} sectors free before the data and ${after} after it: moving the data offset needs ${o.maxChunk}; an in-place chunk or layout change with a backup file is not supported yet by tsmd`);
+}
+
+/**
+ * Sectors free after the data on this member (md's rdev->sectors - dev_sectors: what the
+ * data may move up by; md's new_offset_store refuses more with E2BIG). data_size ends before
+ * a 1.0 superblock and its bitmap.
+ */
+function roomAfter(m: Member, componentSectors: number): number {
+  return Math.max(0, Number(m.loaded.sb.dataSize) - componentSectors);
+}
+
 /** The array size in KiB the geometry would have (mdadm's --array-size hint). */
-function arraySizeKiB(sb: Superblock1, disks: number, chunk: number, layout: number): number {
+function arraySizeKiB(sb: Pick<Superblock1, 'level' | 'size'>, disks: number, chunk: number, layout: number): number {
   const d = dataDisks(sb.level, layout, disks, chunk);
   return Math.floor(Number(sb.size) / chunk) * chunk * d / 2;
 }
@@ -278,6 +425,12 @@ export class ReshapeEngine {
   lastError: Error | null = null;
   /** the last reshape this engine finished: array sectors it moved and how long that took */
   lastRun: { movedSectors: number; elapsedMs: number } | null = null;
+  /**
+   * A level change once the reshape is done (raid6 -> raid5: drop Q; level-reshape.ts), as
+   * mdadm's forked process imposes it after waiting for the reshape. Not on disk (neither is
+   * mdadm's process): a restart forgets it.
+   */
+  afterFinish: TakeoverGeometry | null = null;
 
   constructor(private readonly host: ReshapeHost) {}
 
@@ -300,13 +453,16 @@ export class ReshapeEngine {
     const oldDisks = sb.raidDisks - sb.deltaDisks;
     const oldD = dataDisks(sb.level, sb.layout, oldDisks, sb.chunkSize);
     const newD = dataDisks(sb.newLevel, sb.newLayout, sb.raidDisks, sb.newChunk);
-    let shift = -Infinity;
+    // the member whose data moves the least bounds every step: the closest to the old rows
+    const back = isBackwards(sb);
+    const inPlace = (sb.featureMap & Feature.NEW_OFFSET) === 0;
+    let shift = back ? Infinity : -Infinity;
     for (const m of this.host.memberSet.list) {
-      if (m.faulty || m.slot === null) continue;
+      if (m.faulty || m.slot === null || inPlace) continue;
       const own = (m.loaded.sb.featureMap & Feature.NEW_OFFSET) !== 0 ? m.loaded.sb.newOffset : sb.newOffset;
-      shift = Math.max(shift, own);
+      shift = back ? Math.min(shift, own) : Math.max(shift, own);
     }
-    if (shift === -Infinity) shift = sb.newOffset;
+    if (!Number.isFinite(shift)) shift = inPlace ? 0 : sb.newOffset;
     // raid10 moves whole chunks (its new "stripe" is a fraction of a row); md counts its
     // progress in array sectors (raid10's resync space)
     const r10 = sb.level === 10;
@@ -323,8 +479,9 @@ export class ReshapeEngine {
     const first = this.samples[0];
     const last = this.samples[this.samples.length - 1];
     const speed = first && last && last[0] > first[0] ? ((last[1] - first[1]) / 2 / ((last[0] - first[0]) / 1000)) : 0;
+    const done = v.backwards ? v.arraySectors - v.position : v.position;
     return {
-      doneSectors: Math.floor(v.position / g.perMember),
+      doneSectors: Math.floor(done / g.perMember),
       totalSectors: g.perMember === 1 ? Math.min(v.oldGeo.arraySectors, v.newGeo.arraySectors) : Number(this.host.sb.size),
       speedKiBs: speed / g.perMember,
       windowSectors: first && last ? Math.floor((last[1] - first[1]) / g.perMember) : 0,
@@ -381,6 +538,7 @@ export class ReshapeEngine {
     const host = this.host;
     const view = this.view;
     const g = this.geo();
+    const back = view.backwards;
     const oldSize = view.oldGeo.arraySectors;
     // raid10 moves what the array holds (md's resync_max_sectors: the old size) and resyncs
     // the grown region at the end (raid10_finish_reshape); raid4/5/6 write it in the new stripes
@@ -389,9 +547,17 @@ export class ReshapeEngine {
     this.startedAt = view.position;
     this.samples.length = 0;
     this.samples.push([this.startedMs, view.position]);
-    // one step is copied while the previous one is being checkpointed (its flush and
-    // superblock write): the steps are sized against the last checkpoint on disk, so a crash
-    // while both are in flight resumes from there with the old copy of everything above intact
+    if (back) await this.loopBackwards(view, g, oldSize);
+    else await this.loopForwards(view, g, total, oldSize);
+    if (back ? view.position <= 0 : view.position >= total) await this.finish(view);
+  }
+
+  /**
+   * Forwards: one step is copied while the previous one is being checkpointed (its flush and
+   * superblock write); the steps are sized against the last checkpoint on disk, so a crash
+   * while both are in flight resumes from there with the old copy of everything above intact.
+   */
+  private async loopForwards(view: ReshapeView, g: ReturnType<ReshapeEngine['geo']>, total: number, oldSize: number): Promise<void> {
     let durable = view.position;
     let p = view.position;
     // the checkpoint in flight (one at most)
@@ -415,34 +581,142 @@ export class ReshapeEngine {
         // reads that started before the frontier last moved may still be reading rows this
         // step overwrites: they finish first
         await view.drainOldReads();
+        // members rebuilt along with the reshape get the whole new stripes of the region
+        const rows = rowEnd(p + len, g.newD, g.newC);
+        view.rebuildRows = rows;
         await this.copy(view, p, len, oldSize, g.bulk ? g.newD * g.newC : g.unit, g.bulk);
         await settle();
         durable = p;
-        ck.pending = this.checkpoint(view, p + len);
+        ck.pending = this.checkpoint(view, p + len, rows);
         p += len;
         this.sample(p);
         await this.throttle(p);
       }
       await settle();
+    } catch (e) {
+      // a failed step: a member rebuilt along with the reshape is good up to its recorded
+      // recovery offset only
+      view.rebuildRows = 0;
+      throw e;
     } finally {
       // a failed step: its checkpoint in flight settles before the writes go on
       await settle().catch(() => {});
       view.release();
     }
-    if (view.position >= total) await this.finish(view);
+  }
+
+  /**
+   * Backwards (a shrink, or a reshape whose data offset moves up): a step at a time from the
+   * end, each checkpointed before the next; a step with no room is a critical section that
+   * goes through the backup file.
+   */
+  private async loopBackwards(view: ReshapeView, g: ReturnType<ReshapeEngine['geo']>, oldSize: number): Promise<void> {
+    while (view.position > 0 && !this.stopping && !this.frozenNow) {
+      const p = view.position;
+      const [lo, hi, critical] = this.stepBack(p, g);
+      // a critical section rewrites its own old rows: its reads wait too
+      await view.hold(lo, hi, critical);
+      try {
+        // reads that started before the frontier last moved may still be reading rows this
+        // step overwrites: they finish first (all of them for a critical section)
+        await view.drainOldReads(critical);
+        if (critical) await this.copyCritical(view, lo, hi, oldSize);
+        else await this.copy(view, lo, hi - lo, oldSize, g.newD * g.newC, true);
+        // md: the data the checkpoint vouches for is on stable storage before it
+        await view.flush();
+        await this.host.update(() => {
+          this.host.sb.reshapePosition = BigInt(lo);
+        }, { bump: false });
+        view.advance(lo);
+      } finally {
+        view.release();
+      }
+      this.sample(lo);
+      await this.throttle(lo);
+    }
   }
 
   /**
    * md: the data the checkpoint vouches for is on stable storage before it; then the frontier
    * moves and the writes held below it go on (to the new geometry).
    */
-  private async checkpoint(view: ReshapeView, end: number): Promise<void> {
-    await view.newGeo.flush();
+  private async checkpoint(view: ReshapeView, end: number, rows: number): Promise<void> {
+    await view.flush();
     await this.host.update(() => {
       this.host.sb.reshapePosition = BigInt(end);
+      // raid5.c reshape_request: recovery_offset follows the reshape
+      for (const m of this.rebuilding()) m.recoveryOffset = Math.max(m.recoveryOffset!, rows);
     }, { bump: false });
     view.advance(end);
     view.narrow(end);
+  }
+
+  /**
+   * A backwards step from p (the frontier; [p, end) is in the new geometry and checkpointed):
+   * [lo, p), lo on a new stripe, as long as the new rows it writes begin at or above the last
+   * old row that still holds data below p (md's reshape_safe rule, backwards). When not one
+   * stripe fits (a shrink near the start of the array, or a reshape in place), the step is a
+   * critical section: it goes through the backup file (as long as the file holds), and its
+   * new rows may overlap its own old rows, never those of the data below it.
+   */
+  private stepBack(p: number, g: ReturnType<ReshapeEngine['geo']>): [number, number, boolean] {
+    const S = g.newD * g.newC;
+    const limitRow = rowEnd(p, g.oldD, g.oldC);
+    const minLo = Math.max(0, Math.ceil((limitRow - g.shift) / g.newC) * S);
+    const bySpeed = this.host.limits().maxKiBs * 2 * g.newD / 4;
+    const cap = Math.max(g.unit, Math.min(MAX_STEP_SECTORS, bySpeed));
+    const lo = Math.ceil(Math.max(minLo, p - cap, 0) / S) * S;
+    if (lo < p) return [lo, p, false];
+    const backup = this.host.backup;
+    if (!backup) throw new TsmdError('EIO', `reshape cannot progress safely at sector ${p} without a backup file (new offset ${g.shift})`);
+    const room = Math.floor(backup.capacitySectors / S) * S;
+    if (room < S) throw new TsmdError('EIO', `the backup file ${backup.name} holds ${backup.capacitySectors} sectors: less than one stripe (${S})`);
+    const clo = Math.max(0, Math.ceil((p - room) / S) * S);
+    if (clo > 0 && rowOf(clo, g.newD, g.newC) + g.shift < rowEnd(clo, g.oldD, g.oldC))
+      throw new TsmdError('EIO', `reshape step [${clo}, ${p}) would overwrite data not yet moved, even with the backup file`);
+    return [clo, p, true];
+  }
+
+  /**
+   * A critical section [lo, hi): read all of it in the old geometry, save it to the backup
+   * file (durable, with its backup superblock), then write it in the new geometry over its
+   * own old rows (mdadm's save_stripes before the kernel moves the section). A crash while it
+   * is written leaves the backup for restoreBackup().
+   */
+  private async copyCritical(view: ReshapeView, lo: number, hi: number, oldSize: number): Promise<void> {
+    const buf = new Uint8Array((hi - lo) * 512);
+    const fromOld = Math.max(0, Math.min(hi - lo, oldSize - lo));
+    if (fromOld > 0) await view.oldGeo.read(buf.subarray(0, fromOld * 512), lo);
+    await this.host.backup!.save(lo, buf);
+    // whole new stripes: full-stripe writes, nothing read from the rows being overwritten
+    await view.newGeo.write(buf, lo);
+  }
+
+  /**
+   * At assembly (mdadm's Grow_restart, "restoring critical section"): a backup whose region
+   * is not yet recorded as reshaped is written in the new geometry, and reshape_position moves
+   * past it. A backup of a region already reshaped (or an empty file) changes nothing.
+   */
+  async restoreBackup(): Promise<boolean> {
+    const host = this.host;
+    const backup = host.backup;
+    const view = this.host.personality;
+    if (!backup || !(view instanceof ReshapeView) || host.readOnly) return false;
+    const bsb = await backup.load();
+    if (!bsb || bsb.sections.length === 0) return false;
+    const p = view.position;
+    const back = view.backwards;
+    const wanted = bsb.sections.filter((s) => (back ? s.arrayStart < p : s.arrayStart + s.sectors > p));
+    if (wanted.length === 0) return false;
+    for (const s of wanted) await view.newGeo.write(await backup.readSection(s), s.arrayStart);
+    await view.flush();
+    const next = back ? Math.min(p, ...wanted.map((s) => s.arrayStart)) : Math.max(p, ...wanted.map((s) => s.arrayStart + s.sectors));
+    await host.update(() => {
+      host.sb.reshapePosition = BigInt(next);
+    }, { bump: false });
+    view.advance(next);
+    host.log(`mdadm: restoring critical section (${wanted.map((s) => `${s.arrayStart}+${s.sectors}`).join(', ')} from ${backup.name})`);
+    return true;
   }
 
   private sample(pos: number): void {
@@ -455,7 +729,7 @@ export class ReshapeEngine {
   private async throttle(pos: number): Promise<void> {
     const maxKiBs = this.host.limits().maxKiBs;
     const g = this.geo();
-    const doneKiB = (pos - this.startedAt) / g.perMember / 2;
+    const doneKiB = Math.abs(pos - this.startedAt) / g.perMember / 2;
     const elapsedMs = this.host.clock.nowMs() - this.startedMs;
     const needMs = (doneKiB / maxKiBs) * 1000;
     if (needMs > elapsedMs) await this.host.clock.sleep(Math.min(1000, needMs - elapsedMs));
@@ -517,8 +791,14 @@ export class ReshapeEngine {
     await runLimited(jobs, PIECE_PARALLEL);
   }
 
+  /** The members rebuilt along with the reshape (md: !In_sync with a recovery_offset). */
+  private rebuilding(): Member[] {
+    return this.host.memberSet.list.filter((m) => m.slot !== null && !m.faulty && !m.replacement && m.recoveryOffset !== null);
+  }
+
   private bulkUsable(view: ReshapeView): boolean {
-    for (let s = 0; s < view.newIo.slots; s++) if (!view.newIo.available(s)) return false;
+    const rebuilt = new Set(this.rebuilding().map((m) => m.slot));
+    for (let s = 0; s < view.newIo.slots; s++) if (!view.newIo.available(s) && !rebuilt.has(s)) return false;
     return true;
   }
 
@@ -541,11 +821,18 @@ export class ReshapeEngine {
     try {
       const fromOld = Math.max(0, Math.min(n, oldSize - at));
       const s0 = Math.floor(at / (oldD * oC));
-      let bufs: Uint8Array[] = [];
+      let bufs: Array<Uint8Array | null> = [];
       if (fromOld > 0) {
-        const rows = (Math.ceil((at + fromOld) / (oldD * oC)) - s0) * oC;
-        bufs = Array.from({ length: oldG.raidDisks }, () => scratch.alloc(rows * B, false));
-        await Promise.all(bufs.map((b, slot) => view.oldIo.read(slot, s0 * oC, b)));
+        const s1 = Math.ceil((at + fromOld) / (oldD * oC));
+        const rows = (s1 - s0) * oC;
+        // a member rebuilt along with the reshape is missing in the old geometry: it is not
+        // read; if it held data of these stripes there, the request path rebuilds it
+        const missing = Array.from({ length: oldG.raidDisks }, (_, slot) => !view.oldIo.available(slot, s0 * oC, rows));
+        for (let s = s0; s < s1; s++) {
+          if (stripeMap(oldG, s).dataDisks.some((d) => missing[d])) throw new TsmdError('EIO', 'old stripe degraded: moved on the request path');
+        }
+        bufs = missing.map((gone) => (gone ? null : scratch.alloc(rows * B, false)));
+        await Promise.all(bufs.map((b, slot) => (b ? view.oldIo.read(slot, s0 * oC, b) : null)));
       }
       const t0 = at / (newD * nC);
       const t1 = (at + n) / (newD * nC);
@@ -574,7 +861,7 @@ export class ReshapeEngine {
    * Fill dst with the array data from sector a on (zeros past the old size), copied from the
    * old members' rows read into bufs (rows of old stripes s0 on).
    */
-  private gather(dst: Uint8Array, a: number, oldSize: number, bufs: Uint8Array[], s0: number, oldG: Raid456Geometry, oldD: number): void {
+  private gather(dst: Uint8Array, a: number, oldSize: number, bufs: ReadonlyArray<Uint8Array | null>, s0: number, oldG: Raid456Geometry, oldD: number): void {
     const oC = oldG.chunkSectors;
     const end = a + dst.length / 512;
     let smStripe = -1;
@@ -596,6 +883,21 @@ export class ReshapeEngine {
     }
   }
 
+  /**
+   * A takeover with nothing to move (raid6 already in a *_6 layout -> raid5): md's
+   * level_store through raid5_takeover_raid6, in one quiesced metadata transaction.
+   */
+  async takeoverNow(t: TakeoverGeometry): Promise<void> {
+    const host = this.host;
+    await host.quiesced(async () => {
+      await host.personality.flush();
+      await host.update(() => {
+        applyTakeover(host.sb, host.memberSet.list, t);
+        host.install(host.makePersonality(host.sb));
+      });
+    });
+  }
+
   /** md's raid5_finish_reshape + md_finish_reshape: the new geometry becomes the array's. */
   private async finish(view: ReshapeView): Promise<void> {
     const host = this.host;
@@ -605,6 +907,8 @@ export class ReshapeEngine {
       await view.hold(0, Number.MAX_SAFE_INTEGER);
       await view.drainOldReads();
       await host.update(() => {
+        // raid5.c end_reshape: a member rebuilt along with the reshape is complete
+        for (const m of this.rebuilding()) m.recoveryOffset = null;
         for (const m of host.memberSet.list) {
           const own = m.loaded.sb;
           const shift = (own.featureMap & Feature.NEW_OFFSET) !== 0 || m.slot !== null ? own.newOffset : 0;
@@ -612,6 +916,9 @@ export class ReshapeEngine {
           own.dataSize = BigInt(Number(own.dataSize) - shift);
           own.newOffset = 0;
         }
+        // md's raid5_finish_reshape: after a shrink the members past the new raid_disks are
+        // no longer in sync: they stay in the array as spares
+        for (const m of host.memberSet.list) if (m.slot !== null && m.slot >= sb.raidDisks) m.slot = null;
         sb.level = sb.newLevel;
         sb.layout = sb.newLayout;
         sb.chunkSize = sb.newChunk;
@@ -619,6 +926,12 @@ export class ReshapeEngine {
         sb.newOffset = 0;
         sb.reshapePosition = 0n;
         sb.featureMap &= ~F_RESHAPE;
+        const then = this.afterFinish;
+        this.afterFinish = null;
+        if (then) {
+          for (const m of applyTakeover(sb, host.memberSet.list, then)) host.log(`md: ${m.dev.name} is a spare after the change to raid${then.level}`);
+          host.log(`md: level of ${host.devName ?? 'the array'} changed to raid${then.level}`);
+        }
         const next = host.makePersonality(sb);
         host.install(next);
         view.retire(next);

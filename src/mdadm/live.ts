@@ -24,7 +24,9 @@ import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
 import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, parseSizeSectors, shown, UsageError } from './args.js';
 import { growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
+import { planLevelChange, startLevelChange } from '../md/level-reshape.js';
 import { parseLayout } from '../raid/geometry/names.js';
+import { backupForAssembly, createBackupFile, growArraySize, linkBackupFile } from './backup-live.js';
 import { sameDevice } from './device-id.js';
 import { formatDetail, formatDetailBrief } from './report/detail.js';
 
@@ -60,6 +62,8 @@ export interface Ctx {
   changed?: () => void;
   /** wrap every member device opened for an array (the daemon's --fault-injection) */
   wrapDevice?: (dev: BlockDevice) => BlockDevice;
+  /** mdadm's MAP_DIR (/run/mdadm): the daemon's run directory, where backup-file links live */
+  mapDir?: string;
 }
 
 function optStr(a: ParsedArgs, name: string): string | undefined {
@@ -295,7 +299,7 @@ export async function startArray(
   ctx: Ctx,
   md: string,
   paths: string[],
-  opts: { run?: boolean; force?: boolean; readOnly?: boolean; uuid?: Uint8Array; name?: string; reportMismatch?: boolean },
+  opts: { run?: boolean; force?: boolean; readOnly?: boolean; uuid?: Uint8Array; name?: string; reportMismatch?: boolean; backupFile?: string },
   io: LiveIo,
 ): Promise<RunningArray> {
   for (const p of paths) {
@@ -303,7 +307,15 @@ export async function startArray(
     if (r) throw new TsmdError('EBUSY', `${p} is already in use by ${r.devPath} (${r.mdName})`);
   }
   const names = ctx.registry.allocate(md);
-  const devs = await openPaths(paths, !!opts.readOnly, ctx);
+  // mdadm Assemble.c: --backup-file, or the one a --grow recorded (locate_backup)
+  const backupFile = opts.readOnly ? null : await backupForAssembly(md, opts.backupFile, ctx.mapDir);
+  let devs: BlockDevice[];
+  try {
+    devs = await openPaths(paths, !!opts.readOnly, ctx);
+  } catch (e) {
+    await backupFile?.dev.close();
+    throw e;
+  }
   // messages go to the command's stderr while it runs, and to the daemon log always
   let commandDone = false;
   const log = (m: string, level?: MdLogLevel) => {
@@ -318,7 +330,7 @@ export async function startArray(
   // members to O_DIRECT, before any write (md/array.ts joinCluster)
   const cluster = clusterSetupFor(ctx);
   const syncOffload = ctx.syncOffload ?? null;
-  const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster });
+  const arr = await MdArray.assemble(devs, { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster, backupFile });
   const r: RunningArray = { mdName: names.mdName, devPath: md, exportName: names.exportName, array: arr, startedAtMs: Date.now() };
   ctx.registry.add(r);
   if (ctx.daemon) {
@@ -358,7 +370,7 @@ function clusterSetupFor(ctx: Ctx): ClusterSetup | null {
 
 export async function cmdAssembleLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const readOnly = flag(a, 'readonly') || a.misc === 'readonly' || (!ctx.daemon && a.misc === 'detail');
-  const common = { run: flag(a, 'run'), force: flag(a, 'force'), readOnly };
+  const common = { run: flag(a, 'run'), force: flag(a, 'force'), readOnly, backupFile: optStr(a, 'backup-file') };
   const jobs: Array<{ md: string; paths: string[]; uuid?: Uint8Array; name?: string }> = [];
   if (flag(a, 'scan') || (a.devices.length === 0 && a.mdDevice !== null && (optStr(a, 'uuid') || optStr(a, 'name')))) {
     const conf = readConf(a, io.env, (m) => io.err(`tsmd: ${m}\n`));
@@ -692,19 +704,19 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
 
 /**
  * mdadm --grow on a running array: --bitmap=internal|none (with --bitmap-chunk and --delay),
- * the raid4/5/6 reshapes --raid-devices, --chunk and --layout and raid10's --raid-devices
- * (growReshape), raid1 --raid-devices, --size (growSizeLive), linear --add (growAddLive) and
- * --level (growLevel); --array-size and backup files are not yet.
+ * the reshapes (growReshape: raid4/5/6 --raid-devices, --chunk, --layout, raid10 near
+ * --raid-devices; raid1 --raid-devices), --level, --array-size, --continue, --size
+ * (growSizeLive) and linear --add (growAddLive).
  */
 export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
   if (!md) throw new UsageError('an md device must be given in --grow mode');
-  // out of the reshape engine's reach: refused before anything is looked at or written
-  for (const o of ['array-size', 'backup-file', 'continue']) {
-    if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
+  // level changes that move data (level-reshape.ts); null: not one of them
+  if (a.opts.has('level')) {
+    const rc = await growLevelReshape(a, io, ctx, md);
+    if (rc !== null) return rc;
   }
   if (a.opts.has('level')) return growLevel(a, io, ctx, md);
-  if (a.opts.has('size')) return growSizeLive(a, io, ctx, md);
   const adds = a.manageOps.filter((o) => o.op === 'add');
   if (adds.length > 0 && !a.opts.has('raid-devices') && a.manageOps.length === adds.length) return growAddLive(a, io, ctx, md, adds.flatMap((o) => o.devices));
   if (adds.length > 0 && a.opts.has('raid-devices') && a.manageOps.length === adds.length) {
@@ -713,7 +725,26 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
     return growReshape(a, io, ctx, md);
   }
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
+  // mdadm.c GROW: --array-size is imposed first, independent of anything else
+  const arraySize = optStr(a, 'array-size');
+  if (arraySize !== undefined) {
+    const r = ctx.registry.find(md);
+    if (!r) throw notRunning(ctx, md);
+    growArraySize(r.array, arraySize, { raidDisks: a.opts.has('raid-devices'), level: a.opts.has('level') });
+    ctx.registry.changed();
+    if (!a.opts.has('chunk') && !a.opts.has('layout') && !a.opts.has('bitmap') && !a.opts.has('size') && !flag(a, 'continue')) return 0;
+  }
+  if (a.opts.has('size')) return growSizeLive(a, io, ctx, md);
+  if (flag(a, 'continue')) {
+    const r = ctx.registry.find(md);
+    if (!r) throw notRunning(ctx, md);
+    const given = optStr(a, 'backup-file');
+    await r.array.continueReshape(given ? await backupForAssembly(md, given, ctx.mapDir) : null, md);
+    ctx.registry.changed();
+    return 0;
+  }
   if (a.opts.has('raid-devices') || a.opts.has('chunk') || a.opts.has('layout')) return growReshape(a, io, ctx, md);
+  if (a.opts.has('backup-file')) throw new UsageError('--backup-file is only used with --raid-devices, --chunk, --layout or --continue in --grow mode');
   const bitmap = optStr(a, 'bitmap');
   if (bitmap === undefined) throw new UsageError('--grow needs something to change: --bitmap=internal|none');
   if (bitmap !== 'internal' && bitmap !== 'none') {
@@ -759,7 +790,11 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
     ctx.registry.changed();
     return 0;
   }
-  const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md });
+  const backupPath = optStr(a, 'backup-file');
+  const backup = backupPath ? await createBackupFile(arr, md, backupPath, { raidDisks, chunkSectors }, ctx.mapDir) : undefined;
+  const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md, backup });
+  // the array kept the file (a reshape in place): an assembly finds it by the link
+  if (changed && backupPath && arr.backupFileName !== null) linkBackupFile(md, backupPath, ctx.mapDir);
   if (!changed && !a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
   ctx.registry.changed();
   return 0;
@@ -767,9 +802,9 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
 
 /**
  * The level changes --grow --level can make, tried in turn: each returns null for a change it
- * does not make (the next one is asked), else the exit status. First md's instant takeovers
- * (md/takeover.ts); the level changes that move data (raid5 <-> raid6, raid0 -> raid5 with
- * its layout reshape) go after it.
+ * does not make (the next one is asked), else the exit status: md's instant takeovers
+ * (md/takeover.ts). The level changes that move data (raid5 <-> raid6, raid0 -> raid5 with
+ * its layout reshape: growLevelReshape) are tried before these.
  */
 export type LevelChange = (arr: MdArray, req: LevelChangeRequest, io: TakeoverIo) => Promise<number | null>;
 
@@ -826,6 +861,69 @@ async function growLevel(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promi
     if (rc !== null) return rc;
   }
   throw new TsmdError('ENOTSUP', `--grow --level is not supported yet by tsmd for raid${arr.level} -> raid${level} with this geometry: it needs a reshape (tsmd makes md's instant takeovers: raid1 <-> raid5 of 2 devices, raid0 <-> raid10 near=2, raid4 <-> raid5 parity-last, raid0 <-> raid4 / raid5 --layout=parity-last, raid1 -> raid0)`);
+}
+
+/**
+ * mdadm --grow --level where a restripe is needed (Grow.c analyse_change; level-reshape.ts):
+ * raid4/5 -> raid6 (and --layout=preserve), raid6 -> raid5, raid0 -> raid5, with --raid-devices,
+ * --layout, --chunk and --add DEV (added once the level allows a spare, as Grow_reshape adds
+ * its devlist after impose_level). null: not one of these (the instant takeovers).
+ */
+async function growLevelReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promise<number | null> {
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  const arr = r.array;
+  const newLevel = parseLevel(optStr(a, 'level') ?? '');
+  if (a.manageOps.some((o) => o.op !== 'add')) return null;
+  const adds = a.manageOps.flatMap((o) => o.devices);
+  const disksText = optStr(a, 'raid-devices');
+  if (disksText !== undefined && (!/^\d+$/.test(disksText) || Number(disksText) < 1)) throw new UsageError(`invalid number of raid devices: ${disksText}`);
+  const chunkText = optStr(a, 'chunk');
+  const layoutText = optStr(a, 'layout');
+  let newLayout: number | 'preserve' | 'normalise' | undefined;
+  if (layoutText === 'preserve') newLayout = 'preserve';
+  else if (layoutText === 'normalise' || layoutText === 'normalize') newLayout = 'normalise';
+  else if (layoutText !== undefined && (newLevel === 5 || newLevel === 6)) newLayout = parseLayout(newLevel, layoutText);
+  const sb = arr.sb;
+  const spares = arr.members.filter((m) => m.slot === null && !m.faulty).length;
+  const plan = planLevelChange({
+    level: sb.level,
+    layout: sb.layout,
+    raidDisks: sb.raidDisks,
+    chunkSectors: sb.chunkSize,
+    sizeSectors: Number(sb.size),
+    memberSectors: arr.members.filter((m) => m.slot !== null && !m.faulty).map((m) => Number(m.loaded.sb.dataSize)),
+    spares: spares + adds.length,
+    newLevel,
+    newRaidDisks: disksText !== undefined ? Number(disksText) : undefined,
+    newLayout,
+    newChunkSectors: chunkText !== undefined ? parseChunkKiB(chunkText) * 2 : undefined,
+    force: flag(a, 'force'),
+    devName: md,
+  });
+  if (!plan) return null;
+  if (a.opts.has('bitmap') || a.opts.has('size') || a.opts.has('array-size') || a.opts.has('backup-file'))
+    throw new TsmdError('ENOTSUP', `${md}: --level with --bitmap, --size, --array-size or --backup-file is not supported by tsmd`);
+  const added: string[] = [];
+  for (const d of adds) {
+    if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
+    const opened = await openDevice(d, { exclusive: true });
+    const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
+    try {
+      await arr.addMember(dev, { reAdd: false, deviceUuid: randomBytes(16) });
+    } catch (e) {
+      await dev.close();
+      throw e;
+    }
+    added.push(shown(a, d));
+  }
+  await startLevelChange(arr, plan);
+  if (!a.quiet) {
+    if (plan.announce) io.err(`tsmd: ${plan.announce}\n`);
+    for (const d of added) io.err(`tsmd: added ${d}\n`);
+  }
+  ctx.registry.changed();
+  return 0;
 }
 
 /**

@@ -585,6 +585,8 @@ function resolvePaths(a: ParsedArgs, cwd: string): void {
   if (!membersAreMd) a.writeMostly = new Map([...a.writeMostly].map(([d, v]) => [fix(d), v]));
   const conf = a.opts.get('config');
   if (typeof conf === 'string') a.opts.set('config', fix(conf));
+  const backup = a.opts.get('backup-file');
+  if (typeof backup === 'string') a.opts.set('backup-file', fix(backup));
 }
 
 /**

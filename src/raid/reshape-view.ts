@@ -30,6 +30,13 @@ export type MakePersonality = (
 /** new_offset of each slot's member (md's rdev->new_data_offset - data_offset); default: the array's */
 export type ShiftOf = (slot: number) => number;
 
+/**
+ * A slot whose member is rebuilt along with the reshape (md: In_sync clear, recovery_offset
+ * set while RESHAPE_ACTIVE): its recovery_offset (member sectors of the new geometry), or
+ * null for a slot in sync (or empty).
+ */
+export type RebuiltTo = (slot: number) => number | null;
+
 export class ReshapeView implements Personality {
   readonly level: number;
   readonly arraySectors: number;
@@ -45,8 +52,9 @@ export class ReshapeView implements Personality {
   /** the members as each geometry sees them (the new one at new_offset): the engine's bulk copy */
   readonly oldIo: MemberIo;
   readonly newIo: MemberIo;
-  /** the region being moved [lo, hi): writes there wait */
+  /** the region being moved [lo, hi): writes there wait (and reads, for a critical section) */
   private held: [number, number] | null = null;
+  private heldReads = false;
   private heldWaiters: Array<() => void> = [];
   /** writes in flight: their array ranges */
   private readonly writing = new Set<[number, number]>();
@@ -57,15 +65,32 @@ export class ReshapeView implements Personality {
   private oldReadDone: Array<() => void> = [];
   /** set when the reshape is finished and a plain personality took over */
   private successor: Personality | null = null;
+  /**
+   * Member rows (new geometry) the engine is writing on the members rebuilt along with the
+   * reshape: the region being moved is written whole on them too (raid5.c reshape_request
+   * writes every member of the new stripe), so the new geometry treats them as in sync up to
+   * here while the region is copied; their recovery_offset follows at the checkpoint.
+   */
+  rebuildRows = 0;
 
-  constructor(sb: Superblock1, io: MemberIo, make: MakePersonality, shiftOf?: ShiftOf) {
+  constructor(sb: Superblock1, io: MemberIo, make: MakePersonality, shiftOf?: ShiftOf, rebuiltTo?: RebuiltTo) {
     const oldDisks = sb.raidDisks - sb.deltaDisks;
     const arrayShift = (sb.featureMap & Feature.NEW_OFFSET) !== 0 ? sb.newOffset : 0;
     const shift: ShiftOf = shiftOf ?? (() => arrayShift);
+    // a member rebuilt along with the reshape (raid5.c: !In_sync with recovery_offset): the
+    // old geometry has it missing (its parity or Q there was never computed; md reads the
+    // old stripes degraded); the new one has it in sync below its recovery_offset, or below
+    // the rows the engine is writing now
+    const rebuilt = rebuiltTo ?? (() => null);
+    const availableIn = (moved: boolean, s: number, d: number | undefined, n: number | undefined): boolean => {
+      const rec = rebuilt(s);
+      if (rec === null) return io.available(s, d === undefined ? undefined : d + (moved ? shift(s) : 0), n);
+      if (!moved || d === undefined) return false;
+      return d + (n ?? 1) <= Math.max(rec, this.rebuildRows);
+    };
     const narrow = (slots: number, moved: boolean): MemberIo => ({
       slots,
-      available: (s, d, n) =>
-        s < slots && io.available(s, d === undefined ? undefined : d + (moved ? shift(s) : 0), n),
+      available: (s, d, n) => s < slots && availableIn(moved, s, d, n),
       read: (s, d, b) => io.read(s, d + (moved ? shift(s) : 0), b),
       write: (s, d, b) => io.write(s, d + (moved ? shift(s) : 0), b),
       flush: (s) => io.flush(s),
@@ -93,7 +118,7 @@ export class ReshapeView implements Personality {
   }
 
   canRun(available: readonly boolean[]): boolean {
-    return this.oldGeo.canRun(available.slice(0, this.oldDisks)) && this.newGeo.canRun(available);
+    return this.oldGeo.canRun(available.slice(0, this.oldDisks)) && this.newGeo.canRun(available.slice(0, this.newIo.slots));
   }
 
   /** Is this array sector already in the new geometry? */
@@ -119,6 +144,8 @@ export class ReshapeView implements Personality {
   }
 
   async read(buf: Uint8Array, arraySector: number): Promise<void> {
+    const hi = arraySector + buf.length / 512;
+    while (!this.successor && this.heldReads && this.overlapsHeld(arraySector, hi)) await new Promise<void>((r) => this.heldWaiters.push(r));
     if (this.successor) return this.successor.read(buf, arraySector);
     this.bounds(arraySector, buf.length / 512);
     const jobs: Promise<void>[] = [];
@@ -165,9 +192,10 @@ export class ReshapeView implements Personality {
    * there are waited for. One region at a time: a new hold replaces the last one (the engine
    * extends it while the previous step is being checkpointed, and narrows it after).
    */
-  async hold(lo: number, hi: number): Promise<void> {
+  async hold(lo: number, hi: number, reads = false): Promise<void> {
     this.held = [lo, hi];
-    // writes waiting for a region no longer held (hold moved on) re-check
+    this.heldReads = reads;
+    // requests waiting for a region no longer held (hold moved on) re-check
     for (const w of this.heldWaiters.splice(0)) w();
     const busy = (): boolean => {
       for (const [a, b] of this.writing) if (a < hi && lo < b) return true;
@@ -179,6 +207,7 @@ export class ReshapeView implements Personality {
   /** The region is moved and checkpointed (or given up): the writes waiting for it go on. */
   release(): void {
     this.held = null;
+    this.heldReads = false;
     for (const w of this.heldWaiters.splice(0)) w();
   }
 
@@ -196,10 +225,10 @@ export class ReshapeView implements Personality {
     this.epoch++;
   }
 
-  /** Wait for old-geometry reads that started before the frontier last moved. */
-  async drainOldReads(): Promise<void> {
+  /** Wait for old-geometry reads that started before the frontier last moved (all: every one). */
+  async drainOldReads(all = false): Promise<void> {
     const older = (): boolean => {
-      for (const e of this.oldReads.keys()) if (e < this.epoch) return true;
+      for (const e of this.oldReads.keys()) if (all || e < this.epoch) return true;
       return false;
     };
     while (older()) await new Promise<void>((r) => this.oldReadDone.push(r));
@@ -213,8 +242,9 @@ export class ReshapeView implements Personality {
 
   flush(): Promise<void> {
     if (this.successor) return this.successor.flush();
-    // the new geometry spans every slot (the old one is a prefix of them)
-    return this.newGeo.flush();
+    // the larger geometry spans every slot (the other one is a prefix of them): a shrink's
+    // old geometry has the leaving members too
+    return this.oldDisks > this.newIo.slots ? this.oldGeo.flush() : this.newGeo.flush();
   }
 
   syncRangeOf(): [number, number] {

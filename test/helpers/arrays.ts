@@ -20,6 +20,9 @@ export interface MemArrayOptions {
   noInitialSync?: boolean;
   /** indexes of the members created write-mostly (raid1 -W) */
   writeMostly?: number[];
+  /** --size: per-member used size in KiB (leaves room after the data) */
+  sizeKiB?: number;
+  metadata?: '1.0' | '1.1' | '1.2';
 }
 
 export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice[]> {
@@ -29,9 +32,10 @@ export async function memoryArray(o: MemArrayOptions): Promise<MemoryBlockDevice
     {
       level: o.level,
       raidDisks: o.raidDisks ?? devs.length,
-      metadata: '1.2',
+      metadata: o.metadata ?? '1.2',
       chunkKiB: o.level === 1 ? undefined : o.chunkKiB,
       layout: o.layout,
+      sizeKiB: o.sizeKiB,
       setName: 'test:mem',
       uuid: randomBytes(16),
       deviceUuids: devs.map(() => randomBytes(16)),

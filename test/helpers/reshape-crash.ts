@@ -9,11 +9,12 @@
  *    durable write reads back, check finds 0 mismatches, and the real mdadm --examine prints
  *    what tsmd --examine prints for every member;
  *  - bad --grow requests are refused with mdadm's message and nothing is written.
- * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default 14: 42 in all).
+ * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default 10: 60 in all over the six
+ * reshapes of test/daemon/reshape-crash*.test.ts; more for a long run).
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlCall } from '../../src/daemon/control.js';
 import { startDaemon, type TestDaemon } from './daemon.js';
@@ -72,12 +73,40 @@ export interface Kind {
   /** raid disks and chunk (KiB) at the end */
   disks: number;
   chunkKiB: number;
+  /** the level at the end (a --level change; default: level) */
+  endLevel?: 5 | 6;
+  /** does the array grow (default: when spares join) */
+  grows?: boolean;
+  /** what --grow prints (mdadm's "level of /dev/md0 changed to raid6") */
+  says?: RegExp;
+  /** a shrink: --array-size to the size mdadm's refusal suggests, first */
+  shrink?: boolean;
+  /** --grow with --backup-file (a reshape in place; the daemon's run directory links it) */
+  backup?: boolean;
+  /** --create --size (KiB): room after the data for the data offset to move up */
+  createSizeKiB?: number;
 }
 
 export const kinds: Kind[] = [
   { name: 'raid5 grow 4->5', level: 5, n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: true, disks: 5, chunkKiB: 64 },
   { name: 'raid6 grow 5->6', level: 6, n: 5, spares: 1, grow: ['--raid-devices=6'], bitmap: false, disks: 6, chunkKiB: 64 },
   { name: 'raid5 chunk 64K->128K', level: 5, n: 4, spares: 0, grow: ['--chunk=128'], bitmap: false, disks: 4, chunkKiB: 128 },
+  // takeover to left-symmetric-6 + reshape to left-symmetric, Q rebuilt along with it
+  {
+    name: 'raid5 -> raid6',
+    level: 5,
+    n: 4,
+    spares: 1,
+    grow: ['--level=6', '--raid-devices=5'],
+    bitmap: true,
+    disks: 5,
+    chunkKiB: 64,
+    endLevel: 6,
+    grows: false,
+    says: /^tsmd: level of \/dev\/md0 changed to raid6$/m,
+  },
+  { name: 'raid5 shrink 4->3 in place', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: false, disks: 3, chunkKiB: 64, shrink: true, backup: true },
+  { name: 'raid5 shrink 4->3 offset up', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: true, disks: 3, chunkKiB: 64, shrink: true, createSizeKiB: 10 * 1024 },
   { name: 'raid10 near=2 grow 4->5', level: 10, layout: 'n2', n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: false, disks: 5, chunkKiB: 64 },
 ];
 
@@ -88,7 +117,7 @@ function dataMembers(level: number, disks: number): number {
 
 /** One reshape kind: create, grow, kill -9 at random moments, finish, judge. */
 export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
-  const iterations = Number(process.env.TSMD_RESHAPE_CRASH_ITERATIONS ?? 14);
+  const iterations = Number(process.env.TSMD_RESHAPE_CRASH_ITERATIONS ?? 10);
   const tag = k.name.replace(/[^a-z0-9]+/gi, '-');
   const files = Array.from({ length: k.n + k.spares }, (_, i) => sparseFile(join(dir, `${tag}-${i}.img`), 12 * MiB));
   const runDir = join(dir, `run-${tag}`);
@@ -96,8 +125,20 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
   const opts = ['--speed-limit-max=250'];
   let d = await startDaemon(runDir, opts);
   try {
-    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', ...(k.layout ? [`--layout=${k.layout}`] : []), '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...files.slice(0, k.n)]);
+    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', ...(k.layout ? [`--layout=${k.layout}`] : []), '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...(k.createSizeKiB ? [`--size=${k.createSizeKiB}`] : []), ...files.slice(0, k.n)]);
     assert.equal(r.status, 0, r.stderr);
+    if (k.shrink) {
+      // mdadm's refusal names the size; --array-size truncates the array to it (not on disk)
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
+      assert.equal(r.status, 1, r.stderr);
+      const m = /e\.g\. mdadm --grow \/dev\/md0 --array-size (\d+)/.exec(r.stderr);
+      assert.ok(m, r.stderr);
+      r = d.tsmd(['--grow', '/dev/md0', `--array-size=${m[1]}`]);
+      assert.equal(r.status, 0, r.stderr);
+      const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
+      assert.equal(c.sizeBytes, Number(m[1]) * 1024, 'the export has the new size');
+      await c.close();
+    }
     for (const f of files.slice(k.n)) {
       r = d.tsmd(['/dev/md0', '--add', f]);
       assert.equal(r.status, 0, r.stderr);
@@ -122,9 +163,23 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     const conf = join(dir, `${tag}.conf`);
     writeFileSync(conf, `ARRAY /dev/md0 UUID=${(await arrayState(d)).uuid} devices=${files.join(',')}\n`);
     const bootOpts = [...opts, `--config=${conf}`];
-    r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
-    assert.equal(r.status, 0, r.stderr);
+    const backupFile = join(dir, `${tag}.backup`);
+    if (k.shrink) {
+      // without a backup file: mdadm's answer when the offset cannot move, nothing started
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow]);
+      if (k.backup) {
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /Cannot grow - need backup-file/);
+        assert.equal((await arrayState(d)).reshape, null);
+      } else assert.equal(r.status, 0, r.stderr);
+    }
+    if (!k.shrink || k.backup) {
+      r = d.tsmd(['--grow', '/dev/md0', ...k.grow, ...(k.backup ? [`--backup-file=${backupFile}`] : [])]);
+      assert.equal(r.status, 0, r.stderr);
+      if (k.says) assert.match(r.stderr, k.says);
+    }
     assert.ok((await arrayState(d)).reshape, 'the reshape started');
+    if (k.backup) assert.ok(existsSync(backupFile), 'the backup file');
     let killsDuringReshape = 0;
     let acked = 0;
     const trace = process.env.TSMD_TRACE ? (m: string) => console.log(`${Date.now() % 100000} ${m}`) : () => {};
@@ -228,13 +283,15 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     await until(d, 'the reshape finishes', (s) => s.reshape === null && !s.syncBusy);
     const st = await arrayState(d);
     assert.equal(st.raidDisks, k.disks);
+    if (k.backup) assert.equal(existsSync(backupFile), false, 'the backup file is removed at the end (as mdadm does)');
     await verify(d.info.nbd!.port, durable, 'after the reshape');
     {
       const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
+      const endLevel = k.endLevel ?? k.level;
       // whole stripes (raid10: whole chunks, a stripe being a fraction of a row)
-      const stripeBytes = (k.level === 10 ? 1 : dataMembers(k.level, k.disks)) * k.chunkKiB * 1024;
+      const stripeBytes = (endLevel === 10 ? 1 : dataMembers(endLevel, k.disks)) * k.chunkKiB * 1024;
       assert.equal(c.sizeBytes % stripeBytes, 0);
-      if (k.spares) assert.ok(c.sizeBytes > dataMembers(k.level, k.n) * 11 * MiB, `the export grew (${c.sizeBytes})`);
+      if (k.grows ?? k.spares > 0) assert.ok(c.sizeBytes > dataMembers(k.level, k.n) * 11 * MiB, `the export grew (${c.sizeBytes})`);
       // after: the new space is writable
       const tail = randomBytes(BLOCK);
       await c.write(c.sizeBytes - BLOCK, tail, true);
@@ -249,7 +306,9 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     assert.equal(checked.mismatchCnt, 0, 'check after the reshape');
     const detail = d.tsmd(['--detail', '/dev/md0']);
     assert.match(detail.stdout, new RegExp(`Raid Devices : ${k.disks}\\n`));
+    assert.match(detail.stdout, new RegExp(`Raid Level : raid${k.endLevel ?? k.level}\\n`));
     assert.match(detail.stdout, new RegExp(`Chunk Size : ${k.chunkKiB}K`));
+    if (k.shrink) assert.match(detail.stdout, /Spare Devices : 1\n/, 'the member that left is a spare');
     assert.equal(await d.stop(), 0);
     // the real mdadm reads the superblocks as tsmd wrote them
     if (haveTool('mdadm')) {
@@ -283,12 +342,15 @@ export async function badGrowRequests(dir: string): Promise<void> {
       [['--grow', '/dev/md0', '--raid-devices=3'], 1, /this change will reduce the size of the array\.\n\s+use --grow --array-size first to truncate array\./],
       [['--grow', '/dev/md0', '--chunk=3'], 2, /invalid chunk\/rounding value: 3/],
       [['--grow', '/dev/md0', '--layout=bogus'], 1, /layout bogus not understood for raid5/],
-      [['--grow', '/dev/md0', '--level=6'], 1, /--level is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--level=6'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
       [['--grow', '/dev/md0', '--size=32'], 1, /component size must be larger than chunk size\./],
       [['--grow', '/dev/md0', '--size=100M'], 1, /Cannot set device size for \/dev\/md0: No space left on device/],
       [['--grow', '/dev/md0', '--size=max', '--raid-devices=5'], 1, /cannot change component size at the same time as other changes\./],
-      [['--grow', '/dev/md0', '--array-size=1000'], 1, /--array-size is not supported yet by tsmd/],
-      [['--grow', '/dev/md0', '--raid-devices=5', '--backup-file=/tmp/x'], 1, /--backup-file is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--array-size=1000', '--raid-devices=3'], 1, /cannot change array size in same operation as changing raiddisks or level\./],
+      [['--grow', '/dev/md0', '--array-size=100G'], 1, /--array-size setting is too large\./],
+      [['--grow', '/dev/md0', '--array-size=0'], 2, /invalid array size: 0/],
+      [['--grow', '/dev/md0', '--raid-devices=5', `--backup-file=${join(dir, 'bad.backup')}`], 1, /Need 1 spare to avoid degraded array/],
+      [['--grow', '/dev/md0', '--raid-devices=3', `--backup-file=${join(dir, 'bad.backup')}`], 1, /this change will reduce the size of the array/],
       [['--grow', '/dev/md1', '--raid-devices=3'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
       [['--grow', '/dev/md1', '--add', files[0]!], 1, /can only add devices to linear arrays/],
       [['--grow', '/dev/md1', '--chunk=128'], 1, /reshaping raid1 is not supported yet by tsmd/],
@@ -302,6 +364,7 @@ export async function badGrowRequests(dir: string): Promise<void> {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /no change requested/);
     assert.deepEqual(hash(), before, 'nothing written');
+    assert.equal(existsSync(join(dir, 'bad.backup')), false, 'no backup file left by a refused --grow');
   } finally {
     await d.stop();
   }

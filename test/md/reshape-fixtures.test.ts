@@ -12,11 +12,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SystemClock } from '../../src/env/clock.js';
+import { isTsmdError } from '../../src/errors.js';
 import { Feature } from '../../src/format/superblock.js';
 import { openDevice } from '../../src/io/file-device.js';
 import { MdArray } from '../../src/md/array.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
-import { checkPattern, fixtureMembers } from '../helpers/fixtures.js';
+import { checkPattern, fixtureMembers, sharedDir } from '../helpers/fixtures.js';
 import { tempDir } from '../helpers/tools.js';
 
 interface Fx {
@@ -24,8 +25,12 @@ interface Fx {
   name: string;
   /** bytes carrying the pattern (the pre-reshape size) */
   patternBytes: number;
-  /** after the reshape: raid disks, chunk (sectors), layout, array bytes */
-  end?: { disks: number; chunk: number; layout: number; bytes: number };
+  /** after the reshape: raid disks, chunk (sectors), layout, array bytes, level; members that became spares */
+  end?: { disks: number; chunk: number; layout: number; bytes: number; level?: number; spares?: number[] };
+  /** members rebuilt along with the reshape (recovery_offset in the images) */
+  rebuilt?: number;
+  /** the fixture has the reshape's backup file (backup-file.img.xz): given at assembly */
+  backup?: boolean;
 }
 
 const continued: Fx[] = [
@@ -34,15 +39,18 @@ const continued: Fx[] = [
   { set: 'kernel-md-reshape', name: 'raid5-chunk-interrupted', patternBytes: 97517568, end: { disks: 4, chunk: 256, layout: 2, bytes: 97517568 } },
   { set: 'kernel-md-reshape', name: 'raid5-layout-interrupted', patternBytes: 97517568, end: { disks: 4, chunk: 128, layout: 1, bytes: 97517568 } },
   { set: 'kernel-md-reshape', name: 'raid6-grow-interrupted', patternBytes: 97517568, end: { disks: 6, chunk: 128, layout: 2, bytes: 130023424 } },
+  // a member rebuilt along with the reshape (Q of the raid6 takeover, the parity of the raid0
+  // takeover): missing in the old geometry, in sync below the frontier
+  { set: 'kernel-md-reshape', name: 'raid5-to-raid6-interrupted', patternBytes: 97517568, end: { disks: 5, chunk: 128, layout: 2, bytes: 97517568, level: 6 }, rebuilt: 1 },
+  { set: 'kernel-md-reshape', name: 'raid0-to-raid5-interrupted', patternBytes: 97517568, end: { disks: 4, chunk: 128, layout: 2, bytes: 97517568, level: 5 }, rebuilt: 1 },
+  // in place, backwards, with mdadm's backup file (all zero: nothing to restore); vdd leaves
+  { set: 'kernel-md-reshape', name: 'raid5-shrink-interrupted', patternBytes: 65011712, backup: true, end: { disks: 3, chunk: 128, layout: 2, bytes: 65011712, spares: [3] } },
   // raid10 near=2 4->5 (reshape-raid10.ts): stopped by the kernel with a plain --stop (raid10 keeps its own window)
   { set: 'kernel-md-reshape', name: 'raid10-grow-interrupted', patternBytes: 65011712, end: { disks: 5, chunk: 128, layout: 0x102, bytes: 81264640 } },
 ];
 
-const refused: Array<Fx & { why: RegExp }> = [
-  { set: 'kernel-md-reshape', name: 'raid5-shrink-interrupted', patternBytes: 63488 * 1024, why: /backwards/ },
-  { set: 'kernel-md-reshape', name: 'raid5-to-raid6-interrupted', patternBytes: 97517568, why: /rebuilt along with the reshape/ },
-  { set: 'kernel-md-reshape', name: 'raid0-to-raid5-interrupted', patternBytes: 97517568, why: /rebuilt along with the reshape/ },
-];
+// (every kernel reshape fixture is continued now; a new kind tsmd cannot continue goes here)
+const refused: Array<Fx & { why: RegExp }> = [];
 
 /** Writable copies of a fixture's members (sparse) in dir. */
 function copies(fx: Fx, dir: string): string[] {
@@ -53,9 +61,17 @@ function copies(fx: Fx, dir: string): string[] {
   });
 }
 
-async function assemble(paths: string[], log: string[]): Promise<MdArray> {
+/** A writable copy of the fixture's backup file. */
+function backupCopy(fx: Fx, dir: string): string {
+  const dst = join(dir, `${fx.name}.backup`);
+  execFileSync('sh', ['-c', 'xz -dc "$1" > "$2"', 'sh', join(sharedDir(), 'fixtures', fx.set, fx.name, 'backup-file.img.xz'), dst]);
+  return dst;
+}
+
+async function assemble(paths: string[], log: string[], backup?: string): Promise<MdArray> {
   const devs = await Promise.all(paths.map((p) => openDevice(p)));
-  return MdArray.assemble(devs, { clock: new SystemClock(), log: (m) => log.push(m) });
+  const backupFile = backup ? { dev: await openDevice(backup) } : undefined;
+  return MdArray.assemble(devs, { clock: new SystemClock(), log: (m) => log.push(m), backupFile });
 }
 
 /** Bad 4 KiB blocks of the pattern over [0, bytes). */
@@ -89,10 +105,11 @@ describe('kernel reshape fixtures', () => {
     test(`${fx.name}: read across the frontier, resumed to the end, pattern and check 0`, async () => {
       const paths = copies(fx, dir.path);
       const log: string[] = [];
-      const arr = await assemble(paths, log);
+      const arr = await assemble(paths, log, fx.backup ? backupCopy(fx, dir.path) : undefined);
       try {
         assert.equal(arr.reshapeActive, true);
         assert.equal(arr.isReadOnly, false, log.join('\n'));
+        assert.equal(arr.members.filter((m) => m.recoveryOffset !== null).length, fx.rebuilt ?? 0);
         assert.equal(await patternErrors(arr, fx.patternBytes), 0, 'the pattern across the frontier before the reshape resumes');
         arr.startBackground();
         await arr.reshape.wait();
@@ -108,8 +125,14 @@ describe('kernel reshape fixtures', () => {
         const dev = await openDevice(p, { readOnly: true });
         const sb = (await loadSuperblock(dev))!.sb;
         await dev.close();
-        assert.equal(sb.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET), 0);
-        assert.deepEqual([sb.raidDisks, sb.chunkSize, sb.layout], [fx.end!.disks, fx.end!.chunk, fx.end!.layout]);
+        // the new geometry, every member in sync (a rebuilt one too: no recovery offset), the
+        // members a shrink let go spares
+        assert.equal(sb.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RECOVERY_OFFSET), 0);
+        assert.deepEqual([sb.raidDisks, sb.chunkSize, sb.layout, sb.deltaDisks], [fx.end!.disks, fx.end!.chunk, fx.end!.layout, 0]);
+        if (fx.end!.level !== undefined) assert.equal(sb.level, fx.end!.level);
+        const spare = fx.end!.spares?.includes(paths.indexOf(p)) ?? false;
+        assert.equal(sb.devRoles[sb.devNumber] === 0xffff, spare, `${p}: ${spare ? 'a spare' : 'active'}`);
+        if (!spare) assert.ok(sb.devRoles[sb.devNumber]! < sb.raidDisks, `${p}: an active member`);
       }
       const again = await assemble(paths, []);
       try {
@@ -140,6 +163,24 @@ describe('kernel reshape fixtures', () => {
       assert.deepEqual(hash(), before, 'nothing written');
     });
   }
+
+  test('raid5-shrink-interrupted without its backup file: refused as mdadm refuses it, nothing written', async () => {
+    const fx: Fx = { set: 'kernel-md-reshape', name: 'raid5-shrink-interrupted', patternBytes: 65011712 };
+    const paths = copies(fx, dir.path);
+    const hash = () => paths.map((p) => createHash('sha256').update(readFileSync(p)).digest('hex'));
+    const before = hash();
+    await assert.rejects(assemble(paths, []), (e) => isTsmdError(e, 'EINVAL') && /^Need a backup file to complete reshape of this array\.\nPlease provided one with "--backup-file=\.\.\."$/.test(e.message));
+    // read-only, it is served as it is (the frontier at 43008K)
+    const devs = await Promise.all(paths.map((p) => openDevice(p, { readOnly: true })));
+    const ro = await MdArray.assemble(devs, { clock: new SystemClock(), readOnly: true });
+    try {
+      assert.equal(Number(ro.sb.reshapePosition), 43008 * 2);
+      assert.equal(await patternErrors(ro, fx.patternBytes), 0);
+    } finally {
+      await ro.close();
+    }
+    assert.deepEqual(hash(), before, 'nothing written');
+  });
 
   test('raid5-chunk-stopped-stale: continued as the kernel continues it (from the stale checkpoint)', async () => {
     // The kernel resumed this from reshape_position 0 while ~20 % had already moved, and lost

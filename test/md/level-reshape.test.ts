@@ -1,0 +1,247 @@
+/**
+ * Level changes that move data (src/md/level-reshape.ts) on in-memory members: raid5 -> raid6
+ * (takeover to left-symmetric-6, Q rebuilt along with the reshape to left-symmetric), raid0 ->
+ * raid5 (takeover to parity-last, the added disk rebuilt along with the reshape to
+ * left-symmetric), raid5 -> raid6 --layout=preserve (Q recovered, nothing moved) and raid6 ->
+ * raid5 (reshape to left-symmetric-6, then Q dropped). Data written before and during (writers
+ * running) reads back after and assembled again; check finds 0 mismatches; the real
+ * mdadm --examine prints what tsmd --examine prints; refusals write nothing.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SystemClock } from '../../src/env/clock.js';
+import { isTsmdError } from '../../src/errors.js';
+import { Feature, type Superblock1 } from '../../src/format/superblock.js';
+import { MemoryBlockDevice } from '../../src/io/memory-device.js';
+import { MdArray } from '../../src/md/array.js';
+import { type LevelChangeRequest, planLevelChange, startLevelChange } from '../../src/md/level-reshape.js';
+import { loadSuperblock } from '../../src/md/sb-io.js';
+import { memoryArray } from '../helpers/arrays.js';
+import { prng } from '../helpers/prng.js';
+import { haveTool, run, tempDir, tsmdBin } from '../helpers/tools.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+function fill(buf: Uint8Array, off: number, gen: number): void {
+  for (let i = 0; i < buf.length; i += 4) {
+    const v = ((off + i) / 4 + gen * 0x9e3779b1) >>> 0;
+    buf[i] = v & 0xff;
+    buf[i + 1] = (v >>> 8) & 0xff;
+    buf[i + 2] = (v >>> 16) & 0xff;
+    buf[i + 3] = (v >>> 24) & 0xff;
+  }
+}
+
+async function open(devs: MemoryBlockDevice[]): Promise<MdArray> {
+  return MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
+}
+
+async function verify(arr: MdArray, model: Map<number, number>, upTo: number, why: string): Promise<void> {
+  const buf = new Uint8Array(MiB);
+  const want = new Uint8Array(4 * KiB);
+  for (let off = 0; off < upTo; off += MiB) {
+    await arr.read(buf, off);
+    for (let b = 0; b < MiB; b += 4 * KiB) {
+      fill(want, off + b, model.get((off + b) / 4096) ?? 0);
+      assert.ok(Buffer.from(buf.subarray(b, b + 4 * KiB)).equals(want), `${why}: block at ${off + b}`);
+    }
+  }
+}
+
+async function checkZero(arr: MdArray): Promise<number> {
+  await arr.setSyncAction('check');
+  await arr.sync.runUntilIdle();
+  return arr.sync.mismatchCnt;
+}
+
+/** What live.ts gives planLevelChange for this array. */
+function request(arr: MdArray, newLevel: number, more: Partial<LevelChangeRequest> = {}): LevelChangeRequest {
+  const sb = arr.sb;
+  return {
+    level: sb.level,
+    layout: sb.layout,
+    raidDisks: sb.raidDisks,
+    chunkSectors: sb.chunkSize,
+    sizeSectors: Number(sb.size),
+    memberSectors: arr.members.filter((m) => m.slot !== null).map((m) => Number(m.loaded.sb.dataSize)),
+    spares: arr.members.filter((m) => m.slot === null && !m.faulty).length,
+    newLevel,
+    devName: '/dev/md0',
+    ...more,
+  };
+}
+
+/** The array's bytes written in the whole array, generation 1 */
+async function fillAll(arr: MdArray, model: Map<number, number>): Promise<void> {
+  const buf = new Uint8Array(MiB);
+  for (let off = 0; off < arr.sizeBytes; off += MiB) {
+    fill(buf, off, 1);
+    await arr.write(buf, off);
+    for (let b = 0; b < MiB; b += 4096) model.set((off + b) / 4096, 1);
+  }
+}
+
+/** Writers at random places (each its own 16 KiB groups) until `until` resolves. */
+async function writersDuring(arr: MdArray, model: Map<number, number>, bytes: number, busy: () => boolean): Promise<number> {
+  const rnd = prng(7);
+  let gen = 2;
+  const writer = async (k: number) => {
+    const b = new Uint8Array(16 * KiB);
+    const groups = Math.floor(bytes / (16 * KiB));
+    while (busy()) {
+      const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
+      if (blk * 4096 + b.length > bytes) continue;
+      const g = gen++;
+      for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
+      await arr.write(b, blk * 4096);
+      for (let i = 0; i < 4; i++) model.set(blk + i, g);
+      if (g % 7 === 0) await arr.flush();
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  await Promise.all([writer(0), writer(1), writer(2)]);
+  return gen - 2;
+}
+
+/** tsmd --examine and the real mdadm --examine of a member (its first MiB in a sparse file of its size). */
+async function examineBoth(dev: MemoryBlockDevice, path: string): Promise<[string, string]> {
+  const head = new Uint8Array(MiB);
+  await dev.reopen({ readOnly: true }).read(head, 0);
+  writeFileSync(path, head);
+  run('truncate', ['-s', String(dev.sizeBytes), path]);
+  const ours = run(process.execPath, [tsmdBin, '--examine', path]);
+  const theirs = run('mdadm', ['--examine', path]);
+  assert.equal(theirs.status, 0, theirs.stderr);
+  return [ours.stdout, theirs.stdout];
+}
+
+async function superblocks(devs: MemoryBlockDevice[]): Promise<Superblock1[]> {
+  return Promise.all(devs.map(async (d) => (await loadSuperblock(d.reopen({ readOnly: true })))!.sb));
+}
+
+interface Case {
+  name: string;
+  level: 0 | 5 | 6;
+  disks: number;
+  /** spares made with the array / added before the change (raid0 takes none at create) */
+  spares: number;
+  addSpares: number;
+  to: number;
+  more?: Partial<LevelChangeRequest>;
+  /** announced by the plan */
+  announce: RegExp | null;
+  end: { level: number; disks: number; layout: number; spares: number };
+  /** the change moves data (a reshape runs) */
+  reshape: boolean;
+}
+
+const cases: Case[] = [
+  { name: 'raid5 -> raid6 (4 -> 5 devices)', level: 5, disks: 4, spares: 1, addSpares: 0, to: 6, more: { newRaidDisks: 5 }, announce: /level of \/dev\/md0 changed to raid6/, end: { level: 6, disks: 5, layout: 2, spares: 0 }, reshape: true },
+  { name: 'raid0 -> raid5 (--add)', level: 0, disks: 3, spares: 0, addSpares: 1, to: 5, announce: /level of \/dev\/md0 changed to raid5/, end: { level: 5, disks: 4, layout: 2, spares: 0 }, reshape: true },
+  { name: 'raid5 -> raid6 --layout=preserve', level: 5, disks: 4, spares: 1, addSpares: 0, to: 6, more: { newLayout: 'preserve' }, announce: /level of \/dev\/md0 changed to raid6/, end: { level: 6, disks: 5, layout: 18, spares: 0 }, reshape: false },
+  { name: 'raid6 -> raid5 (5 -> 4 devices, Q dropped)', level: 6, disks: 5, spares: 0, addSpares: 0, to: 5, announce: null, end: { level: 5, disks: 4, layout: 2, spares: 1 }, reshape: true },
+];
+
+describe('level changes that move data', () => {
+  let dir: ReturnType<typeof tempDir>;
+  before(() => {
+    dir = tempDir('level-reshape');
+  });
+  after(() => dir.cleanup());
+
+  for (const c of cases) {
+    test(`${c.name}: data before, during and after; superblocks as mdadm reads them; check 0`, async () => {
+      const devs = await memoryArray({ level: c.level, sizesMiB: new Array(c.disks + c.spares).fill(8), raidDisks: c.disks, chunkKiB: 64 });
+      const arr = await open(devs);
+      const model = new Map<number, number>();
+      const size = arr.sizeBytes;
+      try {
+        for (let i = 0; i < c.addSpares; i++) {
+          const d = new MemoryBlockDevice(`mem${devs.length}`, 8 * MiB);
+          devs.push(d);
+          await arr.addMember(d.reopen(), { deviceUuid: randomBytes(16) });
+        }
+        await fillAll(arr, model);
+        arr.sync.local.maxKiBs = 4000; // slow enough that the writers overlap the reshape
+        arr.startBackground();
+        const plan = planLevelChange(request(arr, c.to, c.more));
+        assert.ok(plan, 'a level change that moves data');
+        if (c.announce) assert.match(plan.announce ?? '', c.announce);
+        else assert.equal(plan.announce, null);
+        assert.equal(plan.kind === 'reshape', c.reshape);
+        await startLevelChange(arr, plan);
+        let busy: () => boolean;
+        if (plan.kind === 'reshape') {
+          assert.equal(arr.reshapeActive, true);
+          if (c.level === 5 || c.level === 0) {
+            // the added slot is rebuilt along with the reshape (md: recovery_offset)
+            assert.equal(arr.members.filter((m) => m.recoveryOffset !== null).length, 1);
+            assert.equal(arr.level, c.to);
+          }
+          busy = () => arr.reshapeActive;
+        } else {
+          assert.equal(arr.level, 6);
+          busy = () => arr.sync.busy || arr.rebuildingSlots.length > 0 || arr.degraded;
+        }
+        const during = await writersDuring(arr, model, size, busy);
+        assert.ok(during > 10, `writes ran during the change (${during})`);
+        if (plan.kind === 'reshape') await arr.reshape.wait();
+        await arr.sync.runUntilIdle();
+        arr.sync.local.maxKiBs = 1_000_000; // the check at full speed
+        assert.equal(arr.reshape.lastError, null);
+        assert.equal(arr.reshapeActive, false);
+        assert.equal(arr.level, c.end.level);
+        assert.equal(arr.degraded, false);
+        assert.equal(arr.sizeBytes, size, 'the size of the array is kept');
+        await verify(arr, model, size, 'after');
+        assert.equal(await checkZero(arr), 0);
+      } finally {
+        await arr.close();
+      }
+      const sbs = await superblocks(devs);
+      for (const sb of sbs) {
+        assert.equal(sb.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RECOVERY_OFFSET), 0);
+        assert.deepEqual([sb.level, sb.raidDisks, sb.layout, sb.chunkSize], [c.end.level, c.end.disks, c.end.layout, 128]);
+      }
+      assert.equal(sbs.filter((sb) => sb.devRoles[sb.devNumber]! >= 0xfffe).length, c.end.spares, 'spares at the end');
+      if (haveTool('mdadm')) {
+        for (const [i, d] of devs.entries()) {
+          const [ours, theirs] = await examineBoth(d, join(dir.path, `${c.level}-${c.to}-${i}.img`));
+          assert.equal(ours, theirs, `--examine of member ${i}`);
+        }
+      }
+      const again = await open(devs);
+      try {
+        await verify(again, model, size, 'assembled again');
+        assert.equal(await checkZero(again), 0);
+      } finally {
+        await again.close();
+      }
+    });
+  }
+
+  test("refusals: mdadm's messages, nothing written", async () => {
+    const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8], chunkKiB: 64 });
+    const arr = await open(devs);
+    const snap = async () => Promise.all(devs.map(async (d) => Buffer.from((await loadSuperblock(d.reopen()))!.raw).toString('hex')));
+    const sbs = await snap();
+    try {
+      const needSpare = /^Need 1 spare to avoid degraded array, and only have 0\.\n {7}Use --force to over-ride this check\.$/;
+      assert.throws(() => planLevelChange(request(arr, 6)), (e) => isTsmdError(e, 'EINVAL') && needSpare.test(e.message));
+      assert.throws(() => planLevelChange(request(arr, 6, { newLayout: 'normalise', spares: 1 })), /normalise is only meaningful when reshaping a RAID6 array/);
+      assert.throws(() => planLevelChange(request(arr, 6, { layout: 8, spares: 1 })), /Cannot convert an array with this layout/);
+      // an instant takeover is not a level reshape's (takeover.ts)
+      assert.equal(planLevelChange(request(arr, 5)), null);
+      assert.equal(planLevelChange({ ...request(arr, 5), level: 0, raidDisks: 3, newLayout: 5 }), null);
+      const zones = { ...request(arr, 5), level: 0, raidDisks: 3, memberSectors: [16384, 16384, 20480] };
+      assert.throws(() => planLevelChange(zones), /cannot takeover raid0 with more than one zone/);
+    } finally {
+      await arr.close();
+    }
+    assert.deepEqual(await snap(), sbs);
+  });
+});
