@@ -36,6 +36,7 @@ import { MemberIoAdapter, type MemberIoHost } from './member-io.js';
 import { dataByteOffset, MAX_READ_ERRORS, type Member, MemberSet } from './members.js';
 import { Metadata, type MetadataHost, type UpdateOptions } from './metadata.js';
 import { planRecovery, type RecoveryHost } from './recovery.js';
+import { growMirrors, growSize, linearAdd, type MirrorsRequest, type ResizeHost, type SizeRequest, type SizeResult } from './resize.js';
 import { cannotContinue, needsBackupFile, ReshapeEngine, type ReshapeHost, type ReshapeRequest, settleReshapeOffsets, slotCount, startReshape } from './reshape.js';
 import { BackupFile } from './backup-file.js';
 import { bitmapMatches, loadBitmaps, loadSuperblock } from './sb-io.js';
@@ -1207,6 +1208,57 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     return started || req.then !== undefined;
   }
 
+  /** The checks every --grow makes first (mdadm's freeze: no resync/recovery, no reshape). */
+  private async growChecks(md: string): Promise<void> {
+    if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    if (this.isReadOnly) throw new TsmdError('EROFS', `${md} is read-only`);
+    if (this.reshapeBlocked) throw new TsmdError('EBUSY', `${md} is already being reshaped`);
+    if ((this.sb.featureMap & Feature.CLUSTERED) !== 0) throw new TsmdError('ENOTSUP', `${md} is clustered: md-cluster --grow is not supported by tsmd`);
+    while (this.sync.busy && !this.sync.current) await this.clock.sleep(5);
+    if (this.sync.current || this.resyncPoint !== MAX_SECTOR || this.rebuildingSlots.length > 0)
+      throw new TsmdError('EBUSY', `${md} is performing resync/recovery and cannot be reshaped`);
+  }
+
+  /** raid1 --grow --raid-devices (resize.ts): mdadm's stdout line, or null for no change. */
+  async growMirrors(req: MirrorsRequest): Promise<string | null> {
+    await this.growChecks(req.devName);
+    return growMirrors(this.resizeHost(), req);
+  }
+
+  /** mdadm --grow --size=N|max (resize.ts). */
+  async growSize(req: SizeRequest): Promise<SizeResult> {
+    await this.growChecks(req.devName);
+    return growSize(this.resizeHost(), req);
+  }
+
+  /** mdadm --grow --add on a linear array (resize.ts); the array takes ownership of dev. */
+  async linearAdd(dev: BlockDevice, deviceUuid: Uint8Array, devName: string): Promise<void> {
+    await this.growChecks(devName);
+    return linearAdd(this.resizeHost(), dev, deviceUuid, devName);
+  }
+
+  private resizeHost(): ResizeHost {
+    const self = this as MdArray;
+    return {
+      base: this.reshapeHost(),
+      get bitmap() {
+        return self.bitmap;
+      },
+      resizeBitmap: (sup, nbits, bits) => {
+        this.bitmapTimer?.cancel();
+        this.bitmapTimer = null;
+        this.bitmap = new WriteIntentBitmap(sup, nbits, bits, {
+          writeArea: (sector, bytes) => this.writeBitmapArea(sector, bytes),
+          flushData: () => this.personality.flush(),
+        });
+        this.startBitmapDaemon();
+        return this.bitmap;
+      },
+      resyncFrom: (at) => this.lowerResyncPoint(at),
+      kick: () => this.kick(),
+    };
+  }
+
   private reshapeHost(): ReshapeHost {
     const self = this as MdArray;
     return {
@@ -1261,6 +1313,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       resumeBitmap: () => {
         this.bitmap = this.makeBitmap();
       },
+      resyncFrom: (at) => this.lowerResyncPoint(at),
       finished: () => {
         void this.dropBackupFile(true);
         this.startBitmapDaemon();

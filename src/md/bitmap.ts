@@ -285,6 +285,11 @@ export class WriteIntentBitmap {
     this.sup.eventsCleared = events;
   }
 
+  /** A copy of the bits as they are in memory (md_bitmap_resize carries them over). */
+  snapshotBits(): Uint8Array {
+    return this.area.slice(BITMAP_SB_BYTES, BITMAP_SB_BYTES + Math.ceil(this.nbits / 8));
+  }
+
   /** Every bit set: a full resync/recovery is owed (the caller then writes the whole area). */
   setAll(events: bigint): void {
     for (let c = 0; c < this.nbits; c++) {

@@ -42,6 +42,7 @@ import type { Personality } from '../raid/personality.js';
 import { Scratch } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import { runLimited } from '../util/async.js';
+import { raid10CannotContinue, raid10DataDisks, startRaid10Reshape } from './reshape-raid10.js';
 import { type BackupFile, backupBlocks } from './backup-file.js';
 import type { Member, MemberSet } from './members.js';
 import type { UpdateOptions } from './metadata.js';
@@ -71,6 +72,8 @@ export interface ReshapeHost {
   resumeBitmap(): void;
   /** a resync is owed (md's recovery_cp != MaxSector): the bitmap is written all set at the end */
   readonly resyncOwed: boolean;
+  /** md's recovery_cp lowered to `at` (resync space): raid10's grown region is resynced */
+  resyncFrom?(at: number): void;
   /** the reshape finished (superblocks written): look for other work */
   finished(): void;
   /** the array's name for messages (/dev/md0) */
@@ -139,6 +142,8 @@ function levelIs456(level: number): level is 4 | 5 | 6 {
 }
 
 function dataDisks(level: number, layout: number, disks: number, chunk: number): number {
+  // raid10 near: member rows advance as if disks/near chunks were striped (reshape-raid10.ts)
+  if (level === 10) return raid10DataDisks(layout, disks);
   if (!levelIs456(level)) throw new TsmdError('ENOTSUP', `raid${level} is not reshaped by tsmd`);
   return dataDisksPerStripe({ level, layout, raidDisks: disks, chunkSectors: chunk });
 }
@@ -149,6 +154,7 @@ function dataDisks(level: number, layout: number, disks: number, chunk: number):
  */
 export function cannotContinue(sb: Superblock1, members: readonly Member[]): string | null {
   if ((sb.featureMap & Feature.RESHAPE_ACTIVE) === 0) return null;
+  if (sb.level === 10) return raid10CannotContinue(sb, members);
   if (!levelIs456(sb.level) || sb.newLevel !== sb.level)
     return `the reshape from raid${sb.level} to raid${sb.newLevel} is not supported by tsmd's reshape engine (raid4/5/6 grow, chunk and layout changes are)`;
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) return 'the array is clustered: md-cluster reshapes are not supported';
@@ -238,7 +244,7 @@ export function settleReshapeOffsets(fresh: Superblock1, members: readonly Membe
 }
 
 /** Sectors free before the data on this member (after the superblock, bitmap and bad-block log). */
-function roomBefore(m: Member): number {
+export function roomBefore(m: Member): number {
   const sb = m.loaded.sb;
   const superOff = Number(sb.superOffset);
   const dataOff = Number(sb.dataOffset);
@@ -261,6 +267,7 @@ function roomBefore(m: Member): number {
 export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Promise<boolean> {
   const sb = host.sb;
   const md = req.devName ?? 'the array';
+  if (sb.level === 10 && !req.takeover) return startRaid10Reshape(host, req, roomBefore);
   // the geometry the reshape starts from: the array's, or the one a level change installs first
   const t = req.takeover;
   const cur = t ? { ...sb, level: t.level, layout: t.layout, raidDisks: t.raidDisks, size: BigInt(t.sizeSectors ?? Number(sb.size)) } : sb;
@@ -400,12 +407,13 @@ function arraySizeKiB(sb: Pick<Superblock1, 'level' | 'size'>, disks: number, ch
 
 /** The member row (sector relative to data_offset) where a stripe-aligned array sector starts. */
 function rowOf(s: number, dataDisks: number, chunk: number): number {
-  return Math.floor(s / (dataDisks * chunk)) * chunk;
+  // (a fraction of data disks for raid10: a quotient that is a whole number stays one)
+  return Math.floor(s / (dataDisks * chunk) + 1e-9) * chunk;
 }
 
 /** The member row just past the stripe that holds array sector s - 1. */
 function rowEnd(s: number, dataDisks: number, chunk: number): number {
-  return Math.ceil(s / (dataDisks * chunk)) * chunk;
+  return Math.ceil(s / (dataDisks * chunk) - 1e-9) * chunk;
 }
 
 /**
@@ -465,7 +473,11 @@ export class ReshapeEngine {
       shift = back ? Math.min(shift, own) : Math.max(shift, own);
     }
     if (!Number.isFinite(shift)) shift = inPlace ? 0 : sb.newOffset;
-    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, shift, unit: Math.max(sb.chunkSize, sb.newChunk) * newD };
+    // raid10 moves whole chunks (its new "stripe" is a fraction of a row); md counts its
+    // progress in array sectors (raid10's resync space)
+    const r10 = sb.level === 10;
+    const unit = Math.max(sb.chunkSize, sb.newChunk) * (r10 ? 1 : newD);
+    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, shift, unit, perMember: r10 ? 1 : newD, bulk: !r10 };
   }
 
   /** progress as /proc/mdstat shows it (per-member sectors of the new geometry) */
@@ -479,10 +491,10 @@ export class ReshapeEngine {
     const speed = first && last && last[0] > first[0] ? ((last[1] - first[1]) / 2 / ((last[0] - first[0]) / 1000)) : 0;
     const done = v.backwards ? v.arraySectors - v.position : v.position;
     return {
-      doneSectors: Math.floor(done / g.newD),
-      totalSectors: Number(this.host.sb.size),
-      speedKiBs: speed / g.newD,
-      windowSectors: first && last ? Math.floor((last[1] - first[1]) / g.newD) : 0,
+      doneSectors: Math.floor(done / g.perMember),
+      totalSectors: g.perMember === 1 ? Math.min(v.oldGeo.arraySectors, v.newGeo.arraySectors) : Number(this.host.sb.size),
+      speedKiBs: speed / g.perMember,
+      windowSectors: first && last ? Math.floor((last[1] - first[1]) / g.perMember) : 0,
       windowSeconds: first && last ? Math.max(1, Math.round((last[0] - first[0]) / 1000)) : 1,
     };
   }
@@ -537,8 +549,10 @@ export class ReshapeEngine {
     const view = this.view;
     const g = this.geo();
     const back = view.backwards;
-    const total = view.newGeo.arraySectors;
     const oldSize = view.oldGeo.arraySectors;
+    // raid10 moves what the array holds (md's resync_max_sectors: the old size) and resyncs
+    // the grown region at the end (raid10_finish_reshape); raid4/5/6 write it in the new stripes
+    const total = this.host.sb.level === 10 ? Math.min(oldSize, view.newGeo.arraySectors) : view.newGeo.arraySectors;
     this.startedMs = host.clock.nowMs();
     this.startedAt = view.position;
     this.samples.length = 0;
@@ -584,7 +598,7 @@ export class ReshapeEngine {
         // members rebuilt along with the reshape get the whole new stripes of the region
         const rows = rowEnd(p + len, g.newD, g.newC);
         view.rebuildRows = rows;
-        await this.copy(view, p, len, oldSize, g.newD * g.newC);
+        await this.copy(view, p, len, oldSize, g.bulk ? g.newD * g.newC : g.unit, g.bulk);
         await settle();
         durable = p;
         ck.pending = this.checkpoint(view, p + len, rows);
@@ -621,7 +635,7 @@ export class ReshapeEngine {
         // step overwrites: they finish first (all of them for a critical section)
         await view.drainOldReads(critical);
         if (critical) await this.copyCritical(view, lo, hi, oldSize);
-        else await this.copy(view, lo, hi - lo, oldSize, g.newD * g.newC);
+        else await this.copy(view, lo, hi - lo, oldSize, g.newD * g.newC, true);
         // md: the data the checkpoint vouches for is on stable storage before it
         await view.flush();
         await this.host.update(() => {
@@ -729,7 +743,7 @@ export class ReshapeEngine {
   private async throttle(pos: number): Promise<void> {
     const maxKiBs = this.host.limits().maxKiBs;
     const g = this.geo();
-    const doneKiB = Math.abs(pos - this.startedAt) / g.newD / 2;
+    const doneKiB = Math.abs(pos - this.startedAt) / g.perMember / 2;
     const elapsedMs = this.host.clock.nowMs() - this.startedMs;
     const needMs = (doneKiB / maxKiBs) * 1000;
     if (needMs > elapsedMs) await this.host.clock.sleep(Math.min(1000, needMs - elapsedMs));
@@ -748,7 +762,7 @@ export class ReshapeEngine {
     // under a speed limit, steps of about a quarter of a second at that speed (the throttle
     // sleeps between steps, and writes to a region wait no longer than its step); with a step
     // being checkpointed, at most half the room, so that the next one can go on meanwhile
-    const bySpeed = this.host.limits().maxKiBs * 2 * g.newD / 4;
+    const bySpeed = this.host.limits().maxKiBs * 2 * g.perMember / 4;
     let cap = Math.max(g.unit, Math.min(MAX_STEP_SECTORS, bySpeed));
     if (!inFlight) cap = Math.min(cap, Math.max(g.unit, Math.floor(len / 2)));
     len = Math.min(len, cap - (cap % g.unit), total - p);
@@ -768,13 +782,13 @@ export class ReshapeEngine {
    * otherwise, or if that meets an error, through the personalities' request paths, which
    * rebuild from parity and fail members as md does.
    */
-  private async copy(view: ReshapeView, p: number, len: number, oldSize: number, stripe: number): Promise<void> {
+  private async copy(view: ReshapeView, p: number, len: number, oldSize: number, stripe: number, bulk: boolean): Promise<void> {
     const piece = Math.max(stripe, Math.floor(PIECE_TARGET_SECTORS / stripe) * stripe);
     const jobs: Array<() => Promise<void>> = [];
     for (let at = p; at < p + len; at += piece) {
       const n = Math.min(piece, p + len - at);
       jobs.push(async () => {
-        if (this.bulkUsable(view) && n % stripe === 0) {
+        if (bulk && this.bulkUsable(view) && n % stripe === 0) {
           try {
             await this.bulkPiece(view, at, n, oldSize);
             return;
@@ -936,6 +950,8 @@ export class ReshapeEngine {
         host.install(next);
         view.retire(next);
         host.resumeBitmap();
+        // raid10_finish_reshape: recovery_cp = the old size when the array grew
+        if (sb.level === 10 && next.syncSectors > view.oldGeo.syncSectors) host.resyncFrom?.(view.oldGeo.arraySectors);
       }, { bitmapBits: allSet ? 'all' : 'none' });
     });
     this.done = true;

@@ -408,7 +408,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
     out.mode === 'grow' ||
     out.mode === 'manage' ||
     out.mode === 'incremental';
-  // (--grow --level=10 /dev/md0 --add DEV...: the devices to add follow --add, the md device comes first)
+  // --grow /dev/md0 --add DEV (--grow --level=10 /dev/md0 --add DEV...): the md device comes
+  // first in grow mode too (mdadm's devlist)
   if (modeTakesMd && positional.length > 0 && (out.manageOps.length === 0 || out.mode === 'grow')) {
     out.mdDevice = positional.shift()!;
   } else if (out.mode === 'manage' && out.manageOps.length > 0 && positional.length > 0) {

@@ -181,30 +181,37 @@ Options that are valid with --misc:
 const GROW = `Usage: tsmd --grow md-device options
 
 Changes a running array while it serves I/O. tsmd adds and removes the
-write-intent bitmap, and reshapes raid4/5/6 arrays: more or fewer members,
-another chunk size or another layout. A reshape runs in the background (see
---status, --detail; --wait waits for it; --action=frozen / idle pause and
-resume it) and survives a crash or a stop: it resumes at the next assembly.
-The data offset moves as mdadm 4.2 moves it (down for a grow, up for a
-shrink when there is room after the data); a shrink with no such room runs
-in place with --backup-file, which the next assembly needs too (the daemon
-remembers it in its run directory). Shrinking needs --array-size first.
-Level changes that move no data (md's takeovers: raid1 <-> raid5 of two
-devices, raid0 <-> raid10, raid4 <-> raid5, raid0 <-> raid4 or raid5
-parity-last, raid1/raid10 -> raid0) are instant; --add gives the new level
-its spares.
+write-intent bitmap and reshapes arrays as md does: raid4/5/6 more or fewer
+members, another chunk size or layout; raid10 (near layouts) more members;
+raid1 more or fewer mirrors; a linear array another member (--add); --size
+the space used on each member (the new region is resynced). A reshape runs
+in the background (see --status, --detail; --wait waits for it;
+--action=frozen / idle pause and resume it) and survives a crash or a stop:
+it resumes at the next assembly. The data offset moves as mdadm 4.2 moves it
+(down for a grow, up for a shrink when there is room after the data); a
+shrink with no such room runs in place with --backup-file, which the next
+assembly needs too (the daemon remembers it in its run directory). Shrinking
+needs --array-size first. --level: md's takeovers, which move no data (raid1
+<-> raid5 of two devices, raid0 <-> raid10, raid4 <-> raid5, raid0 <-> raid4
+or raid5 parity-last, raid1/raid10 -> raid0), are instant; raid5 <-> raid6
+and raid0 <-> raid5 restripe (raid6 through the *-6 layouts as md does);
+--add gives the new level its spares.
 
 Options that are valid with --grow (-G):
   --bitmap=          -b : internal (add one) or none (remove it)
   --bitmap-chunk=       : chunk size of the bitmap added
-  --raid-devices=    -n : raid4/5/6: more members (spares added first), or
-                          fewer (after --array-size; the members that leave
-                          become spares)
+  --raid-devices=    -n : raid4/5/6, raid10 near: more members (spares added
+                          first); raid4/5/6 fewer (after --array-size; the
+                          members that leave become spares); raid1: more or
+                          fewer mirrors
+  --add              -a : linear: a member appended (the array grows); with
+                          --raid-devices or --level: spares added first
   --chunk=           -c : raid4/5/6: the new chunk size
-  --layout=          -p : raid5/6: the new layout
+  --layout=          -p : raid5/6: the new layout (preserve / normalise with
+                          --level)
   --force            -f : grow with fewer spares than new members (degraded)
   --level=           -l : the new level (with --add DEV... for its spares)
-  --size=            -z : (reshape, not supported yet)
+  --size=            -z : space used on each member, KiB, or max
   --array-size=      -Z : the size the array is served with (KiB or K/M/G/T,
                           or max); not recorded on the members
   --backup-file=        : where a reshape in place saves its critical sections

@@ -22,7 +22,7 @@ import { MdArray, type MdLogLevel } from '../md/array.js';
 import type { SyncLimits } from '../md/sync.js';
 import { type ClusterConfig, noDlmMessage } from './cluster-config.js';
 import { loadSuperblock } from '../md/sb-io.js';
-import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, shown, UsageError } from './args.js';
+import { type ParsedArgs, parseBitmapDelay, parseChunkKiB, parseLevel, parseSizeKiB, parseSizeSectors, shown, UsageError } from './args.js';
 import { growRaid0, growTakeover, type LevelChangeRequest, type TakeoverIo } from '../md/takeover.js';
 import { planLevelChange, refuseIfBusy, startLevelChange } from '../md/level-reshape.js';
 import { parseLayout } from '../raid/geometry/names.js';
@@ -710,8 +710,9 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
 
 /**
  * mdadm --grow on a running array: --bitmap=internal|none (with --bitmap-chunk and --delay),
- * and the raid4/5/6 reshapes --raid-devices, --chunk and --layout (growReshape); --level,
- * --size, --array-size and backup files are not yet.
+ * the reshapes (growReshape: raid4/5/6 --raid-devices, --chunk, --layout, raid10 near
+ * --raid-devices; raid1 --raid-devices), --level, --array-size, --continue, --size
+ * (growSizeLive) and linear --add (growAddLive).
  */
 export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<number> {
   const md = a.mdDevice;
@@ -721,13 +722,16 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
     const rc = await growLevelReshape(a, io, ctx, md);
     if (rc !== null) return rc;
   }
-  // out of the reshape engine's reach: refused before anything is looked at or written
-  for (const o of ['size']) {
-    if (a.opts.has(o)) throw new TsmdError('ENOTSUP', `--grow --${o} is not supported yet by tsmd (raid4/5/6 --raid-devices, --chunk and --layout are)`);
-  }
   // (with --array-size, mdadm's "cannot change array size in same operation..." below)
   if (a.opts.has('level') && !a.opts.has('array-size')) return growLevel(a, io, ctx, md);
   if (a.opts.has('raid-devices') && !a.opts.has('array-size') && ctx.registry.find(md)?.array.level === 0) return growRaid0Devices(a, io, ctx, md);
+  const adds = a.manageOps.filter((o) => o.op === 'add');
+  if (adds.length > 0 && !a.opts.has('raid-devices') && a.manageOps.length === adds.length) return growAddLive(a, io, ctx, md, adds.flatMap((o) => o.devices));
+  if (adds.length > 0 && a.opts.has('raid-devices') && a.manageOps.length === adds.length) {
+    // Grow_reshape: the devices given are added (as spares) before the shape changes
+    await addSpares(a, io, ctx, md, adds.flatMap((o) => o.devices));
+    return growReshape(a, io, ctx, md);
+  }
   if (a.manageOps.length > 0) throw new UsageError(`--${a.manageOps[0]!.op} cannot be used with --grow`);
   // mdadm.c GROW: --array-size is imposed first, independent of anything else
   const arraySize = optStr(a, 'array-size');
@@ -736,8 +740,9 @@ export async function cmdGrowLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promise<
     if (!r) throw notRunning(ctx, md);
     growArraySize(r.array, arraySize, { raidDisks: a.opts.has('raid-devices'), level: a.opts.has('level') });
     ctx.registry.changed();
-    if (!a.opts.has('chunk') && !a.opts.has('layout') && !a.opts.has('bitmap') && !flag(a, 'continue')) return 0;
+    if (!a.opts.has('chunk') && !a.opts.has('layout') && !a.opts.has('bitmap') && !a.opts.has('size') && !flag(a, 'continue')) return 0;
   }
+  if (a.opts.has('size')) return growSizeLive(a, io, ctx, md);
   if (flag(a, 'continue')) {
     const r = ctx.registry.find(md);
     if (!r) throw notRunning(ctx, md);
@@ -784,6 +789,14 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
   if (layoutText !== undefined) {
     if (arr.level !== 4 && arr.level !== 5 && arr.level !== 6) throw new TsmdError('ENOTSUP', `${md}: --layout of raid${arr.level} is not supported yet by tsmd`);
     layout = parseLayout(arr.level, layoutText, raidDisks ?? arr.raidDisks);
+  }
+  if (arr.level === 1 && raidDisks !== undefined && chunkSectors === undefined && layout === undefined) {
+    // Grow.c: raid1 restripes nothing; raid_disks is set and mdadm prints it on stdout
+    const said = await arr.growMirrors({ raidDisks, force: flag(a, 'force'), devName: md });
+    if (said === null && !a.quiet) io.err(`tsmd: ${md}: no change requested\n`);
+    else if (said !== null && !a.quiet) io.out(`${said}\n`);
+    ctx.registry.changed();
+    return 0;
   }
   const backupPath = optStr(a, 'backup-file');
   const backup = backupPath ? await createBackupFile(arr, md, backupPath, { raidDisks, chunkSectors }, ctx.mapDir) : undefined;
@@ -942,6 +955,76 @@ async function growLevelReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string)
   }
   ctx.registry.changed();
   return 0;
+}
+
+/**
+ * mdadm --grow --size=N|max (Grow.c "set size"): the component size changes, the array and
+ * its NBD export follow; mdadm's "component size of DEV has been set to NK" on stderr.
+ */
+async function growSizeLive(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promise<number> {
+  if (a.opts.has('chunk') || a.opts.has('layout') || a.opts.has('raid-devices'))
+    throw new TsmdError('EINVAL', 'cannot change component size at the same time as other changes.\n   Change size first, then check data is intact before making other changes.');
+  if (a.manageOps.length > 0) throw new TsmdError('EINVAL', '--add cannot be used with other geometry changes in --grow mode');
+  if (a.opts.has('bitmap')) throw new TsmdError('EINVAL', '--bitmap changes cannot be used with other geometry changes in --grow mode');
+  const text = optStr(a, 'size')!;
+  let sectors: number | 'max';
+  if (text === 'max') sectors = 'max';
+  else {
+    // mdadm.c: parse_size, at least 8 sectors, then whole KiB
+    const s = parseSizeSectors(text);
+    if (s === null || s < 8) throw new UsageError(`invalid size: ${text}`);
+    sectors = Math.floor(s / 2) * 2;
+  }
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  const res = await r.array.growSize({ sectors, devName: md });
+  if (!a.quiet) io.err(`tsmd: ${res.message}\n`);
+  ctx.registry.changed();
+  return 0;
+}
+
+/**
+ * mdadm --grow MD --add DEV... (mdadm.c: Grow_Add_device for each device; only linear arrays
+ * grow this way: "can only add devices to linear arrays" otherwise).
+ */
+async function growAddLive(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string, devs: string[]): Promise<number> {
+  if (a.opts.has('chunk') || a.opts.has('layout') || a.opts.has('bitmap'))
+    throw new TsmdError('EINVAL', '--add cannot be used with other geometry changes in --grow mode');
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  for (const d of devs) {
+    if (r.array.level !== -1) throw new TsmdError('EINVAL', 'can only add devices to linear arrays');
+    if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `cannot open ${shown(a, d)}`);
+    const opened = await openDevice(d, { exclusive: true });
+    const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
+    try {
+      await r.array.linearAdd(dev, randomBytes(16), md);
+    } catch (e) {
+      await dev.close();
+      throw e;
+    }
+    ctx.registry.changed();
+  }
+  return 0;
+}
+
+/** mdadm's Manage_subdevs for the devices of a --grow: each joins as a spare ("added DEV"). */
+async function addSpares(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string, devs: string[]): Promise<void> {
+  const r = ctx.registry.find(md);
+  if (!r) throw notRunning(ctx, md);
+  for (const d of devs) {
+    if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
+    const opened = await openDevice(d, { exclusive: true });
+    const dev = ctx.wrapDevice ? ctx.wrapDevice(opened) : opened;
+    try {
+      await r.array.addMember(dev, { deviceUuid: randomBytes(16) });
+    } catch (e) {
+      await dev.close();
+      throw e;
+    }
+    ctx.registry.changed();
+    if (!a.quiet) io.err(`tsmd: added ${shown(a, d)}\n`);
+  }
 }
 
 export { uuidText };

@@ -63,7 +63,9 @@ async function verify(port: number, durable: Map<number, Buffer>, why: string): 
 
 export interface Kind {
   name: string;
-  level: 5 | 6;
+  level: 5 | 6 | 10;
+  /** --layout at create (raid10's n2) */
+  layout?: string;
   n: number;
   spares: number;
   grow: string[];
@@ -107,7 +109,13 @@ export const kinds: Kind[] = [
   },
   { name: 'raid5 shrink 4->3 in place', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: false, disks: 3, chunkKiB: 64, shrink: true, backup: true, iterations: 8 },
   { name: 'raid5 shrink 4->3 offset up', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: true, disks: 3, chunkKiB: 64, shrink: true, createSizeKiB: 10 * 1024, iterations: 8 },
+  { name: 'raid10 near=2 grow 4->5', level: 10, layout: 'n2', n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: false, disks: 5, chunkKiB: 64 },
 ];
+
+/** What each member adds to the array (raid10 near=2: half a member), as a count of members. */
+function dataMembers(level: number, disks: number): number {
+  return level === 10 ? disks / 2 : disks - (level === 6 ? 2 : 1);
+}
 
 /** One reshape kind: create, grow, kill -9 at random moments, finish, judge. */
 export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
@@ -119,7 +127,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
   const opts = ['--speed-limit-max=250'];
   let d = await startDaemon(runDir, opts);
   try {
-    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...(k.createSizeKiB ? [`--size=${k.createSizeKiB}`] : []), ...files.slice(0, k.n)]);
+    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', ...(k.layout ? [`--layout=${k.layout}`] : []), '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...(k.createSizeKiB ? [`--size=${k.createSizeKiB}`] : []), ...files.slice(0, k.n)]);
     assert.equal(r.status, 0, r.stderr);
     if (k.shrink) {
       // mdadm's refusal names the size; --array-size truncates the array to it (not on disk)
@@ -282,9 +290,10 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
     {
       const c = await NbdTestClient.connect(d.info.nbd!.port, 'md0');
       const endLevel = k.endLevel ?? k.level;
-      const dataDisks = k.disks - (endLevel === 6 ? 2 : 1);
-      assert.equal(c.sizeBytes % (dataDisks * k.chunkKiB * 1024), 0);
-      if (k.grows ?? k.spares > 0) assert.ok(c.sizeBytes > (k.n - (k.level === 6 ? 2 : 1)) * 11 * MiB, `the export grew (${c.sizeBytes})`);
+      // whole stripes (raid10: whole chunks, a stripe being a fraction of a row)
+      const stripeBytes = (endLevel === 10 ? 1 : dataMembers(endLevel, k.disks)) * k.chunkKiB * 1024;
+      assert.equal(c.sizeBytes % stripeBytes, 0);
+      if (k.grows ?? k.spares > 0) assert.ok(c.sizeBytes > dataMembers(k.level, k.n) * 11 * MiB, `the export grew (${c.sizeBytes})`);
       // after: the new space is writable
       const tail = randomBytes(BLOCK);
       await c.write(c.sizeBytes - BLOCK, tail, true);
@@ -336,13 +345,16 @@ export async function badGrowRequests(dir: string): Promise<void> {
       [['--grow', '/dev/md0', '--chunk=3'], 2, /invalid chunk\/rounding value: 3/],
       [['--grow', '/dev/md0', '--layout=bogus'], 1, /layout bogus not understood for raid5/],
       [['--grow', '/dev/md0', '--level=6'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
-      [['--grow', '/dev/md0', '--size=1000'], 1, /--size is not supported yet by tsmd/],
+      [['--grow', '/dev/md0', '--size=32'], 1, /component size must be larger than chunk size\./],
+      [['--grow', '/dev/md0', '--size=100M'], 1, /Cannot set device size for \/dev\/md0: No space left on device/],
+      [['--grow', '/dev/md0', '--size=max', '--raid-devices=5'], 1, /cannot change component size at the same time as other changes\./],
       [['--grow', '/dev/md0', '--array-size=1000', '--raid-devices=3'], 1, /cannot change array size in same operation as changing raiddisks or level\./],
       [['--grow', '/dev/md0', '--array-size=100G'], 1, /--array-size setting is too large\./],
       [['--grow', '/dev/md0', '--array-size=0'], 2, /invalid array size: 0/],
       [['--grow', '/dev/md0', '--raid-devices=5', `--backup-file=${join(dir, 'bad.backup')}`], 1, /Need 1 spare to avoid degraded array/],
       [['--grow', '/dev/md0', '--raid-devices=3', `--backup-file=${join(dir, 'bad.backup')}`], 1, /this change will reduce the size of the array/],
-      [['--grow', '/dev/md1', '--raid-devices=3'], 1, /reshaping raid1 is not supported yet by tsmd/],
+      [['--grow', '/dev/md1', '--raid-devices=3'], 1, /Need 1 spare to avoid degraded array, and only have 0\.\n\s+Use --force to over-ride this check\./],
+      [['--grow', '/dev/md1', '--add', files[0]!], 1, /can only add devices to linear arrays/],
       [['--grow', '/dev/md1', '--chunk=128'], 1, /reshaping raid1 is not supported yet by tsmd/],
     ];
     for (const [args, status, msg] of refused) {

@@ -45,11 +45,12 @@ const continued: Fx[] = [
   { set: 'kernel-md-reshape', name: 'raid0-to-raid5-interrupted', patternBytes: 97517568, end: { disks: 4, chunk: 128, layout: 2, bytes: 97517568, level: 5 }, rebuilt: 1 },
   // in place, backwards, with mdadm's backup file (all zero: nothing to restore); vdd leaves
   { set: 'kernel-md-reshape', name: 'raid5-shrink-interrupted', patternBytes: 65011712, backup: true, end: { disks: 3, chunk: 128, layout: 2, bytes: 65011712, spares: [3] } },
+  // raid10 near=2 4->5 (reshape-raid10.ts): stopped by the kernel with a plain --stop (raid10 keeps its own window)
+  { set: 'kernel-md-reshape', name: 'raid10-grow-interrupted', patternBytes: 65011712, end: { disks: 5, chunk: 128, layout: 0x102, bytes: 81264640 } },
 ];
 
-const refused: Array<Fx & { why: RegExp }> = [
-  { set: 'kernel-md-reshape', name: 'raid10-grow-interrupted', patternBytes: 65011712, why: /raid10/ },
-];
+// (every kernel reshape fixture is continued now; a new kind tsmd cannot continue goes here)
+const refused: Array<Fx & { why: RegExp }> = [];
 
 /** Writable copies of a fixture's members (sparse) in dir. */
 function copies(fx: Fx, dir: string): string[] {
@@ -86,6 +87,8 @@ async function patternErrors(arr: MdArray, bytes: number): Promise<number> {
 }
 
 async function check(arr: MdArray): Promise<number> {
+  // a resync owed first (raid10_finish_reshape resyncs the grown region), as mdadm --wait
+  await arr.sync.runUntilIdle();
   await arr.setSyncAction('check');
   await arr.sync.runUntilIdle();
   return arr.sync.mismatchCnt;
