@@ -371,7 +371,7 @@ export async function growTakeover(arr: MdArray, req: LevelChangeRequest, io: Ta
     // mdadm first removes the spares, then fails and removes the devices md will not keep
     const drops = plan.drop.map((id) => byId[id]!);
     for (const m of [...drops.filter((x) => x.slot === null), ...drops.filter((x) => x.slot !== null)]) {
-      if (!m.faulty && m.slot !== null) await failQuietly(arr, m);
+      if (!m.faulty && m.slot !== null) await failForTakeover(arr, m);
       await arr.removeMember(m.dev.name);
     }
     const changes: TakeoverChanges = { inSync: plan.inSync };
@@ -411,7 +411,7 @@ export async function growTakeover(arr: MdArray, req: LevelChangeRequest, io: Ta
 }
 
 /** mdadm's SET_DISK_FAULTY on a device md is about to drop (not an error of the device). */
-async function failQuietly(arr: MdArray, m: Member): Promise<void> {
+async function failForTakeover(arr: MdArray, m: Member): Promise<void> {
   await arr.failMember(m.dev.name);
 }
 
