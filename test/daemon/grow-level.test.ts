@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon } from '../helpers/daemon.js';
 import { arrayState, until } from '../helpers/reshape-crash.js';
-import { haveTool, run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
+import { tsmdExamine } from '../helpers/examine.js';
+import { haveTool, run, sparseFile, tempDir } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
 
@@ -108,10 +109,9 @@ describe('level changes through tsmd --grow --level', () => {
         if (haveTool('mdadm')) {
           for (const f of files.slice(0, c.devices + (c.grow.includes('ADD') ? 1 : c.spares))) {
             // (raid5 -> raid0: the parity device removed keeps the superblock it had; both read it)
-            const ours = run(process.execPath, [tsmdBin, '--examine', f]);
             const theirs = run('mdadm', ['--examine', f]);
             assert.equal(theirs.status, 0, theirs.stderr);
-            assert.equal(ours.stdout, theirs.stdout, `--examine ${f}`);
+            assert.equal(await tsmdExamine(f), theirs.stdout, `--examine ${f}`);
           }
         }
       } finally {
