@@ -21,7 +21,9 @@ import { type LevelChangeRequest, planLevelChange, startLevelChange } from '../.
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
-import { haveTool, run, tempDir, tsmdBin } from '../helpers/tools.js';
+import { tsmdExamine } from '../helpers/examine.js';
+import { fixtureMembers } from '../helpers/fixtures.js';
+import { fields, haveTool, requireTool, run, tempDir } from '../helpers/tools.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -113,10 +115,10 @@ async function examineBoth(dev: MemoryBlockDevice, path: string): Promise<[strin
   await dev.reopen({ readOnly: true }).read(head, 0);
   writeFileSync(path, head);
   run('truncate', ['-s', String(dev.sizeBytes), path]);
-  const ours = run(process.execPath, [tsmdBin, '--examine', path]);
   const theirs = run('mdadm', ['--examine', path]);
   assert.equal(theirs.status, 0, theirs.stderr);
-  return [ours.stdout, theirs.stdout];
+  const ours = await tsmdExamine(path);
+  return [ours, theirs.stdout];
 }
 
 async function superblocks(devs: MemoryBlockDevice[]): Promise<Superblock1[]> {
@@ -176,8 +178,8 @@ describe('level changes that move data', () => {
         }
         await fillAll(arr, model);
         // slow enough that the writers overlap the change, not slower while they write
-        arr.sync.local.maxKiBs = 3000;
-        arr.sync.local.minKiBs = 3000;
+        arr.sync.local.maxKiBs = 1500;
+        arr.sync.local.minKiBs = 1500;
         arr.startBackground();
         const plan = planLevelChange(request(arr, c.to, c.more));
         assert.ok(plan, 'a level change that moves data');
@@ -235,6 +237,48 @@ describe('level changes that move data', () => {
         if (c.end.level !== 0) assert.equal(await checkZero(again), 0);
       } finally {
         await again.close();
+      }
+    });
+  }
+
+  // the kernel's images of the same changes, stopped mid-way (shared/fixtures/kernel-md-reshape):
+  // tsmd's superblocks during its own reshape carry the same geometry, feature bits and roles
+  // (the new data offset and the position are tsmd's own choices: present, not compared)
+  const midway: Array<{ fixture: string; level: 0 | 5; disks: number; spares: number; addSpares: number; to: number; more?: Partial<LevelChangeRequest> }> = [
+    { fixture: 'raid5-to-raid6-interrupted', level: 5, disks: 4, spares: 1, addSpares: 0, to: 6, more: { newRaidDisks: 5 } },
+    { fixture: 'raid0-to-raid5-interrupted', level: 0, disks: 3, spares: 0, addSpares: 1, to: 5 },
+  ];
+  for (const c of midway) {
+    test(`${c.fixture}: tsmd's own superblocks in the middle of the change agree with the kernel's`, async (t) => {
+      if (!requireTool(t, 'mdadm', 'the judge of both images')) return;
+      const devs = await memoryArray({ level: c.level, sizesMiB: new Array(c.disks + c.spares).fill(32), raidDisks: c.disks, chunkKiB: 64, assumeClean: true });
+      const arr = await open(devs);
+      try {
+        for (let i = 0; i < c.addSpares; i++) {
+          const d = new MemoryBlockDevice(`mem${devs.length}`, 32 * MiB);
+          devs.push(d);
+          await arr.addMember(d.reopen(), { deviceUuid: randomBytes(16) });
+        }
+        arr.sync.local.maxKiBs = 2000;
+        arr.startBackground();
+        const plan = planLevelChange(request(arr, c.to, c.more));
+        assert.ok(plan);
+        await startLevelChange(arr, plan);
+        await arr.clock.sleep(300);
+        await arr.reshape.freeze();
+        assert.equal(arr.reshapeActive, true);
+      } finally {
+        await arr.close();
+      }
+      const kernel = fixtureMembers(c.fixture, 'kernel-md-reshape');
+      assert.equal(kernel.length, devs.length);
+      const same = ['Feature Map', 'Raid Level', 'Raid Devices', 'Avail Dev Size', 'Array Size', 'Data Offset', 'Super Offset', 'Layout', 'New Layout', 'Chunk Size', 'Device Role', 'Array State'];
+      for (const [i, d] of devs.entries()) {
+        const [, ours] = await examineBoth(d, join(dir.path, `mid-${c.fixture}-${i}.img`));
+        const theirs = run('mdadm', ['--examine', kernel[i]!]).stdout;
+        const [o, k] = [fields(ours), fields(theirs)];
+        for (const key of same) assert.equal(o.get(key), k.get(key), `member ${i}: ${key}\n${ours}`);
+        for (const key of ['New Offset', "Reshape pos'n", 'Recovery Offset']) assert.equal(o.has(key), k.has(key), `member ${i}: ${key} present in both or neither`);
       }
     });
   }
