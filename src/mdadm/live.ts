@@ -708,6 +708,14 @@ export async function cmdManageLive(a: ParsedArgs, io: LiveIo, ctx: Ctx): Promis
   return 0;
 }
 
+/** --raid-devices=N of a --grow (undefined: not given); mdadm's refusal of anything but a count. */
+function raidDevicesOpt(a: ParsedArgs): number | undefined {
+  const text = optStr(a, 'raid-devices');
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new UsageError(`invalid number of raid devices: ${text}`);
+  return Number(text);
+}
+
 /**
  * mdadm --grow on a running array: --bitmap=internal|none (with --bitmap-chunk and --delay),
  * the reshapes (growReshape: raid4/5/6 --raid-devices, --chunk, --layout, raid10 near
@@ -776,12 +784,7 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
   const r = ctx.registry.find(md);
   if (!r) throw notRunning(ctx, md);
   const arr = r.array;
-  const disksText = optStr(a, 'raid-devices');
-  let raidDisks: number | undefined;
-  if (disksText !== undefined) {
-    if (!/^\d+$/.test(disksText) || Number(disksText) < 1) throw new UsageError(`invalid number of raid devices: ${disksText}`);
-    raidDisks = Number(disksText);
-  }
+  const raidDisks = raidDevicesOpt(a);
   const chunkText = optStr(a, 'chunk');
   const chunkSectors = chunkText !== undefined ? parseChunkKiB(chunkText) * 2 : undefined;
   const layoutText = optStr(a, 'layout');
@@ -817,11 +820,10 @@ async function growRaid0Devices(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string)
   const other = a.manageOps.find((o) => o.op !== 'add');
   if (other) throw new UsageError(`--${other.op} cannot be used with --grow`);
   const adds = a.manageOps.flatMap((o) => o.devices);
-  const disksText = optStr(a, 'raid-devices')!;
-  if (!/^\d+$/.test(disksText) || Number(disksText) < 1) throw new UsageError(`invalid number of raid devices: ${disksText}`);
+  const raidDisks = raidDevicesOpt(a)!;
   const arr = ctx.registry.find(md)!.array;
   for (const d of adds) if (ctx.registry.byMember(d)) throw new TsmdError('EBUSY', `Cannot open ${shown(a, d)}: Device or resource busy`);
-  const done = await growRaid0(arr, { devName: md, raidDisks: Number(disksText) }, takeoverIo(a, io, ctx, adds)).finally(() => ctx.registry.changed());
+  const done = await growRaid0(arr, { devName: md, raidDisks }, takeoverIo(a, io, ctx, adds)).finally(() => ctx.registry.changed());
   if (!done) return growReshape(a, io, ctx, md);
   return 0;
 }
@@ -866,12 +868,7 @@ async function growLevel(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Promi
   const r = ctx.registry.find(md);
   if (!r) throw notRunning(ctx, md);
   const arr = r.array;
-  const disksText = optStr(a, 'raid-devices');
-  let raidDisks: number | undefined;
-  if (disksText !== undefined) {
-    if (!/^\d+$/.test(disksText) || Number(disksText) < 1) throw new UsageError(`invalid number of raid devices: ${disksText}`);
-    raidDisks = Number(disksText);
-  }
+  const raidDisks = raidDevicesOpt(a);
   if (level === arr.level && adds.length === 0) {
     // the level as it is: a plain reshape, or nothing
     if (raidDisks !== undefined || a.opts.has('layout')) return growReshape(a, io, ctx, md);
@@ -910,8 +907,7 @@ async function growLevelReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string)
   if (a.manageOps.some((o) => o.op !== 'add')) return null;
   for (const o of ['chunk', 'bitmap', 'size', 'array-size', 'backup-file', 'continue']) if (a.opts.has(o)) return null;
   const adds = a.manageOps.flatMap((o) => o.devices);
-  const disksText = optStr(a, 'raid-devices');
-  if (disksText !== undefined && (!/^\d+$/.test(disksText) || Number(disksText) < 1)) throw new UsageError(`invalid number of raid devices: ${disksText}`);
+  const newRaidDisks = raidDevicesOpt(a);
   const layoutText = optStr(a, 'layout');
   let newLayout: number | 'preserve' | 'normalise' | undefined;
   if (layoutText === 'preserve') newLayout = 'preserve';
@@ -928,7 +924,7 @@ async function growLevelReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string)
     memberSectors: arr.members.filter((m) => m.slot !== null && !m.faulty).map((m) => Number(m.loaded.sb.dataSize)),
     spares: spares + adds.length,
     newLevel,
-    newRaidDisks: disksText !== undefined ? Number(disksText) : undefined,
+    newRaidDisks,
     newLayout,
     force: flag(a, 'force'),
     devName: md,
