@@ -24,40 +24,13 @@ import { prng } from '../helpers/prng.js';
 import { tsmdExamine } from '../helpers/examine.js';
 import { fixtureMembers } from '../helpers/fixtures.js';
 import { fields, haveTool, requireTool, run, tempDir } from '../helpers/tools.js';
+import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-function fill(buf: Uint8Array, off: number, gen: number): void {
-  for (let i = 0; i < buf.length; i += 4) {
-    const v = ((off + i) / 4 + gen * 0x9e3779b1) >>> 0;
-    buf[i] = v & 0xff;
-    buf[i + 1] = (v >>> 8) & 0xff;
-    buf[i + 2] = (v >>> 16) & 0xff;
-    buf[i + 3] = (v >>> 24) & 0xff;
-  }
-}
-
 async function open(devs: MemoryBlockDevice[]): Promise<MdArray> {
   return MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
-}
-
-async function verify(arr: MdArray, model: Map<number, number>, upTo: number, why: string): Promise<void> {
-  const buf = new Uint8Array(MiB);
-  const want = new Uint8Array(4 * KiB);
-  for (let off = 0; off < upTo; off += MiB) {
-    await arr.read(buf, off);
-    for (let b = 0; b < MiB; b += 4 * KiB) {
-      fill(want, off + b, model.get((off + b) / 4096) ?? 0);
-      assert.ok(Buffer.from(buf.subarray(b, b + 4 * KiB)).equals(want), `${why}: block at ${off + b}`);
-    }
-  }
-}
-
-async function checkZero(arr: MdArray): Promise<number> {
-  await arr.setSyncAction('check');
-  await arr.sync.runUntilIdle();
-  return arr.sync.mismatchCnt;
 }
 
 /** What live.ts gives planLevelChange for this array. */

@@ -22,19 +22,10 @@ import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
 import { requireTool, run, tempDir, tsmdBin } from '../helpers/tools.js';
+import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-function fill(buf: Uint8Array, off: number, gen: number): void {
-  for (let i = 0; i < buf.length; i += 4) {
-    const v = ((off + i) / 4 + gen * 0x9e3779b1) >>> 0;
-    buf[i] = v & 0xff;
-    buf[i + 1] = (v >>> 8) & 0xff;
-    buf[i + 2] = (v >>> 16) & 0xff;
-    buf[i + 3] = (v >>> 24) & 0xff;
-  }
-}
 
 async function open(devs: MemoryBlockDevice[], backup?: MemoryBlockDevice): Promise<MdArray> {
   return MdArray.assemble(
@@ -43,29 +34,10 @@ async function open(devs: MemoryBlockDevice[], backup?: MemoryBlockDevice): Prom
   );
 }
 
-async function verify(arr: MdArray, model: Map<number, number>, upTo: number): Promise<void> {
-  const buf = new Uint8Array(MiB);
-  const want = new Uint8Array(4 * KiB);
-  for (let off = 0; off < upTo; off += MiB) {
-    const n = Math.min(MiB, upTo - off);
-    await arr.read(buf.subarray(0, n), off);
-    for (let b = 0; b < n; b += 4 * KiB) {
-      fill(want, off + b, model.get((off + b) / 4096) ?? 0);
-      assert.deepEqual(buf.subarray(b, b + 4 * KiB), want, `block at ${off + b}`);
-    }
-  }
-}
-
 async function readBytes(d: MemoryBlockDevice, off: number, n: number): Promise<Uint8Array> {
   const b = new Uint8Array(n);
   await d.reopen().read(b, off);
   return b;
-}
-
-async function checkZero(arr: MdArray): Promise<number> {
-  await arr.setSyncAction('check');
-  await arr.sync.runUntilIdle();
-  return arr.sync.mismatchCnt;
 }
 
 interface Case {

@@ -20,6 +20,7 @@ import { createArray } from '../../src/md/create.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { fields, haveTool, run, sparseFile, tempDir } from '../helpers/tools.js';
 import { prng } from '../helpers/prng.js';
+import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -58,33 +59,6 @@ async function make(disks: number, spares: number, layout: number, opts: { bitma
 async function open(files: string[]): Promise<MdArray> {
   const devs = await Promise.all(files.map((f) => openDevice(f)));
   return MdArray.assemble(devs, { clock: new SystemClock() });
-}
-
-/** A 4 KiB block's content: its array offset and a generation. */
-function fill(buf: Uint8Array, off: number, gen: number): void {
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
-  for (let i = 0; i < buf.length; i += 4) dv.setUint32(i, ((off + i) / 4 + gen * 0x9e3779b1) >>> 0, true);
-}
-
-async function verify(arr: MdArray, model: Map<number, number>, upTo: number): Promise<void> {
-  const buf = new Uint8Array(MiB);
-  const want = new Uint8Array(4 * KiB);
-  for (let off = 0; off < upTo; off += MiB) {
-    const n = Math.min(MiB, upTo - off);
-    await arr.read(buf.subarray(0, n), off);
-    for (let b = 0; b < n; b += 4 * KiB) {
-      fill(want, off + b, model.get((off + b) / 4096) ?? 0);
-      assert.deepEqual(buf.subarray(b, b + 4 * KiB), want, `block at ${off + b}`);
-    }
-  }
-}
-
-async function checkZero(arr: MdArray): Promise<number> {
-  // the grown region's resync first (raid10_finish_reshape), as mdadm --wait waits for it
-  await arr.sync.runUntilIdle();
-  await arr.setSyncAction('check');
-  await arr.sync.runUntilIdle();
-  return arr.sync.mismatchCnt;
 }
 
 async function loadSuperblockOf(f: string) {
