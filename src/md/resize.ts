@@ -177,7 +177,7 @@ function memberRoom(m: Member): number {
 /**
  * mdadm --grow --size=N|max (Grow.c "set size" + md's update_size and ->resize). The members'
  * data size first follows their devices (rdev_size_change), then the component size becomes
- * N, or the largest every working member allows for max, rounded as the personality rounds
+ * N, or the largest every device (spares too) allows for max, rounded as the personality rounds
  * it; the array (and what NBD exports) is resized; a grown region is resynced from the old
  * end (md: recovery_cp = old size), and with an internal bitmap its chunks are marked to need
  * a sync instead (md_bitmap_resize sets NEEDED on the new chunks). Shrinking is allowed as md
@@ -199,7 +199,9 @@ export async function growSize(h: ResizeHost, req: SizeRequest): Promise<SizeRes
     if (l.far > 1 && !l.offset) throw new TsmdError('EINVAL', `Cannot set device size for ${md}: Invalid argument`);
   }
   const working = host.memberSet.list.filter((m) => !m.faulty && m.slot !== null);
-  const room = Math.min(...working.map(memberRoom));
+  // update_size: every device of the array bounds the size, spares too (rdev_for_each)
+  const devices = host.memberSet.list.filter((m) => !m.faulty);
+  const room = Math.min(...devices.map(memberRoom));
   let want = req.sectors === 'max' ? room : req.sectors;
   if (want > room) throw new TsmdError('ENOSPC', `Cannot set device size for ${md}: No space left on device`);
   want = roundComponent(sb, want);
@@ -233,7 +235,7 @@ export async function growSize(h: ResizeHost, req: SizeRequest): Promise<SizeRes
       await nb.writeThrough(true);
     }
     await host.update(() => {
-      for (const m of working) {
+      for (const m of devices) {
         const own = m.loaded.sb;
         // rdev_size_change: the member's data size follows its device (never below its use)
         if (Number(own.superOffset) < Number(own.dataOffset)) own.dataSize = BigInt(Math.max(Number(own.dataSize), memberRoom(m)));
