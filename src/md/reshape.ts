@@ -133,6 +133,8 @@ const F_RESHAPE = Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_
 
 /** The largest region moved between two checkpoints (array sectors): writes there wait that long. */
 const MAX_STEP_SECTORS = 2048 * 64;
+/** The largest critical section (array sectors): mdadm's 16 MiB cap on its backup unit. */
+const MAX_CRITICAL_SECTORS = 2048 * 16;
 /** One read-old / write-new piece (array sectors, whole new stripes), and pieces in flight. */
 const PIECE_TARGET_SECTORS = 2048 * 4;
 const PIECE_PARALLEL = 4;
@@ -683,7 +685,8 @@ export class ReshapeEngine {
     if (lo < p) return [lo, p, false];
     const backup = this.host.backup;
     if (!backup) throw new TsmdError('EIO', `reshape cannot progress safely at sector ${p} without a backup file (new offset ${g.shift})`);
-    const room = Math.floor(backup.capacitySectors / S) * S;
+    // mdadm's largest backup unit (16 MiB): a larger file does not make a larger buffer
+    const room = Math.floor(Math.min(backup.capacitySectors, MAX_CRITICAL_SECTORS) / S) * S;
     if (room < S) throw new TsmdError('EIO', `the backup file ${backup.name} holds ${backup.capacitySectors} sectors: less than one stripe (${S})`);
     const clo = Math.max(0, Math.ceil((p - room) / S) * S);
     if (clo > 0 && rowOf(clo, g.newD, g.newC) + g.shift < rowEnd(clo, g.oldD, g.oldC))
