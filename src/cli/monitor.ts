@@ -71,9 +71,8 @@ export class MonitorState {
           const step = Math.max(1, this.opts.increment);
           const before = Math.floor(prev.percent / step);
           const after = Math.floor(percent / step);
-          if (after > before && after * step < 100) {
-            out.push({ event: `Rebuild${String(after * step).padStart(2, '0')}`, dev });
-          }
+          // Monitor.c: the percentage read, not the step boundary crossed ("Rebuild23")
+          if (after > before && percent < 100) out.push({ event: `Rebuild${String(percent).padStart(2, '0')}`, dev });
         }
         if (prev.percent !== null && percent === null) {
           const checking = p.sync && (p.sync.kind === 'check' || p.sync.kind === 'repair');
