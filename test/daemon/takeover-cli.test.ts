@@ -61,8 +61,8 @@ describe('--grow --level through the daemon', () => {
     const refused: Array<[string[], number, RegExp]> = [
       [['--grow', '/dev/md0', '--level=1', '--chunk=128'], 1, /^tsmd: Cannot change array level in the same operation as changing chunk size\.\n$/],
       [['--grow', '/dev/md0', '--level=10'], 1, /^tsmd: Impossible level change requested\n$/],
-      // left-symmetric -> raid0 restripes to parity-last first (mdadm): a reshape tsmd has not
-      [['--grow', '/dev/md0', '--level=0'], 1, /--level is not supported yet by tsmd for raid5 -> raid0/],
+      // left-symmetric -> raid0 restripes to parity-last first (level-reshape.ts), not with 2 devices
+      [['--grow', '/dev/md0', '--level=0'], 1, /^tsmd: Impossible level change requested\n$/],
       [['--grow', '/dev/md0', '--level=bogus'], 2, /invalid raid level: bogus/],
     ];
     for (const [args, status, msg] of refused) {
