@@ -129,7 +129,11 @@ describe('--grow --bitmap on a running array', () => {
       assert.equal(r.status, 0, r.stderr);
       // assembly takes the lowest free number, which need not be the one --create had
       mdName = await mdNameOf(d, md);
-      await until('resync', async () => !(await state(d, mdName)).syncBusy);
+      // the sync engine starts after the assembly returns: wait for the resync to have run
+      await until('resync', async () => {
+        const s = await state(d, mdName);
+        return !s.syncBusy && s.syncHistory.some((h) => h.kind === 'resync');
+      });
       const s2 = await state(d, mdName);
       const resync = s2.syncHistory.filter((h) => h.kind === 'resync');
       assert.equal(resync.length, 1, JSON.stringify(s2.syncHistory));
