@@ -388,13 +388,7 @@ export async function growTakeover(arr: MdArray, req: LevelChangeRequest, io: Ta
     io.say(`level of ${md} changed to ${levelName(plan.target.level)}`);
     // Manage_subdevs: the --add devices join now, as spares of the new level
     for (const a of io.add) {
-      const dev = await io.open(a.path);
-      try {
-        await arr.addMember(dev, { deviceUuid: io.deviceUuid() });
-      } catch (e) {
-        await dev.close().catch(() => {});
-        throw e;
-      }
+      await addOne(arr, io, a.path);
       io.say(`added ${a.shown}`);
     }
     await activateSpares(arr);
@@ -458,15 +452,7 @@ export async function growRaid0(arr: MdArray, req: { devName: string; raidDisks:
   if (d > spares) throw err(`Need ${d} spare${plural(d)} to create working array, and only have ${spares}.`);
   const { devSectors } = singleZone(shape, { devName: md, level: 4, adding: io.add.length });
   if (arr.clustered) throw new TsmdError('ENOTSUP', `${md} is clustered: its level cannot change`);
-  for (const a of io.add) {
-    const dev = await io.open(a.path);
-    try {
-      await arr.addMember(dev, { deviceUuid: io.deviceUuid() });
-    } catch (e) {
-      await dev.close().catch(() => {});
-      throw e;
-    }
-  }
+  for (const a of io.add) await addOne(arr, io, a.path);
   // the takeover to raid4 and the reshape's start are one metadata transaction (reshape.ts);
   // one spare fills the old parity slot, d - 1 join, the new parity slot stays empty (force)
   await arr.grow({
@@ -479,4 +465,15 @@ export async function growRaid0(arr: MdArray, req: { devName: string; raidDisks:
   io.say(`level of ${md} changed to raid4`);
   for (const a of io.add) io.say(`added ${a.shown}`);
   return true;
+}
+
+/** mdadm's Manage_subdevs for one --add device: opened, added as a spare, closed again if refused. */
+async function addOne(arr: MdArray, io: TakeoverIo, path: string): Promise<void> {
+  const dev = await io.open(path);
+  try {
+    await arr.addMember(dev, { deviceUuid: io.deviceUuid() });
+  } catch (e) {
+    await dev.close().catch(() => {});
+    throw e;
+  }
 }

@@ -11,7 +11,7 @@ import { MdArray } from '../../src/md/array.js';
 import { createArray } from '../../src/md/create.js';
 import type { Level } from '../../src/md/create-plan.js';
 import { growTakeover, type LevelChangeRequest } from '../../src/md/takeover.js';
-import { main } from '../../src/mdadm/main.js';
+import { tsmdExamine } from './examine.js';
 import { run, sparseFile } from './tools.js';
 
 const MiB = 1024 * 1024;
@@ -137,17 +137,7 @@ export function mdadmExamine(path: string): { text: string; fields: Map<string, 
 /** tsmd --examine (run in this process, as bin/tsmd runs it) prints exactly what the real mdadm --examine prints. */
 export async function examineAgrees(path: string): Promise<Map<string, string>> {
   const theirs = mdadmExamine(path);
-  let out = '';
-  let errs = '';
-  const io = { out: (s: string) => (out += s), err: (s: string) => (errs += s), interactive: false, ask: async () => '', env: { ...process.env, TZ: 'UTC' } };
-  const tz = process.env.TZ;
-  process.env.TZ = 'UTC';
-  try {
-    assert.equal(await main(['--examine', path], io), 0, errs);
-  } finally {
-    if (tz === undefined) delete process.env.TZ;
-    else process.env.TZ = tz;
-  }
+  const out = await tsmdExamine(path);
   assert.equal(out, theirs.text, `tsmd --examine ${path} differs from mdadm --examine`);
   return theirs.fields;
 }
