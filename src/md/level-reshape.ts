@@ -113,8 +113,8 @@ function raid5ToRaid0(r: LevelChangeRequest): LevelPlan | null {
   if (delta !== -1)
     throw new TsmdError('ENOTSUP', `${r.devName}: raid5 -> raid0 with another number of data disks is not supported yet by tsmd (leave --raid-devices out: ${r.raidDisks - 1})`);
   // two devices: one data disk, analyse_change finds nothing to restripe and mdadm's
-  // impose_level refuses a raid5 not in parity-last (takeover.ts answers)
-  if (r.raidDisks < 3) return null;
+  // impose_level refuses a raid5 not in parity-last (takeover.ts leaves it to this path)
+  if (r.raidDisks < 3) refuse('Impossible level change requested');
   const chunk = r.newChunkSectors ?? r.chunkSectors;
   return { kind: 'reshape', announce: null, toRaid0: true, req: { layout: 5, chunkSectors: chunk, devName: r.devName } };
 }
