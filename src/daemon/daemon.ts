@@ -59,6 +59,7 @@ export interface DaemonOptions {
 function arrayState(r: RunningArray): ArrayState {
   const a = r.array;
   const cur = a.sync.current;
+  const reshaped = a.reshapeActive ? a.reshape.progress() : null;
   return {
     mdName: r.mdName,
     devPath: r.devPath.startsWith('/dev/') ? r.devPath : `/dev/${r.devPath}`,
@@ -76,8 +77,8 @@ function arrayState(r: RunningArray): ArrayState {
           running: a.reshape.active,
           frozen: a.reshape.frozen,
           stuck: a.reshapeStuck,
-          doneSectors: a.reshape.progress()?.doneSectors ?? null,
-          totalSectors: a.reshape.progress()?.totalSectors ?? null,
+          doneSectors: reshaped?.doneSectors ?? null,
+          totalSectors: reshaped?.totalSectors ?? null,
         }
       : null,
     lastReshape: a.reshape.lastRun ? { ...a.reshape.lastRun } : null,

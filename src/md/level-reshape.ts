@@ -32,7 +32,7 @@ import { TsmdError } from '../errors.js';
 import { Feature, MAX_SECTOR, type Superblock1 } from '../format/superblock.js';
 import type { MdArray } from './array.js';
 import type { Member } from './members.js';
-import type { ReshapeRequest, TakeoverGeometry } from './reshape.js';
+import { needSpares, type ReshapeRequest, type TakeoverGeometry } from './reshape.js';
 import { growTakeover } from './takeover.js';
 
 /** raid5 layout -> the raid6 layout with the same data placement and Q on the last disk (md's *_6). */
@@ -76,10 +76,6 @@ export type LevelPlan =
   | { kind: 'reshape'; req: ReshapeRequest; announce: string | null; toRaid0?: boolean }
   /** a takeover only, and the sync engine recovers the new slot (raid5 -> raid6 --layout=preserve) */
   | { kind: 'recover'; takeover: TakeoverGeometry; announce: string };
-
-function plural(n: number): string {
-  return n === 1 ? '' : 's';
-}
 
 function refuse(msg: string): never {
   throw new TsmdError('EINVAL', msg);
@@ -131,7 +127,7 @@ function toRaid6(r: LevelChangeRequest, curLayout: number): LevelPlan {
   const chunk = r.newChunkSectors ?? r.chunkSectors;
   const needed = Math.max(beforeData, afterData) + 2 - r.raidDisks;
   if (needed > r.spares && !r.force)
-    refuse(`Need ${needed} spare${plural(needed)} to avoid degraded array, and only have ${r.spares}.\n       Use --force to over-ride this check.`);
+    throw needSpares(needed, r.spares);
   const takeover: TakeoverGeometry = { level: 6, layout: before, raidDisks: r.raidDisks + 1 };
   const announce = `level of ${r.devName} changed to raid6`;
   if (afterData === beforeData && after === before && chunk === r.chunkSectors) return { kind: 'recover', takeover, announce };
@@ -174,7 +170,7 @@ function raid0ToRaid5(r: LevelChangeRequest, md: string): LevelPlan | null {
   if (afterData < beforeData) refuse('this change will reduce the size of the array.');
   // Grow_reshape: from raid0 only the "working array" check applies (no --force needed)
   const needed = Math.max(beforeData, afterData) - r.raidDisks;
-  if (needed > r.spares) refuse(`Need ${needed} spare${plural(needed)} to create working array, and only have ${r.spares}.`);
+  if (needed > r.spares) throw needSpares(needed, r.spares, true);
   if (afterData === beforeData && after === 5 && chunk === r.chunkSectors) return null; // parity-last: an instant takeover
   // md's raid45_takeover_raid0: one strip zone only (every member the same usable size)
   const c = r.chunkSectors;

@@ -25,7 +25,7 @@ import { TsmdError } from '../errors.js';
 import { Feature, type Superblock1 } from '../format/superblock.js';
 import { decodeRaid10Layout, raid10Derive } from '../raid/geometry/raid10.js';
 import type { Member } from './members.js';
-import type { ReshapeHost, ReshapeRequest } from './reshape.js';
+import { needSpares, type ReshapeHost, type ReshapeRequest } from './reshape.js';
 
 const F_RESHAPE = Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS;
 
@@ -85,7 +85,7 @@ export async function startRaid10Reshape(host: ReshapeHost, req: ReshapeRequest,
   const delta = disks - sb.raidDisks;
   const spares = host.memberSet.list.filter((m) => m.slot === null && !m.faulty);
   if (spares.length < delta && !req.force)
-    throw new TsmdError('EINVAL', `Need ${delta} spare${delta === 1 ? '' : 's'} to avoid degraded array, and only have ${spares.length}.\n       Use --force to over-ride this check.`);
+    throw needSpares(delta, spares.length);
   // raid10_start_reshape: "spares < delta_disks" is -EINVAL in md (it cannot run degraded on new slots)
   if (spares.length < delta) throw new TsmdError('EINVAL', `Cannot set array shape for ${md}`);
   const joining = spares.slice(0, delta);

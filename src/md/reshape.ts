@@ -297,7 +297,7 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   const need = holes.length + Math.max(0, delta);
   const spares = host.memberSet.list.filter((m) => m.slot === null && !m.faulty);
   if (spares.length < need && !req.force)
-    throw new TsmdError('EINVAL', `Need ${need} spare${need === 1 ? '' : 's'} to avoid degraded array, and only have ${spares.length}.\n       Use --force to over-ride this check.`);
+    throw needSpares(need, spares.length);
   const filling = spares.slice(0, holes.length);
   const joining = spares.slice(holes.length, need);
   const moving = [...host.memberSet.list.filter((m) => m.slot !== null && !m.faulty), ...filling, ...joining];
@@ -399,6 +399,21 @@ function planOffset(
  */
 function roomAfter(m: Member, componentSectors: number): number {
   return Math.max(0, Number(m.loaded.sb.dataSize) - componentSectors);
+}
+
+/**
+ * mdadm's refusal when a change has fewer spares than it needs (Grow.c): "to avoid degraded
+ * array" where --force may override it, "to create working array" where it may not. One text
+ * for every --grow path (reshape, raid10, raid1 mirrors, level changes, takeovers).
+ */
+export function needSpares(need: number, have: number, working = false): TsmdError {
+  const s = need === 1 ? '' : 's';
+  return new TsmdError(
+    'EINVAL',
+    working
+      ? `Need ${need} spare${s} to create working array, and only have ${have}.`
+      : `Need ${need} spare${s} to avoid degraded array, and only have ${have}.\n       Use --force to over-ride this check.`,
+  );
 }
 
 /** The array size in KiB the geometry would have (mdadm's --array-size hint). */

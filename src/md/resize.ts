@@ -16,7 +16,7 @@ import type { BlockDevice } from '../io/block-device.js';
 import { decodeRaid10Layout, raid10Derive } from '../raid/geometry/raid10.js';
 import type { WriteIntentBitmap } from './bitmap.js';
 import type { Member } from './members.js';
-import type { ReshapeHost } from './reshape.js';
+import { needSpares, type ReshapeHost } from './reshape.js';
 import type { LoadedSuperblock } from './sb-io.js';
 
 /** What these changes ask of the array beyond the reshape host (MdArray, a few lines). */
@@ -54,7 +54,7 @@ export async function growMirrors(h: ResizeHost, req: MirrorsRequest): Promise<s
   const spares = host.memberSet.list.filter((m) => m.slot === null && !m.faulty).length;
   const delta = n - sb.raidDisks;
   if (delta > 0 && spares < delta && !req.force)
-    throw new TsmdError('EINVAL', `Need ${delta} spare${delta === 1 ? '' : 's'} to avoid degraded array, and only have ${spares}.\n       Use --force to over-ride this check.`);
+    throw needSpares(delta, spares);
   // md counts the slots holding a device (faulty ones too, until removed); replacements ride along
   const holders = host.memberSet.list.filter((m) => m.slot !== null && !m.replacement).sort((a, b) => a.slot! - b.slot!);
   if (holders.length > n) throw new TsmdError('EBUSY', 'failed to set raid disks');

@@ -29,6 +29,7 @@ import { levelByNumber } from '../raid/levels.js';
 import type { LevelGeometry } from '../raid/personality.js';
 import type { MdArray, TakeoverChanges } from './array.js';
 import { inSync, type Member } from './members.js';
+import { needSpares } from './reshape.js';
 
 /** md's raid5 algorithms used here (raid5.h) */
 const ALGORITHM_LEFT_SYMMETRIC = 2;
@@ -91,7 +92,6 @@ export interface TakeoverPlan {
 }
 
 const err = (msg: string): TsmdError => new TsmdError('EINVAL', msg);
-const plural = (n: number): string => (n === 1 ? '' : 's');
 const levelName = (level: number): string => levelByNumber(level).name;
 
 /** md's own refusal, as mdadm's impose_level reports it ("could not set level to raidN"). */
@@ -140,7 +140,7 @@ export function analyseLevelChange(shape: ArrayShape, req: LevelChangeRequest): 
   const spares = shape.members.filter((m) => m.slot === null && !m.faulty).length + req.adding;
   if (req.raidDisks !== undefined && req.raidDisks > n && spares < req.raidDisks - n && !req.force) {
     const need = req.raidDisks - n;
-    throw err(`Need ${need} spare${plural(need)} to avoid degraded array, and only have ${spares}.\n       Use --force to over-ride this check.`);
+    throw needSpares(need, spares);
   }
   const noAddTo0 = () => {
     // md's raid0 has no hot_add_disk: mdadm would change the level, then fail the add
@@ -230,7 +230,7 @@ export function analyseLevelChange(shape: ArrayShape, req: LevelChangeRequest): 
           if (layout !== 0x100 + copies) throw err('New layout impossible for RAID0->RAID10');
           d = (copies - 1) * n;
         }
-        if (d > req.adding) throw err(`Need ${d} spare${plural(d)} to create working array, and only have ${req.adding}.`);
+        if (d > req.adding) throw needSpares(d, req.adding, true);
         // raid10_takeover_raid0 makes near=2 of twice the devices; more copies is a reshape
         if (layout !== RAID10_NEAR2 || d !== n) return null;
         const { sizes, devSectors } = singleZone(shape, req);
@@ -449,7 +449,7 @@ export async function growRaid0(arr: MdArray, req: { devName: string; raidDisks:
   const d = req.raidDisks - n;
   // reshape_array: raid4 of n + d data disks from n: d spares to create a working array
   const spares = shape.members.filter((m) => m.slot === null && !m.faulty).length + io.add.length;
-  if (d > spares) throw err(`Need ${d} spare${plural(d)} to create working array, and only have ${spares}.`);
+  if (d > spares) throw needSpares(d, spares, true);
   const { devSectors } = singleZone(shape, { devName: md, level: 4, adding: io.add.length });
   if (arr.clustered) throw new TsmdError('ENOTSUP', `${md} is clustered: its level cannot change`);
   for (const a of io.add) await addOne(arr, io, a.path);
