@@ -37,8 +37,8 @@ import { dataByteOffset, MAX_READ_ERRORS, type Member, MemberSet } from './membe
 import { Metadata, type MetadataHost, type UpdateOptions } from './metadata.js';
 import { planRecovery, type RecoveryHost } from './recovery.js';
 import { growMirrors, growSize, linearAdd, type MirrorsRequest, type ResizeHost, type SizeRequest, type SizeResult } from './resize.js';
-import { cannotContinue, needsBackupFile, ReshapeEngine, type ReshapeHost, type ReshapeRequest, settleReshapeOffsets, slotCount, startReshape } from './reshape.js';
-import { BackupFile } from './backup-file.js';
+import { cannotContinue, growCriticalOf, isInPlaceGrow, needsBackupFile, ReshapeEngine, type ReshapeHost, type ReshapeRequest, settleReshapeOffsets, slotCount, startReshape } from './reshape.js';
+import { BackupFile, spareBackupArea } from './backup-file.js';
 import { bitmapMatches, loadBitmaps, loadSuperblock } from './sb-io.js';
 import { DEFAULT_SYNC_LIMITS, SyncEngine, type SyncHost, type SyncLimits } from './sync.js';
 
@@ -274,7 +274,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     // before any request reads it
     if (!arr.isReadOnly && arr.reshapeBlocked) {
       try {
-        await arr.reshape.restoreBackup();
+        if (isInPlaceGrow(arr.sb)) await arr.restoreGrowCritical(!!opts.backupFile);
+        else await arr.reshape.restoreBackup();
       } catch (e) {
         await arr.close().catch(() => {});
         throw e;
@@ -410,6 +411,40 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   private useBackupFile(h: BackupFileHandle): void {
     this.backup = new BackupFile(h.dev, this.sb.setUuid, () => Math.floor(this.clock.wallMs() / 1000));
     this.backupRemove = h.remove ?? null;
+  }
+
+  /**
+   * mdadm's Grow_restart for a grow in place: the critical section's backup is looked for in
+   * the backup file given, else in the backup area of the members joining the array (Grow.c:
+   * the spares it saved to), and restored if the crash left it unrecorded. Still short of the
+   * critical section's end with no backup: refused, as mdadm refuses to assemble.
+   */
+  private async restoreGrowCritical(fileGiven: boolean): Promise<void> {
+    const sb = this.sb;
+    const end = growCriticalOf(sb);
+    let area: BackupFile | null = null;
+    if (!this.backup) {
+      const oldDisks = sb.raidDisks - sb.deltaDisks;
+      for (const m of this.members) {
+        if (m.faulty || m.slot === null || m.slot < oldDisks) continue;
+        const at = spareBackupArea(Number(m.loaded.sb.dataOffset), Number(sb.size), end);
+        const b = new BackupFile(m.dev, sb.setUuid, () => Math.floor(this.clock.wallMs() / 1000), at);
+        // like Grow_restart, a device without a good backup superblock is skipped
+        const found = await b.load().catch(() => null);
+        if (found && found.sections.length > 0) {
+          area = b;
+          break;
+        }
+      }
+      this.backup = area;
+    }
+    try {
+      await this.reshape.restoreBackup();
+    } finally {
+      if (area) this.backup = null;
+    }
+    if (Number(this.sb.reshapePosition) < end)
+      throw new TsmdError('EINVAL', `Failed to restore critical section for reshape, sorry.${fileGiven ? '' : '\n      Possibly you needed to specify the --backup-file'}`);
   }
 
   /** the backup file the reshape uses, if any (its path) */

@@ -97,16 +97,40 @@ export function backupBlocks(oldChunk: number, newChunk: number, oldData: number
   return (a0 * b0) / a;
 }
 
-/** A backup file the reshape engine saves critical sections to. */
+/**
+ * Where on a device the backup lives when it is not a file of its own: mdadm's backup on a
+ * spare joining a grow (Grow.c reshape_prepare_fdlist: the data at data_offset +
+ * component_size - blocks - 8, its superblock 4 KiB before, the second copy right after the
+ * data, at data_offset + component_size - 8 where Grow_restart looks for it). The device is the
+ * array's member: closing the backup leaves it open.
+ */
+export interface BackupArea {
+  startBytes: number;
+  bytes: number;
+}
+
+/** The area of a spare's component where mdadm keeps a grow's critical section (Grow.c). */
+export function spareBackupArea(dataOffsetSectors: number, componentSectors: number, blocks: number): BackupArea {
+  const end = (dataOffsetSectors + componentSectors) * 512;
+  const bytes = (blocks + 16) * 512;
+  return { startBytes: end - bytes, bytes };
+}
+
+/** A backup file (or a spare's backup area) the reshape engine saves critical sections to. */
 export class BackupFile {
   constructor(
     readonly dev: BlockDevice,
     private readonly setUuid: Uint8Array,
     private readonly nowSeconds: () => number,
+    private readonly area: BackupArea | null = null,
   ) {}
 
   get name(): string {
-    return this.dev.name;
+    return this.area ? `${this.dev.name} (sector ${this.area.startBytes / 512})` : this.dev.name;
+  }
+
+  private get baseBytes(): number {
+    return this.area?.startBytes ?? 0;
   }
 
   /**
@@ -115,11 +139,17 @@ export class BackupFile {
    * grows the file by 512 bytes); a device cannot grow, so that copy is kept inside.
    */
   get capacitySectors(): number {
-    return Math.max(0, Math.floor((this.dev.sizeBytes - BACKUP_DATA_OFFSET_BYTES - BACKUP_SB_BYTES) / 512));
+    return Math.max(0, Math.floor(((this.area?.bytes ?? this.dev.sizeBytes) - BACKUP_DATA_OFFSET_BYTES - BACKUP_SB_BYTES) / 512));
   }
 
   /** Make a new backup file's contents (zeros, as mdadm's reshape_open_backup_file). */
   async initialise(blocks: number): Promise<void> {
+    if (this.area) {
+      // a spare's area: only a stale backup superblock is cleared (the rest is the spare's)
+      await this.dev.write(new Uint8Array(BACKUP_SB_BYTES), this.baseBytes);
+      await this.dev.flush();
+      return;
+    }
     const bytes = Math.min(this.dev.sizeBytes, (blocks + 8) * 512 + BACKUP_SB_BYTES);
     const zero = new Uint8Array(Math.min(1 << 20, bytes));
     for (let at = 0; at < bytes; at += zero.length) await this.dev.write(zero.subarray(0, Math.min(zero.length, bytes - at)), at);
@@ -132,24 +162,30 @@ export class BackupFile {
    * and the superblock before the caller overwrites anything in place.
    */
   async save(arrayStart: number, data: Uint8Array): Promise<void> {
-    await this.dev.write(data, BACKUP_DATA_OFFSET_BYTES);
+    if (data.length > this.capacitySectors * 512) throw new TsmdError('ENOSPC', `${this.name}: ${data.length / 512} sectors do not fit the backup (${this.capacitySectors})`);
+    const base = this.baseBytes;
+    await this.dev.write(data, base + BACKUP_DATA_OFFSET_BYTES);
     await this.dev.flush();
+    // devstart is where the data is on the device (mdadm: destoffset / 512)
     const sb = encodeBackupSuper({
       magic: 'md_backup_data-1',
       setUuid: this.setUuid,
       mtimeSeconds: this.nowSeconds(),
-      sections: [{ devStartSectors: BACKUP_DATA_OFFSET_BYTES / 512, arrayStart, sectors: data.length / 512 }],
+      sections: [{ devStartSectors: (base + BACKUP_DATA_OFFSET_BYTES) / 512, arrayStart, sectors: data.length / 512 }],
     });
-    await this.dev.write(sb, 0);
-    await this.dev.write(sb, BACKUP_DATA_OFFSET_BYTES + data.length);
+    await this.dev.write(sb, base);
+    await this.dev.write(sb, base + BACKUP_DATA_OFFSET_BYTES + data.length);
     await this.dev.flush();
   }
 
   /** The backup superblock, or null when the file holds none (all zero: nothing saved yet). */
   async load(): Promise<BackupSuper | null> {
     const buf = new Uint8Array(BACKUP_SB_BYTES);
-    if (this.dev.sizeBytes < BACKUP_SB_BYTES) return null;
-    await this.dev.read(buf, 0);
+    // a spare's area: the copy after the data, at data_offset + component_size - 8, which is
+    // where Grow_restart reads it (the data's length is in it, not known before)
+    const at = this.area ? this.area.startBytes + this.area.bytes - BACKUP_DATA_OFFSET_BYTES : 0;
+    if (this.dev.sizeBytes < at + BACKUP_SB_BYTES) return null;
+    await this.dev.read(buf, at);
     const b = decodeBackupSuper(buf);
     if (typeof b === 'string') return null;
     if (Buffer.compare(Buffer.from(b.setUuid), Buffer.from(this.setUuid)) !== 0)
@@ -164,6 +200,7 @@ export class BackupFile {
   }
 
   close(): Promise<void> {
+    if (this.area) return Promise.resolve(); // the member stays the array's
     return this.dev.close();
   }
 }

@@ -8,7 +8,9 @@
  * the data; and backwards (md's reshape_backwards: from the end of the array down) for a
  * shrink (fewer members, after --array-size) or a chunk/layout change with no room before the
  * data: the data moved up (new_offset > 0) where there is room after it, else, for a shrink,
- * in place with mdadm's backup file for the critical sections (backup-file.ts). What it cannot
+ * in place with mdadm's backup file for the critical sections (backup-file.ts). A grow with no
+ * room before the data runs forwards in place once its critical section at the start has been
+ * saved (to the joining spare's backup area or the backup file) and rewritten. What it cannot
  * do (raid10/1/0/linear, ...) is refused at --grow with ENOTSUP and nothing written, and an
  * array found in such a reshape is assembled read-only with the reason (never written).
  *
@@ -43,7 +45,7 @@ import { Scratch } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import { runLimited } from '../util/async.js';
 import { raid10CannotContinue, raid10DataDisks, startRaid10Reshape } from './reshape-raid10.js';
-import { type BackupFile, backupBlocks } from './backup-file.js';
+import { BackupFile, backupBlocks, spareBackupArea } from './backup-file.js';
 import type { Member, MemberSet } from './members.js';
 import type { UpdateOptions } from './metadata.js';
 import type { SyncLimits } from './sync.js';
@@ -109,6 +111,8 @@ export interface ReshapeRequest {
   backupFile?: boolean;
   /** Run once the reshape is done (raid5 -> raid0: takeover.ts's raid0_takeover_raid45). */
   whenDone?: () => Promise<void>;
+  /** what mdadm prints on stderr while it starts the reshape ("Need to backup ...K of critical section..") */
+  notice?: (msg: string) => void;
 }
 
 /** The geometry a takeover installs (data stays where it is). */
@@ -161,8 +165,8 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
     return `the reshape from raid${sb.level} to raid${sb.newLevel} is not supported by tsmd's reshape engine (raid4/5/6 grow, chunk and layout changes are)`;
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) return 'the array is clustered: md-cluster reshapes are not supported';
   const back = isBackwards(sb);
-  if ((sb.featureMap & Feature.NEW_OFFSET) === 0 && !back)
-    return 'the reshape keeps the data offset and runs forwards (a backup file on a spare or file): not supported yet by tsmd';
+  if ((sb.featureMap & Feature.NEW_OFFSET) === 0 && !back && sb.deltaDisks <= 0)
+    return 'the reshape keeps the data offset and the number of data disks, forwards (a backup of every section): not supported yet by tsmd';
   const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
   for (const m of members) {
     if (m.faulty || m.slot === null) continue;
@@ -204,6 +208,40 @@ export function isBackwards(sb: Superblock1): boolean {
  */
 export function needsBackupFile(sb: Superblock1): boolean {
   return (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (sb.featureMap & Feature.NEW_OFFSET) === 0 && levelIs456(sb.level) && sb.deltaDisks <= 0;
+}
+
+/**
+ * A grow that keeps the data offset (mdadm's "old way", no room before the data): only its
+ * first stretch, the critical section, rewrites rows still holding data not yet moved; it goes
+ * through a backup (a spare joining the array, or --backup-file), then the reshape runs
+ * forwards in place (the new rows advance slower than the old ones).
+ */
+export function isInPlaceGrow(sb: Superblock1): boolean {
+  return (sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && (sb.featureMap & Feature.NEW_OFFSET) === 0 && levelIs456(sb.level) && sb.deltaDisks > 0;
+}
+
+/**
+ * The end of a grow's critical section in place (array sectors): the first multiple of both
+ * stripes (mdadm's compute_backup_blocks) from which the engine's next step, one new stripe of
+ * the larger chunk, writes only rows already moved (its reshape_safe rule with no offset
+ * shift). mdadm's Grow_restart computes the same point ("last_block") to tell whether a
+ * restart still needs the backup.
+ */
+export function growCriticalSectors(oldD: number, newD: number, oldC: number, newC: number): number {
+  if (!(newD > oldD)) throw new TsmdError('EINVAL', `a grow in place adds data disks (${oldD} -> ${newD})`);
+  const lcm = backupBlocks(oldC, newC, oldD, newD);
+  const unit = Math.max(oldC, newC) * newD;
+  for (let c = lcm; ; c += lcm) {
+    const maxEnd = Math.floor(rowOf(c, oldD, oldC) / newC) * newC * newD;
+    if (maxEnd - c >= unit) return c;
+  }
+}
+
+/** growCriticalSectors of the reshape a superblock records. */
+export function growCriticalOf(sb: Superblock1): number {
+  const oldD = dataDisks(sb.level, sb.layout, sb.raidDisks - sb.deltaDisks, sb.chunkSize);
+  const newD = dataDisks(sb.newLevel, sb.newLayout, sb.raidDisks, sb.newChunk);
+  return growCriticalSectors(oldD, newD, sb.chunkSize, sb.newChunk);
 }
 
 /**
@@ -307,15 +345,39 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   for (const m of joining) {
     if (Number(m.loaded.sb.dataSize) < Number(sb.size)) throw new TsmdError('ENOSPC', `${m.dev.name} is too small to join ${md}`);
   }
-  if (plan.backup) {
+  // a grow in place: its critical section saved to a spare joining the array (or the file)
+  let critical: { sectors: number; dest: BackupFile } | null = null;
+  if (plan.backup && delta > 0) {
+    if (t) throw new TsmdError('ENOTSUP', `${md}: a level change with no room to move the data offset is not supported yet by tsmd`);
+    const sectors = growCriticalSectors(oldD, newD, sb.chunkSize, chunk);
+    // Grow.c: "Something wrong - reshape aborted" when the backup is half a member or more
+    if (sectors >= Number(cur.size) / 2) throw new TsmdError('EINVAL', `${md}: Something wrong - reshape aborted`);
+    host.log(`mdadm: Need to backup ${plan.backupBlocks / 2}K of critical section..`);
+    req.notice?.(`Need to backup ${plan.backupBlocks / 2}K of critical section..`);
+    const spare = joining[0];
+    if (!host.backup && !spare) throw new TsmdError('EINVAL', `${md}: Cannot grow - need a spare or backup-file to backup critical section`);
+    const area = spare ? spareBackupArea(Number(spare.loaded.sb.dataOffset), Number(cur.size), sectors) : null;
+    const dest = host.backup ?? new BackupFile(spare!.dev, sb.setUuid, () => Math.floor(host.clock.wallMs() / 1000), area);
+    if (dest.capacitySectors < sectors) throw new TsmdError('ENOSPC', `${md}: the backup file ${dest.name} holds ${dest.capacitySectors} sectors: the critical section needs ${sectors}`);
+    await dest.initialise(sectors);
+    critical = { sectors, dest };
+  } else if (plan.backup) {
     // mdadm: "Need to backup 384K of critical section.." then the backup file is made
     const need = `Need to backup ${plan.backupBlocks / 2}K of critical section..`;
     if (!host.backup) throw new TsmdError('EINVAL', `${need}\n${md}: Cannot grow - need backup-file\n Please provide one with "--backup=..."`);
     host.log(`mdadm: ${need}`);
+    req.notice?.(need);
     await host.backup.initialise(plan.backupBlocks);
   }
   await host.quiesced(async () => {
     await host.personality.flush();
+    // the critical section is saved before any superblock says the reshape started, so a
+    // restart always finds it (mdadm's Grow_restart: "Failed to find backup of critical section")
+    const saved = critical ? new Uint8Array(critical.sectors * 512) : null;
+    if (saved && critical) {
+      await host.personality.read(saved, 0);
+      await critical.dest.save(0, saved);
+    }
     await host.update(() => {
       if (t) {
         // md's level_store (the takeover) in the same transaction as the reshape's start
@@ -350,9 +412,27 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
       host.suspendBitmap();
       host.install(host.makePersonality(sb));
     });
+    if (saved && critical) await growInPlaceCritical(host, saved, critical.sectors);
   });
-  host.log(`md: reshape of RAID array ${md} started (${delta ? `${sb.raidDisks - delta}->${disks} devices` : ''}${chunk !== sb.chunkSize ? ` chunk ${sb.chunkSize / 2}K->${chunk / 2}K` : ''}${layout !== sb.layout ? ` layout ${sb.layout}->${layout}` : ''}${filling.length ? `, ${filling.map((m) => m.dev.name).join(' ')} rebuilt along with it` : ''}, ${plan.backup ? `in place with backup file ${host.backup!.name}` : `new offset ${shift}`}${plan.backwards ? ', backwards' : ''})`);
+  host.log(`md: reshape of RAID array ${md} started (${delta ? `${sb.raidDisks - delta}->${disks} devices` : ''}${chunk !== sb.chunkSize ? ` chunk ${sb.chunkSize / 2}K->${chunk / 2}K` : ''}${layout !== sb.layout ? ` layout ${sb.layout}->${layout}` : ''}${filling.length ? `, ${filling.map((m) => m.dev.name).join(' ')} rebuilt along with it` : ''}, ${plan.backup ? `in place with backup ${(critical?.dest ?? host.backup)!.name}` : `new offset ${shift}`}${plan.backwards ? ', backwards' : ''})`);
   return true;
+}
+
+/**
+ * The critical section of a grow in place, still quiesced after the transaction that started
+ * the reshape (its data already saved): written in the new geometry over its own old rows,
+ * flushed, then checkpointed (md_update_sb); the frontier moves past it. A crash before the
+ * checkpoint leaves the backup for restoreBackup() at the next assembly.
+ */
+async function growInPlaceCritical(host: ReshapeHost, data: Uint8Array, sectors: number): Promise<void> {
+  const view = host.personality;
+  if (!(view instanceof ReshapeView)) throw new TsmdError('EINVAL', 'no reshape view after the start of a reshape');
+  await view.newGeo.write(data, 0);
+  await view.flush();
+  await host.update(() => {
+    host.sb.reshapePosition = BigInt(sectors);
+  }, { bump: false });
+  view.advance(sectors);
 }
 
 /**
@@ -377,9 +457,9 @@ function planOffset(
   const after = Math.min(...o.moving.map((m) => roomAfter(m, Number(host.sb.size))));
   const chunksBefore = Math.floor(before / o.maxChunk);
   if (o.delta > 0) {
-    if (chunksBefore < 1)
-      throw new TsmdError('ENOTSUP', `${o.md}: only ${before} sectors free before the data: moving the data offset needs ${o.maxChunk}; a grow with a backup file is not supported yet by tsmd`);
-    return { shift: -Math.min(chunksBefore, 4) * o.maxChunk, backwards: false, backup: false, backupBlocks: blocks };
+    // mdadm tries a new offset unless a backup file was given; with no room, the old way
+    if (!o.backupFile && chunksBefore >= 1) return { shift: -Math.min(chunksBefore, 4) * o.maxChunk, backwards: false, backup: false, backupBlocks: blocks };
+    return { shift: 0, backwards: false, backup: true, backupBlocks: blocks };
   }
   if (o.delta < 0) {
     const min = Math.max(Math.ceil(blocks / o.oldD / o.maxChunk) * o.maxChunk, o.maxChunk);

@@ -15,6 +15,7 @@ import { TsmdError } from '../errors.js';
 import { openDevice } from '../io/file-device.js';
 import type { BackupFileHandle, MdArray } from '../md/array.js';
 import { BACKUP_DATA_OFFSET_BYTES, BACKUP_SB_BYTES, backupBlocks } from '../md/backup-file.js';
+import { growCriticalSectors } from '../md/reshape.js';
 import { UsageError } from './args.js';
 
 /** where mdadm keeps its links (MAP_DIR /run/mdadm): the daemon's run directory */
@@ -74,7 +75,9 @@ export async function createBackupFile(
 ): Promise<BackupFileHandle> {
   const sb = arr.sb;
   const parity = sb.level === 6 ? 2 : 1;
-  const blocks = backupBlocks(sb.chunkSize, req.chunkSectors ?? sb.chunkSize, sb.raidDisks - parity, (req.raidDisks ?? sb.raidDisks) - parity);
+  const [oldD, newD, newC] = [sb.raidDisks - parity, (req.raidDisks ?? sb.raidDisks) - parity, req.chunkSectors ?? sb.chunkSize];
+  // a grow in place saves its whole critical section at once (reshape.ts growCriticalSectors)
+  const blocks = Math.max(backupBlocks(sb.chunkSize, newC, oldD, newD), newD > oldD ? growCriticalSectors(oldD, newD, sb.chunkSize, newC) : 0);
   let fd: number;
   try {
     fd = openSync(path, 'wx', 0o600);

@@ -803,7 +803,10 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
   }
   const backupPath = optStr(a, 'backup-file');
   const backup = backupPath ? await createBackupFile(arr, md, backupPath, { raidDisks, chunkSectors }, ctx.mapDir) : undefined;
-  const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md, backup });
+  const notice = (m: string) => {
+    if (!a.quiet) io.err(`tsmd: ${m}\n`);
+  };
+  const changed = await arr.grow({ raidDisks, chunkSectors, layout, force: flag(a, 'force'), devName: md, backup, notice });
   // the array kept the file (a reshape in place): an assembly finds it by the link
   if (changed && backupPath && arr.backupFileName !== null) linkBackupFile(md, backupPath, ctx.mapDir);
   if (!changed && !a.quiet) io.err(`tsmd: ${md}: no change requested\n`);

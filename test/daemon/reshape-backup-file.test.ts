@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,10 +17,11 @@ import { controlCall } from '../../src/daemon/control.js';
 import { startDaemon } from '../helpers/daemon.js';
 import { checkPattern, fixtureMembers, sharedDir } from '../helpers/fixtures.js';
 import { NbdTestClient } from '../helpers/nbd-client.js';
-import { haveTool, run, tempDir, tsmdBin } from '../helpers/tools.js';
+import { haveTool, run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
 
 const NAME = 'raid5-shrink-interrupted';
 const PATTERN_BYTES = 65011712;
+const MiB = 1024 * 1024;
 
 describe('kernel shrink fixture through the CLI and the daemon', () => {
   let dir: ReturnType<typeof tempDir>;
@@ -101,6 +102,56 @@ describe('kernel shrink fixture through the CLI and the daemon', () => {
       assert.equal(ours.stdout, theirs.stdout);
       assert.doesNotMatch(theirs.stdout, /Reshape pos'n/);
       assert.match(theirs.stdout, /Device Role : spare/);
+    }
+  });
+
+  test('a grow in place through the CLI (superblock 1.0, no room around the data): the critical section on the joining spare', async () => {
+    const files = Array.from({ length: 5 }, (_, i) => sparseFile(join(dir.path, `v10-${i}.img`), 12 * MiB));
+    const d = await startDaemon(join(dir.path, 'run-inplace'));
+    try {
+      let r = d.tsmd(['--create', '/dev/md1', '--metadata=1.0', '--level=5', '-n4', '-c64', '--run', '--assume-clean', ...files.slice(0, 4)]);
+      assert.equal(r.status, 0, r.stderr);
+      const c = await NbdTestClient.connect(d.info.nbd!.port, 'md1');
+      const data = randomBytes(c.sizeBytes);
+      try {
+        for (let off = 0; off < data.length; off += MiB) await c.write(off, data.subarray(off, off + MiB));
+        await c.flush();
+      } finally {
+        await c.close();
+      }
+      r = d.tsmd(['/dev/md1', '--add', files[4]!]);
+      assert.equal(r.status, 0, r.stderr);
+      r = d.tsmd(['--grow', '/dev/md1', '--raid-devices=5']);
+      assert.equal(r.status, 0, r.stderr);
+      // mdadm's "old way": no new data offset, the critical section backed up first
+      assert.match(r.stderr, /Need to backup 768K of critical section\.\./);
+      r = d.tsmd(['--wait', '/dev/md1']);
+      const sock = join(d.runDir, 'control.sock');
+      const a = (await controlCall(sock, { op: 'arrays' }, 5000)).arrays!.find((x) => x.mdName === 'md1')!;
+      assert.equal(a.reshape, null);
+      assert.equal(a.raidDisks, 5);
+      const c2 = await NbdTestClient.connect(d.info.nbd!.port, 'md1');
+      try {
+        assert.ok(c2.sizeBytes > data.length, 'the array grew');
+        for (let off = 0; off < data.length; off += MiB) {
+          const back = await c2.read(off, Math.min(MiB, data.length - off));
+          assert.ok(back.equals(data.subarray(off, off + MiB)), `the data reads back after the grow (at ${off})`);
+        }
+      } finally {
+        await c2.close();
+      }
+      r = d.tsmd(['--stop', '/dev/md1']);
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      await d.stop();
+    }
+    if (haveTool('mdadm')) {
+      const ours = run(process.execPath, [tsmdBin, '--examine', ...files]);
+      const theirs = run('mdadm', ['--examine', ...files]);
+      assert.equal(theirs.status, 0, theirs.stderr);
+      assert.equal(ours.stdout, theirs.stdout);
+      assert.match(theirs.stdout, /Raid Devices : 5/);
+      assert.match(theirs.stdout, /Unused Space : before=0 sectors/);
     }
   });
 });

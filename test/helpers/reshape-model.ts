@@ -1,10 +1,16 @@
 /**
  * The block model of the in-process reshape tests: every 4 KiB block of the array holds its
  * array offset and a generation (so a stale or misplaced block is told apart), and a test keeps
- * block -> generation for what it wrote; the whole array is then read back against it.
+ * block -> generation for what it wrote; the whole array is then read back against it. Also
+ * the crash-image tools of the in-process crash tests (image, tap) and the --examine judge.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BlockDevice } from '../../src/io/block-device.js';
+import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import type { MdArray } from '../../src/md/array.js';
+import { run, tempDir, tsmdBin } from './tools.js';
 
 const BLOCK = 4096;
 const READ = 1024 * 1024;
@@ -35,4 +41,62 @@ export async function checkMismatches(arr: MdArray): Promise<number> {
   await arr.setSyncAction('check');
   await arr.sync.runUntilIdle();
   return arr.sync.mismatchCnt;
+}
+
+/** tsmd --examine prints what mdadm --examine prints for every member (written to files). */
+export async function examineLikeMdadm(devs: MemoryBlockDevice[], when: string): Promise<void> {
+  const dir = tempDir('reshape-examine');
+  try {
+    const files = devs.map((d, i) => {
+      const f = join(dir.path, `m${i}.img`);
+      writeFileSync(f, dump(d));
+      return f;
+    });
+    const ours = run(process.execPath, [tsmdBin, '--examine', ...files]);
+    const theirs = run('mdadm', ['--examine', ...files]);
+    assert.equal(theirs.status, 0, theirs.stderr);
+    assert.equal(ours.stdout, theirs.stdout, `${when}: --examine`);
+    if (when === 'during') assert.match(theirs.stdout, /Reshape pos'n/);
+  } finally {
+    dir.cleanup();
+  }
+}
+
+/** Every byte of a memory device. */
+export function dump(d: MemoryBlockDevice): Uint8Array {
+  const out = new Uint8Array(d.sizeBytes);
+  d.reopen({ readOnly: true }).readSync(out, 0);
+  return out;
+}
+
+/** A copy of a memory device's contents now (a crash image). */
+export function image(d: MemoryBlockDevice): MemoryBlockDevice {
+  const src = d.reopen({ readOnly: true });
+  const out = new MemoryBlockDevice(d.name, d.sizeBytes);
+  const buf = new Uint8Array(READ);
+  for (let off = 0; off < d.sizeBytes; off += READ) {
+    const n = Math.min(READ, d.sizeBytes - off);
+    src.readSync(buf.subarray(0, n), off);
+    if (buf.subarray(0, n).some((x) => x !== 0)) out.writeSync(buf.subarray(0, n), off);
+  }
+  return out;
+}
+
+/** Delegates to a memory device; `onWrite` runs before each write is done, `onFlush` before a flush. */
+export function tap(d: MemoryBlockDevice, onWrite: (buf: Uint8Array, off: number) => void, onFlush: () => void = () => {}): BlockDevice {
+  return {
+    name: d.name,
+    sizeBytes: d.sizeBytes,
+    readOnly: false,
+    read: (b, o) => d.read(b, o),
+    write: (b, o) => {
+      onWrite(b, o);
+      return d.write(b, o);
+    },
+    flush: () => {
+      onFlush();
+      return d.flush();
+    },
+    close: () => d.close(),
+  };
 }

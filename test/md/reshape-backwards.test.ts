@@ -8,21 +8,18 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { SystemClock } from '../../src/env/clock.js';
 import { isTsmdError } from '../../src/errors.js';
 import { Feature } from '../../src/format/superblock.js';
-import type { BlockDevice } from '../../src/io/block-device.js';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
 import { decodeBackupSuper } from '../../src/md/backup-file.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
-import { requireTool, run, tempDir, tsmdBin } from '../helpers/tools.js';
-import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
+import { requireTool } from '../helpers/tools.js';
+import { checkMismatches as checkZero, dump, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -166,64 +163,6 @@ describe('backwards reshapes', () => {
     });
   }
 });
-
-/** tsmd --examine prints what mdadm --examine prints for every member (written to files). */
-async function examineLikeMdadm(devs: MemoryBlockDevice[], when: string): Promise<void> {
-  const dir = tempDir('reshape-back-examine');
-  try {
-    const files = devs.map((d, i) => {
-      const f = join(dir.path, `m${i}.img`);
-      writeFileSync(f, dump(d));
-      return f;
-    });
-    const ours = run(process.execPath, [tsmdBin, '--examine', ...files]);
-    const theirs = run('mdadm', ['--examine', ...files]);
-    assert.equal(theirs.status, 0, theirs.stderr);
-    assert.equal(ours.stdout, theirs.stdout, `${when}: --examine`);
-    if (when === 'during') assert.match(theirs.stdout, /Reshape pos'n/);
-  } finally {
-    dir.cleanup();
-  }
-}
-
-/** Every byte of a memory device. */
-function dump(d: MemoryBlockDevice): Uint8Array {
-  const out = new Uint8Array(d.sizeBytes);
-  d.reopen({ readOnly: true }).readSync(out, 0);
-  return out;
-}
-
-/** A copy of a memory device's contents now (a crash image). */
-function image(d: MemoryBlockDevice): MemoryBlockDevice {
-  const src = d.reopen({ readOnly: true });
-  const out = new MemoryBlockDevice(d.name, d.sizeBytes);
-  const buf = new Uint8Array(MiB);
-  for (let off = 0; off < d.sizeBytes; off += MiB) {
-    const n = Math.min(MiB, d.sizeBytes - off);
-    src.readSync(buf.subarray(0, n), off);
-    if (buf.subarray(0, n).some((x) => x !== 0)) out.writeSync(buf.subarray(0, n), off);
-  }
-  return out;
-}
-
-/** Delegates to a memory device; `onWrite` runs before each write is done, `onFlush` before a flush. */
-function tap(d: MemoryBlockDevice, onWrite: (buf: Uint8Array, off: number) => void, onFlush: () => void = () => {}): BlockDevice {
-  return {
-    name: d.name,
-    sizeBytes: d.sizeBytes,
-    readOnly: false,
-    read: (b, o) => d.read(b, o),
-    write: (b, o) => {
-      onWrite(b, o);
-      return d.write(b, o);
-    },
-    flush: () => {
-      onFlush();
-      return d.flush();
-    },
-    close: () => d.close(),
-  };
-}
 
 describe('backwards reshapes: crashes and refusals', () => {
   test('a crash in the middle of a critical section: the backup file restores it at assembly', async () => {

@@ -1,0 +1,201 @@
+/**
+ * Grows that keep the data offset (mdadm's "old way": no room before the data, or a
+ * --backup-file given): the critical section at the start of the array is saved first, to the
+ * backup area of the spare that joins (Grow.c reshape_prepare_fdlist) or to the backup file,
+ * then rewritten in place and checkpointed; the rest runs forwards in place. In-memory members:
+ * data before, during (writers) and after reads back, superblocks as the real mdadm --examine
+ * reads them (during and after), check 0; a crash inside the critical section is restored from
+ * the spare's backup at assembly (and the same image without it is shown damaged); no backup at
+ * all is mdadm's refusal.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { SystemClock } from '../../src/env/clock.js';
+import { isTsmdError } from '../../src/errors.js';
+import { Feature } from '../../src/format/superblock.js';
+import { MemoryBlockDevice } from '../../src/io/memory-device.js';
+import { MdArray } from '../../src/md/array.js';
+import { decodeBackupSuper } from '../../src/md/backup-file.js';
+import { growCriticalSectors } from '../../src/md/reshape.js';
+import { loadSuperblock } from '../../src/md/sb-io.js';
+import { memoryArray } from '../helpers/arrays.js';
+import { prng } from '../helpers/prng.js';
+import { requireTool } from '../helpers/tools.js';
+import { checkMismatches as checkZero, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+async function fillAll(arr: MdArray, model: Map<number, number>): Promise<void> {
+  const buf = new Uint8Array(MiB);
+  for (let off = 0; off < arr.sizeBytes; off += MiB) {
+    const n = Math.min(MiB, arr.sizeBytes - off);
+    fill(buf.subarray(0, n), off, 1);
+    await arr.write(buf.subarray(0, n), off);
+    for (let b = 0; b < n; b += 4096) model.set((off + b) / 4096, 1);
+  }
+}
+
+test('the critical section of a grow in place: mdadm compute_backup_blocks multiples, one new stripe of room after it', () => {
+  // raid5 4->5, 64K chunks: mdadm says "Need to backup 768K of critical section.."
+  assert.equal(growCriticalSectors(3, 4, 128, 128), 1536);
+  for (const [oldD, newD, oldC, newC] of [[2, 3, 128, 128], [3, 4, 128, 256], [4, 5, 256, 128], [3, 5, 64, 64], [2, 4, 1024, 128]] as const) {
+    const c = growCriticalSectors(oldD, newD, oldC, newC);
+    assert.equal(c % (oldD * oldC), 0, 'a whole number of old stripes');
+    assert.equal(c % (newD * newC), 0, 'a whole number of new stripes');
+    // its new rows end at or below the old row holding the data just past it
+    assert.ok(Math.ceil(c / (newD * newC)) * newC <= Math.floor(c / (oldD * oldC)) * oldC);
+  }
+});
+
+describe('grows in place (the data offset stays)', () => {
+  for (const c of [
+    { name: 'raid5 4->5, superblock 1.0 with no room around the data: backup on the joining spare', level: 5 as const, disks: 4, metadata: '1.0' as const, file: false },
+    { name: 'raid6 5->6, superblock 1.0: backup on the joining spare', level: 6 as const, disks: 5, metadata: '1.0' as const, file: false },
+    { name: 'raid5 4->5, superblock 1.2 with --backup-file: the file, as mdadm does when given one', level: 5 as const, disks: 4, metadata: '1.2' as const, file: true },
+  ]) {
+    test(`${c.name}; data before, during, after; --examine; check 0`, async (t) => {
+      const withMdadm = requireTool(t, 'mdadm', 'the superblocks are compared with mdadm --examine');
+      const devs = await memoryArray({ level: c.level, sizesMiB: new Array(c.disks + 1).fill(8), raidDisks: c.disks, chunkKiB: 64, metadata: c.metadata });
+      const backup = c.file ? new MemoryBlockDevice('backup', 4 * MiB) : null;
+      const log: string[] = [];
+      const arr = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock(), log: (m) => log.push(m) });
+      const model = new Map<number, number>();
+      const before = arr.sizeBytes;
+      try {
+        await fillAll(arr, model);
+        arr.sync.local.maxKiBs = 4000;
+        arr.startBackground();
+        assert.equal(await arr.grow({ raidDisks: c.disks + 1, devName: '/dev/md0', backup: backup ? { dev: backup.reopen() } : undefined }), true);
+        assert.ok(log.some((l) => /Need to backup \d+K of critical section\.\./.test(l)), log.join('\n'));
+        const sb0 = arr.sb;
+        assert.equal(sb0.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS), Feature.RESHAPE_ACTIVE, 'in place, forwards');
+        assert.ok(Number(sb0.reshapePosition) > 0, 'the critical section is done and checkpointed when the grow returns');
+        if (withMdadm) {
+          await arr.setSyncAction('frozen');
+          await examineLikeMdadm(devs, 'during');
+          await arr.setSyncAction('idle');
+        }
+        const rnd = prng(5);
+        let gen = 2;
+        const writer = async (k: number) => {
+          const b = new Uint8Array(16 * KiB);
+          const groups = Math.floor(before / (16 * KiB));
+          while (arr.reshapeActive) {
+            const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
+            const g = gen++;
+            for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
+            await arr.write(b, blk * 4096);
+            for (let i = 0; i < 4; i++) model.set(blk + i, g);
+            if (g % 7 === 0) await arr.flush();
+            await new Promise((r) => setImmediate(r));
+          }
+        };
+        await Promise.all([writer(0), writer(1), writer(2), arr.reshape.wait()]);
+        assert.ok(gen > 10, `writes ran during the reshape (${gen - 2})`);
+        assert.equal(arr.reshape.lastError, null);
+        assert.equal(arr.reshapeActive, false);
+        assert.ok(arr.sizeBytes > before, 'the array grew');
+        await verify(arr, model, before, 'after');
+        assert.equal(await checkZero(arr), 0);
+      } finally {
+        await arr.close();
+      }
+      if (withMdadm) await examineLikeMdadm(devs, 'after');
+      for (const d of devs) {
+        const sb = (await loadSuperblock(d.reopen()))!.sb;
+        assert.equal(sb.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET), 0);
+        assert.equal(sb.raidDisks, c.disks + 1);
+        assert.equal(Number(sb.dataOffset), c.metadata === '1.0' ? 0 : 2048, 'the data offset stayed');
+      }
+      if (backup) {
+        const bsb = decodeBackupSuper(await (async () => {
+          const b = new Uint8Array(512);
+          await backup.reopen().read(b, 0);
+          return b;
+        })());
+        assert.ok(typeof bsb !== 'string', `the backup file holds the critical section: ${String(bsb)}`);
+        assert.equal(bsb.sections[0]!.arrayStart, 0);
+      }
+      const again = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
+      try {
+        await verify(again, model, before, 'assembled again');
+      } finally {
+        await again.close();
+      }
+    });
+  }
+
+  test("a crash inside the critical section: restored from the spare's backup at assembly; without it, mdadm's refusal", async () => {
+    const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8, 8], raidDisks: 4, chunkKiB: 64, metadata: '1.0' });
+    let arr = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
+    const model = new Map<number, number>();
+    const before = arr.sizeBytes;
+    await fillAll(arr, model);
+    await arr.close();
+    // the crash image: at the member flush after the critical section is written in its new
+    // geometry, before its checkpoint (the superblocks say: reshape active, position 0)
+    let crash: MemoryBlockDevice[] | null = null;
+    const members = devs.map((d) =>
+      tap(
+        d.reopen(),
+        () => {},
+        () => {
+          const sb = arr.sb;
+          if ((sb.featureMap & Feature.RESHAPE_ACTIVE) !== 0 && sb.reshapePosition === 0n) crash = devs.map(image);
+        },
+      ),
+    );
+    arr = await MdArray.assemble(members, { clock: new SystemClock() });
+    try {
+      assert.equal(await arr.grow({ raidDisks: 5, devName: '/dev/md0' }), true);
+      await arr.reshape.wait();
+    } finally {
+      await arr.close();
+    }
+    assert.ok(crash, 'a crash image was taken inside the critical section');
+    const img = crash as MemoryBlockDevice[];
+    const sb = (await loadSuperblock(img[0]!.reopen()))!.sb;
+    assert.equal(sb.reshapePosition, 0n);
+    // control: the spare's backup area zeroed (no backup superblock anywhere): mdadm refuses to
+    // assemble, and the old geometry read from the image is damaged
+    const blank = img.map(image);
+    const spare = blank[4]!.reopen();
+    const tail = (Number(sb.dataOffset) + Number(sb.size)) * 512;
+    await spare.write(new Uint8Array(64 * KiB), tail - 64 * KiB);
+    await assert.rejects(
+      MdArray.assemble(blank.map((d) => d.reopen()), { clock: new SystemClock() }),
+      (e) => isTsmdError(e, 'EINVAL') && /^Failed to restore critical section for reshape, sorry\.\n\s+Possibly you needed to specify the --backup-file$/.test(e.message),
+    );
+    const ro = await MdArray.assemble(blank.map((d) => d.reopen()), { clock: new SystemClock(), readOnly: true });
+    let bad = 0;
+    try {
+      const r = new Uint8Array(4096);
+      const want = new Uint8Array(4096);
+      for (let off = 0; off < 2 * MiB; off += 4096) {
+        await ro.read(r, off);
+        fill(want, off, 1);
+        if (Buffer.compare(Buffer.from(r), Buffer.from(want)) !== 0) bad++;
+      }
+    } finally {
+      await ro.close();
+    }
+    assert.ok(bad > 0, 'without the backup the critical section is damaged');
+    // the image as the crash left it: the backup on the spare restores the section
+    const log: string[] = [];
+    const again = await MdArray.assemble(img.map((d) => d.reopen()), { clock: new SystemClock(), log: (m) => log.push(m) });
+    try {
+      assert.ok(log.some((l) => /restoring critical section/.test(l)), log.join('\n'));
+      assert.ok(Number(again.sb.reshapePosition) > 0, 'reshape_position moved past the restored section');
+      await verify(again, model, before, 'restored');
+      again.startBackground();
+      await again.reshape.wait();
+      assert.equal(again.reshape.lastError, null);
+      assert.equal(again.reshapeActive, false);
+      await verify(again, model, before, 'finished');
+      assert.equal(await checkZero(again), 0);
+    } finally {
+      await again.close();
+    }
+  });
+});
