@@ -85,6 +85,8 @@ export interface Kind {
   backup?: boolean;
   /** --create --size (KiB): room after the data for the data offset to move up */
   createSizeKiB?: number;
+  /** --metadata at create (1.0: the data at sector 0, no room before it: a grow runs in place) */
+  metadata?: '1.0';
   /** kills when TSMD_RESHAPE_CRASH_ITERATIONS is not set (default 14) */
   iterations?: number;
 }
@@ -109,6 +111,9 @@ export const kinds: Kind[] = [
   },
   { name: 'raid5 shrink 4->3 in place', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: false, disks: 3, chunkKiB: 64, shrink: true, backup: true, iterations: 8 },
   { name: 'raid5 shrink 4->3 offset up', level: 5, n: 4, spares: 0, grow: ['--raid-devices=3'], bitmap: true, disks: 3, chunkKiB: 64, shrink: true, createSizeKiB: 10 * 1024, iterations: 8 },
+  // superblock 1.0 at full size: no room around the data, mdadm's old way (critical section
+  // on the joining spare, then forwards in place)
+  { name: 'raid5 grow 4->5 in place (1.0)', level: 5, n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: false, disks: 5, chunkKiB: 64, metadata: '1.0', iterations: 8 },
   { name: 'raid10 near=2 grow 4->5', level: 10, layout: 'n2', n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: false, disks: 5, chunkKiB: 64 },
 ];
 
@@ -127,7 +132,7 @@ export async function reshapeCrashRun(k: Kind, dir: string): Promise<void> {
   const opts = ['--speed-limit-max=250'];
   let d = await startDaemon(runDir, opts);
   try {
-    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', ...(k.layout ? [`--layout=${k.layout}`] : []), '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...(k.createSizeKiB ? [`--size=${k.createSizeKiB}`] : []), ...files.slice(0, k.n)]);
+    let r = d.tsmd(['--create', '/dev/md0', `--level=${k.level}`, `-n${k.n}`, '-c64', ...(k.metadata ? [`--metadata=${k.metadata}`] : []), ...(k.layout ? [`--layout=${k.layout}`] : []), '--run', '--assume-clean', ...(k.bitmap ? ['--bitmap=internal'] : []), ...(k.createSizeKiB ? [`--size=${k.createSizeKiB}`] : []), ...files.slice(0, k.n)]);
     assert.equal(r.status, 0, r.stderr);
     if (k.shrink) {
       // mdadm's refusal names the size; --array-size truncates the array to it (not on disk)
