@@ -165,8 +165,6 @@ export function cannotContinue(sb: Superblock1, members: readonly Member[]): str
     return `the reshape from raid${sb.level} to raid${sb.newLevel} is not supported by tsmd's reshape engine (raid4/5/6 grow, chunk and layout changes are)`;
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) return 'the array is clustered: md-cluster reshapes are not supported';
   const back = isBackwards(sb);
-  if ((sb.featureMap & Feature.NEW_OFFSET) === 0 && !back && sb.deltaDisks <= 0)
-    return 'the reshape keeps the data offset and the number of data disks, forwards (a backup of every section): not supported yet by tsmd';
   const maxChunk = Math.max(sb.chunkSize, sb.newChunk);
   for (const m of members) {
     if (m.faulty || m.slot === null) continue;
@@ -362,11 +360,14 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
     await dest.initialise(sectors);
     critical = { sectors, dest };
   } else if (plan.backup) {
-    // mdadm: "Need to backup 384K of critical section.." then the backup file is made
-    const need = `Need to backup ${plan.backupBlocks / 2}K of critical section..`;
-    if (!host.backup) throw new TsmdError('EINVAL', `${need}\n${md}: Cannot grow - need backup-file\n Please provide one with "--backup=..."`);
-    host.log(`mdadm: ${need}`);
-    req.notice?.(need);
+    // mdadm: "Need to backup 384K of critical section.." (not when the number of data disks
+    // stays: Grow.c only enlarges its unit then) and then the backup file is made
+    const need = newD !== oldD ? `Need to backup ${plan.backupBlocks / 2}K of critical section..` : null;
+    if (!host.backup) throw new TsmdError('EINVAL', `${need ? `${need}\n` : ''}${md}: Cannot grow - need backup-file\n Please provide one with "--backup=..."`);
+    if (need) {
+      host.log(`mdadm: ${need}`);
+      req.notice?.(need);
+    }
     await host.backup.initialise(plan.backupBlocks);
   }
   await host.quiesced(async () => {
@@ -466,10 +467,12 @@ function planOffset(
     if (!o.backupFile && after >= min) return { shift: min, backwards: true, backup: false, backupBlocks: blocks };
     return { shift: 0, backwards: true, backup: true, backupBlocks: blocks };
   }
-  if (chunksBefore >= 1) return { shift: -chunksBefore * o.maxChunk, backwards: false, backup: false, backupBlocks: blocks };
+  // mdadm tries a new offset unless a backup file was given; with no room either side (or a
+  // file given) the change runs forwards in place, every step a critical section in the file
+  if (!o.backupFile && chunksBefore >= 1) return { shift: -chunksBefore * o.maxChunk, backwards: false, backup: false, backupBlocks: blocks };
   const chunksAfter = Math.floor(after / o.maxChunk);
-  if (chunksAfter >= 1) return { shift: chunksAfter * o.maxChunk, backwards: true, backup: false, backupBlocks: blocks };
-  throw new TsmdError('ENOTSUP', `${o.md}: only ${before} sectors free before the data and ${after} after it: moving the data offset needs ${o.maxChunk}; an in-place chunk or layout change with a backup file is not supported yet by tsmd`);
+  if (!o.backupFile && chunksAfter >= 1) return { shift: chunksAfter * o.maxChunk, backwards: true, backup: false, backupBlocks: blocks };
+  return { shift: 0, backwards: false, backup: true, backupBlocks: blocks };
 }
 
 /**
@@ -574,7 +577,7 @@ export class ReshapeEngine {
     // progress in array sectors (raid10's resync space)
     const r10 = sb.level === 10;
     const unit = Math.max(sb.chunkSize, sb.newChunk) * (r10 ? 1 : newD);
-    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, shift, unit, perMember: r10 ? 1 : newD, bulk: !r10 };
+    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, shift, unit, perMember: r10 ? 1 : newD, bulk: !r10, inPlace };
   }
 
   /** progress as /proc/mdstat shows it (per-member sectors of the new geometry) */
@@ -680,6 +683,22 @@ export class ReshapeEngine {
     };
     try {
       while (p < total && !this.stopping && !this.frozenNow) {
+        if (g.inPlace && this.host.backup && !this.roomAhead(p, g)) {
+          // in place with no lag to lean on (the number of data disks stays): the step is a
+          // critical section through the backup file, after the previous step's checkpoint
+          await settle();
+          const hi = this.stepCritical(p, total, g);
+          await view.hold(p, hi, true);
+          await view.drainOldReads(true);
+          const rows = rowEnd(hi, g.newD, g.newC);
+          view.rebuildRows = rows;
+          await this.copyCritical(view, p, hi, oldSize);
+          await this.checkpoint(view, hi, rows);
+          durable = p = hi;
+          this.sample(p);
+          await this.throttle(p);
+          continue;
+        }
         const len = this.stepLength(p, durable, total, g, ck.pending !== null);
         if (len === 0) {
           // no room until the step in flight is checkpointed
@@ -872,6 +891,28 @@ export class ReshapeEngine {
     if (rowEnd(p + len, g.newD, g.newC) + g.shift > rowOf(durable, g.oldD, g.oldC) && p + len < total)
       throw new TsmdError('EIO', `reshape step at ${p} would overwrite unmoved data`);
     return len;
+  }
+
+  /** Whether one new stripe from p fits below the old rows still to be read (p checkpointed). */
+  private roomAhead(p: number, g: ReturnType<ReshapeEngine['geo']>): boolean {
+    const maxEnd = Math.floor((rowOf(p, g.oldD, g.oldC) - g.shift) / g.newC) * g.newC * g.newD;
+    return maxEnd - p >= g.unit;
+  }
+
+  /**
+   * A forwards critical section from p (mdadm's old way for a change that keeps the number of
+   * data disks): whole units of both stripes, as many as the backup file holds (at most
+   * mdadm's 16 MiB); its new rows may overlap its own old rows, never those of the data after it.
+   */
+  private stepCritical(p: number, total: number, g: ReturnType<ReshapeEngine['geo']>): number {
+    const backup = this.host.backup!;
+    const S = backupBlocks(g.oldC, g.newC, g.oldD, g.newD);
+    const room = Math.floor(Math.min(backup.capacitySectors, MAX_CRITICAL_SECTORS) / S) * S;
+    if (room < S) throw new TsmdError('EIO', `the backup file ${backup.name} holds ${backup.capacitySectors} sectors: less than one section (${S})`);
+    const hi = Math.min(p + room, total);
+    if (hi < total && rowEnd(hi, g.newD, g.newC) + g.shift > rowOf(hi, g.oldD, g.oldC))
+      throw new TsmdError('EIO', `reshape step [${p}, ${hi}) would overwrite data not yet moved, even with the backup file`);
+    return hi;
   }
 
   /**

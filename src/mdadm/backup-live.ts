@@ -77,7 +77,10 @@ export async function createBackupFile(
   const parity = sb.level === 6 ? 2 : 1;
   const [oldD, newD, newC] = [sb.raidDisks - parity, (req.raidDisks ?? sb.raidDisks) - parity, req.chunkSectors ?? sb.chunkSize];
   // a grow in place saves its whole critical section at once (reshape.ts growCriticalSectors)
-  const blocks = Math.max(backupBlocks(sb.chunkSize, newC, oldD, newD), newD > oldD ? growCriticalSectors(oldD, newD, sb.chunkSize, newC) : 0);
+  let blocks = Math.max(backupBlocks(sb.chunkSize, newC, oldD, newD), newD > oldD ? growCriticalSectors(oldD, newD, sb.chunkSize, newC) : 0);
+  // Grow.c: the same number of data disks goes through the file section by section, so the
+  // unit grows for throughput, towards 16 MiB while under 1/32 of a member
+  if (newD === oldD) while (blocks * 32 < Number(sb.size) && blocks < 16 * 1024 * 2) blocks *= 2;
   let fd: number;
   try {
     fd = openSync(path, 'wx', 0o600);

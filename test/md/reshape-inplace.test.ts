@@ -21,7 +21,7 @@ import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
 import { requireTool } from '../helpers/tools.js';
-import { checkMismatches as checkZero, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, dump, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -81,7 +81,7 @@ describe('grows in place (the data offset stays)', () => {
         const writer = async (k: number) => {
           const b = new Uint8Array(16 * KiB);
           const groups = Math.floor(before / (16 * KiB));
-          while (arr.reshapeActive) {
+          while (arr.reshapeActive && !arr.reshape.lastError) {
             const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
             const g = gen++;
             for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
@@ -193,6 +193,123 @@ describe('grows in place (the data offset stays)', () => {
       assert.equal(again.reshape.lastError, null);
       assert.equal(again.reshapeActive, false);
       await verify(again, model, before, 'finished');
+      assert.equal(await checkZero(again), 0);
+    } finally {
+      await again.close();
+    }
+  });
+
+  test('raid5 chunk 64K->128K in place (superblock 1.0, no room either side): refused without a backup file; with one, every step through it', async (t) => {
+    const withMdadm = requireTool(t, 'mdadm', 'the superblocks are compared with mdadm --examine');
+    const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8], chunkKiB: 64, metadata: '1.0', sizeKiB: 8064 });
+    const arr = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
+    const model = new Map<number, number>();
+    const size = arr.sizeBytes;
+    try {
+      await fillAll(arr, model);
+      await arr.flush();
+      const bytes = devs.map((d) => Buffer.from(dump(d)));
+      await assert.rejects(
+        arr.grow({ chunkSectors: 256, devName: '/dev/md0' }),
+        (e) => isTsmdError(e, 'EINVAL') && /^\/dev\/md0: Cannot grow - need backup-file\n Please provide one with "--backup=\.\.\."$/.test(e.message),
+      );
+      assert.equal(arr.reshapeActive, false);
+      assert.ok(devs.every((d, i) => Buffer.from(dump(d)).equals(bytes[i]!)), 'nothing written');
+      // mdadm's file for it: compute_backup_blocks enlarged towards 16 MiB under 1/32 of a member
+      const backup = new MemoryBlockDevice('backup', 4096 + 768 * 512 + 512);
+      arr.sync.local.maxKiBs = 4000;
+      arr.startBackground();
+      assert.equal(await arr.grow({ chunkSectors: 256, devName: '/dev/md0', backup: { dev: backup.reopen() } }), true);
+      assert.equal(arr.sb.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS), Feature.RESHAPE_ACTIVE, 'in place, forwards');
+      if (withMdadm) {
+        await arr.setSyncAction('frozen');
+        await examineLikeMdadm(devs, 'during');
+        await arr.setSyncAction('idle');
+      }
+      const rnd = prng(9);
+      let gen = 2;
+      const writer = async (k: number) => {
+        const b = new Uint8Array(16 * KiB);
+        const groups = Math.floor(size / (16 * KiB));
+        while (arr.reshapeActive && !arr.reshape.lastError) {
+          const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
+          const g = gen++;
+          for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
+          await arr.write(b, blk * 4096);
+          for (let i = 0; i < 4; i++) model.set(blk + i, g);
+          await new Promise((r) => setImmediate(r));
+        }
+      };
+      await Promise.all([writer(0), writer(1), writer(2), arr.reshape.wait()]);
+      assert.ok(gen > 10, `writes ran during the reshape (${gen - 2})`);
+      assert.equal(arr.reshape.lastError, null);
+      assert.equal(arr.sizeBytes, size);
+      await verify(arr, model, size, 'after');
+      assert.equal(await checkZero(arr), 0);
+    } finally {
+      await arr.close();
+    }
+    if (withMdadm) await examineLikeMdadm(devs, 'after');
+    for (const d of devs) {
+      const sb = (await loadSuperblock(d.reopen()))!.sb;
+      assert.deepEqual([sb.chunkSize, Number(sb.dataOffset), sb.featureMap & Feature.RESHAPE_ACTIVE], [256, 0, 0]);
+    }
+  });
+
+  test('a crash inside a later critical section of a chunk change in place: restored from the backup file', async () => {
+    const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8], chunkKiB: 64, metadata: '1.0', sizeKiB: 8064 });
+    let arr = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
+    const model = new Map<number, number>();
+    const size = arr.sizeBytes;
+    await fillAll(arr, model);
+    await arr.close();
+    const backup = new MemoryBlockDevice('backup', 4096 + 1536 * 512 + 512);
+    let armed = false;
+    let crash: { members: MemoryBlockDevice[]; backup: MemoryBlockDevice; at: number } | null = null;
+    const members = devs.map((d) =>
+      tap(
+        d.reopen(),
+        () => {},
+        () => {
+          if (armed && !crash) crash = { members: devs.map(image), backup: image(backup), at: Number(arr.sb.reshapePosition) };
+        },
+      ),
+    );
+    const backupDev = tap(backup.reopen(), (data, off) => {
+      if (off !== 0 || data.length !== 512) return;
+      const bsb = decodeBackupSuper(data);
+      if (typeof bsb !== 'string' && bsb.sections[0]!.arrayStart > 0) armed = true;
+    });
+    arr = await MdArray.assemble(members, { clock: new SystemClock() });
+    try {
+      assert.equal(await arr.grow({ chunkSectors: 256, devName: '/dev/md0', backup: { dev: backupDev } }), true);
+      await arr.reshape.wait();
+      assert.equal(arr.reshape.lastError, null);
+      await verify(arr, model, size, 'finished without a crash');
+    } finally {
+      await arr.close();
+    }
+    assert.ok(crash, 'a crash image was taken inside a critical section past the first');
+    const c = crash as { members: MemoryBlockDevice[]; backup: MemoryBlockDevice; at: number };
+    assert.ok(c.at > 0);
+    await assert.rejects(
+      MdArray.assemble(c.members.map((d) => d.reopen()), { clock: new SystemClock() }),
+      (e) => isTsmdError(e, 'EINVAL') && /^Need a backup file to complete reshape of this array\./.test(e.message),
+    );
+    const log: string[] = [];
+    const again = await MdArray.assemble(
+      c.members.map((d) => d.reopen()),
+      { clock: new SystemClock(), backupFile: { dev: c.backup.reopen() }, log: (m) => log.push(m) },
+    );
+    try {
+      assert.ok(log.some((l) => /restoring critical section/.test(l)), log.join('\n'));
+      assert.ok(Number(again.sb.reshapePosition) > c.at, 'reshape_position moved past the restored section');
+      await verify(again, model, size, 'restored');
+      again.startBackground();
+      await again.reshape.wait();
+      assert.equal(again.reshape.lastError, null);
+      assert.equal(again.reshapeActive, false);
+      await verify(again, model, size, 'finished');
       assert.equal(await checkZero(again), 0);
     } finally {
       await again.close();
