@@ -1279,6 +1279,9 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       get bitmap() {
         return self.bitmap;
       },
+      get imposedArraySectors() {
+        return self.arraySizeLimit;
+      },
       resizeBitmap: (sup, nbits, bits) => {
         this.bitmapTimer?.cancel();
         this.bitmapTimer = null;
