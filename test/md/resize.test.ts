@@ -367,73 +367,76 @@ async function examineBitmap(t: TestContext, file: string): Promise<Map<string, 
 }
 
 describe('--grow --size as md does it', () => {
-  test('a bitmap that no longer fits its sectors: the chunk doubles (md_bitmap_resize), dirty chunks carried, new ones marked; mdadm -X agrees; check 0', async (t) => {
-    // raid1 of 3 at 6 MiB with a 4K bitmap chunk: 1536 bits, 192 bytes + the 256-byte header in
-    // one sector, all md lets the bitmap have (sectors_reserved 0, v1.2: the current size)
-    const { files } = await make({ level: 1, disks: 3, sizeMiB: 12, sizeKiB: 6 * 1024, bitmap: true, bitmapChunkKiB: 4, initialSync: false });
-    const x0 = await examineBitmap(t, files[0]!);
-    if (x0) {
-      assert.equal(x0.get('Chunksize'), '4 KB');
-      assert.match(x0.get('Bitmap') ?? '', /^1536 bits \(chunks\)/);
-    }
-    const arr = await open(files);
-    let newSync: number;
-    try {
+  for (const metadata of ['1.2', '1.0'] as const) {
+    test(`v${metadata}: a bitmap that no longer fits its sectors: the chunk doubles (md_bitmap_resize), dirty chunks carried, new ones marked; mdadm -X agrees; check 0`, async (t) => {
+      // raid1 of 3 at 6 MiB with a 4K bitmap chunk: 1536 bits, 192 bytes + the 256-byte header
+      // in one sector, all md lets the bitmap have (sectors_reserved 0: the current size; v1.0:
+      // the bitmap before the superblock, which does not move, the members' data size as created)
+      const { files } = await make({ level: 1, disks: 3, sizeMiB: 12, sizeKiB: 6 * 1024, bitmap: true, bitmapChunkKiB: 4, initialSync: false, metadata });
+      const x0 = await examineBitmap(t, files[0]!);
+      if (x0) {
+        assert.equal(x0.get('Chunksize'), '4 KB');
+        assert.match(x0.get('Bitmap') ?? '', /^1536 bits \(chunks\)/);
+      }
+      const arr = await open(files);
+      let newSync: number;
+      try {
       // the first resync (as after mdadm --create) leaves no chunk needing one: what the
       // resize carries is only what the test makes dirty below
-      await settle(arr);
-      assert.equal(arr.bitmap?.needSyncCount, 0);
-      await writePattern(arr, 0, 6 * MiB, 11);
-      // one mirror fails: writes now leave their chunks needing a sync (md's NEEDED), which
-      // md_bitmap_resize carries into the chunk that covers them
-      await arr.failMember(files[2]!);
-      const dirtyOld = [5, 700];
-      for (const c of dirtyOld) await arr.write(pattern(c * 4096, 4096, 12), c * 4096);
-      // the failed mirror leaves (raid1_reshape packs the two left): no longer degraded, so
-      // that check can run at the end; the two chunks still need their sync
-      await arr.removeMember(files[2]!);
-      assert.equal(await arr.growMirrors({ raidDisks: 2, devName: '/dev/md0' }), 'raid_disks for /dev/md0 set to 2');
-      assert.equal(arr.bitmap?.needSyncCount, 2);
-      const res = await arr.growSize({ sectors: 'max', devName: '/dev/md0' });
-      newSync = Number(arr.sb.size);
-      assert.equal(res.message, `component size of /dev/md0 has been set to ${newSync / 2}K`);
-      // 4K chunks would need more than the one sector; 8K chunks fit
-      assert.ok(Math.ceil(newSync / 8 / 8) + 256 > 512 && Math.ceil(newSync / 16 / 8) + 256 <= 512, `sync size ${newSync}`);
-      const nbits = Math.ceil(newSync / 16);
-      // old chunks 5 and 700 (4K) lie in new chunks 2 and 350 (8K); every chunk past the old
-      // end (6 MiB = 12288 sectors = new chunk 768) is new space
-      const expectDirty = 2 + (nbits - 768);
-      const x = await examineBitmap(t, files[0]!);
-      if (x) {
-        assert.equal(x.get('Chunksize'), '8 KB');
-        assert.match(x.get('Sync Size') ?? '', new RegExp(`^${newSync / 2} `));
-        assert.match(x.get('Bitmap') ?? '', new RegExp(`^${nbits} bits \\(chunks\\), ${expectDirty} dirty`));
-        assert.equal(x.get('Events'), String(arr.sb.events));
+        await settle(arr);
+        assert.equal(arr.bitmap?.needSyncCount, 0);
+        await writePattern(arr, 0, 6 * MiB, 11);
+        // one mirror fails: writes now leave their chunks needing a sync (md's NEEDED), which
+        // md_bitmap_resize carries into the chunk that covers them
+        await arr.failMember(files[2]!);
+        const dirtyOld = [5, 700];
+        for (const c of dirtyOld) await arr.write(pattern(c * 4096, 4096, 12), c * 4096);
+        // the failed mirror leaves (raid1_reshape packs the two left): no longer degraded, so
+        // that check can run at the end; the two chunks still need their sync
+        await arr.removeMember(files[2]!);
+        assert.equal(await arr.growMirrors({ raidDisks: 2, devName: '/dev/md0' }), 'raid_disks for /dev/md0 set to 2');
+        assert.equal(arr.bitmap?.needSyncCount, 2);
+        const res = await arr.growSize({ sectors: 'max', devName: '/dev/md0' });
+        newSync = Number(arr.sb.size);
+        assert.equal(res.message, `component size of /dev/md0 has been set to ${newSync / 2}K`);
+        // 4K chunks would need more than the one sector; 8K chunks fit
+        assert.ok(Math.ceil(newSync / 8 / 8) + 256 > 512 && Math.ceil(newSync / 16 / 8) + 256 <= 512, `sync size ${newSync}`);
+        const nbits = Math.ceil(newSync / 16);
+        // old chunks 5 and 700 (4K) lie in new chunks 2 and 350 (8K); every chunk past the old
+        // end (6 MiB = 12288 sectors = new chunk 768) is new space
+        const expectDirty = 2 + (nbits - 768);
+        const x = await examineBitmap(t, files[0]!);
+        if (x) {
+          assert.equal(x.get('Chunksize'), '8 KB');
+          assert.match(x.get('Sync Size') ?? '', new RegExp(`^${newSync / 2} `));
+          assert.match(x.get('Bitmap') ?? '', new RegExp(`^${nbits} bits \\(chunks\\), ${expectDirty} dirty`));
+          assert.equal(x.get('Events'), String(arr.sb.events));
+        }
+        const e = examine(t, files[1]!);
+        if (e) {
+          assert.match(e.get('Internal Bitmap') ?? '', metadata === '1.2' ? /^8 sectors from superblock$/ : /^-\d+ sectors from superblock$/);
+          assert.match(e.get('Array Size') ?? '', new RegExp(`^${newSync / 2} `));
+        }
+        await settle(arr);
+        await checkPattern(arr, 0, 5 * 4096, 11);
+        await checkPattern(arr, 5 * 4096, 6 * 4096, 12);
+        await writePattern(arr, 6 * MiB, arr.sizeBytes, 13);
+        await checkPattern(arr, 6 * MiB, arr.sizeBytes, 13);
+        assert.equal(await checkZero(arr), 0);
+      } finally {
+        await arr.close();
       }
-      const e = examine(t, files[1]!);
-      if (e) {
-        assert.equal(e.get('Internal Bitmap'), '8 sectors from superblock');
-        assert.match(e.get('Array Size') ?? '', new RegExp(`^${newSync / 2} `));
+      // assembled again from the two working mirrors: the new geometry and the data
+      const again = await open(files.slice(0, 2));
+      try {
+        assert.equal(again.sizeBytes, newSync * 512);
+        await checkPattern(again, 6 * MiB, again.sizeBytes, 13);
+        await checkPattern(again, 700 * 4096, 701 * 4096, 12);
+      } finally {
+        await again.close();
       }
-      await settle(arr);
-      await checkPattern(arr, 0, 5 * 4096, 11);
-      await checkPattern(arr, 5 * 4096, 6 * 4096, 12);
-      await writePattern(arr, 6 * MiB, arr.sizeBytes, 13);
-      await checkPattern(arr, 6 * MiB, arr.sizeBytes, 13);
-      assert.equal(await checkZero(arr), 0);
-    } finally {
-      await arr.close();
-    }
-    // assembled again from the two working mirrors: the new geometry and the data
-    const again = await open(files.slice(0, 2));
-    try {
-      assert.equal(again.sizeBytes, newSync * 512);
-      await checkPattern(again, 6 * MiB, again.sizeBytes, 13);
-      await checkPattern(again, 700 * 4096, 701 * 4096, 12);
-    } finally {
-      await again.close();
-    }
-  });
+    });
+  }
 
   test('v1.0 members that grew: --size=max moves the superblock to the new end (super_1_rdev_size_change); mdadm --examine finds it there; data and check 0', async (t) => {
     const { files } = await make({ level: 1, disks: 2, sizeMiB: 8, metadata: '1.0' });
