@@ -493,6 +493,37 @@ describe('--grow --size as md does it', () => {
     }
   });
 
+  test('v1.2 members that grew under the running array: --size=max reads their size again and grows into it; data, resync of the new region, check 0', async (t) => {
+    const { files } = await make({ level: 5, disks: 3, sizeMiB: 8 });
+    const arr = await open(files);
+    const size = arr.sizeBytes;
+    let comp: number;
+    try {
+      await settle(arr);
+      await writePattern(arr, 0, size, 41);
+      for (const f of files) truncateSync(f, 12 * MiB);
+      const dataOffset = Number(arr.members[0]!.loaded.sb.dataOffset);
+      await arr.growSize({ sectors: 'max', devName: '/dev/md0' });
+      // the device from the data offset on, in whole chunks (raid5_resize)
+      comp = Math.floor(((12 * MiB) / 512 - dataOffset) / 128) * 128;
+      assert.equal(Number(arr.sb.size), comp);
+      assert.equal(arr.sizeBytes, comp * 2 * 512);
+      await settle(arr);
+      await checkPattern(arr, 0, size, 41);
+      await writePattern(arr, size, arr.sizeBytes, 42);
+      assert.equal(await checkZero(arr), 0);
+    } finally {
+      await arr.close();
+    }
+    const e = examine(t, files[2]!);
+    if (e) {
+      assert.equal(e.get('Avail Dev Size')?.split(' ')[0], String((12 * MiB) / 512 - Number(e.get('Data Offset')?.split(' ')[0])));
+      // two data disks of comp sectors: comp KiB
+      assert.match(e.get('Array Size') ?? '', new RegExp(`^${comp} KiB`));
+      assert.equal(e.get('State'), 'clean');
+    }
+  });
+
   test('v1.0 with an internal bitmap: md cannot move it, the size grows only within the data size; v1.2 --size=N: data size N (md), --assume-clean resyncs nothing', async (t) => {
     const b = await make({ level: 1, disks: 2, sizeMiB: 8, metadata: '1.0', bitmap: true });
     let arr = await open(b.files);
