@@ -416,6 +416,10 @@ describe('--grow --size as md does it', () => {
         if (e) {
           assert.match(e.get('Internal Bitmap') ?? '', metadata === '1.2' ? /^8 sectors from superblock$/ : /^-\d+ sectors from superblock$/);
           assert.match(e.get('Array Size') ?? '', new RegExp(`^${newSync / 2} `));
+          // md_bitmap_update_sb records the space it kept the bitmap in (one sector) as
+          // sectors_reserved (bitmap superblock bytes 64..67), which mdadm -X does not print
+          const at = (Number(e.get('Super Offset')!.split(' ')[0]) + Number(e.get('Internal Bitmap')!.split(' ')[0])) * 512;
+          assert.equal(readFileSync(files[1]!).readUInt32LE(at + 64), 1);
         }
         await settle(arr);
         await checkPattern(arr, 0, 5 * 4096, 11);
