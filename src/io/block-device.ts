@@ -26,6 +26,12 @@ export interface BlockDevice {
    * fault injection, a closed device).
    */
   directFd?(): DirectFd | null;
+  /**
+   * Read the device's size again (md reads bdev_nr_sectors afresh when a member's size is
+   * changed: super_1_rdev_size_change), for a member file or device that grew while open;
+   * sizeBytes follows. Absent where the size cannot change (memory devices).
+   */
+  refreshSize?(): Promise<number>;
 }
 
 export interface DirectFd {

@@ -33,6 +33,10 @@ export class FaultyBlockDevice implements BlockDevice {
     return this.inner.sizeBytes;
   }
 
+  refreshSize(): Promise<number> {
+    return this.inner.refreshSize ? this.inner.refreshSize() : Promise.resolve(this.inner.sizeBytes);
+  }
+
   get readOnly(): boolean {
     return this.inner.readOnly;
   }

@@ -284,7 +284,8 @@ function directRefusedError(path: string, why: string): TsmdError {
 
 export class FileBlockDevice implements BlockDevice {
   readonly name: string;
-  readonly sizeBytes: number;
+  /** the size as last read (at open, or by refreshSize) */
+  private size: number;
   readonly readOnly: boolean;
   readonly isBlockDevice: boolean;
   readonly rdev: number;
@@ -327,7 +328,7 @@ export class FileBlockDevice implements BlockDevice {
   ) {
     this.name = name;
     this.cur = { fd, inflight: 0, onIdle: null };
-    this.sizeBytes = sizeBytes;
+    this.size = sizeBytes;
     this.readOnly = !!opts.readOnly;
     this.exclusive = !!opts.exclusive;
     this.isBlockDevice = st.isBlk;
@@ -337,6 +338,29 @@ export class FileBlockDevice implements BlockDevice {
     this.logicalBlockBytes = st.lbs;
     this.isDirect = direct;
     this.refusal = refusal;
+  }
+
+  get sizeBytes(): number {
+    return this.size;
+  }
+
+  /**
+   * The size read again: fstat of the open fd for a file (a member file grown with truncate
+   * while the array runs), the device's size for a block device (BLKGETSIZE64 after an lvextend).
+   * Rounded down to 512 as at open.
+   */
+  async refreshSize(): Promise<number> {
+    const ref = this.handle();
+    let bytes: number;
+    try {
+      bytes = this.isBlockDevice
+        ? await blockDeviceBytes(this.rdev)
+        : await new Promise<number>((resolve, reject) => fsFstat(ref.fd, (err, st) => (err ? reject(err) : resolve(Number(st.size)))));
+    } catch (e) {
+      throw errnoToCode(e as NodeJS.ErrnoException, this.name);
+    }
+    this.size = bytes - (bytes % 512);
+    return this.size;
   }
 
   /** major:minor to show for this member: the node's own for block devices, else the filesystem's. */

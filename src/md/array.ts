@@ -398,6 +398,9 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
    */
   setArraySize(sectors: number | 'max'): void {
     if (this.closed) throw new TsmdError('ENODEV', 'array is stopped');
+    // array_size_store: "cluster raid doesn't support change array_sectors" (EINVAL, 'default'
+    // too), which mdadm reports as it reports any error but E2BIG
+    if ((this.sb.featureMap & Feature.CLUSTERED) !== 0) throw new TsmdError('EINVAL', 'current kernel does not support setting --array-size');
     if (sectors === 'max') {
       this.arraySizeLimit = null;
       return;
@@ -1278,6 +1281,9 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       base: this.reshapeHost(),
       get bitmap() {
         return self.bitmap;
+      },
+      get imposedArraySectors() {
+        return self.arraySizeLimit;
       },
       resizeBitmap: (sup, nbits, bits) => {
         this.bitmapTimer?.cancel();

@@ -285,9 +285,18 @@ export class WriteIntentBitmap {
     this.sup.eventsCleared = events;
   }
 
-  /** A copy of the bits as they are in memory (md_bitmap_resize carries them over). */
+  /** A copy of the bits as they are in memory. */
   snapshotBits(): Uint8Array {
     return this.area.slice(BITMAP_SB_BYTES, BITMAP_SB_BYTES + Math.ceil(this.nbits / 8));
+  }
+
+  /**
+   * Does chunk c need a sync (md's NEEDED on its counter)? md_bitmap_resize carries exactly
+   * these over: a bit that is set only because a write was in flight (or its clearing is
+   * pending) is not, since the resize runs on the quiesced array with every write done.
+   */
+  needsSync(c: number): boolean {
+    return this.needSync[c] === 1;
   }
 
   /** Every bit set: a full resync/recovery is owed (the caller then writes the whole area). */

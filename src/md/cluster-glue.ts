@@ -40,6 +40,10 @@ export class FenceableDevice implements BlockDevice {
     return this.inner.sizeBytes;
   }
 
+  refreshSize(): Promise<number> {
+    return this.inner.refreshSize ? this.inner.refreshSize() : Promise.resolve(this.inner.sizeBytes);
+  }
+
   get readOnly(): boolean {
     return this.inner.readOnly;
   }

@@ -976,7 +976,7 @@ async function growSizeLive(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pr
   }
   const r = ctx.registry.find(md);
   if (!r) throw notRunning(ctx, md);
-  const res = await r.array.growSize({ sectors, devName: md });
+  const res = await r.array.growSize({ sectors, devName: md, assumeClean: flag(a, 'assume-clean') });
   if (!a.quiet) io.err(`tsmd: ${res.message}\n`);
   ctx.registry.changed();
   return 0;

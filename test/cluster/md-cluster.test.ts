@@ -301,6 +301,9 @@ test('md-cluster: part 2 device changes are refused on a clustered array, nothin
     const spare = new MemoryBlockDevice('spare', 16 << 20);
     await assert.rejects(n1.addMember(spare, { deviceUuid: randomBytes(16) }), (e: Error & { code?: string }) => e.code === 'ENOTSUP' && /clustered array/.test(e.message));
     assert.equal(spare.stats.writes, 0);
+    // md's array_size_store refuses a cluster array (EINVAL), mdadm's words for it
+    assert.throws(() => n1.setArraySize(8192), (e: Error & { code?: string }) => e.code === 'EINVAL' && e.message === 'current kernel does not support setting --array-size');
+    assert.equal(n1.exportedSectors, n1.personality.arraySectors);
     await n1.failMember('shared1');
     const events = n1.events;
     await assert.rejects(n1.removeMember('shared1'), (e: Error & { code?: string }) => e.code === 'ENOTSUP');
