@@ -945,6 +945,21 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     }, { bitmapBits: allWrites ? 'none' : undefined });
   }
 
+  /**
+   * md_bitmap_flush at stop on an array already clean: the bitmap daemon's passes run until
+   * every bit of a synced, idle chunk is cleared on disk. Without it, the bits a resync (or the
+   * writes of a run with no later safe-mode pass) left set would stay on disk, and the next
+   * assembly, the kernel's included, would resync those chunks for nothing.
+   */
+  private async flushBitmapAtStop(): Promise<void> {
+    const bm = this.bitmap;
+    if (!bm || this.readOnly || this.fencedWhy !== null || this.clustered) return;
+    if (this.resyncPoint !== MAX_SECTOR || this.degraded || this.rebuildingSlots.length > 0 || bm.clearableCount === 0) return;
+    await this.personality.flush();
+    bm.clearAll(this.sb.events);
+    await bm.writeThrough(true);
+  }
+
   // ---- management (mdadm --manage, --readonly, --readwrite) ----
 
   /** --readonly / --readwrite on a running array. Going read-only records a clean state. */
@@ -1499,6 +1514,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (this.cleaning) await this.cleaning.catch(() => {});
     try {
       if (!this.readOnly && this.fencedWhy === null && (this.dirty || this.meta.changePending)) await this.writeCleanState();
+      else await this.flushBitmapAtStop();
     } finally {
       this.closed = true;
       await this.leaveCluster();

@@ -285,6 +285,13 @@ export class WriteIntentBitmap {
     this.sup.eventsCleared = events;
   }
 
+  /** Bits set that clearAll would clear (no write in flight on the chunk, no sync owed). */
+  get clearableCount(): number {
+    let k = 0;
+    for (let c = 0; c < this.nbits; c++) if (this.test(c) && this.counts[c] === 0 && !this.needSync[c]) k++;
+    return k;
+  }
+
   /** A copy of the bits as they are in memory. */
   snapshotBits(): Uint8Array {
     return this.area.slice(BITMAP_SB_BYTES, BITMAP_SB_BYTES + Math.ceil(this.nbits / 8));
