@@ -255,7 +255,7 @@ async function forward(argv: string[], runDir: string): Promise<number | null> {
   if (a?.mode === 'misc' && a.misc === 'speed-limit' && a.devices.length === 0) return runSpeedLimits(a, path, io);
   if (a?.mode === 'misc' && a.misc === 'wait') return runWait(a, path, io);
   const env: Record<string, string> = {};
-  for (const k of ['TSMD_HOMEHOST', 'TSMD_CONF', 'TZ']) if (process.env[k] !== undefined) env[k] = process.env[k]!;
+  for (const k of ['TSMD_HOMEHOST', 'TSMD_CONF', 'TZ', 'MDADM_GROW_ALLOW_OLD']) if (process.env[k] !== undefined) env[k] = process.env[k]!;
   const rep = await controlCall(path, { op: 'mdadm', argv, cwd: process.cwd(), env });
   if (rep.stdout) process.stdout.write(rep.stdout);
   if (rep.stderr) process.stderr.write(rep.stderr);

@@ -103,6 +103,8 @@ export interface AssembleOptions {
    * when the reshape is done (mdadm unlinks the file then).
    */
   backupFile?: BackupFileHandle | null;
+  /** restore a reshape backup whatever its timestamp (mdadm's MDADM_GROW_ALLOW_OLD) */
+  allowOldBackup?: boolean;
 }
 
 /** A backup file opened by the caller (the CLI creates or opens it; md/ writes through it). */
@@ -165,6 +167,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   readonly rebuildingForReplacement = new Map<number, [number, number]>();
   /** md's array_size set by --grow --array-size (runtime only, never on disk); null: the personality's */
   private arraySizeLimit: number | null = null;
+  /** mdadm's MDADM_GROW_ALLOW_OLD: a backup's timestamp is not checked at restore */
+  private readonly allowOldBackup: boolean;
   /** the reshape's backup file (mdadm --backup-file), while a reshape in place runs */
   private backup: BackupFile | null = null;
   private backupRemove: (() => Promise<void>) | null = null;
@@ -180,6 +184,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     this.reshapeStuck = cannotContinue(sb, plan.members);
     if (this.reshapeStuck && !opts.readOnly) this.log(`md: ${setNameText(sb)}: started read-only: ${this.reshapeStuck}`, 'warn');
     this.readOnly = !!opts.readOnly || this.reshapeStuck !== null;
+    this.allowOldBackup = !!opts.allowOldBackup;
     assert(typeof opts.clock?.wallMs === 'function', 'an array is assembled with a clock');
     this.clock = opts.clock;
     this.io = new MemberIoAdapter(this, opts.syncOffload ?? null);
@@ -1338,6 +1343,9 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       },
       get backup() {
         return self.backup;
+      },
+      get allowOldBackup() {
+        return self.allowOldBackup;
       },
       get exportedSectors() {
         return self.exportedSectors;

@@ -82,6 +82,8 @@ export interface ReshapeHost {
   readonly devName?: string;
   /** the backup file for critical sections (mdadm --backup-file), when the data offset stays */
   readonly backup: BackupFile | null;
+  /** restore a backup whose timestamp is far from the array's (mdadm's MDADM_GROW_ALLOW_OLD) */
+  readonly allowOldBackup?: boolean;
   /** the array size served now (md's array_size: --array-size may have made it smaller) */
   readonly exportedSectors: number;
 }
@@ -839,6 +841,15 @@ export class ReshapeEngine {
     const back = view.backwards;
     const wanted = bsb.sections.filter((s) => (back ? s.arrayStart < p : s.arrayStart + s.sectors > p));
     if (wanted.length === 0) return false;
+    // Grow_restart: the backup and the superblocks are written at much the same time; one
+    // more than 2 hours older or 10 minutes newer than the array's update time is not this
+    // reshape's (a stale file would put old data over the array)
+    const utime = Number(host.sb.utime);
+    if (utime > bsb.mtimeSeconds + 2 * 3600 || utime < bsb.mtimeSeconds - 600) {
+      if (!host.allowOldBackup)
+        throw new TsmdError('EINVAL', `too-old timestamp on backup-metadata on ${backup.name}\nIf you think it is should be safe, try 'export MDADM_GROW_ALLOW_OLD=1'\nFailed to restore critical section for reshape, sorry.`);
+      host.log(`mdadm: accepting backup with timestamp ${bsb.mtimeSeconds} for array with timestamp ${utime}`, 'warn');
+    }
     for (const s of wanted) await view.newGeo.write(await backup.readSection(s), s.arrayStart);
     await view.flush();
     const next = back ? Math.min(p, ...wanted.map((s) => s.arrayStart)) : Math.max(p, ...wanted.map((s) => s.arrayStart + s.sectors));

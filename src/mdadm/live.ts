@@ -331,7 +331,9 @@ export async function startArray(
   // members to O_DIRECT, before any write (md/array.ts joinCluster)
   const cluster = clusterSetupFor(ctx);
   const syncOffload = ctx.syncOffload ?? null;
-  const assembleOpts = { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster, backupFile };
+  // mdadm's check_env("MDADM_GROW_ALLOW_OLD"), read from the CLI's environment
+  const allowOldBackup = (io.env.MDADM_GROW_ALLOW_OLD ?? '') !== '';
+  const assembleOpts = { ...opts, log, clock: new SystemClock(), syncLimits: ctx.syncLimits, syncOffload, cluster, backupFile, allowOldBackup };
   const arr = await MdArray.assemble(devs, assembleOpts).catch((e: unknown) => {
     // mdadm Assemble.c names the array: "/dev/md0: Need a backup file to complete reshape..."
     if (e instanceof TsmdError && e.message.startsWith('Need a backup file')) throw new TsmdError(e.code, `${md}: ${e.message}`);

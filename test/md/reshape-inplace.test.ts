@@ -15,7 +15,7 @@ import { isTsmdError } from '../../src/errors.js';
 import { Feature } from '../../src/format/superblock.js';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
-import { decodeBackupSuper } from '../../src/md/backup-file.js';
+import { decodeBackupSuper, encodeBackupSuper } from '../../src/md/backup-file.js';
 import { growCriticalSectors } from '../../src/md/reshape.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
@@ -296,6 +296,31 @@ describe('grows in place (the data offset stays)', () => {
       MdArray.assemble(c.members.map((d) => d.reopen()), { clock: new SystemClock() }),
       (e) => isTsmdError(e, 'EINVAL') && /^Need a backup file to complete reshape of this array\./.test(e.message),
     );
+    // the same backup three hours older than the superblocks (a stale file): Grow_restart's
+    // timestamp check refuses it, unless MDADM_GROW_ALLOW_OLD (allowOldBackup)
+    const stale = image(c.backup);
+    {
+      const head = new Uint8Array(512);
+      await stale.reopen().read(head, 0);
+      const bsb = decodeBackupSuper(head);
+      assert.ok(typeof bsb !== 'string');
+      const old = encodeBackupSuper({ ...bsb, mtimeSeconds: bsb.mtimeSeconds - 3 * 3600 });
+      await stale.reopen().write(old, 0);
+      await stale.reopen().write(old, 4096 + bsb.sections[0]!.sectors * 512);
+    }
+    await assert.rejects(
+      MdArray.assemble(c.members.map((d) => image(d).reopen()), { clock: new SystemClock(), backupFile: { dev: image(stale).reopen() } }),
+      (e) => isTsmdError(e, 'EINVAL') && /^too-old timestamp on backup-metadata on backup\nIf you think it is should be safe, try 'export MDADM_GROW_ALLOW_OLD=1'/.test(e.message),
+    );
+    const allowed = await MdArray.assemble(
+      c.members.map((d) => image(d).reopen()),
+      { clock: new SystemClock(), backupFile: { dev: image(stale).reopen() }, allowOldBackup: true },
+    );
+    try {
+      await verify(allowed, model, size, 'restored from the old backup, allowed');
+    } finally {
+      await allowed.close();
+    }
     const log: string[] = [];
     const again = await MdArray.assemble(
       c.members.map((d) => d.reopen()),
