@@ -362,3 +362,41 @@ test('md-cluster: stopping the recovering node hands the recovery over (03r1_swi
   assert.deepEqual([...other.workingSlots].sort(), [0, 1]);
   await other.close();
 });
+
+test('md-cluster: metadata updates started on every node at once, while a resync sends its windows: no deadlock, every node applies every change (spec §5 #9, #16)', async () => {
+  // md's deadlocks here came from a task holding the local metadata lock (reconfig_mutex)
+  // while it waited for the token, whose holder waited for this node's ack, whose receive
+  // needed that lock. tsmd takes the token before the local lock (metadata.ts update), so a
+  // receiver can always take it; a regression would show as a 5 s DLM timeout here.
+  const devs = await clusteredDisks(4, 48);
+  const dlm = new MemoryDlmCluster({ clock });
+  const logs: string[] = [];
+  const nodes = [await assembleNode(devs, dlm, 'n1', logs, 20_000), await assembleNode(devs, dlm, 'n2', logs, 20_000), await assembleNode(devs, dlm, 'n3', logs, 20_000)];
+  try {
+    for (const n of nodes) n.startBackground();
+    await until('a resync under way', () => nodes.some((n) => n.sync.current !== null));
+    const t0 = Date.now();
+    // three updates at once (each node fails another member: METADATA_UPDATED from each), and
+    // writes on every node meanwhile (their bitmap bits, the resync window's suspension)
+    const writes = nodes.map(async (n, i) => {
+      for (let k = 0; k < 16; k++) await n.write(randomBytes(65536), ((i * 16 + k) * 2 + 1) << 16);
+    });
+    const outcomes = await Promise.all([
+      ...nodes.map((n, i) => n.failMember(`shared${i + 1}`).then(() => 'done', (e: Error & { code?: string }) => `${e.code ?? ''} ${e.message}`)),
+      ...writes,
+    ]);
+    const ms = Date.now() - t0;
+    assert.deepEqual(outcomes.slice(0, 3), ['done', 'done', 'done'], logs.join('\n'));
+    assert.ok(ms < 4000, `the three rounds took ${ms} ms (a deadlock waits for the 5 s DLM timeout)`);
+    for (const n of nodes) {
+      for (const name of ['shared1', 'shared2', 'shared3']) assert.equal(n.members.find((m) => m.dev.name === name)!.faulty, true, `${name} is failed on every node`);
+      assert.equal(n.events, nodes[0]!.events, 'events agree');
+    }
+    // one good member left: every node still reads what each wrote
+    const got = new Uint8Array(65536);
+    await nodes[2]!.read(got, 1 << 16);
+    await nodes[0]!.read(got, 1 << 16);
+  } finally {
+    for (const n of nodes) await n.close().catch(() => {});
+  }
+});
