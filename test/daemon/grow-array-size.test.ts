@@ -9,33 +9,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type ArrayState, controlCall } from '../../src/daemon/control.js';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { NbdTestClient } from '../helpers/nbd-client.js';
+import { arrayStateOf, startDaemon, type TestDaemon, untilAsync } from '../helpers/daemon.js';
+import { NbdTestClient, readExport } from '../helpers/nbd-client.js';
 import { fields, requireTool, run, sparseFile, tempDir } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
-
-async function state(d: TestDaemon, devPath: string): Promise<ArrayState> {
-  const rep = await controlCall(join(d.runDir, 'control.sock'), { op: 'arrays' }, 5000);
-  const a = rep.arrays?.find((x) => x.devPath === devPath);
-  assert.ok(a, `${devPath} is running`);
-  return a;
-}
-
-async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function readAll(c: NbdTestClient, upTo: number): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for (let off = 0; off < upTo; off += 4 * MiB) parts.push(await c.read(off, Math.min(4 * MiB, upTo - off)));
-  return Buffer.concat(parts);
-}
 
 describe('--grow --size with --array-size through the daemon', () => {
   let dir: ReturnType<typeof tempDir>;
@@ -73,9 +51,9 @@ describe('--grow --size with --array-size through the daemon', () => {
     assert.equal(det.get('Used Dev Size'), '10240 (10.00 MiB 10.49 MB)');
     c = await NbdTestClient.connect(d.info.nbd!.port, 'gs2');
     assert.equal(c.sizeBytes, 4 * MiB);
-    assert.ok((await readAll(c, 4 * MiB)).equals(model));
+    assert.ok((await readExport(c, 4 * MiB)).equals(model));
     await c.close();
-    await until('resync of the new region', async () => !(await state(d, md)).syncBusy);
+    await untilAsync('resync of the new region', async () => !(await arrayStateOf(d, md)).syncBusy);
     // a component size whose array would be smaller than the size imposed: raid1_resize's EINVAL
     const events = () => fields(run('mdadm', ['--examine', files[0]!]).stdout).get('Events');
     const hasMdadm = requireTool(t, 'mdadm', 'the judge of the superblocks');
@@ -99,9 +77,9 @@ describe('--grow --size with --array-size through the daemon', () => {
     assert.equal(r.status, 0, r.stderr);
     c = await NbdTestClient.connect(d.info.nbd!.port, 'gs2');
     assert.equal(c.sizeBytes, 15 * MiB);
-    assert.ok((await readAll(c, 4 * MiB)).equals(model));
+    assert.ok((await readExport(c, 4 * MiB)).equals(model));
     await c.close();
-    await until('resync of the new region', async () => !(await state(d, md)).syncBusy);
+    await untilAsync('resync of the new region', async () => !(await arrayStateOf(d, md)).syncBusy);
     r = d.tsmd(['--stop', md]);
     assert.equal(r.status, 0, r.stderr);
     if (hasMdadm) {

@@ -8,27 +8,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type ArrayState, controlCall } from '../../src/daemon/control.js';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { controlCall } from '../../src/daemon/control.js';
+import { arrayStateOf, startDaemon, type TestDaemon, untilAsync } from '../helpers/daemon.js';
 import { NbdTestClient } from '../helpers/nbd-client.js';
 import { fields, requireTool, run, sparseFile, tempDir, withLoop } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
-
-async function state(d: TestDaemon, md: string): Promise<ArrayState> {
-  const rep = await controlCall(join(d.runDir, 'control.sock'), { op: 'arrays' }, 5000);
-  const a = rep.arrays?.find((x) => x.mdName === md);
-  assert.ok(a, `${md} is running`);
-  return a;
-}
-
-async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** The kernel-style name (md127...) the daemon gave the array at `devPath`. */
 async function mdNameOf(d: TestDaemon, devPath: string): Promise<string> {
@@ -89,7 +74,7 @@ describe('--grow --bitmap on a running array', () => {
       r = d.tsmd(['--grow', md, '--bitmap=internal']);
       assert.equal(r.status, 1);
       assert.match(r.stderr, /bitmap already present/);
-      const st = await state(d, mdName);
+      const st = await arrayStateOf(d, mdName);
       assert.ok(st.bitmap, 'runtime bitmap');
       assert.equal(st.bitmap.chunkSectors, 256);
       r = d.tsmd(['--detail', md]);
@@ -130,11 +115,11 @@ describe('--grow --bitmap on a running array', () => {
       // assembly takes the lowest free number, which need not be the one --create had
       mdName = await mdNameOf(d, md);
       // the sync engine starts after the assembly returns: wait for the resync to have run
-      await until('resync', async () => {
-        const s = await state(d, mdName);
+      await untilAsync('resync', async () => {
+        const s = await arrayStateOf(d, mdName);
         return !s.syncBusy && s.syncHistory.some((h) => h.kind === 'resync');
       });
-      const s2 = await state(d, mdName);
+      const s2 = await arrayStateOf(d, mdName);
       const resync = s2.syncHistory.filter((h) => h.kind === 'resync');
       assert.equal(resync.length, 1, JSON.stringify(s2.syncHistory));
       if (hasMdadm) assert.equal(resync[0]!.workedSectors, dirtyOnDisk * 256, 'resync == dirty bits x chunk');
@@ -147,12 +132,12 @@ describe('--grow --bitmap on a running array', () => {
       await c.close();
       r = d.tsmd(['--action=check', md]);
       assert.equal(r.status, 0, r.stderr);
-      await until('check', async () => !(await state(d, mdName)).syncBusy);
-      assert.equal((await state(d, mdName)).mismatchCnt, 0);
+      await untilAsync('check', async () => !(await arrayStateOf(d, mdName)).syncBusy);
+      assert.equal((await arrayStateOf(d, mdName)).mismatchCnt, 0);
       // removed online: mdadm no longer finds it, the array goes on
       r = d.tsmd(['--grow', md, '--bitmap=none']);
       assert.equal(r.status, 0, r.stderr);
-      assert.equal((await state(d, mdName)).bitmap, null);
+      assert.equal((await arrayStateOf(d, mdName)).bitmap, null);
       r = d.tsmd(['--detail', md]);
       assert.doesNotMatch(r.stdout, /Intent Bitmap/);
       if (hasMdadm) assert.equal(fields(run('mdadm', ['--examine', files[2]!]).stdout).get('Internal Bitmap'), undefined);

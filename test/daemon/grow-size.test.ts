@@ -11,33 +11,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type ArrayState, controlCall } from '../../src/daemon/control.js';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { NbdTestClient } from '../helpers/nbd-client.js';
+import { arrayStateOf, startDaemon, type TestDaemon, untilAsync } from '../helpers/daemon.js';
+import { NbdTestClient, readExport } from '../helpers/nbd-client.js';
 import { fields, requireTool, run, sparseFile, tempDir } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
-
-async function state(d: TestDaemon, devPath: string): Promise<ArrayState> {
-  const rep = await controlCall(join(d.runDir, 'control.sock'), { op: 'arrays' }, 5000);
-  const a = rep.arrays?.find((x) => x.devPath === devPath);
-  assert.ok(a, `${devPath} is running`);
-  return a;
-}
-
-async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function readAll(c: NbdTestClient, upTo: number): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for (let off = 0; off < upTo; off += 4 * MiB) parts.push(await c.read(off, Math.min(4 * MiB, upTo - off)));
-  return Buffer.concat(parts);
-}
 
 describe('--grow --size / --raid-devices / --add through the daemon', () => {
   let dir: ReturnType<typeof tempDir>;
@@ -70,14 +48,14 @@ describe('--grow --size / --raid-devices / --add through the daemon', () => {
     r = d.tsmd(['--grow', md, '--size=max']);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stderr, `tsmd: component size of ${md} unchanged at 15360K\n`);
-    await until('resync of the new region', async () => !(await state(d, md)).syncBusy);
-    const st = await state(d, md);
+    await untilAsync('resync of the new region', async () => !(await arrayStateOf(d, md)).syncBusy);
+    const st = await arrayStateOf(d, md);
     const resync = st.syncHistory.filter((h) => h.kind === 'resync');
     assert.equal(resync.length, 1, JSON.stringify(st.syncHistory));
     assert.equal(resync[0]!.workedSectors, (15 - 6) * 2048, 'only the new region');
     c = await NbdTestClient.connect(d.info.nbd!.port, 'gs1');
     assert.equal(c.sizeBytes, 15 * MiB, 'the export grew');
-    assert.ok((await readAll(c, 6 * MiB)).equals(model));
+    assert.ok((await readExport(c, 6 * MiB)).equals(model));
     const tail = randomBytes(9 * MiB);
     await c.write(6 * MiB, tail, true);
     assert.ok((await c.read(6 * MiB, 9 * MiB)).equals(tail));
@@ -93,18 +71,18 @@ describe('--grow --size / --raid-devices / --add through the daemon', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, `raid_disks for ${md} set to 3\n`);
     assert.match(r.stderr, /added .*m2\.img/);
-    await until('recovery of the new mirror', async () => {
-      const s = await state(d, md);
+    await untilAsync('recovery of the new mirror', async () => {
+      const s = await arrayStateOf(d, md);
       return !s.syncBusy && s.syncHistory.some((h) => h.kind === 'recovery' && h.completed);
     });
     r = d.tsmd(['--action=check', md]);
     assert.equal(r.status, 0, r.stderr);
-    await until('check', async () => {
-      const s = await state(d, md);
+    await untilAsync('check', async () => {
+      const s = await arrayStateOf(d, md);
       return !s.syncBusy && s.syncHistory.some((h) => h.kind === 'check' && h.completed);
     });
-    assert.equal((await state(d, md)).mismatchCnt, 0);
-    assert.ok((await readAll(c, 6 * MiB)).equals(model));
+    assert.equal((await arrayStateOf(d, md)).mismatchCnt, 0);
+    assert.ok((await readExport(c, 6 * MiB)).equals(model));
     await c.close();
     r = d.tsmd(['--stop', md]);
     assert.equal(r.status, 0, r.stderr);
@@ -136,7 +114,7 @@ describe('--grow --size / --raid-devices / --add through the daemon', () => {
     assert.equal(r.status, 0, r.stderr);
     c = await NbdTestClient.connect(d.info.nbd!.port, 'gl1');
     assert.equal(c.sizeBytes, before + 7 * MiB);
-    assert.ok((await readAll(c, before)).equals(model));
+    assert.ok((await readExport(c, before)).equals(model));
     await c.write(before, randomBytes(7 * MiB), true);
     await c.close();
     r = d.tsmd(['--detail', md]);

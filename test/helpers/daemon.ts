@@ -1,7 +1,9 @@
 /** Run a tsmd node daemon as a child process, as a user would (bin/tsmd daemon). */
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { type ArrayState, controlCall } from '../../src/daemon/control.js';
 import { run, tsmdBin, type RunResult } from './tools.js';
 
 /** How long a daemon gets to stop cleanly before the test calls it hung. */
@@ -112,4 +114,21 @@ export async function startDaemon(
     kill9: () => stop('SIGKILL'),
     exited,
   };
+}
+
+/** The daemon's state of one array (control op `arrays`), by md name (md0) or device path (/dev/md/x). */
+export async function arrayStateOf(d: TestDaemon, which: string): Promise<ArrayState> {
+  const rep = await controlCall(join(d.runDir, 'control.sock'), { op: 'arrays' }, 5000);
+  const a = rep.arrays?.find((x) => x.mdName === which || x.devPath === which);
+  assert.ok(a, `${which} is running`);
+  return a;
+}
+
+/** Poll an asynchronous condition every 50 ms until it holds; fails after `timeoutMs`. */
+export async function untilAsync(what: string, cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

@@ -165,3 +165,10 @@ export class NbdTestClient {
     this.sock.destroy();
   }
 }
+
+/** Read [0, upTo) of an export in 4 MiB requests. */
+export async function readExport(c: NbdTestClient, upTo: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for (let off = 0; off < upTo; off += 4 << 20) parts.push(await c.read(off, Math.min(4 << 20, upTo - off)));
+  return Buffer.concat(parts);
+}

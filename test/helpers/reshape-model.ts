@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { BlockDevice } from '../../src/io/block-device.js';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import type { MdArray } from '../../src/md/array.js';
+import { prng } from './prng.js';
 import { run, tempDir, tsmdBin } from './tools.js';
 
 const BLOCK = 4096;
@@ -99,4 +100,47 @@ export function tap(d: MemoryBlockDevice, onWrite: (buf: Uint8Array, off: number
     },
     close: () => d.close(),
   };
+}
+
+/** The array's [0, bytes) written as generation 1 (1 MiB writes), recorded in the model. */
+export async function fillModel(arr: MdArray, model: Map<number, number>, bytes = arr.sizeBytes): Promise<void> {
+  const buf = new Uint8Array(READ);
+  for (let off = 0; off < bytes; off += READ) {
+    const n = Math.min(READ, bytes - off);
+    fillBlocks(buf.subarray(0, n), off, 1);
+    await arr.write(buf.subarray(0, n), off);
+    for (let b = 0; b < n; b += BLOCK) model.set((off + b) / BLOCK, 1);
+  }
+}
+
+/**
+ * Three writers at random 16 KiB groups of [0, bytes) (each its own third of the groups) while
+ * `busy()`, a FLUSH every `flushEvery` writes; the model follows. Returns the writes done.
+ */
+export async function writersDuring(
+  arr: MdArray,
+  model: Map<number, number>,
+  bytes: number,
+  busy: () => boolean,
+  o: { seed?: number; flushEvery?: number } = {},
+): Promise<number> {
+  const rnd = prng(o.seed ?? 7);
+  const flushEvery = o.flushEvery ?? 7;
+  let gen = 2;
+  const writer = async (k: number) => {
+    const b = new Uint8Array(4 * BLOCK);
+    const groups = Math.floor(bytes / b.length);
+    while (busy()) {
+      const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
+      if (blk * BLOCK + b.length > bytes) continue;
+      const g = gen++;
+      for (let i = 0; i < 4; i++) fillBlocks(b.subarray(i * BLOCK, (i + 1) * BLOCK), (blk + i) * BLOCK, g);
+      await arr.write(b, blk * BLOCK);
+      for (let i = 0; i < 4; i++) model.set(blk + i, g);
+      if (g % flushEvery === 0) await arr.flush();
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  await Promise.all([writer(0), writer(1), writer(2)]);
+  return gen - 2;
 }

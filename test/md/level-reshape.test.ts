@@ -20,11 +20,10 @@ import { MdArray } from '../../src/md/array.js';
 import { type LevelChangeRequest, planLevelChange, startLevelChange } from '../../src/md/level-reshape.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
-import { prng } from '../helpers/prng.js';
 import { tsmdExamine } from '../helpers/examine.js';
 import { fixtureMembers } from '../helpers/fixtures.js';
 import { fields, haveTool, requireTool, run, tempDir } from '../helpers/tools.js';
-import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, fillModel, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -48,38 +47,6 @@ function request(arr: MdArray, newLevel: number, more: Partial<LevelChangeReques
     devName: '/dev/md0',
     ...more,
   };
-}
-
-/** The array's bytes written in the whole array, generation 1 */
-async function fillAll(arr: MdArray, model: Map<number, number>): Promise<void> {
-  const buf = new Uint8Array(MiB);
-  for (let off = 0; off < arr.sizeBytes; off += MiB) {
-    fill(buf, off, 1);
-    await arr.write(buf, off);
-    for (let b = 0; b < MiB; b += 4096) model.set((off + b) / 4096, 1);
-  }
-}
-
-/** Writers at random places (each its own 16 KiB groups) until `until` resolves. */
-async function writersDuring(arr: MdArray, model: Map<number, number>, bytes: number, busy: () => boolean): Promise<number> {
-  const rnd = prng(7);
-  let gen = 2;
-  const writer = async (k: number) => {
-    const b = new Uint8Array(16 * KiB);
-    const groups = Math.floor(bytes / (16 * KiB));
-    while (busy()) {
-      const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
-      if (blk * 4096 + b.length > bytes) continue;
-      const g = gen++;
-      for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
-      await arr.write(b, blk * 4096);
-      for (let i = 0; i < 4; i++) model.set(blk + i, g);
-      if (g % 7 === 0) await arr.flush();
-      await new Promise((r) => setImmediate(r));
-    }
-  };
-  await Promise.all([writer(0), writer(1), writer(2)]);
-  return gen - 2;
 }
 
 /** tsmd --examine and the real mdadm --examine of a member (its first MiB in a sparse file of its size). */
@@ -149,7 +116,7 @@ describe('level changes that move data', () => {
           devs.push(d);
           await arr.addMember(d.reopen(), { deviceUuid: randomBytes(16) });
         }
-        await fillAll(arr, model);
+        await fillModel(arr, model);
         // slow enough that the writers overlap the change, not slower while they write
         arr.sync.local.maxKiBs = 1500;
         arr.sync.local.minKiBs = 1500;

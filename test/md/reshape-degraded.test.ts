@@ -18,8 +18,7 @@ import { MdArray } from '../../src/md/array.js';
 import { planLevelChange, startLevelChange } from '../../src/md/level-reshape.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
-import { prng } from '../helpers/prng.js';
-import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, fillModel, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -28,38 +27,6 @@ async function open(devs: MemoryBlockDevice[], run = false): Promise<{ arr: MdAr
   const faulty = devs.map((d) => new FaultyBlockDevice(d.reopen()));
   const arr = await MdArray.assemble(faulty, { clock: new SystemClock(), run });
   return { arr, faulty };
-}
-
-async function fillAll(arr: MdArray, model: Map<number, number>, bytes: number): Promise<void> {
-  const buf = new Uint8Array(MiB);
-  for (let off = 0; off < bytes; off += MiB) {
-    const n = Math.min(MiB, bytes - off);
-    fill(buf.subarray(0, n), off, 1);
-    await arr.write(buf.subarray(0, n), off);
-    for (let b = 0; b < n; b += 4096) model.set((off + b) / 4096, 1);
-  }
-}
-
-/** Three writers at random 16 KiB groups of [0, bytes) while `busy()`; returns the writes done. */
-async function writersDuring(arr: MdArray, model: Map<number, number>, bytes: number, busy: () => boolean): Promise<number> {
-  const rnd = prng(11);
-  let gen = 2;
-  const writer = async (k: number) => {
-    const b = new Uint8Array(16 * KiB);
-    const groups = Math.floor(bytes / (16 * KiB));
-    while (busy()) {
-      const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
-      if (blk * 4096 + b.length > bytes) continue;
-      const g = gen++;
-      for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
-      await arr.write(b, blk * 4096);
-      for (let i = 0; i < 4; i++) model.set(blk + i, g);
-      if (g % 9 === 0) await arr.flush();
-      await new Promise((r) => setImmediate(r));
-    }
-  };
-  await Promise.all([writer(0), writer(1), writer(2)]);
-  return gen - 2;
 }
 
 /** Resolves once the reshape has moved at least `fraction` of the array (forwards). */
@@ -98,7 +65,7 @@ describe('reshapes meeting a member failure', () => {
       let spare: MemoryBlockDevice;
       let failedName = '';
       try {
-        await fillAll(arr, model, before);
+        await fillModel(arr, model, before);
         arr.sync.local.maxKiBs = 3000;
         arr.sync.local.minKiBs = 3000;
         arr.startBackground();
@@ -106,7 +73,7 @@ describe('reshapes meeting a member failure', () => {
         const failed = arr.members.find((m) => m.slot === c.failSlot)!;
         failedName = failed.dev.name;
         const busy = () => arr.reshapeActive;
-        const writes = writersDuring(arr, model, before, busy);
+        const writes = writersDuring(arr, model, before, busy, { seed: 11, flushEvery: 9 });
         await reshapedPast(arr, 0.3);
         // every read and write of that member fails from now on (md_error on the first)
         faulty.find((f) => f.name === failedName)!.vanish();
@@ -141,7 +108,7 @@ describe('reshapes meeting a member failure', () => {
     const model = new Map<number, number>();
     const size = arr.sizeBytes;
     try {
-      await fillAll(arr, model, size);
+      await fillModel(arr, model, size);
       arr.sync.local.maxKiBs = 3000;
       arr.sync.local.minKiBs = 3000;
       arr.startBackground();
@@ -162,7 +129,7 @@ describe('reshapes meeting a member failure', () => {
       assert.equal(arr.level, 6);
       const rebuilt = arr.members.find((m) => m.recoveryOffset !== null)!;
       assert.ok(rebuilt, 'Q is rebuilt along with the reshape');
-      const writes = writersDuring(arr, model, size, () => arr.reshapeActive);
+      const writes = writersDuring(arr, model, size, () => arr.reshapeActive, { seed: 11, flushEvery: 9 });
       await reshapedPast(arr, 0.3);
       const victim = arr.members.find((m) => m.slot === 0)!;
       faulty.find((f) => f.name === victim.dev.name)!.vanish();
@@ -190,14 +157,15 @@ describe('reshapes meeting a member failure', () => {
       assert.equal(arr.degraded, true);
       const newBytes = 3 * 6 * MiB;
       arr.setArraySize(newBytes / 512);
-      await fillAll(arr, model, newBytes);
+      await fillModel(arr, model, newBytes);
       arr.sync.local.maxKiBs = 3000;
       arr.sync.local.minKiBs = 3000;
       arr.startBackground();
       assert.equal(await arr.grow({ raidDisks: 4, devName: '/dev/md0' }), true);
       assert.equal(arr.reshapeActive, true);
       assert.ok(arr.sb.newOffset > 0, 'the data offset moves up');
-      const during = await Promise.all([writersDuring(arr, model, newBytes, () => arr.reshapeActive), arr.reshape.wait()]).then(([n]) => n);
+      const opts = { seed: 11, flushEvery: 9 };
+      const [during] = await Promise.all([writersDuring(arr, model, newBytes, () => arr.reshapeActive, opts), arr.reshape.wait()]);
       assert.ok(during > 10, `writes ran during the reshape (${during})`);
       assert.equal(arr.reshape.lastError, null);
       assert.equal(arr.sb.raidDisks, 4);

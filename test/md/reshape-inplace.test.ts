@@ -19,22 +19,11 @@ import { decodeBackupSuper, encodeBackupSuper } from '../../src/md/backup-file.j
 import { growCriticalSectors } from '../../src/md/reshape.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
-import { prng } from '../helpers/prng.js';
 import { requireTool } from '../helpers/tools.js';
-import { checkMismatches as checkZero, dump, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, dump, examineLikeMdadm, fillBlocks as fill, fillModel, image, tap, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-async function fillAll(arr: MdArray, model: Map<number, number>): Promise<void> {
-  const buf = new Uint8Array(MiB);
-  for (let off = 0; off < arr.sizeBytes; off += MiB) {
-    const n = Math.min(MiB, arr.sizeBytes - off);
-    fill(buf.subarray(0, n), off, 1);
-    await arr.write(buf.subarray(0, n), off);
-    for (let b = 0; b < n; b += 4096) model.set((off + b) / 4096, 1);
-  }
-}
 
 test('the critical section of a grow in place: mdadm compute_backup_blocks multiples, one new stripe of room after it', () => {
   // raid5 4->5, 64K chunks: mdadm says "Need to backup 768K of critical section.."
@@ -63,7 +52,7 @@ describe('grows in place (the data offset stays)', () => {
       const model = new Map<number, number>();
       const before = arr.sizeBytes;
       try {
-        await fillAll(arr, model);
+        await fillModel(arr, model);
         arr.sync.local.maxKiBs = 4000;
         arr.startBackground();
         assert.equal(await arr.grow({ raidDisks: c.disks + 1, devName: '/dev/md0', backup: backup ? { dev: backup.reopen() } : undefined }), true);
@@ -76,23 +65,9 @@ describe('grows in place (the data offset stays)', () => {
           await examineLikeMdadm(devs, 'during');
           await arr.setSyncAction('idle');
         }
-        const rnd = prng(5);
-        let gen = 2;
-        const writer = async (k: number) => {
-          const b = new Uint8Array(16 * KiB);
-          const groups = Math.floor(before / (16 * KiB));
-          while (arr.reshapeActive && !arr.reshape.lastError) {
-            const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
-            const g = gen++;
-            for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
-            await arr.write(b, blk * 4096);
-            for (let i = 0; i < 4; i++) model.set(blk + i, g);
-            if (g % 7 === 0) await arr.flush();
-            await new Promise((r) => setImmediate(r));
-          }
-        };
-        await Promise.all([writer(0), writer(1), writer(2), arr.reshape.wait()]);
-        assert.ok(gen > 10, `writes ran during the reshape (${gen - 2})`);
+        const busy = () => arr.reshapeActive && !arr.reshape.lastError;
+        const [writes] = await Promise.all([writersDuring(arr, model, before, busy, { seed: 5 }), arr.reshape.wait()]);
+        assert.ok(writes > 10, `writes ran during the reshape (${writes})`);
         assert.equal(arr.reshape.lastError, null);
         assert.equal(arr.reshapeActive, false);
         assert.ok(arr.sizeBytes > before, 'the array grew');
@@ -131,7 +106,7 @@ describe('grows in place (the data offset stays)', () => {
     let arr = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
     const model = new Map<number, number>();
     const before = arr.sizeBytes;
-    await fillAll(arr, model);
+    await fillModel(arr, model);
     await arr.close();
     // the crash image: at the member flush after the critical section is written in its new
     // geometry, before its checkpoint (the superblocks say: reshape active, position 0)
@@ -206,7 +181,7 @@ describe('grows in place (the data offset stays)', () => {
     const model = new Map<number, number>();
     const size = arr.sizeBytes;
     try {
-      await fillAll(arr, model);
+      await fillModel(arr, model);
       await arr.flush();
       const bytes = devs.map((d) => Buffer.from(dump(d)));
       await assert.rejects(
@@ -226,22 +201,9 @@ describe('grows in place (the data offset stays)', () => {
         await examineLikeMdadm(devs, 'during');
         await arr.setSyncAction('idle');
       }
-      const rnd = prng(9);
-      let gen = 2;
-      const writer = async (k: number) => {
-        const b = new Uint8Array(16 * KiB);
-        const groups = Math.floor(size / (16 * KiB));
-        while (arr.reshapeActive && !arr.reshape.lastError) {
-          const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
-          const g = gen++;
-          for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
-          await arr.write(b, blk * 4096);
-          for (let i = 0; i < 4; i++) model.set(blk + i, g);
-          await new Promise((r) => setImmediate(r));
-        }
-      };
-      await Promise.all([writer(0), writer(1), writer(2), arr.reshape.wait()]);
-      assert.ok(gen > 10, `writes ran during the reshape (${gen - 2})`);
+      const busy = () => arr.reshapeActive && !arr.reshape.lastError;
+      const [writes] = await Promise.all([writersDuring(arr, model, size, busy, { seed: 9 }), arr.reshape.wait()]);
+      assert.ok(writes > 10, `writes ran during the reshape (${writes})`);
       assert.equal(arr.reshape.lastError, null);
       assert.equal(arr.sizeBytes, size);
       await verify(arr, model, size, 'after');
@@ -261,7 +223,7 @@ describe('grows in place (the data offset stays)', () => {
     let arr = await MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
     const model = new Map<number, number>();
     const size = arr.sizeBytes;
-    await fillAll(arr, model);
+    await fillModel(arr, model);
     await arr.close();
     const backup = new MemoryBlockDevice('backup', 4096 + 1536 * 512 + 512);
     let armed = false;
