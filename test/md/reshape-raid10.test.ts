@@ -7,18 +7,11 @@
  * after a new assembly. Refusals write nothing.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { after, describe, type TestContext, test } from 'node:test';
-import { SystemClock } from '../../src/env/clock.js';
+import { after, describe, test } from 'node:test';
 import { isTsmdError } from '../../src/errors.js';
 import { Feature } from '../../src/format/superblock.js';
-import { openDevice } from '../../src/io/file-device.js';
-import { MdArray } from '../../src/md/array.js';
-import { createArray } from '../../src/md/create.js';
-import { loadSuperblock } from '../../src/md/sb-io.js';
-import { fields, haveTool, requireTool, run, sparseFile, tempDir } from '../helpers/tools.js';
+import { fields, haveTool, run, tempDir } from '../helpers/tools.js';
+import { fileHashes as hashes, type MakeOpts, makeRaid10, openRaid10 as open, superblockOf as loadSuperblockOf } from '../helpers/raid10-files.js';
 import { prng } from '../helpers/prng.js';
 import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
 
@@ -26,60 +19,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const dir = tempDir('r10grow');
 after(() => dir.cleanup());
-let serial = 0;
-
-interface MakeOpts {
-  bitmap?: boolean;
-  sizeMiB?: number;
-  chunkKiB?: number;
-  /** the component size used (room after the data) */
-  sizeKiB?: number;
-}
-
-async function make(disks: number, spares: number, layout: number, opts: MakeOpts = {}): Promise<string[]> {
-  const tag = `r${serial++}`;
-  const files = Array.from({ length: disks + spares }, (_, k) => sparseFile(join(dir.path, `${tag}-${k}.img`), (opts.sizeMiB ?? 8) * MiB));
-  const devs = await Promise.all(files.map((f) => openDevice(f)));
-  try {
-    await createArray(
-      devs,
-      {
-        level: 10,
-        raidDisks: disks,
-        metadata: '1.2',
-        chunkKiB: opts.chunkKiB ?? 64,
-        sizeKiB: opts.sizeKiB,
-        layout,
-        setName: 'h:r10',
-        uuid: randomBytes(16),
-        deviceUuids: devs.map(() => randomBytes(16)),
-        bitmap: opts.bitmap ? 'internal' : 'none',
-        nowSeconds: 1_700_000_000,
-        members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
-      },
-      { confirmOverwrite: async () => false, initialSync: true, clock: new SystemClock() },
-    );
-  } finally {
-    await Promise.all(devs.map((d) => d.close()));
-  }
-  return files;
-}
-
-async function open(files: string[]): Promise<MdArray> {
-  const devs = await Promise.all(files.map((f) => openDevice(f)));
-  return MdArray.assemble(devs, { clock: new SystemClock() });
-}
-
-async function loadSuperblockOf(f: string) {
-  const dev = await openDevice(f, { readOnly: true });
-  try {
-    return (await loadSuperblock(dev))!.sb;
-  } finally {
-    await dev.close();
-  }
-}
-
-const hashes = (files: string[]) => files.map((f) => createHash('sha256').update(readFileSync(f)).digest('hex'));
+const make = (disks: number, spares: number, layout: number, opts: MakeOpts = {}) => makeRaid10(dir.path, disks, spares, layout, opts);
 
 describe('raid10 near --grow --raid-devices', () => {
   const cases = [
@@ -241,142 +181,4 @@ describe('raid10 near --grow --raid-devices', () => {
       await arr.close();
     }
   });
-});
-
-/** What a raid10 reshape of the table below starts from, asks for and ends with. */
-interface Case {
-  name: string;
-  disks: number;
-  spares?: number;
-  layout: number;
-  chunkKiB?: number;
-  /** per-member size used by the array (room after the data) */
-  sizeKiB?: number;
-  grow: { raidDisks?: number; chunkSectors?: number; layout?: number };
-  /** the array is first truncated to the new size (mdadm --grow --array-size) */
-  shrink?: boolean;
-  /** mdadm --examine at the end */
-  dataOffset: number;
-  layoutText: string;
-  /** the superblocks in the middle: the feature map mdadm prints */
-  midFeatures: string;
-}
-
-// data offset 2048 on 8 MiB members, superblock at 8: 2032 sectors free before the data.
-// mdadm's choose_offset(lo 16, hi 2048, min 16, max 2048 - min_offset_change) picks 1024
-// for these forwards reshapes; a shrink moves up by exactly min_offset_change.
-const cases: Case[] = [
-  { name: 'near=2 chunk 64K->128K', disks: 4, layout: 0x102, grow: { chunkSectors: 256 }, dataOffset: 1024, layoutText: 'near=2', midFeatures: '0x44' },
-  // disks/near is not a whole number: the member rows advance by fractions of a chunk
-  { name: 'near=2 3 devices chunk 64K->32K', disks: 3, layout: 0x102, grow: { chunkSectors: 64 }, dataOffset: 1024, layoutText: 'near=2', midFeatures: '0x44' },
-  { name: 'near=2 -> offset=2', disks: 4, layout: 0x102, grow: { layout: 0x10201 }, dataOffset: 1024, layoutText: 'offset=2', midFeatures: '0x44' },
-  { name: 'offset=2 -> near=2 with chunk 64K->128K', disks: 4, layout: 0x10201, grow: { layout: 0x102, chunkSectors: 256 }, dataOffset: 1024, layoutText: 'near=2', midFeatures: '0x44' },
-  // an offset stripe of 5 chunks fills 2 rows: steps end on whole new stripes
-  { name: 'offset=2 grow 4->5', disks: 4, spares: 1, layout: 0x10201, grow: { raidDisks: 5 }, dataOffset: 2048 - 256, layoutText: 'offset=2', midFeatures: '0x44' },
-  // room after the data and less before it: the data moves up, backwards
-  { name: 'near=2 chunk 64K->128K backwards (room after the data)', disks: 4, layout: 0x102, sizeKiB: 5 * 1024, grow: { chunkSectors: 256 }, dataOffset: 2048 + 2048, layoutText: 'near=2', midFeatures: '0x64' },
-  { name: 'near=2 shrink 5->4', disks: 5, layout: 0x102, sizeKiB: 6 * 1024, grow: { raidDisks: 4 }, shrink: true, dataOffset: 2048 + 128, layoutText: 'near=2', midFeatures: '0x44' },
-];
-
-describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
-  for (const c of cases) {
-    test(`${c.name}: data before, during (concurrent writers) and after; check 0; mdadm --examine agrees`, async (t: TestContext) => {
-      const withMdadm = requireTool(t, 'mdadm', 'the superblocks are compared with mdadm --examine');
-      const files = await make(c.disks, c.spares ?? 0, c.layout, { chunkKiB: c.chunkKiB, sizeKiB: c.sizeKiB });
-      const arr = await open(files);
-      const model = new Map<number, number>();
-      const before = arr.sizeBytes;
-      const rnd = prng(11 + c.disks);
-      const newDisks = c.grow.raidDisks ?? c.disks;
-      let size = before;
-      try {
-        const buf = new Uint8Array(MiB);
-        for (let off = 0; off < before; off += MiB) {
-          const n = Math.min(MiB, before - off);
-          fill(buf.subarray(0, n), off, 1);
-          await arr.write(buf.subarray(0, n), off);
-          for (let b = 0; b < n; b += 4096) model.set((off + b) / 4096, 1);
-        }
-        if (c.shrink) {
-          // near=2, 64K chunks: the component size (whole chunks) x new devices / 2 copies
-          const newSectors = (Number(arr.sb.size) * newDisks) / 2;
-          await assert.rejects(arr.grow({ ...c.grow, devName: '/dev/md0' }), (e) => isTsmdError(e, 'EINVAL') && /^this change will reduce the size of the array\.\n {7}use --grow --array-size first to truncate array\.\n {7}e\.g\. mdadm --grow \/dev\/md0 --array-size \d+$/.test(e.message));
-          arr.setArraySize(newSectors);
-          size = newSectors * 512;
-          for (const k of [...model.keys()]) if (k * 4096 >= size) model.delete(k);
-        }
-        arr.sync.local.maxKiBs = 4000; // slow enough that the writers overlap it
-        arr.startBackground();
-        assert.equal(await arr.grow({ ...c.grow, devName: '/dev/md0' }), true);
-        assert.equal(arr.reshapeActive, true);
-        const mid: { e: Map<string, string> | null } = { e: null };
-        let gen = 2;
-        const writer = async (k: number) => {
-          const b = new Uint8Array(16 * KiB);
-          const groups = Math.floor(size / (16 * KiB));
-          while (arr.reshapeActive) {
-            const blk = (Math.floor((rnd() * groups) / 3) * 3 + k) * 4;
-            if (blk * 4096 + b.length > size) continue;
-            const g = gen++;
-            for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), (blk + i) * 4096, g);
-            await arr.write(b, blk * 4096);
-            for (let i = 0; i < 4; i++) model.set(blk + i, g);
-            if (g % 7 === 0) await arr.flush();
-            if (g === 40 && withMdadm && arr.reshapeActive) mid.e = fields(run('mdadm', ['--examine', files[0]!]).stdout);
-            await new Promise((r) => setTimeout(r, 1));
-          }
-        };
-        await Promise.all([writer(0), writer(1), writer(2), arr.reshape.wait()]);
-        assert.ok(gen > 40, `writes ran during the reshape (${gen - 2})`);
-        assert.equal(arr.reshape.lastError, null);
-        assert.equal(arr.reshapeActive, false);
-        await verify(arr, model, size);
-        if (withMdadm) {
-          const e = mid.e;
-          assert.ok(e, 'mdadm --examine ran in the middle');
-          assert.equal(e.get('Feature Map'), c.midFeatures, 'mdadm reads the reshape in the middle');
-          if (c.grow.chunkSectors) assert.equal(e.get('New Chunksize'), `${c.grow.chunkSectors / 2}K`);
-          if (newDisks !== c.disks) assert.equal(e.get('Delta Devices'), `${newDisks - c.disks} (${c.disks}->${newDisks})`);
-        }
-        await arr.sync.runUntilIdle();
-        assert.equal(arr.sizeBytes >= size, true);
-        // after: some of the old space, all of the new (its content is the resync's)
-        for (let off = 0; off < arr.sizeBytes; off += off < size ? 2 * MiB : 64 * KiB) {
-          const n = Math.min(64 * KiB, arr.sizeBytes - off);
-          fill(buf.subarray(0, n), off, 99);
-          await arr.write(buf.subarray(0, n), off);
-          for (let b = 0; b < n; b += 4096) model.set((off + b) / 4096, 99);
-        }
-        size = arr.sizeBytes;
-        await verify(arr, model, size);
-        assert.equal(await checkZero(arr), 0);
-      } finally {
-        await arr.close();
-      }
-      if (withMdadm) {
-        for (const [k, f] of files.entries()) {
-          const r = run('mdadm', ['--examine', f]);
-          assert.equal(r.status, 0, r.stderr);
-          const e = fields(r.stdout);
-          assert.equal(e.get('Raid Devices'), String(newDisks));
-          assert.equal(e.get('Feature Map'), '0x0');
-          assert.equal(e.get('Data Offset'), `${c.dataOffset} sectors`);
-          assert.equal(e.get('Chunk Size'), `${(c.grow.chunkSectors ?? 128) / 2}K`);
-          assert.equal(e.get('Layout'), c.layoutText);
-          assert.equal(e.get('Reshape pos\'n'), undefined);
-          assert.equal(e.get('New Offset'), undefined);
-          // a shrink leaves the last member a spare (raid10_finish_reshape)
-          assert.equal(e.get('Device Role'), k < newDisks ? `Active device ${k}` : 'spare');
-          assert.equal(e.get('State'), 'clean');
-        }
-      }
-      const again = await open(files);
-      try {
-        await verify(again, model, size);
-        assert.equal(await checkZero(again), 0);
-      } finally {
-        await again.close();
-      }
-    });
-  }
 });
