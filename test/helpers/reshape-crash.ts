@@ -115,6 +115,8 @@ export const kinds: Kind[] = [
   // on the joining spare, then forwards in place)
   { name: 'raid5 grow 4->5 in place (1.0)', level: 5, n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: false, disks: 5, chunkKiB: 64, metadata: '1.0', iterations: 8 },
   { name: 'raid10 near=2 grow 4->5', level: 10, layout: 'n2', n: 4, spares: 1, grow: ['--raid-devices=5'], bitmap: false, disks: 5, chunkKiB: 64 },
+  // keeps the number of devices: the distance the data offset moved bounds every step
+  { name: 'raid10 near=2 -> offset=2, chunk 64K->128K', level: 10, layout: 'n2', n: 4, spares: 0, grow: ['--layout=o2', '--chunk=128'], bitmap: false, disks: 4, chunkKiB: 128, iterations: 6 },
 ];
 
 /** What each member adds to the array (raid10 near=2: half a member), as a count of members. */
