@@ -10,8 +10,10 @@
  * data: the data moved up (new_offset > 0) where there is room after it, else, for a shrink,
  * in place with mdadm's backup file for the critical sections (backup-file.ts). A grow with no
  * room before the data runs forwards in place once its critical section at the start has been
- * saved (to the joining spare's backup area or the backup file) and rewritten. What it cannot
- * do (raid10/1/0/linear, ...) is refused at --grow with ENOTSUP and nothing written, and an
+ * saved (to the joining spare's backup area or the backup file) and rewritten. raid10's
+ * reshapes (reshape-raid10.ts) run through the same steps, on the request path, with the row
+ * arithmetic of near and offset layouts. What it cannot do (raid1/0/linear, raid10 far, ...)
+ * is refused at --grow with ENOTSUP and nothing written, and an
  * array found in such a reshape is assembled read-only with the reason (never written).
  *
  * The move, region by region ("step"): the view (raid/reshape-view.ts) holds writes to the
