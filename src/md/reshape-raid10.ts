@@ -33,11 +33,15 @@
  * array keeps its old size until the end (raid10_finish_reshape sets the new one and resyncs
  * the grown region); after a shrink the members past the new count become spares.
  *
+ * An internal bitmap is resized to the new array size at the start as md_bitmap_resize does
+ * (raid10's bitmap covers array sectors), written all set while the reshape runs (a restart
+ * resyncs rather than trusts it) and clean at the end.
+ *
  * Not here (refused with the reason, nothing written): far layouts (md cannot: mdadm's
- * "Cannot reshape RAID10 in far-mode"), a change of the number of copies (md: -EINVAL), an
- * internal bitmap (md_bitmap_resize at the start of the reshape: not done by tsmd yet).
+ * "Cannot reshape RAID10 in far-mode"), a change of the number of copies (md: -EINVAL).
  */
 import { TsmdError } from '../errors.js';
+import { BITMAP_SB_BYTES } from '../format/bitmap.js';
 import { Feature, type Superblock1 } from '../format/superblock.js';
 import { decodeRaid10Layout, raid10Derive } from '../raid/geometry/raid10.js';
 import type { Member } from './members.js';
@@ -118,6 +122,33 @@ export function raid10CannotContinue(sb: Superblock1, members: readonly Member[]
 }
 
 /**
+ * md's raid10_start_reshape resizes the internal bitmap to the new array size (the raid10
+ * bitmap covers array sectors) with md_bitmap_resize(chunksize 0): the chunk stays if the
+ * bits fit in the bitmap's space, else it doubles until they do. md does not know the room of
+ * a 1.1/1.2 bitmap (super_1_validate: bitmap_info.space 0), so the space is what the bitmap
+ * takes now (its header and bits, in sectors); a 1.0 bitmap may grow up to the superblock.
+ * null: no bitmap, or it already has that size.
+ */
+function bitmapResize(members: readonly Member[], oldSectors: number, newSectors: number): { chunkBytes: number; nbits: number } | null {
+  const withBitmap = members.filter((m) => !m.faulty && m.bitmaps[0] !== undefined && (m.loaded.sb.featureMap & Feature.BITMAP_OFFSET) !== 0);
+  const first = withBitmap[0]?.bitmaps[0];
+  if (!first || Number(first.sup.syncSize) === newSectors) return null;
+  if (Number(first.sup.syncSize) !== oldSectors)
+    throw new TsmdError('EINVAL', `the bitmap covers ${Number(first.sup.syncSize)} sectors, not the array's ${oldSectors}: cannot resize it`);
+  const bytesFor = (chunkBytes: number) => Math.ceil(Math.ceil(newSectors / (chunkBytes / 512)) / 8) + BITMAP_SB_BYTES;
+  const space = Math.min(
+    ...withBitmap.map((m) => {
+      const off = m.loaded.sb.bitmapOffset;
+      if (m.loaded.minor > 0) return Math.ceil((Math.ceil(m.bitmaps[0]!.nbits / 8) + BITMAP_SB_BYTES) / 512);
+      return off > 0 ? 8 - off : -off;
+    }),
+  );
+  let chunkBytes = first.sup.chunkSize;
+  while (bytesFor(chunkBytes) > space * 512 && chunkBytes < 2 ** 30) chunkBytes *= 2;
+  return { chunkBytes, nbits: Math.ceil(newSectors / (chunkBytes / 512)) };
+}
+
+/**
  * mdadm's choose_offset (Grow.c): a new data offset between lo and hi, within [min, max],
  * near the middle of lo..hi and aligned to as large a power of two as it can (up to 1 MiB).
  */
@@ -182,8 +213,6 @@ export async function startRaid10Reshape(
   // md's raid10_check_reshape: the copies fit, the array size is whole new chunks
   if (disks < copies || host.exportedSectors % chunk !== 0) throw new TsmdError('EINVAL', `Cannot set array shape for ${md}`);
   if ((sb.featureMap & Feature.CLUSTERED) !== 0) throw new TsmdError('ENOTSUP', `${md} is clustered: md-cluster reshapes are not supported by tsmd`);
-  if ((sb.featureMap & Feature.BITMAP_OFFSET) !== 0)
-    throw new TsmdError('ENOTSUP', `${md}: a raid10 reshape with an internal bitmap is not supported yet by tsmd (md resizes the bitmap); remove it first (--grow --bitmap=none)`);
   const delta = disks - sb.raidDisks;
   const min = minOffsetChange(sb.layout, sb.chunkSize, layout, chunk);
   const inSync = host.memberSet.list.filter((m) => m.slot !== null && !m.faulty);
@@ -199,6 +228,7 @@ export async function startRaid10Reshape(
     // md's raid10_start_reshape would lose the end of the array: it refuses (-EINVAL)
     throw new TsmdError('EINVAL', `Cannot set array shape for ${md}`);
   }
+  const bitmap = bitmapResize(host.memberSet.list, host.personality.arraySectors, newSectors);
   if (delta > 0 && spares.length < delta && !req.force) throw needSpares(delta, spares.length);
   // raid10_start_reshape: "spares < delta_disks" is -EINVAL in md (it cannot run degraded on new slots)
   if (delta > 0 && spares.length < delta) throw new TsmdError('EINVAL', `Cannot set array shape for ${md}`);
@@ -242,6 +272,16 @@ export async function startRaid10Reshape(
         m.recoveryOffset = null; // raid10_start_reshape: a member in a new slot is In_sync
       });
       for (const m of moving) m.loaded.sb.newOffset = shiftOf.get(m)!;
+      // md_bitmap_resize: every member's bitmap covers the new array size from now on
+      if (bitmap) {
+        for (const m of host.memberSet.list) {
+          for (const b of m.bitmaps) {
+            b.sup.syncSize = BigInt(newSectors);
+            b.sup.chunkSize = bitmap.chunkBytes;
+            b.nbits = bitmap.nbits;
+          }
+        }
+      }
       sb.size = BigInt(newComponent);
       sb.deltaDisks = delta;
       sb.raidDisks = disks;
@@ -255,7 +295,9 @@ export async function startRaid10Reshape(
       if (backwards && delta === 0) sb.featureMap |= Feature.RESHAPE_BACKWARDS;
       host.suspendBitmap();
       host.install(host.makePersonality(sb));
-    });
+      // the bits of the resized bitmap: all set (a restart in the middle, by md or tsmd,
+      // resyncs rather than trusts bits of another size); the end writes them as the array is
+    }, { bitmapBits: bitmap ? 'all' : undefined });
   });
   const what = [
     delta ? `${disks - delta}->${disks} devices` : '',

@@ -9,6 +9,7 @@
  * nothing and say what mdadm says.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, describe, type TestContext, test } from 'node:test';
 import { type ErrorCode, isTsmdError } from '../../src/errors.js';
 import { Feature } from '../../src/format/superblock.js';
@@ -42,6 +43,8 @@ interface Case {
   layoutText: string;
   /** the superblocks in the middle: the feature map mdadm prints */
   midFeatures: string;
+  /** an internal bitmap (md_bitmap_resize to the new array size at the start) */
+  bitmap?: boolean;
 }
 
 // data offset 2048 on 8 MiB members, superblock at 8: 2032 sectors free before the data.
@@ -50,24 +53,66 @@ interface Case {
 const cases: Case[] = [
   { name: 'near=2 chunk 64K->128K', disks: 4, layout: 0x102, grow: { chunkSectors: 256 }, dataOffset: 1024, layoutText: 'near=2', midFeatures: '0x44' },
   // disks/near is not a whole number: the member rows advance by fractions of a chunk
-  { name: 'near=2 3 devices chunk 64K->32K', disks: 3, layout: 0x102, grow: { chunkSectors: 64 }, dataOffset: 1024, layoutText: 'near=2', midFeatures: '0x44' },
+  { name: 'near=2 3 devices chunk 64K->32K, bitmap', disks: 3, layout: 0x102, grow: { chunkSectors: 64 }, dataOffset: 1024, layoutText: 'near=2', midFeatures: '0x45', bitmap: true },
   { name: 'near=2 -> offset=2', disks: 4, layout: 0x102, grow: { layout: 0x10201 }, dataOffset: 1024, layoutText: 'offset=2', midFeatures: '0x44' },
   { name: 'offset=2 -> near=2 with chunk 64K->128K', disks: 4, layout: 0x10201, grow: { layout: 0x102, chunkSectors: 256 }, dataOffset: 1024, layoutText: 'near=2', midFeatures: '0x44' },
   // an offset stripe of 5 chunks fills 2 rows: steps end on whole new stripes
-  { name: 'offset=2 grow 4->5', disks: 4, spares: 1, layout: 0x10201, grow: { raidDisks: 5 }, dataOffset: 2048 - 256, layoutText: 'offset=2', midFeatures: '0x44' },
+  { name: 'offset=2 grow 4->5, bitmap', disks: 4, spares: 1, layout: 0x10201, grow: { raidDisks: 5 }, dataOffset: 2048 - 256, layoutText: 'offset=2', midFeatures: '0x45', bitmap: true },
   // room after the data and less before it: the data moves up, backwards
   { name: 'near=2 chunk 64K->128K backwards (room after the data)', disks: 4, layout: 0x102, sizeKiB: 5 * 1024, grow: { chunkSectors: 256 }, dataOffset: 2048 + 2048, layoutText: 'near=2', midFeatures: '0x64' },
-  { name: 'near=2 shrink 5->4', disks: 5, layout: 0x102, sizeKiB: 6 * 1024, grow: { raidDisks: 4 }, shrink: true, dataOffset: 2048 + 128, layoutText: 'near=2', midFeatures: '0x44' },
+  { name: 'near=2 shrink 5->4, bitmap', disks: 5, layout: 0x102, sizeKiB: 6 * 1024, grow: { raidDisks: 4 }, shrink: true, dataOffset: 2048 + 128, layoutText: 'near=2', midFeatures: '0x45', bitmap: true },
 ];
+
+/** mdadm -X of a member file (it finds an internal bitmap only on a block device). */
+function examineBitmap(file: string): Map<string, string> {
+  const dev = execFileSync('losetup', ['-r', '-f', '--show', file], { encoding: 'utf8' }).trim();
+  try {
+    const r = run('mdadm', ['--examine-bitmap', dev]);
+    assert.equal(r.status, 0, r.stderr);
+    return fields(r.stdout);
+  } finally {
+    execFileSync('losetup', ['-d', dev]);
+  }
+}
+
+/** The array size mdadm --examine prints during a reshape is the old one: the new from the geometry. */
+function newSizeOf(e: Map<string, string>): number {
+  const disks = Number(e.get('Raid Devices'));
+  // (mdadm prints Used Dev Size only where it differs from Avail Dev Size)
+  const used = Number(/^(\d+)/.exec(e.get('Used Dev Size') ?? e.get('Avail Dev Size') ?? '')![1]);
+  const chunk = Number(/^(\d+)K/.exec(e.get('New Chunksize') ?? e.get('Chunk Size') ?? '')![1]) * 2;
+  // near=2 or offset=2: whole chunks of the member size x devices / 2 copies (raid10_size)
+  return Math.floor(Math.floor(used / chunk) / 2) * 2 * chunk * disks / 2;
+}
+
+/**
+ * md_bitmap_resize (raid10_start_reshape): the bitmap covers the new array size, with the old
+ * chunk if the bits fit where the old ones were (rounded to sectors: md does not know the room
+ * of a 1.2 bitmap), else the chunk doubled until they do.
+ */
+function bitmapAgrees(x: Map<string, string>, before: Map<string, string>, sectors: number, when: string): void {
+  assert.match(x.get('Sync Size') ?? '', new RegExp(`^${sectors / 2} `), `${when}: the bitmap covers the array`);
+  const bits = (m: Map<string, string>) => Number(/^(\d+) bits/.exec(m.get('Bitmap') ?? '')![1]);
+  const kib = (m: Map<string, string>) => {
+    const [, n, unit] = /^(\d+) (KB|MB)/.exec(m.get('Chunksize') ?? '')!;
+    return Number(n) * (unit === 'MB' ? 1024 : 1);
+  };
+  const room = Math.ceil((Math.ceil(bits(before) / 8) + 256) / 512) * 512;
+  let chunk = kib(before);
+  while (Math.ceil(Math.ceil(sectors / 2 / chunk) / 8) + 256 > room) chunk *= 2;
+  assert.equal(kib(x), chunk, `${when}: bitmap chunk`);
+  assert.equal(bits(x), Math.ceil(sectors / 2 / chunk), `${when}: bitmap bits`);
+}
 
 describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
   for (const c of cases) {
     test(`${c.name}: data before, during (concurrent writers) and after; check 0; mdadm --examine agrees`, async (t: TestContext) => {
       const withMdadm = requireTool(t, 'mdadm', 'the superblocks are compared with mdadm --examine');
-      const files = await make(c.disks, c.spares ?? 0, c.layout, { chunkKiB: c.chunkKiB, sizeKiB: c.sizeKiB });
+      const files = await make(c.disks, c.spares ?? 0, c.layout, { chunkKiB: c.chunkKiB, sizeKiB: c.sizeKiB, bitmap: c.bitmap });
       const arr = await open(files);
       const model = new Map<number, number>();
       const before = arr.sizeBytes;
+      const bitmapBefore = c.bitmap && withMdadm ? examineBitmap(files[0]!) : null;
       const rnd = prng(11 + c.disks);
       const newDisks = c.grow.raidDisks ?? c.disks;
       let size = before;
@@ -91,7 +136,7 @@ describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
         arr.startBackground();
         assert.equal(await arr.grow({ ...c.grow, devName: '/dev/md0' }), true);
         assert.equal(arr.reshapeActive, true);
-        const mid: { e: Map<string, string> | null } = { e: null };
+        const mid: { e: Map<string, string> | null; x: Map<string, string> | null } = { e: null, x: null };
         let gen = 2;
         const writer = async (k: number) => {
           const b = new Uint8Array(16 * KiB);
@@ -104,7 +149,10 @@ describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
             await arr.write(b, blk * 4096);
             for (let i = 0; i < 4; i++) model.set(blk + i, g);
             if (g % 7 === 0) await arr.flush();
-            if (g === 40 && withMdadm && arr.reshapeActive) mid.e = fields(run('mdadm', ['--examine', files[0]!]).stdout);
+            if (g === 40 && withMdadm && arr.reshapeActive) {
+              mid.e = fields(run('mdadm', ['--examine', files[0]!]).stdout);
+              if (c.bitmap) mid.x = examineBitmap(files[0]!);
+            }
             await new Promise((r) => setTimeout(r, 1));
           }
         };
@@ -119,6 +167,7 @@ describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
           assert.equal(e.get('Feature Map'), c.midFeatures, 'mdadm reads the reshape in the middle');
           if (c.grow.chunkSectors) assert.equal(e.get('New Chunksize'), `${c.grow.chunkSectors / 2}K`);
           if (newDisks !== c.disks) assert.equal(e.get('Delta Devices'), `${newDisks - c.disks} (${c.disks}->${newDisks})`);
+          if (c.bitmap) bitmapAgrees(mid.x!, bitmapBefore!, newSizeOf(e), 'in the middle');
         }
         await arr.sync.runUntilIdle();
         assert.equal(arr.sizeBytes >= size, true);
@@ -141,7 +190,7 @@ describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
           assert.equal(r.status, 0, r.stderr);
           const e = fields(r.stdout);
           assert.equal(e.get('Raid Devices'), String(newDisks));
-          assert.equal(e.get('Feature Map'), '0x0');
+          assert.equal(e.get('Feature Map'), c.bitmap ? '0x1' : '0x0');
           assert.equal(e.get('Data Offset'), `${c.dataOffset} sectors`);
           assert.equal(e.get('Chunk Size'), `${(c.grow.chunkSectors ?? 128) / 2}K`);
           assert.equal(e.get('Layout'), c.layoutText);
@@ -150,6 +199,13 @@ describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
           // a shrink leaves the last member a spare (raid10_finish_reshape)
           assert.equal(e.get('Device Role'), k < newDisks ? `Active device ${k}` : 'spare');
           assert.equal(e.get('State'), 'clean');
+          if (c.bitmap) {
+            assert.equal(e.get('Internal Bitmap'), '8 sectors from superblock');
+            const x = examineBitmap(f);
+            bitmapAgrees(x, bitmapBefore!, size / 512, 'at the end');
+            // (md writes the bitmap of the active members only: a spare's stays as it was)
+            if (k < newDisks) assert.equal(x.get('Events'), e.get('Events'));
+          }
         }
       }
       const again = await open(files);
