@@ -41,11 +41,12 @@
  * "Cannot reshape RAID10 in far-mode"), a change of the number of copies (md: -EINVAL).
  */
 import { TsmdError } from '../errors.js';
-import { BITMAP_SB_BYTES } from '../format/bitmap.js';
+import { bitmapBits } from '../format/bitmap.js';
 import { Feature, type Superblock1 } from '../format/superblock.js';
 import { decodeRaid10Layout, raid10Derive } from '../raid/geometry/raid10.js';
 import type { Member } from './members.js';
 import { needSpares, type ReshapeHost, type ReshapeRequest } from './reshape.js';
+import { mdBitmapSpace, resizedBitmapChunk } from './resize.js';
 
 const F_RESHAPE = Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS;
 
@@ -124,28 +125,21 @@ export function raid10CannotContinue(sb: Superblock1, members: readonly Member[]
 /**
  * md's raid10_start_reshape resizes the internal bitmap to the new array size (the raid10
  * bitmap covers array sectors) with md_bitmap_resize(chunksize 0): the chunk stays if the
- * bits fit in the bitmap's space, else it doubles until they do. md does not know the room of
- * a 1.1/1.2 bitmap (super_1_validate: bitmap_info.space 0), so the space is what the bitmap
- * takes now (its header and bits, in sectors); a 1.0 bitmap may grow up to the superblock.
- * null: no bitmap, or it already has that size.
+ * bits fit in the space md believes the bitmap has, else it doubles until they do
+ * (resize.ts: mdBitmapSpace, resizedBitmapChunk, shared with --size); md_bitmap_update_sb
+ * then records that space as sectors_reserved. null: no bitmap, or it already has that size.
  */
-function bitmapResize(members: readonly Member[], oldSectors: number, newSectors: number): { chunkBytes: number; nbits: number } | null {
+function bitmapResize(members: readonly Member[], oldSectors: number, newSectors: number): { chunkBytes: number; nbits: number; reserved: number } | null {
   const withBitmap = members.filter((m) => !m.faulty && m.bitmaps[0] !== undefined && (m.loaded.sb.featureMap & Feature.BITMAP_OFFSET) !== 0);
   const first = withBitmap[0]?.bitmaps[0];
   if (!first || Number(first.sup.syncSize) === newSectors) return null;
   if (Number(first.sup.syncSize) !== oldSectors)
     throw new TsmdError('EINVAL', `the bitmap covers ${Number(first.sup.syncSize)} sectors, not the array's ${oldSectors}: cannot resize it`);
-  const bytesFor = (chunkBytes: number) => Math.ceil(Math.ceil(newSectors / (chunkBytes / 512)) / 8) + BITMAP_SB_BYTES;
   const space = Math.min(
-    ...withBitmap.map((m) => {
-      const off = m.loaded.sb.bitmapOffset;
-      if (m.loaded.minor > 0) return Math.ceil((Math.ceil(m.bitmaps[0]!.nbits / 8) + BITMAP_SB_BYTES) / 512);
-      return off > 0 ? 8 - off : -off;
-    }),
+    ...withBitmap.map((m) => mdBitmapSpace(m.loaded.minor, m.loaded.sb.bitmapOffset, m.bitmaps[0]!.sup.sectorsReserved, m.bitmaps[0]!.nbits)),
   );
-  let chunkBytes = first.sup.chunkSize;
-  while (bytesFor(chunkBytes) > space * 512 && chunkBytes < 2 ** 30) chunkBytes *= 2;
-  return { chunkBytes, nbits: Math.ceil(newSectors / (chunkBytes / 512)) };
+  const chunkBytes = resizedBitmapChunk(newSectors, first.sup.chunkSize, space);
+  return { chunkBytes, nbits: bitmapBits(newSectors, chunkBytes), reserved: space };
 }
 
 /**
@@ -278,6 +272,7 @@ export async function startRaid10Reshape(
           for (const b of m.bitmaps) {
             b.sup.syncSize = BigInt(newSectors);
             b.sup.chunkSize = bitmap.chunkBytes;
+            b.sup.sectorsReserved = bitmap.reserved;
             b.nbits = bitmap.nbits;
           }
         }

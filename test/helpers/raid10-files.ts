@@ -24,6 +24,7 @@ export interface MakeOpts {
   chunkKiB?: number;
   /** the component size used (room after the data) */
   sizeKiB?: number;
+  bitmapChunkKiB?: number;
 }
 
 /** A raid10 of `disks` members and `spares` spares in dir; returns the member files. */
@@ -45,6 +46,7 @@ export async function makeRaid10(dir: string, disks: number, spares: number, lay
         uuid: randomBytes(16),
         deviceUuids: devs.map(() => randomBytes(16)),
         bitmap: opts.bitmap ? 'internal' : 'none',
+        bitmapChunkBytes: opts.bitmapChunkKiB === undefined ? undefined : opts.bitmapChunkKiB * 1024,
         nowSeconds: 1_700_000_000,
         members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
       },

@@ -10,6 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { after, describe, type TestContext, test } from 'node:test';
 import { type ErrorCode, isTsmdError } from '../../src/errors.js';
 import type { MdArray } from '../../src/md/array.js';
@@ -46,6 +47,7 @@ interface Case {
   midFeatures: string;
   /** an internal bitmap (md_bitmap_resize to the new array size at the start) */
   bitmap?: boolean;
+  bitmapChunkKiB?: number;
 }
 
 // data offset 2048 on 8 MiB members, superblock at 8: 2032 sectors free before the data.
@@ -58,7 +60,21 @@ const cases: Case[] = [
   { name: 'near=2 -> offset=2', disks: 4, layout: 0x102, grow: { layout: 0x10201 }, dataOffset: 1024, layoutText: 'offset=2', midFeatures: '0x44' },
   { name: 'offset=2 -> near=2 with chunk 64K->128K', disks: 4, layout: 0x10201, grow: { layout: 0x102, chunkSectors: 256 }, dataOffset: 1024, layoutText: 'near=2', midFeatures: '0x44' },
   // an offset stripe of 5 chunks fills 2 rows: steps end on whole new stripes
-  { name: 'offset=2 grow 4->5, bitmap', disks: 4, spares: 1, layout: 0x10201, grow: { raidDisks: 5 }, dataOffset: 2048 - 256, layoutText: 'offset=2', midFeatures: '0x45', bitmap: true },
+  // with a bitmap of 4K chunks whose 2048 bits fill its one sector: the grown array's bits do
+  // not fit, md_bitmap_resize doubles the chunk
+  {
+    name: 'offset=2 grow 4->5, bitmap chunk doubled',
+    disks: 4,
+    spares: 1,
+    layout: 0x10201,
+    sizeKiB: 4096,
+    grow: { raidDisks: 5 },
+    dataOffset: 2048 - 256,
+    layoutText: 'offset=2',
+    midFeatures: '0x45',
+    bitmap: true,
+    bitmapChunkKiB: 4,
+  },
   // room after the data and less before it: the data moves up, backwards
   { name: 'near=2 chunk 64K->128K backwards (room after the data)', disks: 4, layout: 0x102, sizeKiB: 5 * 1024, grow: { chunkSectors: 256 }, dataOffset: 2048 + 2048, layoutText: 'near=2', midFeatures: '0x64' },
   { name: 'near=2 shrink 5->4, bitmap', disks: 5, layout: 0x102, sizeKiB: 6 * 1024, grow: { raidDisks: 4 }, shrink: true, dataOffset: 2048 + 128, layoutText: 'near=2', midFeatures: '0x45', bitmap: true },
@@ -123,6 +139,7 @@ function bitmapAgrees(x: Map<string, string>, before: Map<string, string>, secto
   let chunk = kib(before);
   while (Math.ceil(Math.ceil(sectors / 2 / chunk) / 8) + 256 > room) chunk *= 2;
   assert.equal(kib(x), chunk, `${when}: bitmap chunk`);
+  if (kib(before) === 4) assert.equal(chunk, 8, 'the case meant to double the chunk doubles it');
   assert.equal(bits(x), Math.ceil(sectors / 2 / chunk), `${when}: bitmap bits`);
 }
 
@@ -130,7 +147,8 @@ describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
   for (const c of cases) {
     test(`${c.name}: data before, during (concurrent writers) and after; check 0; mdadm --examine agrees`, async (t: TestContext) => {
       const withMdadm = requireTool(t, 'mdadm', 'the superblocks are compared with mdadm --examine');
-      const files = await make(c.disks, c.spares ?? 0, c.layout, { chunkKiB: c.chunkKiB, sizeKiB: c.sizeKiB, bitmap: c.bitmap });
+      const { chunkKiB, sizeKiB, bitmap, bitmapChunkKiB } = c;
+      const files = await make(c.disks, c.spares ?? 0, c.layout, { chunkKiB, sizeKiB, bitmap, bitmapChunkKiB });
       const arr = await open(files);
       const model = new Map<number, number>();
       const before = arr.sizeBytes;
@@ -223,6 +241,9 @@ describe('raid10 --chunk, --layout, offset layouts, fewer devices', () => {
             bitmapAgrees(x, bitmapBefore!, size / 512, 'at the end');
             // (md writes the bitmap of the active members only: a spare's stays as it was)
             if (k < newDisks) assert.equal(x.get('Events'), e.get('Events'));
+            // md_bitmap_update_sb records the space it kept the bitmap in (its one sector) as
+            // sectors_reserved (bitmap superblock bytes 64..67; mdadm -X does not print it)
+            if (c.bitmapChunkKiB !== undefined && k < newDisks) assert.equal(readFileSync(f).readUInt32LE((8 + 8) * 512 + 64), 1);
           }
         }
       }
