@@ -336,12 +336,11 @@ describe('raid10 reshapes: no write reaches data not yet moved past the checkpoi
         }
         if (c.shrink) size = (await truncateForShrink(arr, c)) * 512;
         const sb = arr.sb;
-        const index = (name: string) => files.indexOf(name);
         const members = arr.memberSet.list;
         judge.old = {
           g: { raidDisks: sb.raidDisks, layout: sb.layout, chunkSectors: sb.chunkSize, componentSectors: Number(sb.size) },
           offsets: files.map((f) => Number(members.find((m) => m.dev.name === f)!.loaded.sb.dataOffset)),
-          slots: files.map((f) => members.find((m) => index(m.dev.name) === index(f))!.slot),
+          slots: files.map((f) => members.find((m) => m.dev.name === f)!.slot),
           sectors: size / 512,
           backwards: false,
         };
