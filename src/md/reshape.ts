@@ -10,8 +10,10 @@
  * data: the data moved up (new_offset > 0) where there is room after it, else, for a shrink,
  * in place with mdadm's backup file for the critical sections (backup-file.ts). A grow with no
  * room before the data runs forwards in place once its critical section at the start has been
- * saved (to the joining spare's backup area or the backup file) and rewritten. What it cannot
- * do (raid10/1/0/linear, ...) is refused at --grow with ENOTSUP and nothing written, and an
+ * saved (to the joining spare's backup area or the backup file) and rewritten. raid10's
+ * reshapes (reshape-raid10.ts) run through the same steps, on the request path, with the row
+ * arithmetic of near and offset layouts. What it cannot do (raid1/0/linear, raid10 far, ...)
+ * is refused at --grow with ENOTSUP and nothing written, and an
  * array found in such a reshape is assembled read-only with the reason (never written).
  *
  * The move, region by region ("step"): the view (raid/reshape-view.ts) holds writes to the
@@ -44,7 +46,7 @@ import type { Personality } from '../raid/personality.js';
 import { Scratch } from '../raid/raid456.js';
 import { ReshapeView } from '../raid/reshape-view.js';
 import { runLimited } from '../util/async.js';
-import { raid10CannotContinue, raid10DataDisks, startRaid10Reshape } from './reshape-raid10.js';
+import { raid10CannotContinue, raid10Rows, raid10Unit, startRaid10Reshape } from './reshape-raid10.js';
 import { BackupFile, backupBlocks, spareBackupArea } from './backup-file.js';
 import type { Member, MemberSet } from './members.js';
 import type { UpdateOptions } from './metadata.js';
@@ -150,8 +152,8 @@ function levelIs456(level: number): level is 4 | 5 | 6 {
 }
 
 function dataDisks(level: number, layout: number, disks: number, chunk: number): number {
-  // raid10 near: member rows advance as if disks/near chunks were striped (reshape-raid10.ts)
-  if (level === 10) return raid10DataDisks(layout, disks);
+  // raid10: member rows advance as if disks/near chunks were striped (reshape-raid10.ts)
+  if (level === 10) return raid10Rows(layout, disks).dataDisks;
   if (!levelIs456(level)) throw new TsmdError('ENOTSUP', `raid${level} is not reshaped by tsmd`);
   return dataDisksPerStripe({ level, layout, raidDisks: disks, chunkSectors: chunk });
 }
@@ -507,15 +509,20 @@ function arraySizeKiB(sb: Pick<Superblock1, 'level' | 'size'>, disks: number, ch
   return Math.floor(Number(sb.size) / chunk) * chunk * d / 2;
 }
 
-/** The member row (sector relative to data_offset) where a stripe-aligned array sector starts. */
-function rowOf(s: number, dataDisks: number, chunk: number): number {
-  // (a fraction of data disks for raid10: a quotient that is a whole number stays one)
-  return Math.floor(s / (dataDisks * chunk) + 1e-9) * chunk;
+/**
+ * The first member row (sector relative to data_offset) holding data of array sector s or
+ * later. A stripe of dataDisks chunks fills `height` chunk rows (1, or raid10 offset's far
+ * copies); s is taken at its chunk (raid10 near copies of a chunk may straddle two rows, and
+ * their first row is that of the chunk's first copy).
+ */
+function rowOf(s: number, dataDisks: number, chunk: number, height = 1): number {
+  // (a fraction of data disks for raid10 near: a quotient that is a whole number stays one)
+  return Math.floor(Math.floor(s / chunk) / dataDisks + 1e-9) * chunk * height;
 }
 
-/** The member row just past the stripe that holds array sector s - 1. */
-function rowEnd(s: number, dataDisks: number, chunk: number): number {
-  return Math.ceil(s / (dataDisks * chunk) - 1e-9) * chunk;
+/** The member row just past every copy of array sectors below s (the rows of its chunks' stripes). */
+function rowEnd(s: number, dataDisks: number, chunk: number, height = 1): number {
+  return Math.ceil(Math.ceil(s / chunk) / dataDisks - 1e-9) * chunk * height;
 }
 
 /**
@@ -575,11 +582,14 @@ export class ReshapeEngine {
       shift = back ? Math.min(shift, own) : Math.max(shift, own);
     }
     if (!Number.isFinite(shift)) shift = inPlace ? 0 : sb.newOffset;
-    // raid10 moves whole chunks (its new "stripe" is a fraction of a row); md counts its
+    // raid10 moves whole chunks (a near stripe is a fraction of a row) or whole stripes of an
+    // offset layout, and whole old chunks (reshape-raid10.ts raid10Unit); md counts its
     // progress in array sectors (raid10's resync space)
     const r10 = sb.level === 10;
-    const unit = Math.max(sb.chunkSize, sb.newChunk) * (r10 ? 1 : newD);
-    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, shift, unit, perMember: r10 ? 1 : newD, bulk: !r10, inPlace };
+    const oldH = r10 ? raid10Rows(sb.layout, oldDisks).height : 1;
+    const newH = r10 ? raid10Rows(sb.newLayout, sb.raidDisks).height : 1;
+    const unit = r10 ? raid10Unit(sb) : Math.max(sb.chunkSize, sb.newChunk) * newD;
+    return { oldD, newD, oldC: sb.chunkSize, newC: sb.newChunk, oldH, newH, shift, unit, perMember: r10 ? 1 : newD, bulk: !r10, inPlace };
   }
 
   /** progress as /proc/mdstat shows it (per-member sectors of the new geometry) */
@@ -714,7 +724,7 @@ export class ReshapeEngine {
         // step overwrites: they finish first
         await view.drainOldReads();
         // members rebuilt along with the reshape get the whole new stripes of the region
-        const rows = rowEnd(p + len, g.newD, g.newC);
+        const rows = rowEnd(p + len, g.newD, g.newC, g.newH);
         view.rebuildRows = rows;
         await this.copy(view, p, len, oldSize, g.bulk ? g.newD * g.newC : g.unit, g.bulk);
         await settle();
@@ -753,7 +763,7 @@ export class ReshapeEngine {
         // step overwrites: they finish first (all of them for a critical section)
         await view.drainOldReads(critical);
         if (critical) await this.copyCritical(view, lo, hi, oldSize);
-        else await this.copy(view, lo, hi - lo, oldSize, g.newD * g.newC, true);
+        else await this.copy(view, lo, hi - lo, oldSize, g.bulk ? g.newD * g.newC : g.unit, g.bulk);
         // md: the data the checkpoint vouches for is on stable storage before it
         await view.flush();
         await this.host.update(() => {
@@ -792,10 +802,11 @@ export class ReshapeEngine {
    * new rows may overlap its own old rows, never those of the data below it.
    */
   private stepBack(p: number, g: ReturnType<ReshapeEngine['geo']>): [number, number, boolean] {
-    const S = g.newD * g.newC;
-    const limitRow = rowEnd(p, g.oldD, g.oldC);
-    const minLo = Math.max(0, Math.ceil((limitRow - g.shift) / g.newC) * S);
-    const bySpeed = this.host.limits().maxKiBs * 2 * g.newD / 4;
+    // whole new stripes (raid10: its unit); the new rows of [lo, p) begin at rowOf(lo)
+    const S = g.bulk ? g.newD * g.newC : g.unit;
+    const limitRow = rowEnd(p, g.oldD, g.oldC, g.oldH);
+    const minLo = Math.max(0, Math.ceil((limitRow - g.shift) / (g.newC * g.newH)) * g.newD * g.newC);
+    const bySpeed = this.host.limits().maxKiBs * 2 * g.perMember / 4;
     const cap = Math.max(g.unit, Math.min(MAX_STEP_SECTORS, bySpeed));
     const lo = Math.ceil(Math.max(minLo, p - cap, 0) / S) * S;
     if (lo < p) return [lo, p, false];
@@ -805,7 +816,7 @@ export class ReshapeEngine {
     const room = Math.floor(Math.min(backup.capacitySectors, MAX_CRITICAL_SECTORS) / S) * S;
     if (room < S) throw new TsmdError('EIO', `the backup file ${backup.name} holds ${backup.capacitySectors} sectors: less than one stripe (${S})`);
     const clo = Math.max(0, Math.ceil((p - room) / S) * S);
-    if (clo > 0 && rowOf(clo, g.newD, g.newC) + g.shift < rowEnd(clo, g.oldD, g.oldC))
+    if (clo > 0 && rowOf(clo, g.newD, g.newC, g.newH) + g.shift < rowEnd(clo, g.oldD, g.oldC, g.oldH))
       throw new TsmdError('EIO', `reshape step [${clo}, ${p}) would overwrite data not yet moved, even with the backup file`);
     return [clo, p, true];
   }
@@ -884,8 +895,9 @@ export class ReshapeEngine {
    * being checkpointed (waiting for it makes room).
    */
   private stepLength(p: number, durable: number, total: number, g: ReturnType<ReshapeEngine['geo']>, inFlight: boolean): number {
-    const limitRow = rowOf(durable, g.oldD, g.oldC) - g.shift; // shift < 0: the new rows are below
-    const maxEnd = Math.floor(limitRow / g.newC) * g.newC * g.newD;
+    const limitRow = rowOf(durable, g.oldD, g.oldC, g.oldH) - g.shift; // shift < 0: the new rows are below
+    // whole new stripes below limitRow (a stripe fills newH chunk rows)
+    const maxEnd = Math.floor(limitRow / (g.newC * g.newH)) * g.newC * g.newD;
     let len = Math.floor((maxEnd - p) / g.unit) * g.unit;
     // under a speed limit, steps of about a quarter of a second at that speed (the throttle
     // sleeps between steps, and writes to a region wait no longer than its step); with a step
@@ -899,7 +911,7 @@ export class ReshapeEngine {
       throw new TsmdError('EIO', `reshape cannot progress safely at sector ${p} (new offset ${g.shift})`);
     }
     // the new rows written never reach the old rows still to be read
-    if (rowEnd(p + len, g.newD, g.newC) + g.shift > rowOf(durable, g.oldD, g.oldC) && p + len < total)
+    if (rowEnd(p + len, g.newD, g.newC, g.newH) + g.shift > rowOf(durable, g.oldD, g.oldC, g.oldH) && p + len < total)
       throw new TsmdError('EIO', `reshape step at ${p} would overwrite unmoved data`);
     return len;
   }

@@ -248,7 +248,7 @@ function memberRoom(m: Member): number {
  * still 0 (mdadm writes 0 there), md_bitmap_resize takes the bitmap's current size. So an array
  * mdadm made keeps the bitmap in the sectors it has, and md records them in sectors_reserved.
  */
-function mdBitmapSpace(minor: number, bitmapOffset: number, reserved: number, currentBits: number): number {
+export function mdBitmapSpace(minor: number, bitmapOffset: number, reserved: number, currentBits: number): number {
   let space = minor > 0 ? 0 : bitmapOffset > 0 ? 8 - bitmapOffset : -bitmapOffset;
   if (space === 0 || space > reserved) space = reserved;
   if (space === 0) space = Math.ceil((Math.ceil(currentBits / 8) + BITMAP_SB_BYTES) / 512);

@@ -792,7 +792,8 @@ async function growReshape(a: ParsedArgs, io: LiveIo, ctx: Ctx, md: string): Pro
   const layoutText = optStr(a, 'layout');
   let layout: number | undefined;
   if (layoutText !== undefined) {
-    if (arr.level !== 4 && arr.level !== 5 && arr.level !== 6) throw new TsmdError('ENOTSUP', `${md}: --layout of raid${arr.level} is not supported yet by tsmd`);
+    // raid10: nN <-> oN (reshape-raid10.ts says what md allows)
+    if (arr.level !== 4 && arr.level !== 5 && arr.level !== 6 && arr.level !== 10) throw new TsmdError('ENOTSUP', `${md}: --layout of raid${arr.level} is not supported yet by tsmd`);
     layout = parseLayout(arr.level, layoutText, raidDisks ?? arr.raidDisks);
   }
   if (arr.level === 1 && raidDisks !== undefined && chunkSectors === undefined && layout === undefined) {
