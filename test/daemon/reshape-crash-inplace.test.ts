@@ -3,7 +3,7 @@
  * room around the data), which runs in place after its critical section (mdadm's old way): the
  * steps have no offset shift to lean on, only the distance the new rows lag the old ones.
  * The shared steps and what they judge: test/helpers/reshape-crash.ts.
- * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default 8).
+ * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default: the kind's count in test/helpers/reshape-crash.ts).
  */
 import { after, before, describe, test } from 'node:test';
 import { kinds, reshapeCrashRun } from '../helpers/reshape-crash.js';

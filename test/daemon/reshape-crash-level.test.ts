@@ -2,7 +2,7 @@
  * A level change that moves data in the daemon under kill -9: raid5 -> raid6 (mdadm --grow
  * --level=6 --raid-devices=5: takeover to left-symmetric-6, Q rebuilt along with the reshape
  * to left-symmetric). The shared steps and what they judge: test/helpers/reshape-crash.ts.
- * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills (default 10). The other level changes that
+ * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills (default: the kind's count in test/helpers/reshape-crash.ts). The other level changes that
  * move data through the command line: grow-level.test.ts.
  */
 import { after, before, describe, test } from 'node:test';

@@ -6,7 +6,7 @@
  * The shared steps and what they judge are test/helpers/reshape-crash.ts (acknowledged durable
  * writes read back after every restart, the reshape resumes, check 0, the real mdadm --examine
  * prints what tsmd --examine prints, in the middle and at the end).
- * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills (default 6).
+ * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills (default: the kind's count in test/helpers/reshape-crash.ts).
  */
 import { after, before, describe, test } from 'node:test';
 import { kinds, reshapeCrashRun } from '../helpers/reshape-crash.js';

@@ -1,7 +1,7 @@
 /**
  * Reshapes in the daemon under kill -9: raid6 grow 5->6; and bad --grow requests.
  * The shared steps and what they judge: test/helpers/reshape-crash.ts.
- * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default 10).
+ * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills per reshape (default: the kind's count in test/helpers/reshape-crash.ts).
  */
 import { after, before, describe, test } from 'node:test';
 import { badGrowRequests, kinds, reshapeCrashRun } from '../helpers/reshape-crash.js';

@@ -2,7 +2,7 @@
  * A shrink in the daemon under kill -9: raid5 4->3 after --array-size with the data offset
  * moved up (the array made with --size leaves room after the data) and an internal bitmap.
  * The shared steps and what they judge: test/helpers/reshape-crash.ts.
- * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills (default 8).
+ * TSMD_RESHAPE_CRASH_ITERATIONS sets the kills (default: the kind's count in test/helpers/reshape-crash.ts).
  */
 import { after, before, describe, test } from 'node:test';
 import { kinds, reshapeCrashRun } from '../helpers/reshape-crash.js';

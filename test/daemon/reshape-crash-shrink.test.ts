@@ -2,7 +2,7 @@
  * A shrink in the daemon under kill -9: raid5 4->3 after --array-size, in place with a backup
  * file (found again at every restart through the run directory's backup_file-md0 link, as
  * mdadm's locate_backup finds it). The shared steps and what they judge:
- * test/helpers/reshape-crash.ts. TSMD_RESHAPE_CRASH_ITERATIONS sets the kills (default 8).
+ * test/helpers/reshape-crash.ts. TSMD_RESHAPE_CRASH_ITERATIONS sets the kills (default: the kind's count in test/helpers/reshape-crash.ts).
  */
 import { after, before, describe, test } from 'node:test';
 import { kinds, reshapeCrashRun } from '../helpers/reshape-crash.js';
