@@ -46,7 +46,7 @@ import { Feature, type Superblock1 } from '../format/superblock.js';
 import { decodeRaid10Layout, raid10Derive } from '../raid/geometry/raid10.js';
 import type { Member } from './members.js';
 import { needSpares, type ReshapeHost, type ReshapeRequest } from './reshape.js';
-import { mdBitmapSpace, resizedBitmapChunk } from './resize.js';
+import { mdBitmapSpace, resizedBitmapChunk } from './bitmap-resize.js';
 
 const F_RESHAPE = Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS;
 
