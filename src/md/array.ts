@@ -321,7 +321,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   private clusterWindowSectors = 0;
 
   /** The runtime bitmap from the members' internal v4 bitmaps (bits OR-ed: never less resync). */
-  private makeBitmap(): WriteIntentBitmap | null {
+  private makeBitmap(clean = false): WriteIntentBitmap | null {
     if ((this.sb.featureMap & Feature.BITMAP_OFFSET) === 0 || !this.redundant) return null;
     // a clustered bitmap runs once this node has its slot (joinCluster); local arrays use slot 0
     const slot = this.bitmapSlot;
@@ -334,8 +334,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (withBitmap.length === 0) return null;
     const fresh = withBitmap.reduce((a, b) => (b.loaded.sb.events > a.loaded.sb.events ? b : a)).bitmaps[slot]!;
     if (fresh.nbits === 0) return null;
-    const bits = fresh.bits.slice();
-    for (const m of withBitmap) {
+    const bits = clean ? new Uint8Array(fresh.bits.length) : fresh.bits.slice();
+    for (const m of clean ? [] : withBitmap) {
       const b = m.bitmaps[slot]!;
       if (b.nbits !== fresh.nbits || m.recoveryOffset !== null) continue;
       for (let i = 0; i < bits.length; i++) bits[i]! |= b.bits[i]!;
@@ -1374,8 +1374,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
         this.bitmapTimer = null;
         this.bitmap = null;
       },
-      resumeBitmap: () => {
-        this.bitmap = this.makeBitmap();
+      resumeBitmap: (clean) => {
+        this.bitmap = this.makeBitmap(clean);
       },
       resyncFrom: (at) => this.lowerResyncPoint(at),
       finished: () => {

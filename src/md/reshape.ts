@@ -73,7 +73,12 @@ export interface ReshapeHost {
   install(p: Personality): void;
   /** the runtime bitmap is set aside (start) or rebuilt from the members' (finish) */
   suspendBitmap(): void;
-  resumeBitmap(): void;
+  /**
+   * `clean`: no resync is owed, so the bits the members' bitmaps hold (written all set while
+   * the reshape ran) record nothing: the bitmap starts clear, as md's in-memory one is once
+   * its daemon has cleared the chunks the reshape's writes left idle
+   */
+  resumeBitmap(clean: boolean): void;
   /** a resync is owed (md's recovery_cp != MaxSector): the bitmap is written all set at the end */
   readonly resyncOwed: boolean;
   /** md's recovery_cp lowered to `at` (resync space): raid10's grown region is resynced */
@@ -1111,7 +1116,7 @@ export class ReshapeEngine {
         const next = host.makePersonality(sb);
         host.install(next);
         view.retire(next);
-        host.resumeBitmap();
+        host.resumeBitmap(!allSet);
         // raid10_finish_reshape: recovery_cp = the old size when the array grew
         if (sb.level === 10 && next.syncSectors > view.oldGeo.syncSectors) host.resyncFrom?.(view.oldGeo.arraySectors);
       }, { bitmapBits: allSet ? 'all' : 'none' });

@@ -6,16 +6,26 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SystemClock } from '../../src/env/clock.js';
 import { isTsmdError } from '../../src/errors.js';
+import { countDirty } from '../../src/format/bitmap.js';
 import { Feature } from '../../src/format/superblock.js';
 import type { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
-import { loadSuperblock } from '../../src/md/sb-io.js';
+import { loadBitmaps, loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
 import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+
+/** Bits set in a member's bitmap on disk. */
+async function dirtyOnDisk(d: MemoryBlockDevice): Promise<number> {
+  const dev = d.reopen({ readOnly: true });
+  const l = (await loadSuperblock(dev))!;
+  const [b] = await loadBitmaps(dev, l);
+  assert.ok(b, `${d.name} has a bitmap`);
+  return countDirty(b.bits, b.nbits);
+}
 
 async function open(devs: MemoryBlockDevice[]): Promise<MdArray> {
   return MdArray.assemble(devs.map((d) => d.reopen()), { clock: new SystemClock() });
@@ -106,6 +116,27 @@ describe('reshape engine', () => {
       }
     });
   }
+
+  test('raid5 4->5 with an internal bitmap: the bitmap works again after the reshape, and a stop leaves no bit set', async () => {
+    const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8, 8], raidDisks: 4, chunkKiB: 64, bitmap: 'internal', bitmapChunkKiB: 256 });
+    const arr = await open(devs);
+    try {
+      await arr.write(new Uint8Array(MiB).fill(7), 0);
+      arr.sync.local.maxKiBs = 1_000_000;
+      arr.startBackground();
+      assert.equal(await arr.grow({ raidDisks: 5, devName: '/dev/md0' }), true);
+      await arr.reshape.wait();
+      assert.equal(arr.reshape.lastError, null);
+      assert.ok(arr.bitmap, 'a runtime bitmap after the reshape');
+      assert.equal(arr.bitmap.clearableCount + arr.bitmap.needSyncCount, 0, 'no resync owed: the bitmap starts clear');
+      // a write after the reshape sets its chunk's bit on disk before it is acknowledged
+      await arr.write(new Uint8Array(4096).fill(9), 20 * MiB);
+      assert.equal(await dirtyOnDisk(devs[0]!), 1);
+    } finally {
+      await arr.close();
+    }
+    for (const d of devs) assert.equal(await dirtyOnDisk(d), 0, `${d.name}: no bit left set after the stop`);
+  });
 
   test('refusals write nothing', async () => {
     const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8], chunkKiB: 64 });
