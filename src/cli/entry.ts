@@ -6,17 +6,17 @@
 import { existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import cliProgress from 'cli-progress';
+import type cliProgress from 'cli-progress';
 import { deliver, MonitorState } from './monitor.js';
 import { finalProgress, type WaitProgress, waitLine } from './progress.js';
 import type { ArrayState } from '../daemon/control.js';
 import { controlCall } from '../daemon/control.js';
-import { controlPath, Daemon, defaultRunDir } from '../daemon/daemon.js';
+import type { Daemon } from '../daemon/daemon.js';
+import { controlPath, defaultRunDir } from '../daemon/run-dir.js';
 import { TsmdError } from '../errors.js';
 import { openDevice } from '../io/file-device.js';
 import { detectUse } from '../md/create.js';
 import { parseArgs, UsageError } from '../mdadm/args.js';
-import { clusterConfigFromFlags, PASSWORD_ON_ARGV } from '../daemon/cluster-options.js';
 import { SystemClock } from '../env/clock.js';
 import { checkMonitor, exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
 import { MIN_ABOVE_MAX, parseSpeedLimit, speedLimitsText } from '../mdadm/live.js';
@@ -112,6 +112,10 @@ function hostPort(text: string, what: string): { host: string; port: number } {
 }
 
 async function runDaemon(args: string[]): Promise<number> {
+  // the daemon's own modules (pino, prom-client, etcd3) load only here: every other command is
+  // a client of a running daemon and starts without them
+  const { Daemon } = await import('../daemon/daemon.js');
+  const { clusterConfigFromFlags, PASSWORD_ON_ARGV } = await import('../daemon/cluster-options.js');
   const io = processIo();
   if (takeFlag(args, 'help')) {
     io.out(DAEMON_USAGE);
@@ -280,6 +284,8 @@ async function runWait(a: ReturnType<typeof parseArgs>, path: string, io: Return
   if (a.devices.length === 0) throw new UsageError('--wait needs an md device');
   let waited = false;
   const tty = io.interactive && process.stderr.isTTY;
+  // loaded only here: only a --wait on a terminal draws a bar
+  const progress = tty ? (await import('cli-progress')).default : null;
   for (const d of a.devices) {
     // one bar per sync job; its numbers are the daemon's (./progress.ts), not cli-progress's ETA
     let bar: { b: cliProgress.SingleBar; last: WaitProgress; historyTail: string } | null = null;
@@ -304,12 +310,12 @@ async function runWait(a: ReturnType<typeof parseArgs>, path: string, io: Return
       if (!st.sync && !st.syncBusy) break;
       waited = true;
       if (bar && (!st.sync || st.sync.kind !== bar.last.kind || st.sync.totalSectors !== bar.last.totalSectors)) finish();
-      if (st.sync && tty) {
+      if (st.sync && progress) {
         const p: WaitProgress = { ...st.sync };
         if (!bar) {
-          const b = new cliProgress.SingleBar(
+          const b = new progress.SingleBar(
             { format: (_o, _params, payload: { p: WaitProgress }) => waitLine(d, payload.p), stream: process.stderr, hideCursor: true },
-            cliProgress.Presets.shades_classic,
+            progress.Presets.shades_classic,
           );
           b.start(1, 0, { p });
           bar = { b, last: p, historyTail: JSON.stringify(st.syncHistory.at(-1) ?? null) };

@@ -27,6 +27,10 @@ import { ArrayRegistry, type RunningArray } from '../mdadm/registry.js';
 import { applySystemSpeedLimits } from '../mdadm/live.js';
 import { type ClusterConfig, describeCluster } from '../mdadm/cluster-config.js';
 import { localNodeConfig } from './cluster-options.js';
+import { controlPath, defaultRunDir } from './run-dir.js';
+
+/** (where the CLI finds a daemon: run-dir.ts, kept importable from here) */
+export { controlPath, defaultRunDir };
 
 export interface DaemonOptions {
   runDir: string;
@@ -103,17 +107,6 @@ export const MDSTAT_PROGRESS_MS = 500;
  * Under the test suite (TSMD_UNDER_TEST, set by test/helpers/isolate.ts) there is no default:
  * it would be the user's own daemon (`npm start`), which a test must never drive.
  */
-export function defaultRunDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.TSMD_RUN_DIR) return resolve(env.TSMD_RUN_DIR);
-  if (env.TSMD_UNDER_TEST) throw new TsmdError('EINVAL', 'under test (TSMD_UNDER_TEST) the default run directory is refused: give --run-dir or TSMD_RUN_DIR');
-  if (process.getuid?.() === 0) return '/run/tsmd';
-  return join(env.XDG_RUNTIME_DIR ?? '/tmp', `tsmd-${process.getuid?.() ?? 'user'}`);
-}
-
-export function controlPath(runDir: string): string {
-  return join(runDir, 'control.sock');
-}
-
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
