@@ -545,7 +545,8 @@ test('md-cluster: a recovery checkpoint runs beside the sync and records no more
     MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup(dlm, node), log: (m) => logs.push(`${node}: ${m}`), syncLimits: { minKiBs: 1000, maxKiBs: 60_000 } });
   const nodes = [await mk('n1'), await mk('n2')];
   // per node: the completed position, where the last flush started, and each checkpoint seen
-  const seen = nodes.map(() => ({ completed: 0, flushedFrom: 0, inCheckpoint: false, regionsBeside: 0, checkpoints: [] as Array<{ cap: number; flushedFrom: number; recorded: number; liveAfter: number }> }));
+  type Checkpoint = { cap: number; flushedFrom: number; recorded: number; liveAfter: number };
+  const seen = nodes.map(() => ({ completed: 0, flushedFrom: 0, inCheckpoint: false, regionsBeside: 0, checkpoints: [] as Checkpoint[] }));
   nodes.forEach((n, i) => {
     const s = seen[i]!;
     // a checkpoint every 2 MiB of progress (an interval set by hand has no time floor)
