@@ -113,6 +113,11 @@ export interface BackupFileHandle {
   remove?: () => Promise<void>;
 }
 
+/** An exponentially weighted mean (the first sample taken as it is). */
+function ewma(mean: number, sample: number): number {
+  return mean <= 0 ? sample : mean * 0.7 + sample * 0.3;
+}
+
 export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, MetadataHost, ClusterArrayHost {
   /** the members as a list (the set's own list; read-only use outside md/) */
   readonly members: Member[];
@@ -616,10 +621,12 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
    * sync_request's resync_info_update), announced ahead of the sync: md sends it synchronously
    * when a request passes cluster_sync_high, and the sync stops for the round (token, LVB,
    * RESYNCING to every node: 75-390 ms on a loaded machine, 40-45 % of a resync, docs/perf.md).
-   * Here, once the completed position is a quarter of a window past the acknowledged window's
-   * low, the next window [completed, completed + window) is announced in the background while
-   * the sync goes on inside the acknowledged one; it waits only when it reaches the acknowledged
-   * high before the announcement is done.
+   * Here the next window [completed, completed + window) is announced in the background once
+   * the completed position is far enough past the acknowledged low (aheadAfter), while the sync
+   * goes on inside the acknowledged window; it waits only when it reaches the acknowledged high
+   * before the announcement is done. How far is a trade: a window announced earlier starts
+   * lower (its low is the synced position), so rounds come more often, and each costs CPU on
+   * every node and etcd, while one announced later has less copy to hide behind.
    *
    * Safe for every receiver, the kernel's included (spec §3.5, §8 invariant 7): the sync engine
    * is serial, so when the window at `lo` is about to start everything below `lo` is synced
@@ -633,22 +640,35 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     if (!c || ranges.length === 0) return;
     const lo = Math.min(...ranges.map((r) => r[0]));
     const hi = Math.max(...ranges.map((r) => r[1]));
+    const pace = this.clusterPace;
+    // the sync's own pace, from the end of the last call (waits excluded) to this one; not over a
+    // bitmap-guided skip
+    const now = this.clock.nowMs();
+    if (pace.lastMs >= 0 && lo > pace.lastLo && lo - pace.lastLo <= this.clusterWindowSectors && now > pace.lastMs) {
+      pace.sectorsPerMs = ewma(pace.sectorsPerMs, (lo - pace.lastLo) / (now - pace.lastMs));
+    }
     const inside = (w: SyncWindow): boolean => w.hi > 0 && lo >= w.lo && hi <= w.hi;
     if (!inside(this.clusterSync) && this.clusterAhead) await this.settleSyncWindow();
     this.throwAheadError();
     const end = Math.max(hi, this.personality.syncSectors);
     if (!inside(this.clusterSync)) {
       const next = { lo, hi: Math.min(Math.max(hi, lo + this.clusterWindowSectors), end) };
+      const t0 = this.clock.nowMs();
       await c.resyncInfoUpdate(next);
+      pace.roundMs = ewma(pace.roundMs, this.clock.nowMs() - t0);
       this.clusterSync = next;
     }
+    pace.lastMs = this.clock.nowMs();
+    pace.lastLo = lo;
     const w = this.clusterSync;
-    if (this.clusterAhead || w.hi >= end || lo - w.lo < this.clusterWindowSectors / 4) return;
+    if (this.clusterAhead || w.hi >= end || lo - w.lo < this.aheadAfter()) return;
     const ahead = { lo, hi: Math.max(w.hi, Math.min(lo + this.clusterWindowSectors, end)) };
+    const t0 = this.clock.nowMs();
     const p: Promise<void> = c
       .resyncInfoUpdate(ahead)
       .then(
         () => {
+          pace.roundMs = ewma(pace.roundMs, this.clock.nowMs() - t0);
           this.clusterSync = ahead;
         },
         (e: unknown) => {
@@ -660,6 +680,29 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       });
     this.clusterAhead = p;
   }
+
+  /**
+   * How far past the acknowledged low the completed position goes before the next window is
+   * announced, from the last rounds' time and the sync's pace. A round shorter than half a
+   * window's copy: as late as still hides it (rounds every 24-28 MiB for raid1, none waited
+   * for). Longer: at half a window, where t/round_time is best among the overlapping choices;
+   * longer than a whole window's copy (a loaded machine where the nodes share the CPU with the
+   * copy): at the high, md's way, since overlapping then only adds rounds (docs/perf.md).
+   */
+  private aheadAfter(): number {
+    const w = this.clusterWindowSectors;
+    const { roundMs, sectorsPerMs } = this.clusterPace;
+    if (roundMs <= 0 || sectorsPerMs <= 0) return w / 2;
+    // the sectors the sync covers during one round, with a margin
+    const lead = roundMs * sectorsPerMs * 1.25;
+    if (lead >= w) return Infinity;
+    if (lead >= w / 2) return w / 2;
+    const step = Math.max(128, 2 ** Math.floor(Math.log2(w / 4)));
+    return Math.max(w / 2, w - Math.ceil(lead / step) * step);
+  }
+
+  /** The last rounds' time and the sync's pace (EWMA), for aheadAfter; per job. */
+  private clusterPace = { roundMs: 0, sectorsPerMs: 0, lastMs: -1, lastLo: 0 };
 
   /** The window announced ahead of the sync, if one is in flight; its error stays for the sync to raise. */
   private clusterAhead: Promise<void> | null = null;
@@ -1288,6 +1331,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
           if (!c) return false;
           this.clusterSync = { lo: 0, hi: 0 };
           this.clusterAheadError = null;
+          this.clusterPace = { roundMs: 0, sectorsPerMs: 0, lastMs: -1, lastLo: 0 };
           await c.resyncStart(signal);
           return true;
         },
@@ -1308,7 +1352,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
         },
         get stepSectors(): number {
           // a quarter of md's window, a power of two (bitmap-guided windows stay inside a
-          // chunk): the announcement ahead overlaps up to three of these
+          // chunk): an announcement ahead overlaps one or two of these
           const w = self.clusterWindowSectors;
           return w > 0 ? Math.max(128, 2 ** Math.floor(Math.log2(w / 4))) : 0;
         },
