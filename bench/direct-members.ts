@@ -70,6 +70,10 @@ if (traceFile) {
   };
   wrap(MdCluster.prototype as unknown as Record<string, unknown>, 'MdCluster', ['resyncInfoUpdate', 'resyncStart', 'resyncFinish', 'metadataUpdateStart', 'metadataUpdateFinish']);
   wrap(SyncEngine.prototype as unknown as Record<string, unknown>, 'SyncEngine', ['syncWindow']);
+  // a sync window's barrier is taken once its cluster window is announced: the gap from the
+  // window's start is how long the sync waited for a RESYNCING round
+  const { SyncBarrier } = await import('../src/md/barrier.js');
+  wrap(SyncBarrier.prototype as unknown as Record<string, unknown>, 'SyncBarrier', ['lockRanges']);
   // member I/O counted by kind and size (small: < 64 KiB, the bitmap's and superblock's
   // writes), written and reset at each SIGUSR2 (the bench's phase marks)
   const counts = new Map<string, { n: number; bytes: number }>();

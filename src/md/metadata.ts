@@ -42,6 +42,18 @@ export interface MetadataHost {
   writeFailed(m: Member, what: string, e: unknown): void;
   /** md-cluster, for a clustered array only (null otherwise) */
   readonly cluster: ClusterOps | null;
+  /**
+   * Set while a sync checkpoint is written beside the running sync: the position its flush
+   * covered. The superblocks record no resync or recovery offset beyond it, although the
+   * in-memory frontier moves on meanwhile (md records curr_resync_completed, not curr_resync).
+   */
+  readonly syncRecordCap: SyncRecordCap | null;
+}
+
+/** The job's completed and flushed position, in its own space (resync or recovery sectors). */
+export interface SyncRecordCap {
+  kind: 'resync' | 'recovery';
+  sectors: number;
 }
 
 export interface UpdateOptions {
@@ -164,7 +176,9 @@ export class Metadata {
     h.settleReplacements();
     this.sb.utime = BigInt(h.wallSeconds());
     // md's super_1_sync: an active array says 0 (resync after a crash), a clean one recovery_cp
-    this.sb.resyncOffset = h.isDirty ? 0n : h.resyncCp;
+    const cap = h.syncRecordCap;
+    const cp = cap?.kind === 'resync' && BigInt(cap.sectors) < h.resyncCp ? BigInt(cap.sectors) : h.resyncCp;
+    this.sb.resyncOffset = h.isDirty ? 0n : cp;
     const bm = h.bitmap;
     if (bm) {
       if (bitmapBits === 'none') bm.clearAll(this.sb.events);
@@ -192,6 +206,8 @@ export class Metadata {
   private async writeMemberSb(m: Member, roles: number[]): Promise<void> {
     const own = m.loaded.sb;
     const rec = m.recoveryOffset !== null;
+    const cap = this.host.syncRecordCap;
+    const recorded = rec ? (cap?.kind === 'recovery' ? Math.min(m.recoveryOffset!, cap.sectors) : m.recoveryOffset!) : 0;
     const sb: Superblock1 = {
       ...this.sb,
       devNumber: m.devNumber,
@@ -206,7 +222,7 @@ export class Metadata {
       bblogOffset: own.bblogOffset,
       newOffset: own.newOffset,
       cntCorrectedRead: own.cntCorrectedRead,
-      recoveryOffset: rec ? BigInt(m.recoveryOffset!) : 0n,
+      recoveryOffset: BigInt(recorded),
       featureMap: memberFeatures(this.sb.featureMap, rec, m.replacement === true),
       devRoles: roles,
       pad3: new Uint8Array(32),

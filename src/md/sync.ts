@@ -21,6 +21,7 @@ import type { Clock } from '../env/clock.js';
 import type { Personality } from '../raid/personality.js';
 import type { SyncBarrier } from './barrier.js';
 import type { WriteIntentBitmap } from './bitmap.js';
+import type { SyncRecordCap } from './metadata.js';
 
 export type SyncKind = 'resync' | 'recovery' | 'check' | 'repair';
 
@@ -61,8 +62,11 @@ export interface SyncHost {
    * (docs/perf.md); the kernel's own writeback and the checkpoints bound the dirty data.
    */
   flushData(): Promise<void>;
-  /** Persist progress in the superblocks (checkpoint). */
-  checkpoint(): Promise<void>;
+  /**
+   * Persist progress in the superblocks (checkpoint). `upTo`: the checkpoint runs beside the
+   * sync, which goes on past this completed and flushed position; nothing beyond it is recorded.
+   */
+  checkpoint(upTo?: SyncRecordCap): Promise<void>;
   recoveryDone(slots: number[]): Promise<void>;
   resyncDone(): Promise<void>;
   /** Count of normal (non-sync) I/O requests so far, to tell whether the array is busy. */
@@ -82,6 +86,13 @@ export interface SyncHost {
     start(signal: AbortSignal): Promise<boolean>;
     finish(closing: boolean): Promise<void>;
     window(ranges: Array<[number, number]>): Promise<void>;
+    /**
+     * The windows are announced ahead of the sync (array.ts publishSyncWindow): wait for the
+     * announcement in flight and raise its error, before the job's end is recorded.
+     */
+    settle?(): Promise<void>;
+    /** sync windows no larger than this while clustered (0: no limit), so the announcement ahead overlaps several */
+    readonly stepSectors?: number;
   };
 }
 
@@ -400,22 +411,38 @@ export class SyncEngine {
     const every = this.checkpointSectors ?? Math.min(MAX_CHECKPOINT_SECTORS, Math.max(1, Math.floor(total / 16)));
     // an interval set by hand is taken as it is; md's rule gets the time floor
     const floorMs = this.checkpointSectors !== null ? 0 : this.host.cluster?.clustered ? MIN_CHECKPOINT_INTERVAL_CLUSTERED_MS : MIN_CHECKPOINT_INTERVAL_MS;
+    // clustered, a checkpoint is a metadata round with every node (token, superblocks,
+    // METADATA_UPDATED): it runs beside the sync, as md's thread writes the superblock while
+    // md_do_sync goes on; one at a time
+    const beside = this.host.cluster?.clustered === true;
+    const cp: { running: Promise<void> | null; error: unknown } = { running: null, error: null };
     let completed: boolean;
     let dataMs: number;
     try {
-      while (run.pos < total && !this.interrupted(plan)) {
-        await this.syncWindow(run);
-        // (not in the last quarter interval: the completion writes the superblocks soon anyway)
-        const waited = this.host.clock.nowMs() - run.lastCheckpointMs >= floorMs;
-        const due = run.sinceCheckpoint >= MAX_CHECKPOINT_SECTORS || (run.sinceCheckpoint >= every && waited);
-        if (due && total - run.pos >= every / 4 && (kind === 'resync' || recovery)) {
-          run.sinceCheckpoint = 0;
-          run.lastCheckpointMs = this.host.clock.nowMs();
-          await this.host.flushData();
-          await this.host.checkpoint();
+      try {
+        while (run.pos < total && !this.interrupted(plan)) {
+          if (cp.error !== null) throw cp.error;
+          await this.syncWindow(run);
+          // (not in the last quarter interval: the completion writes the superblocks soon anyway)
+          const waited = this.host.clock.nowMs() - run.lastCheckpointMs >= floorMs;
+          const due = run.sinceCheckpoint >= MAX_CHECKPOINT_SECTORS || (run.sinceCheckpoint >= every && waited);
+          if (due && total - run.pos >= every / 4 && (kind === 'resync' || recovery) && cp.running === null) {
+            run.sinceCheckpoint = 0;
+            run.lastCheckpointMs = this.host.clock.nowMs();
+            if (beside) cp.running = this.checkpointBeside(run, cp);
+            else {
+              await this.host.flushData();
+              await this.host.checkpoint();
+            }
+          }
+          await this.throttle();
         }
-        await this.throttle();
+      } finally {
+        // no superblock write of this job outlives it (the job's end, or the array's stop)
+        if (cp.running) await cp.running;
       }
+      if (cp.error !== null) throw cp.error;
+      await this.host.cluster?.settle?.();
       completed = run.pos >= total;
       assert(run.pos <= total || run.pos === plan.start, 'sync stopped inside its space');
       dataMs = this.host.clock.nowMs() - run.startMs;
@@ -430,6 +457,26 @@ export class SyncEngine {
     this.host.log(`md: ${kind} ${completed ? 'done' : 'interrupted'}: ${run.worked / 2} KiB worked in ${secs.toFixed(1)} s${what}`);
     this.onEvent({ type: completed ? 'finished' : 'interrupted', kind, result });
     return result;
+  }
+
+  /**
+   * A checkpoint at the completed position, written while the sync goes on: everything below
+   * it was synced before the flush started (the engine is serial), so the flush covers it
+   * (md's superblock write carries a preflush), and the superblocks record no more than it.
+   * Its error stops the job at the next window, as a checkpoint in line would have.
+   */
+  private checkpointBeside(run: Run, cp: { running: Promise<void> | null; error: unknown }): Promise<void> {
+    const upTo: SyncRecordCap = { kind: run.recovery ? 'recovery' : 'resync', sectors: run.pos };
+    return (async () => {
+      await this.host.flushData();
+      await this.host.checkpoint(upTo);
+    })()
+      .catch((e: unknown) => {
+        cp.error = e;
+      })
+      .finally(() => {
+        cp.running = null;
+      });
   }
 
   /** A job's state, and its status for mdstat and --detail from its first window on. */
@@ -475,7 +522,8 @@ export class SyncEngine {
     // a power of two, so a bitmap-guided window never straddles a bitmap chunk; a
     // bitmap-guided pass works chunk by chunk, so it syncs exactly the dirty chunks
     const byLimit = Math.max(128, 2 ** Math.floor(Math.log2(Math.max(1, (this.limits.maxKiBs * 2) / 10))));
-    const base = Math.min(this.windowSectors, byLimit);
+    const step = this.host.cluster?.clustered ? (this.host.cluster.stepSectors ?? 0) : 0;
+    const base = Math.min(this.windowSectors, byLimit, step > 0 ? step : Infinity);
     const win = run.guided ? Math.max(128, Math.min(run.guided.chunkSectors, base)) : base;
     const n = Math.min(win - (run.guided ? run.pos % win : 0), run.total - run.pos);
     // a window is never empty (the loop would not advance) and never past the end

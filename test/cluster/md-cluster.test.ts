@@ -400,3 +400,203 @@ test('md-cluster: metadata updates started on every node at once, while a resync
     for (const n of nodes) await n.close().catch(() => {});
   }
 });
+
+/**
+ * Node 1's resync with every RESYNCING round slowed down (the sender's resync_info_update waits
+ * `roundMs` before its LVB write and round): what it announces and what it syncs, in order.
+ * Each sync region is checked when it starts against the window node 1 had acknowledged, the
+ * one in flight (receivers hold either) and node 2's write-suspend window (spec §8 invariant 7).
+ */
+async function tracedResync(opts: { roundMs: number; failAt?: number }) {
+  // 64 MiB bitmap chunks: one resync pass, windows as large as the engine makes them
+  const devs = await clusteredDisks(2, 80, { bitmapChunkKiB: 65536 });
+  const dlm = new MemoryDlmCluster({ clock });
+  const logs: string[] = [];
+  // 100 MB/s: an 8 MiB sync window takes ~80 ms, longer than the slowed round
+  const n1 = await assembleNode(devs, dlm, 'n1', logs, 100_000);
+  const n2 = await assembleNode(devs, dlm, 'n2', logs);
+  const c1 = n1.cluster!;
+  const announced: Array<{ lo: number; hi: number; completedAtStart: number; acked: boolean; overlapped: number }> = [];
+  let acked = { lo: 0, hi: 0 };
+  let inFlight: { lo: number; hi: number } | null = null;
+  let completed = 0;
+  const regions: Array<[number, number]> = [];
+  const violations: string[] = [];
+  const orig = c1.resyncInfoUpdate.bind(c1);
+  c1.resyncInfoUpdate = async (w) => {
+    if (w.hi === 0) return orig(w);
+    const a = { ...w, completedAtStart: completed, acked: false, overlapped: 0 };
+    announced.push(a);
+    if (inFlight) violations.push(`announcement [${w.lo}, ${w.hi}) started while [${inFlight.lo}, ${inFlight.hi}) was in flight`);
+    inFlight = w;
+    try {
+      await new Promise((r) => setTimeout(r, opts.roundMs));
+      if (announced.length === opts.failAt) throw new Error('injected: RESYNCING round failed');
+      await orig(w);
+      a.acked = true;
+      acked = w;
+    } finally {
+      inFlight = null;
+    }
+  };
+  const p = n1.personality;
+  const syncRegion = p.syncRegion.bind(p);
+  p.syncRegion = async (start, sectors, rebuild) => {
+    const end = start + sectors;
+    regions.push([start, end]);
+    const inside = (w: { lo: number; hi: number }): boolean => start >= w.lo && end <= w.hi;
+    if (!inside(acked)) violations.push(`sync [${start}, ${end}) outside the acknowledged window [${acked.lo}, ${acked.hi})`);
+    if (inFlight && !inside(inFlight)) violations.push(`sync [${start}, ${end}) outside the window in flight [${inFlight.lo}, ${inFlight.hi})`);
+    if (inFlight) announced[announced.length - 1]!.overlapped++;
+    // node 2's suspend window (one range) holds both ends of the region
+    if (!n2.cluster!.areaResyncing('write', start, start + 1) || !n2.cluster!.areaResyncing('write', end - 1, end))
+      violations.push(`sync [${start}, ${end}) not inside node 2's write-suspend window`);
+    if (start !== completed) violations.push(`sync [${start}, ${end}) does not start at the completed position ${completed}`);
+    await syncRegion(start, sectors, rebuild);
+    completed = end;
+  };
+  return {
+    devs,
+    n1,
+    n2,
+    logs,
+    announced,
+    regions,
+    violations,
+    get completed(): number {
+      return completed;
+    },
+  };
+}
+
+test('md-cluster: the next resync window is announced while the sync goes on inside the acknowledged one (spec §8 invariant 7)', async () => {
+  const t = await tracedResync({ roundMs: 40 });
+  const { n1, n2, announced, regions, violations } = t;
+  try {
+    n1.startBackground();
+    await until('node 1 resynced', () => n1.sync.history.some((r) => r.kind === 'resync' && r.completed), 30_000);
+    await until('node 2 released the window', () => n2.remoteSync === null && !n2.cluster!.areaResyncing('write', 0, 80 * 2048));
+    if (process.env.TSMD_TEST_LOG) console.log(t.logs.join('\n'), announced, regions);
+    assert.deepEqual(violations, []);
+    const size = n1.personality.syncSectors;
+    assert.equal(t.completed, size, 'the whole array was synced');
+    // sync windows of a quarter of md's 32 MiB window, so the announcement overlaps two
+    assert.ok(regions.every(([a, b]) => b - a <= 16384), 'sync windows of at most 8 MiB');
+    // every window: low never past what was completely synced, [low, low + 32 MiB) at most
+    for (const a of announced) {
+      assert.ok(a.lo <= a.completedAtStart, `window low ${a.lo} <= completed ${a.completedAtStart}`);
+      assert.ok(a.hi - a.lo <= 65536 && a.hi <= size && a.acked);
+    }
+    for (let i = 1; i < announced.length; i++) assert.ok(announced[i]!.lo >= announced[i - 1]!.lo && announced[i]!.hi >= announced[i - 1]!.hi, 'windows move forward');
+    // the pipelining: after the first (which the sync waits for), the sync started regions
+    // while each announcement was in flight instead of stopping for it
+    assert.ok(announced.length >= 3, `${announced.length} windows announced`);
+    const stalled = announced.slice(1).filter((a) => a.overlapped === 0);
+    assert.deepEqual(stalled, [], 'no announcement after the first held the sync up');
+  } finally {
+    await n1.close();
+    await n2.close();
+  }
+});
+
+test('md-cluster: a failed resync window announced ahead stops the sync as a failed synchronous one does', async () => {
+  const t = await tracedResync({ roundMs: 20, failAt: 3 });
+  const { n1, n2, announced, violations } = t;
+  try {
+    n1.startBackground();
+    await until('node 1 stopped its resync', () => !n1.sync.busy, 30_000);
+    assert.deepEqual(violations, []);
+    assert.ok(t.logs.some((l) => /n1: md: resync aborted: injected: RESYNCING round failed/.test(l)), 'the sync reports the failed round');
+    assert.equal(n1.sync.history.filter((r) => r.kind === 'resync').length, 0, 'the job did not complete');
+    // no sync I/O past the last window every node acknowledged
+    const lastAcked = announced.filter((a) => a.acked).at(-1)!;
+    assert.ok(t.completed <= lastAcked.hi && t.completed < n1.personality.syncSectors);
+    assert.equal((n1.cluster as MdCluster).holdsResyncLock, false, 'the resync lock is released');
+  } finally {
+    await n1.close();
+    await n2.close();
+  }
+});
+
+test('md-cluster: a recovery checkpoint runs beside the sync and records no more than what its flush covered', async () => {
+  const devs = Array.from({ length: 3 }, (_, i) => new MemoryBlockDevice(`shared${i}`, 48 << 20));
+  await createArray(
+    devs,
+    {
+      level: 1,
+      raidDisks: 2,
+      metadata: '1.2',
+      setName: 'c:0',
+      uuid: randomBytes(16),
+      deviceUuids: devs.map(() => randomBytes(16)),
+      bitmap: 'clustered',
+      nodes: 4,
+      clusterName: 'tc',
+      bitmapChunkBytes: 64 * 1024,
+      assumeClean: true,
+      nowSeconds: 1_700_000_000,
+      members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
+    },
+    { confirmOverwrite: async () => false, initialSync: false, clock },
+  );
+  const dlm = new MemoryDlmCluster({ clock });
+  const logs: string[] = [];
+  const mk = (node: string): Promise<MdArray> =>
+    MdArray.assemble(devs.map((d) => d.reopen()), { run: true, clock, cluster: setup(dlm, node), log: (m) => logs.push(`${node}: ${m}`), syncLimits: { minKiBs: 1000, maxKiBs: 60_000 } });
+  const nodes = [await mk('n1'), await mk('n2')];
+  // per node: the completed position, where the last flush started, and each checkpoint seen
+  type Checkpoint = { cap: number; flushedFrom: number; recorded: number; liveAfter: number };
+  const seen = nodes.map(() => ({ completed: 0, flushedFrom: 0, inCheckpoint: false, regionsBeside: 0, checkpoints: [] as Checkpoint[] }));
+  nodes.forEach((n, i) => {
+    const s = seen[i]!;
+    // a checkpoint every 2 MiB of progress (an interval set by hand has no time floor)
+    n.sync.checkpointSectors = 4096;
+    const p = n.personality;
+    const syncRegion = p.syncRegion.bind(p);
+    p.syncRegion = async (start, sectors, rebuild) => {
+      if (s.inCheckpoint) s.regionsBeside++;
+      await syncRegion(start, sectors, rebuild);
+      s.completed = start + sectors;
+    };
+    const flush = p.flush.bind(p);
+    p.flush = async () => {
+      s.flushedFrom = s.completed;
+      await flush();
+    };
+    const write = n.writeSuperblocks.bind(n);
+    n.writeSuperblocks = async (opts) => {
+      const cap = n.syncRecordCap;
+      if (!cap) return write(opts);
+      assert.equal(cap.kind, 'recovery');
+      const flushedFrom = s.flushedFrom;
+      s.inCheckpoint = true;
+      try {
+        // a slow metadata round (a loaded machine: 40-390 ms in docs/perf.md)
+        await new Promise((r) => setTimeout(r, 100));
+        await write(opts);
+      } finally {
+        s.inCheckpoint = false;
+      }
+      const m = n.members.find((x) => x.dev.name === 'shared2')!;
+      s.checkpoints.push({ cap: cap.sectors, flushedFrom, recorded: Number(m.loaded.sb.recoveryOffset), liveAfter: m.recoveryOffset ?? Infinity });
+    };
+  });
+  try {
+    for (const n of nodes) n.startBackground();
+    await until('both idle', () => nodes.every((n) => !n.sync.busy || n.syncPendingCluster));
+    await nodes[0]!.failMember('shared0');
+    await until('the recovery done on both nodes', () => nodes.every((n) => n.members.find((m) => m.dev.name === 'shared2')?.slot === 0 && n.rebuildingSlots.length === 0 && !n.sync.busy), 30_000);
+    const s = seen.find((x) => x.checkpoints.length > 0);
+    assert.ok(s, `a node checkpointed its recovery\n${logs.join('\n')}`);
+    assert.ok(s.checkpoints.length >= 3, `${s.checkpoints.length} checkpoints`);
+    for (const c of s.checkpoints) {
+      assert.ok(c.recorded <= c.cap, `recorded ${c.recorded} <= cap ${c.cap}`);
+      assert.ok(c.cap <= c.flushedFrom, `cap ${c.cap} covered by the flush (started at ${c.flushedFrom})`);
+    }
+    // the sync went on while checkpoints were written, and the frontier moved past what they recorded
+    assert.ok(s.regionsBeside > 0, 'sync windows ran beside a checkpoint');
+    assert.ok(s.checkpoints.some((c) => c.liveAfter > c.recorded), 'the in-memory frontier moved on while the checkpoint recorded its cap');
+  } finally {
+    for (const n of nodes) await n.close();
+  }
+});
