@@ -24,6 +24,8 @@ interface DiskOpts {
   bitmapChunkKiB?: number;
   /** bitmap slots (default 4) */
   nodes?: number;
+  /** active members (default: all n; the rest are spares) */
+  raidDisks?: number;
 }
 
 async function clusteredDisks(n: number, mib: number, opts: DiskOpts = {}): Promise<MemoryBlockDevice[]> {
@@ -32,7 +34,7 @@ async function clusteredDisks(n: number, mib: number, opts: DiskOpts = {}): Prom
     devs,
     {
       level: opts.level ?? 1,
-      raidDisks: n,
+      raidDisks: opts.raidDisks ?? n,
       metadata: '1.2',
       layout: opts.level === 10 ? 0x102 : undefined,
       chunkKiB: opts.level === 10 ? 64 : undefined,
@@ -315,26 +317,7 @@ test('md-cluster: part 2 device changes are refused on a clustered array, nothin
 
 test('md-cluster: stopping the recovering node hands the recovery over (03r1_switch-recovery)', async () => {
   // two active members and a spare
-  const devs = Array.from({ length: 3 }, (_, i) => new MemoryBlockDevice(`shared${i}`, 48 << 20));
-  await createArray(
-    devs,
-    {
-      level: 1,
-      raidDisks: 2,
-      metadata: '1.2',
-      setName: 'c:0',
-      uuid: randomBytes(16),
-      deviceUuids: devs.map(() => randomBytes(16)),
-      bitmap: 'clustered',
-      nodes: 4,
-      clusterName: 'tc',
-      bitmapChunkBytes: 64 * 1024,
-      assumeClean: true,
-      nowSeconds: 1_700_000_000,
-      members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
-    },
-    { confirmOverwrite: async () => false, initialSync: false, clock },
-  );
+  const devs = await clusteredDisks(3, 48, { assumeClean: true, raidDisks: 2 });
   const dlm = new MemoryDlmCluster({ clock });
   const logs: string[] = [];
   const slow = { minKiBs: 1000, maxKiBs: 8000 };
@@ -519,26 +502,7 @@ test('md-cluster: a failed resync window announced ahead stops the sync as a fai
 });
 
 test('md-cluster: a recovery checkpoint runs beside the sync and records no more than what its flush covered', async () => {
-  const devs = Array.from({ length: 3 }, (_, i) => new MemoryBlockDevice(`shared${i}`, 48 << 20));
-  await createArray(
-    devs,
-    {
-      level: 1,
-      raidDisks: 2,
-      metadata: '1.2',
-      setName: 'c:0',
-      uuid: randomBytes(16),
-      deviceUuids: devs.map(() => randomBytes(16)),
-      bitmap: 'clustered',
-      nodes: 4,
-      clusterName: 'tc',
-      bitmapChunkBytes: 64 * 1024,
-      assumeClean: true,
-      nowSeconds: 1_700_000_000,
-      members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
-    },
-    { confirmOverwrite: async () => false, initialSync: false, clock },
-  );
+  const devs = await clusteredDisks(3, 48, { assumeClean: true, raidDisks: 2 });
   const dlm = new MemoryDlmCluster({ clock });
   const logs: string[] = [];
   const mk = (node: string): Promise<MdArray> =>

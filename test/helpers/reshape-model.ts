@@ -144,3 +144,16 @@ export async function writersDuring(
   await Promise.all([writer(0), writer(1), writer(2)]);
   return gen - 2;
 }
+
+/** 4 KiB blocks of [0, bytes) that do not hold the base fill (generation 1): a control's damage count. */
+export async function damagedBlocks(arr: MdArray, bytes: number): Promise<number> {
+  let bad = 0;
+  const r = new Uint8Array(BLOCK);
+  const want = new Uint8Array(BLOCK);
+  for (let off = 0; off < bytes; off += BLOCK) {
+    await arr.read(r, off);
+    fillBlocks(want, off, 1);
+    if (Buffer.compare(Buffer.from(r), Buffer.from(want)) !== 0) bad++;
+  }
+  return bad;
+}

@@ -19,7 +19,7 @@ import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
 import { requireTool } from '../helpers/tools.js';
-import { checkMismatches as checkZero, dump, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, damagedBlocks, dump, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -213,15 +213,9 @@ describe('backwards reshapes: crashes and refusals', () => {
     // control: without what the backup holds (a zeroed file), the old copy is damaged
     const blank = new MemoryBlockDevice('blank', 2 * MiB);
     const damaged = await MdArray.assemble(c.members.map(image), { clock: new SystemClock(), backupFile: { dev: blank } });
-    let bad = 0;
+    let bad: number;
     try {
-      const r = new Uint8Array(4096);
-      const want = new Uint8Array(4096);
-      for (let off = 0; off < newBytes; off += 4096) {
-        await damaged.read(r, off);
-        fill(want, off, 1);
-        if (Buffer.compare(Buffer.from(r), Buffer.from(want)) !== 0) bad++;
-      }
+      bad = await damagedBlocks(damaged, newBytes);
     } finally {
       await damaged.close();
     }

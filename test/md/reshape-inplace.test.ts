@@ -20,10 +20,36 @@ import { growCriticalSectors } from '../../src/md/reshape.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { requireTool } from '../helpers/tools.js';
-import { checkMismatches as checkZero, dump, examineLikeMdadm, fillBlocks as fill, fillModel, image, tap, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, damagedBlocks, dump, examineLikeMdadm, fillModel, image, tap, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+
+/**
+ * A reshape under way: the superblocks as mdadm reads them (frozen at a checkpoint), then
+ * writers until it is done; every block of [0, bytes) reads back and check finds 0.
+ */
+async function duringAndAfter(
+  arr: MdArray,
+  devs: MemoryBlockDevice[],
+  model: Map<number, number>,
+  bytes: number,
+  withMdadm: boolean,
+  seed: number,
+): Promise<void> {
+  if (withMdadm) {
+    await arr.setSyncAction('frozen');
+    await examineLikeMdadm(devs, 'during');
+    await arr.setSyncAction('idle');
+  }
+  const busy = () => arr.reshapeActive && !arr.reshape.lastError;
+  const [writes] = await Promise.all([writersDuring(arr, model, bytes, busy, { seed }), arr.reshape.wait()]);
+  assert.ok(writes > 10, `writes ran during the reshape (${writes})`);
+  assert.equal(arr.reshape.lastError, null);
+  assert.equal(arr.reshapeActive, false);
+  await verify(arr, model, bytes, 'after');
+  assert.equal(await checkZero(arr), 0);
+}
 
 test('the critical section of a grow in place: mdadm compute_backup_blocks multiples, one new stripe of room after it', () => {
   // raid5 4->5, 64K chunks: mdadm says "Need to backup 768K of critical section.."
@@ -60,19 +86,8 @@ describe('grows in place (the data offset stays)', () => {
         const sb0 = arr.sb;
         assert.equal(sb0.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS), Feature.RESHAPE_ACTIVE, 'in place, forwards');
         assert.ok(Number(sb0.reshapePosition) > 0, 'the critical section is done and checkpointed when the grow returns');
-        if (withMdadm) {
-          await arr.setSyncAction('frozen');
-          await examineLikeMdadm(devs, 'during');
-          await arr.setSyncAction('idle');
-        }
-        const busy = () => arr.reshapeActive && !arr.reshape.lastError;
-        const [writes] = await Promise.all([writersDuring(arr, model, before, busy, { seed: 5 }), arr.reshape.wait()]);
-        assert.ok(writes > 10, `writes ran during the reshape (${writes})`);
-        assert.equal(arr.reshape.lastError, null);
-        assert.equal(arr.reshapeActive, false);
+        await duringAndAfter(arr, devs, model, before, withMdadm, 5);
         assert.ok(arr.sizeBytes > before, 'the array grew');
-        await verify(arr, model, before, 'after');
-        assert.equal(await checkZero(arr), 0);
       } finally {
         await arr.close();
       }
@@ -143,15 +158,9 @@ describe('grows in place (the data offset stays)', () => {
       (e) => isTsmdError(e, 'EINVAL') && /^Failed to restore critical section for reshape, sorry\.\n\s+Possibly you needed to specify the --backup-file$/.test(e.message),
     );
     const ro = await MdArray.assemble(blank.map((d) => d.reopen()), { clock: new SystemClock(), readOnly: true });
-    let bad = 0;
+    let bad: number;
     try {
-      const r = new Uint8Array(4096);
-      const want = new Uint8Array(4096);
-      for (let off = 0; off < 2 * MiB; off += 4096) {
-        await ro.read(r, off);
-        fill(want, off, 1);
-        if (Buffer.compare(Buffer.from(r), Buffer.from(want)) !== 0) bad++;
-      }
+      bad = await damagedBlocks(ro, 2 * MiB);
     } finally {
       await ro.close();
     }
@@ -196,18 +205,8 @@ describe('grows in place (the data offset stays)', () => {
       arr.startBackground();
       assert.equal(await arr.grow({ chunkSectors: 256, devName: '/dev/md0', backup: { dev: backup.reopen() } }), true);
       assert.equal(arr.sb.featureMap & (Feature.RESHAPE_ACTIVE | Feature.NEW_OFFSET | Feature.RESHAPE_BACKWARDS), Feature.RESHAPE_ACTIVE, 'in place, forwards');
-      if (withMdadm) {
-        await arr.setSyncAction('frozen');
-        await examineLikeMdadm(devs, 'during');
-        await arr.setSyncAction('idle');
-      }
-      const busy = () => arr.reshapeActive && !arr.reshape.lastError;
-      const [writes] = await Promise.all([writersDuring(arr, model, size, busy, { seed: 9 }), arr.reshape.wait()]);
-      assert.ok(writes > 10, `writes ran during the reshape (${writes})`);
-      assert.equal(arr.reshape.lastError, null);
+      await duringAndAfter(arr, devs, model, size, withMdadm, 9);
       assert.equal(arr.sizeBytes, size);
-      await verify(arr, model, size, 'after');
-      assert.equal(await checkZero(arr), 0);
     } finally {
       await arr.close();
     }
