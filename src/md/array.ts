@@ -29,7 +29,8 @@ import { type AssemblyPlan, type AssemblyReport, type Candidate, levelText, matc
 import { SyncBarrier } from './barrier.js';
 import { WriteIntentBitmap } from './bitmap.js';
 import { ClusterGlue, type ClusterArrayHost, FenceableDevice } from './cluster-glue.js';
-import { type ClusterOps, type ClusterSetup, type RemoteSyncKind, type SyncWindow, clusterNameMismatch } from './cluster-ops.js';
+import { type ClusterOps, type ClusterSetup, type RemoteSyncKind, clusterNameMismatch } from './cluster-ops.js';
+import { ClusterSyncWindow } from './cluster-window.js';
 import { dropBitmaps, placeBitmaps, writeNewBitmaps } from './grow-bitmap.js';
 import { addMember, type AddOptions, failMember, type ManageHost, removeMember, requestReplacement } from './manage.js';
 import { MemberIoAdapter, type MemberIoHost } from './member-io.js';
@@ -113,11 +114,6 @@ export interface BackupFileHandle {
   remove?: () => Promise<void>;
 }
 
-/** An exponentially weighted mean (the first sample taken as it is). */
-function ewma(mean: number, sample: number): number {
-  return mean <= 0 ? sample : mean * 0.7 + sample * 0.3;
-}
-
 export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, MetadataHost, ClusterArrayHost {
   /** the members as a list (the set's own list; read-only use outside md/) */
   readonly members: Member[];
@@ -135,8 +131,6 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   bitmapSlot = 0;
   /** set when this node lost its cluster membership: no member write, every request fails */
   private fencedWhy: string | null = null;
-  /** the resync window this node last published (md's cluster_sync_low/high) */
-  private clusterSync: { lo: number; hi: number } = { lo: 0, hi: 0 };
   private dirty = false;
   private closed = false;
   private sbUpdate: Promise<void> | null = null;
@@ -308,7 +302,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     const windowSectors = sb.level === 10 ? Math.max(16 * 2048, stripe) : 32 * 2048;
     const cluster = setup.create({ lockspace: lockspaceName(sb.setUuid), nodes, windowSectors }, this.glue);
     this.cluster = cluster;
-    this.clusterWindowSectors = windowSectors;
+    this.clusterWindow = new ClusterSyncWindow(cluster, windowSectors, this.clock);
     try {
       await cluster.join(nodes);
       this.bitmapSlot = cluster.slotNumber();
@@ -323,7 +317,8 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     }
   }
 
-  private clusterWindowSectors = 0;
+  /** the resync window this node announces to the others (md's cluster_sync_low/high) */
+  private clusterWindow: ClusterSyncWindow | null = null;
 
   /** The runtime bitmap from the members' internal v4 bitmaps (bits OR-ed: never less resync). */
   private makeBitmap(clean = false): WriteIntentBitmap | null {
@@ -614,111 +609,6 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     this.glue?.abort(new TsmdError('EFENCED', `${this.name}: this node lost its cluster membership (${why}): stop the array and assemble it again`));
     this.log(`md-cluster: ${this.name}: this node lost its cluster membership (${why}): no more writes to the shared disks; every request fails until the array is stopped`, 'error');
     void this.sync.stop().catch(() => {});
-  }
-
-  /**
-   * md_cluster's resync window for the ranges a sync window is about to touch (raid1/10
-   * sync_request's resync_info_update), announced ahead of the sync: md sends it synchronously
-   * when a request passes cluster_sync_high, and the sync stops for the round (token, LVB,
-   * RESYNCING to every node: 75-390 ms on a loaded machine, 40-45 % of a resync, docs/perf.md).
-   * Here the next window [completed, completed + window) is announced in the background once
-   * the completed position is far enough past the acknowledged low (aheadAfter), while the sync
-   * goes on inside the acknowledged window; it waits only when it reaches the acknowledged high
-   * before the announcement is done. How far is a trade: a window announced earlier starts
-   * lower (its low is the synced position), so rounds come more often, and each costs CPU on
-   * every node and etcd, while one announced later has less copy to hide behind.
-   *
-   * Safe for every receiver, the kernel's included (spec §3.5, §8 invariant 7): the sync engine
-   * is serial, so when the window at `lo` is about to start everything below `lo` is synced
-   * (receivers mark [previous low, new low) synced); the new window keeps the old high or more,
-   * so every sync region issued while it is in flight (inside the old window, at or above `lo`)
-   * lies inside both the old and the new window, whichever a receiver holds; no sync I/O goes
-   * beyond an acknowledged high. One announcement at a time (the LVB is written by each).
-   */
-  private async publishSyncWindow(ranges: Array<[number, number]>): Promise<void> {
-    const c = this.cluster;
-    if (!c || ranges.length === 0) return;
-    const lo = Math.min(...ranges.map((r) => r[0]));
-    const hi = Math.max(...ranges.map((r) => r[1]));
-    const pace = this.clusterPace;
-    // the sync's own pace, from the end of the last call (waits excluded) to this one; not over a
-    // bitmap-guided skip
-    const now = this.clock.nowMs();
-    if (pace.lastMs >= 0 && lo > pace.lastLo && lo - pace.lastLo <= this.clusterWindowSectors && now > pace.lastMs) {
-      pace.sectorsPerMs = ewma(pace.sectorsPerMs, (lo - pace.lastLo) / (now - pace.lastMs));
-    }
-    const inside = (w: SyncWindow): boolean => w.hi > 0 && lo >= w.lo && hi <= w.hi;
-    if (!inside(this.clusterSync) && this.clusterAhead) await this.settleSyncWindow();
-    this.throwAheadError();
-    const end = Math.max(hi, this.personality.syncSectors);
-    if (!inside(this.clusterSync)) {
-      const next = { lo, hi: Math.min(Math.max(hi, lo + this.clusterWindowSectors), end) };
-      const t0 = this.clock.nowMs();
-      await c.resyncInfoUpdate(next);
-      pace.roundMs = ewma(pace.roundMs, this.clock.nowMs() - t0);
-      this.clusterSync = next;
-    }
-    pace.lastMs = this.clock.nowMs();
-    pace.lastLo = lo;
-    const w = this.clusterSync;
-    if (this.clusterAhead || w.hi >= end || lo - w.lo < this.aheadAfter()) return;
-    const ahead = { lo, hi: Math.max(w.hi, Math.min(lo + this.clusterWindowSectors, end)) };
-    const t0 = this.clock.nowMs();
-    const p: Promise<void> = c
-      .resyncInfoUpdate(ahead)
-      .then(
-        () => {
-          pace.roundMs = ewma(pace.roundMs, this.clock.nowMs() - t0);
-          this.clusterSync = ahead;
-        },
-        (e: unknown) => {
-          this.clusterAheadError = e;
-        },
-      )
-      .finally(() => {
-        if (this.clusterAhead === p) this.clusterAhead = null;
-      });
-    this.clusterAhead = p;
-  }
-
-  /**
-   * How far past the acknowledged low the completed position goes before the next window is
-   * announced, from the last rounds' time and the sync's pace. A round shorter than half a
-   * window's copy: as late as still hides it (rounds every 24-28 MiB for raid1, none waited
-   * for). Longer: at half a window, where t/round_time is best among the overlapping choices;
-   * longer than a whole window's copy (a loaded machine where the nodes share the CPU with the
-   * copy): at the high, md's way, since overlapping then only adds rounds (docs/perf.md).
-   */
-  private aheadAfter(): number {
-    const w = this.clusterWindowSectors;
-    const { roundMs, sectorsPerMs } = this.clusterPace;
-    if (roundMs <= 0 || sectorsPerMs <= 0) return w / 2;
-    // the sectors the sync covers during one round, with a margin
-    const lead = roundMs * sectorsPerMs * 1.25;
-    if (lead >= w) return Infinity;
-    if (lead >= w / 2) return w / 2;
-    const step = Math.max(128, 2 ** Math.floor(Math.log2(w / 4)));
-    return Math.max(w / 2, w - Math.ceil(lead / step) * step);
-  }
-
-  /** The last rounds' time and the sync's pace (EWMA), for aheadAfter; per job. */
-  private clusterPace = { roundMs: 0, sectorsPerMs: 0, lastMs: -1, lastLo: 0 };
-
-  /** The window announced ahead of the sync, if one is in flight; its error stays for the sync to raise. */
-  private clusterAhead: Promise<void> | null = null;
-  private clusterAheadError: unknown = null;
-
-  /** Wait for the announcement in flight (its own DLM waits are bounded); never throws. */
-  private async settleSyncWindow(): Promise<void> {
-    while (this.clusterAhead) await this.clusterAhead;
-  }
-
-  /** A failed announcement stops the sync as a failed synchronous one does. */
-  private throwAheadError(): void {
-    const e = this.clusterAheadError;
-    if (e === null) return;
-    this.clusterAheadError = null;
-    throw e;
   }
 
   /** started after an unclean shutdown and not resynced since (md: resync pending) */
@@ -1329,9 +1219,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
         start: async (signal) => {
           const c = this.cluster;
           if (!c) return false;
-          this.clusterSync = { lo: 0, hi: 0 };
-          this.clusterAheadError = null;
-          this.clusterPace = { roundMs: 0, sectorsPerMs: 0, lastMs: -1, lastLo: 0 };
+          this.clusterWindow?.reset();
           await c.resyncStart(signal);
           return true;
         },
@@ -1339,22 +1227,19 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
           const c = this.cluster;
           if (!c) return;
           // RESYNCING(0,0) after the window in flight, never before it (receivers would keep
-          // a stale window suspended); its failure no longer matters once the job is over
-          await this.settleSyncWindow();
-          this.clusterAheadError = null;
+          // a stale window suspended)
+          await this.clusterWindow?.drain();
           await c.resyncFinish(closing || this.closed || this.fencedWhy !== null);
-          this.clusterSync = { lo: 0, hi: 0 };
+          this.clusterWindow?.reset();
         },
-        window: (ranges) => this.publishSyncWindow(ranges),
+        window: async (ranges) => {
+          if (this.cluster && ranges.length > 0) await this.clusterWindow?.publish(ranges, this.personality.syncSectors);
+        },
         settle: async () => {
-          await this.settleSyncWindow();
-          this.throwAheadError();
+          await this.clusterWindow?.settle();
         },
         get stepSectors(): number {
-          // a quarter of md's window, a power of two (bitmap-guided windows stay inside a
-          // chunk): an announcement ahead overlaps one or two of these
-          const w = self.clusterWindowSectors;
-          return w > 0 ? Math.max(128, 2 ** Math.floor(Math.log2(w / 4))) : 0;
+          return self.clusterWindow?.stepSectors ?? 0;
         },
       },
     };

@@ -87,7 +87,7 @@ export interface SyncHost {
     finish(closing: boolean): Promise<void>;
     window(ranges: Array<[number, number]>): Promise<void>;
     /**
-     * The windows are announced ahead of the sync (array.ts publishSyncWindow): wait for the
+     * The windows are announced ahead of the sync (cluster-window.ts): wait for the
      * announcement in flight and raise its error, before the job's end is recorded.
      */
     settle?(): Promise<void>;
