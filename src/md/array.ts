@@ -335,10 +335,12 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     const fresh = withBitmap.reduce((a, b) => (b.loaded.sb.events > a.loaded.sb.events ? b : a)).bitmaps[slot]!;
     if (fresh.nbits === 0) return null;
     const bits = clean ? new Uint8Array(fresh.bits.length) : fresh.bits.slice();
-    for (const m of clean ? [] : withBitmap) {
-      const b = m.bitmaps[slot]!;
-      if (b.nbits !== fresh.nbits || m.recoveryOffset !== null) continue;
-      for (let i = 0; i < bits.length; i++) bits[i]! |= b.bits[i]!;
+    if (!clean) {
+      for (const m of withBitmap) {
+        const b = m.bitmaps[slot]!;
+        if (b.nbits !== fresh.nbits || m.recoveryOffset !== null) continue;
+        for (let i = 0; i < bits.length; i++) bits[i]! |= b.bits[i]!;
+      }
     }
     return new WriteIntentBitmap(fresh.sup, fresh.nbits, bits, {
       writeArea: (sector, bytes) => this.writeBitmapArea(sector, bytes),
@@ -430,27 +432,20 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   private async restoreGrowCritical(fileGiven: boolean): Promise<void> {
     const sb = this.sb;
     const end = growCriticalOf(sb);
-    let area: BackupFile | null = null;
-    if (!this.backup) {
-      const oldDisks = sb.raidDisks - sb.deltaDisks;
-      for (const m of this.members) {
-        if (m.faulty || m.slot === null || m.slot < oldDisks) continue;
-        const at = spareBackupArea(Number(m.loaded.sb.dataOffset), Number(sb.size), end);
-        const b = new BackupFile(m.dev, sb.setUuid, () => Math.floor(this.clock.wallMs() / 1000), at);
-        // like Grow_restart, a device without a good backup superblock is skipped
-        const found = await b.load().catch(() => null);
-        if (found && found.sections.length > 0) {
-          area = b;
-          break;
-        }
+    let from = this.backup;
+    const oldDisks = sb.raidDisks - sb.deltaDisks;
+    for (const m of from ? [] : this.members) {
+      if (m.faulty || m.slot === null || m.slot < oldDisks) continue;
+      const at = spareBackupArea(Number(m.loaded.sb.dataOffset), Number(sb.size), end);
+      const b = new BackupFile(m.dev, sb.setUuid, () => Math.floor(this.clock.wallMs() / 1000), at);
+      // like Grow_restart, a device without a good backup superblock is skipped
+      const found = await b.load().catch(() => null);
+      if (found && found.sections.length > 0) {
+        from = b;
+        break;
       }
-      this.backup = area;
     }
-    try {
-      await this.reshape.restoreBackup();
-    } finally {
-      if (area) this.backup = null;
-    }
+    await this.reshape.restoreBackup(from);
     if (Number(this.sb.reshapePosition) < end)
       throw new TsmdError('EINVAL', `Failed to restore critical section for reshape, sorry.${fileGiven ? '' : '\n      Possibly you needed to specify the --backup-file'}`);
   }
@@ -934,10 +929,14 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   private async writeCleanState(): Promise<void> {
     await this.personality.flush();
     await this.settleSuperblocks();
-    const allWrites = this.resyncPoint === MAX_SECTOR && !this.degraded && this.rebuildingSlots.length === 0;
     await this.meta.update(() => {
       this.dirty = false;
-    }, { bitmapBits: allWrites ? 'none' : undefined });
+    }, { bitmapBits: this.everyMemberHasEveryWrite ? 'none' : undefined });
+  }
+
+  /** In sync, nothing owed to a missing or rebuilding member: bitmap bits may all go. */
+  private get everyMemberHasEveryWrite(): boolean {
+    return this.resyncPoint === MAX_SECTOR && !this.degraded && this.rebuildingSlots.length === 0;
   }
 
   /**
@@ -949,7 +948,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
   private async flushBitmapAtStop(): Promise<void> {
     const bm = this.bitmap;
     if (!bm || this.readOnly || this.fencedWhy !== null || this.clustered) return;
-    if (this.resyncPoint !== MAX_SECTOR || this.degraded || this.rebuildingSlots.length > 0 || bm.clearableCount === 0) return;
+    if (!this.everyMemberHasEveryWrite || bm.clearableCount === 0) return;
     await this.personality.flush();
     bm.clearAll(this.sb.events);
     await bm.writeThrough(true);

@@ -238,17 +238,20 @@ export async function startRaid10Reshape(
   for (const m of moving) {
     const off = Number(m.loaded.sb.dataOffset);
     let to: number;
+    // set_new_data_offset names the member that lacks the room
+    const headShort = roomBefore(m) < min;
+    const tailShort = Number(m.loaded.sb.dataSize) - newComponent < min;
     if (delta > 0) {
-      if (before < min) throw new TsmdError('ENOSPC', `Insufficient head-space for reshape on ${m.dev.name}`);
+      if (headShort) throw new TsmdError('ENOSPC', `Insufficient head-space for reshape on ${m.dev.name}`);
       to = off - min;
     } else if (delta < 0) {
-      if (roomAfter < min) throw new TsmdError('ENOSPC', `Insufficient tail-space for reshape on ${m.dev.name}`);
+      if (tailShort) throw new TsmdError('ENOSPC', `Insufficient tail-space for reshape on ${m.dev.name}`);
       to = off + min;
     } else if (backwards) {
-      if (roomAfter < min) throw new TsmdError('ENOSPC', `Insufficient tail-space for reshape on ${m.dev.name}`);
+      if (tailShort) throw new TsmdError('ENOSPC', `Insufficient tail-space for reshape on ${m.dev.name}`);
       to = chooseOffset(off, off + roomAfter, off + min, off + roomAfter);
     } else {
-      if (before < min) throw new TsmdError('ENOSPC', `insufficient head-room on ${m.dev.name}`);
+      if (headShort) throw new TsmdError('ENOSPC', `insufficient head-room on ${m.dev.name}`);
       to = chooseOffset(off - before, off, off - before, off - min);
     }
     shiftOf.set(m, to - off);

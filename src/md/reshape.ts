@@ -352,6 +352,13 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
   for (const m of joining) {
     if (Number(m.loaded.sb.dataSize) < Number(sb.size)) throw new TsmdError('ENOSPC', `${m.dev.name} is too small to join ${md}`);
   }
+  // mdadm: "Need to backup 384K of critical section.." where the number of data disks changes
+  // (Grow.c only enlarges its unit when it stays), then the backup is made
+  const backupNeed = plan.backup && newD !== oldD ? `Need to backup ${plan.backupBlocks / 2}K of critical section..` : null;
+  const say = (msg: string): void => {
+    host.log(`mdadm: ${msg}`);
+    req.notice?.(msg);
+  };
   // a grow in place: its critical section saved to a spare joining the array (or the file)
   let critical: { sectors: number; dest: BackupFile } | null = null;
   if (plan.backup && delta > 0) {
@@ -359,8 +366,7 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
     const sectors = growCriticalSectors(oldD, newD, sb.chunkSize, chunk);
     // Grow.c: "Something wrong - reshape aborted" when the backup is half a member or more
     if (sectors >= Number(cur.size) / 2) throw new TsmdError('EINVAL', `${md}: Something wrong - reshape aborted`);
-    host.log(`mdadm: Need to backup ${plan.backupBlocks / 2}K of critical section..`);
-    req.notice?.(`Need to backup ${plan.backupBlocks / 2}K of critical section..`);
+    if (backupNeed) say(backupNeed);
     const spare = joining[0];
     if (!host.backup && !spare) throw new TsmdError('EINVAL', `${md}: Cannot grow - need a spare or backup-file to backup critical section`);
     const area = spare ? spareBackupArea(Number(spare.loaded.sb.dataOffset), Number(cur.size), sectors) : null;
@@ -369,14 +375,8 @@ export async function startReshape(host: ReshapeHost, req: ReshapeRequest): Prom
     await dest.initialise(sectors);
     critical = { sectors, dest };
   } else if (plan.backup) {
-    // mdadm: "Need to backup 384K of critical section.." (not when the number of data disks
-    // stays: Grow.c only enlarges its unit then) and then the backup file is made
-    const need = newD !== oldD ? `Need to backup ${plan.backupBlocks / 2}K of critical section..` : null;
-    if (!host.backup) throw new TsmdError('EINVAL', `${need ? `${need}\n` : ''}${md}: Cannot grow - need backup-file\n Please provide one with "--backup=..."`);
-    if (need) {
-      host.log(`mdadm: ${need}`);
-      req.notice?.(need);
-    }
+    if (!host.backup) throw new TsmdError('EINVAL', `${backupNeed ? `${backupNeed}\n` : ''}${md}: Cannot grow - need backup-file\n Please provide one with "--backup=..."`);
+    if (backupNeed) say(backupNeed);
     await host.backup.initialise(plan.backupBlocks);
   }
   await host.quiesced(async () => {
@@ -846,9 +846,8 @@ export class ReshapeEngine {
    * is not yet recorded as reshaped is written in the new geometry, and reshape_position moves
    * past it. A backup of a region already reshaped (or an empty file) changes nothing.
    */
-  async restoreBackup(): Promise<boolean> {
+  async restoreBackup(backup: BackupFile | null = this.host.backup): Promise<boolean> {
     const host = this.host;
-    const backup = host.backup;
     const view = this.host.personality;
     if (!backup || !(view instanceof ReshapeView) || host.readOnly) return false;
     const bsb = await backup.load();
@@ -900,9 +899,7 @@ export class ReshapeEngine {
    * being checkpointed (waiting for it makes room).
    */
   private stepLength(p: number, durable: number, total: number, g: ReturnType<ReshapeEngine['geo']>, inFlight: boolean): number {
-    const limitRow = rowOf(durable, g.oldD, g.oldC, g.oldH) - g.shift; // shift < 0: the new rows are below
-    // whole new stripes below limitRow (a stripe fills newH chunk rows)
-    const maxEnd = Math.floor(limitRow / (g.newC * g.newH)) * g.newC * g.newD;
+    const maxEnd = this.safeEnd(durable, g);
     let len = Math.floor((maxEnd - p) / g.unit) * g.unit;
     // under a speed limit, steps of about a quarter of a second at that speed (the throttle
     // sleeps between steps, and writes to a region wait no longer than its step); with a step
@@ -921,10 +918,19 @@ export class ReshapeEngine {
     return len;
   }
 
+  /**
+   * md's reshape_safe rule: the end of the whole new stripes whose rows lie below the first old
+   * row still holding data at or past `durable` (the checkpoint on disk); shift < 0 puts the
+   * new rows below the old ones. A stripe fills newH chunk rows.
+   */
+  private safeEnd(durable: number, g: ReturnType<ReshapeEngine['geo']>): number {
+    const limitRow = rowOf(durable, g.oldD, g.oldC, g.oldH) - g.shift;
+    return Math.floor(limitRow / (g.newC * g.newH)) * g.newC * g.newD;
+  }
+
   /** Whether one new stripe from p fits below the old rows still to be read (p checkpointed). */
   private roomAhead(p: number, g: ReturnType<ReshapeEngine['geo']>): boolean {
-    const maxEnd = Math.floor((rowOf(p, g.oldD, g.oldC) - g.shift) / g.newC) * g.newC * g.newD;
-    return maxEnd - p >= g.unit;
+    return this.safeEnd(p, g) - p >= g.unit;
   }
 
   /**

@@ -349,6 +349,13 @@ export async function growSize(h: ResizeHost, req: SizeRequest): Promise<SizeRes
   return { message, changed: true };
 }
 
+/** A runtime bitmap's new shape and bits. */
+interface ResizedBitmap {
+  sup: BitmapSuper;
+  nbits: number;
+  bits: Uint8Array;
+}
+
 /**
  * md_bitmap_resize for a resize of the array (chunksize 0, not init): the chunk is chosen as
  * md chooses it (resizedBitmapChunk, in the space md believes the bitmap has), a new chunk
@@ -362,12 +369,6 @@ export async function growSize(h: ResizeHost, req: SizeRequest): Promise<SizeRes
  * from recovery_cp then skips unmarked chunks: the grown region of such an array is left
  * unsynced. tsmd marks every chunk holding a sector past the old sync size.
  */
-interface ResizedBitmap {
-  sup: BitmapSuper;
-  nbits: number;
-  bits: Uint8Array;
-}
-
 function resizeBitmap(bm: WriteIntentBitmap, syncSectors: number, oldSync: number, markNew: boolean, ref: Member): ResizedBitmap {
   const own = ref.loaded.sb;
   const space = mdBitmapSpace(ref.loaded.minor, own.bitmapOffset, bm.sup.sectorsReserved, bm.nbits);

@@ -371,7 +371,8 @@ export async function growTakeover(arr: MdArray, req: LevelChangeRequest, io: Ta
     // mdadm first removes the spares, then fails and removes the devices md will not keep
     const drops = plan.drop.map((id) => byId[id]!);
     for (const m of [...drops.filter((x) => x.slot === null), ...drops.filter((x) => x.slot !== null)]) {
-      if (!m.faulty && m.slot !== null) await failForTakeover(arr, m);
+      // mdadm's SET_DISK_FAULTY on a device md is about to drop (not an error of the device)
+      if (!m.faulty && m.slot !== null) await arr.failMember(m.dev.name);
       await arr.removeMember(m.dev.name);
     }
     const changes: TakeoverChanges = { inSync: plan.inSync };
@@ -402,11 +403,6 @@ export async function growTakeover(arr: MdArray, req: LevelChangeRequest, io: Ta
     throw new TsmdError('EINVAL', 'failed to set chunk size');
   }
   return true;
-}
-
-/** mdadm's SET_DISK_FAULTY on a device md is about to drop (not an error of the device). */
-async function failForTakeover(arr: MdArray, m: Member): Promise<void> {
-  await arr.failMember(m.dev.name);
 }
 
 /**
