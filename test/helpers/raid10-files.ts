@@ -3,15 +3,15 @@
  * (test/md/reshape-raid10*.test.ts): created as tsmd --create makes them, assembled, and the
  * members' superblocks and hashes read back.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SystemClock } from '../../src/env/clock.js';
 import type { BlockDevice } from '../../src/io/block-device.js';
 import { openDevice } from '../../src/io/file-device.js';
 import { MdArray } from '../../src/md/array.js';
-import { createArray } from '../../src/md/create.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
+import { fileArray } from './arrays.js';
 import { sparseFile } from './tools.js';
 
 const MiB = 1024 * 1024;
@@ -31,30 +31,16 @@ export interface MakeOpts {
 export async function makeRaid10(dir: string, disks: number, spares: number, layout: number, opts: MakeOpts = {}): Promise<string[]> {
   const tag = `r${serial++}`;
   const files = Array.from({ length: disks + spares }, (_, k) => sparseFile(join(dir, `${tag}-${k}.img`), (opts.sizeMiB ?? 8) * MiB));
-  const devs = await Promise.all(files.map((f) => openDevice(f)));
-  try {
-    await createArray(
-      devs,
-      {
-        level: 10,
-        raidDisks: disks,
-        metadata: '1.2',
-        chunkKiB: opts.chunkKiB ?? 64,
-        sizeKiB: opts.sizeKiB,
-        layout,
-        setName: 'h:r10',
-        uuid: randomBytes(16),
-        deviceUuids: devs.map(() => randomBytes(16)),
-        bitmap: opts.bitmap ? 'internal' : 'none',
-        bitmapChunkBytes: opts.bitmapChunkKiB === undefined ? undefined : opts.bitmapChunkKiB * 1024,
-        nowSeconds: 1_700_000_000,
-        members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
-      },
-      { confirmOverwrite: async () => false, initialSync: true, clock: new SystemClock() },
-    );
-  } finally {
-    await Promise.all(devs.map((d) => d.close()));
-  }
+  await fileArray(files, {
+    level: 10,
+    raidDisks: disks,
+    chunkKiB: opts.chunkKiB ?? 64,
+    sizeKiB: opts.sizeKiB,
+    layout,
+    setName: 'h:r10',
+    bitmap: opts.bitmap ? 'internal' : 'none',
+    bitmapChunkKiB: opts.bitmapChunkKiB,
+  });
   return files;
 }
 

@@ -14,7 +14,7 @@ import { SystemClock } from '../../src/env/clock.js';
 import { isTsmdError } from '../../src/errors.js';
 import { openDevice } from '../../src/io/file-device.js';
 import { MdArray } from '../../src/md/array.js';
-import { createArray } from '../../src/md/create.js';
+import { fileArray } from '../helpers/arrays.js';
 import type { Level } from '../../src/md/create-plan.js';
 import { fields, requireTool, run, sparseFile, tempDir, withLoop } from '../helpers/tools.js';
 
@@ -46,30 +46,18 @@ async function make(o: MakeOptions): Promise<Made> {
   const n = o.disks + (o.spares ?? 0);
   const tag = `a${serial++}`;
   const files = Array.from({ length: n }, (_, k) => sparseFile(join(dir.path, `${tag}-${k}.img`), o.sizeMiB * MiB));
-  const devs = await Promise.all(files.map((f) => openDevice(f)));
-  try {
-    await createArray(
-      devs,
-      {
-        level: o.level,
-        raidDisks: o.disks,
-        metadata: o.metadata ?? '1.2',
-        chunkKiB: o.level === 1 || o.level === -1 ? undefined : (o.chunkKiB ?? 64),
-        layout: o.layout,
-        sizeKiB: o.sizeKiB,
-        setName: 'h:resize',
-        uuid: randomBytes(16),
-        deviceUuids: devs.map(() => randomBytes(16)),
-        bitmap: o.bitmap ? 'internal' : 'none',
-        bitmapChunkBytes: o.bitmapChunkKiB === undefined ? undefined : o.bitmapChunkKiB * 1024,
-        nowSeconds: 1_700_000_000,
-        members: devs.map((d) => ({ sizeSectors: Math.floor(d.sizeBytes / 512) })),
-      },
-      { confirmOverwrite: async () => false, initialSync: o.initialSync ?? true, clock: new SystemClock() },
-    );
-  } finally {
-    await Promise.all(devs.map((d) => d.close()));
-  }
+  await fileArray(files, {
+    level: o.level,
+    raidDisks: o.disks,
+    metadata: o.metadata,
+    chunkKiB: o.level === 1 || o.level === -1 ? undefined : (o.chunkKiB ?? 64),
+    layout: o.layout,
+    sizeKiB: o.sizeKiB,
+    setName: 'h:resize',
+    bitmap: o.bitmap ? 'internal' : 'none',
+    bitmapChunkKiB: o.bitmapChunkKiB,
+    noInitialSync: o.initialSync === false,
+  });
   return { files };
 }
 
