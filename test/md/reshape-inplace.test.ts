@@ -20,7 +20,7 @@ import { growCriticalSectors } from '../../src/md/reshape.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { requireTool } from '../helpers/tools.js';
-import { checkMismatches as checkZero, damagedBlocks, dump, examineLikeMdadm, fillModel, image, tap, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, damagedBlocks, resumeToEnd, dump, examineLikeMdadm, fillModel, image, tap, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -172,12 +172,7 @@ describe('grows in place (the data offset stays)', () => {
       assert.ok(log.some((l) => /restoring critical section/.test(l)), log.join('\n'));
       assert.ok(Number(again.sb.reshapePosition) > 0, 'reshape_position moved past the restored section');
       await verify(again, model, before, 'restored');
-      again.startBackground();
-      await again.reshape.wait();
-      assert.equal(again.reshape.lastError, null);
-      assert.equal(again.reshapeActive, false);
-      await verify(again, model, before, 'finished');
-      assert.equal(await checkZero(again), 0);
+      await resumeToEnd(again, model, before);
     } finally {
       await again.close();
     }
@@ -291,12 +286,7 @@ describe('grows in place (the data offset stays)', () => {
       assert.ok(log.some((l) => /restoring critical section/.test(l)), log.join('\n'));
       assert.ok(Number(again.sb.reshapePosition) > c.at, 'reshape_position moved past the restored section');
       await verify(again, model, size, 'restored');
-      again.startBackground();
-      await again.reshape.wait();
-      assert.equal(again.reshape.lastError, null);
-      assert.equal(again.reshapeActive, false);
-      await verify(again, model, size, 'finished');
-      assert.equal(await checkZero(again), 0);
+      await resumeToEnd(again, model, size);
     } finally {
       await again.close();
     }
