@@ -846,7 +846,7 @@ export class Raid456Personality implements Personality {
   }
 
   flush(): Promise<void> {
-    return flushMembers(this.io);
+    return flushMembers(this.io, (a) => this.canRun(a));
   }
 }
 

@@ -205,7 +205,7 @@ abstract class PieceMapped implements Personality {
   }
 
   flush(): Promise<void> {
-    return flushMembers(this.io);
+    return flushMembers(this.io, (a) => this.canRun(a));
   }
 
   get syncSectors(): number {

@@ -38,16 +38,25 @@ export const giveSyncBuffer = giveBounce;
 /**
  * The members' flush for a personality's flush(): every slot's member, including one being
  * rebuilt (it holds the sync's writes and the writes below its frontier, which the superblock
- * recording its recovery_offset vouches for). A member being rebuilt that cannot flush is
- * failed (reportError); the others' errors fail the flush as before.
+ * recording its recovery_offset vouches for). A member that cannot flush goes through md_error
+ * (reportError), as a failed write would (md's md_end_flush does not fail the request for it);
+ * the flush fails only when the array can no longer serve its data without the members that
+ * failed (`canRun`, the personality's). A member can fail its flush before its failed write has
+ * reached md_error: the flush then must not report an error the array has absorbed.
  */
-export async function flushMembers(io: MemberIo): Promise<void> {
+export async function flushMembers(io: MemberIo, canRun: (available: readonly boolean[]) => boolean): Promise<void> {
+  const errors: unknown[] = [];
   const jobs: Promise<void>[] = [];
   for (let i = 0; i < io.slots; i++) {
-    if (io.available(i)) jobs.push(io.flush(i));
-    else jobs.push(io.flush(i).catch((e: unknown) => io.reportError(i, 'write', e)));
+    jobs.push(
+      io.flush(i).catch((e: unknown) => {
+        io.reportError(i, 'write', e);
+        errors.push(e);
+      }),
+    );
   }
   await Promise.all(jobs);
+  if (errors.length > 0 && !canRun(Array.from({ length: io.slots }, (_, i) => io.available(i)))) throw errors[0];
 }
 
 /** Runs pieces on the offload: the indices of the flagged pieces, or null when it cannot or failed. */

@@ -100,6 +100,34 @@ describe('member failure', () => {
     });
   }
 
+  for (const [name, level, n, layout] of cases) {
+    test(`${name}: a member whose flush fails before any write noticed it is failed; the flush holds`, async () => {
+      const devs = await make(level, n, layout);
+      const { arr, faulty } = await withFaults(devs);
+      const data = randomBytes(arr.sizeBytes);
+      await arr.write(data, 0);
+      // the member vanishes between the writes and the client's FLUSH: the flush is the first
+      // I/O to meet it (md's md_end_flush: the request does not fail for one member)
+      faulty[1]!.vanish();
+      await arr.flush();
+      assert.equal(arr.members.find((m) => m.dev.name === devs[1]!.name)!.faulty, true, 'the member went through md_error');
+      assert.equal(arr.degraded, true);
+      const back = new Uint8Array(arr.sizeBytes);
+      await arr.read(back, 0);
+      assert.ok(Buffer.from(back).equals(data));
+      await arr.close();
+    });
+  }
+
+  test('raid0: a flush a member cannot do is an error (nothing holds its data)', async () => {
+    const devs = await make(0, 2);
+    const { arr, faulty } = await withFaults(devs, true);
+    await arr.write(randomBytes(65536), 0);
+    faulty[0]!.vanish();
+    await assert.rejects(arr.flush(), (e) => isTsmdError(e, 'ENODEV'));
+    await arr.close().catch(() => {});
+  });
+
   test('raid0: a write error is not acknowledged', async () => {
     const devs = await make(0, 2);
     const { arr, faulty } = await withFaults(devs);
