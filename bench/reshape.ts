@@ -5,8 +5,9 @@
  *    new geometry) for raid5 4->5 devices and for a raid5 chunk change 64K->128K, against `cp`
  *    of one member file of the same size;
  *  - random 4 KiB writes over NBD (fio, QD32) while a reshape runs, against the same
- *    workload on the same array without one. The reshape runs at md's default speed_limit_max
- *    during that part (200000 KiB/s), as it would under the kernel.
+ *    workload on the same array without one. The reshape is capped per member during that
+ *    part, so that it outlasts fio's run.
+ * TSMD_BENCH_SKIP_MOVE=1 runs only the second part, TSMD_BENCH_SKIP_NBD=1 only the first.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -62,7 +63,7 @@ export async function runReshapeBench(opts: { quick?: boolean } = {}): Promise<v
     let cpSync = 0;
     const best: Record<string, number> = { grow: 0, chunk: 0 };
     const reps = opts.quick ? 1 : 2;
-    for (let rep = 0; rep < reps; rep++) {
+    for (let rep = 0; rep < (process.env.TSMD_BENCH_SKIP_MOVE ? 0 : reps); rep++) {
       for (const f of files) fill(f, mib + 1);
       settle();
       cp = Math.max(cp, memberBytes / 1e6 / seconds(() => spawnSync('cp', [files[0]!, copy])));

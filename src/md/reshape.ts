@@ -706,7 +706,7 @@ export class ReshapeEngine {
           await settle();
           const hi = this.stepCritical(p, total, g);
           await view.hold(p, hi, true);
-          await view.drainOldReads(true);
+          await view.drainOld(true);
           const rows = rowEnd(hi, g.newD, g.newC);
           view.rebuildRows = rows;
           await this.copyCritical(view, p, hi, oldSize);
@@ -723,15 +723,17 @@ export class ReshapeEngine {
           durable = p;
           continue;
         }
-        // writes wait from the last checkpoint on (the frontier moves when it is on disk)
-        await view.hold(durable, p + len);
-        // reads that started before the frontier last moved may still be reading rows this
-        // step overwrites: they finish first
-        await view.drainOldReads();
+        // writes there wait while it is copied; then they go to both geometries until the
+        // checkpoint moves the frontier past it (ReshapeView.markCopied)
+        await view.hold(p, p + len);
+        // old-geometry requests that started before the frontier last moved may still be on
+        // rows this step overwrites: they finish first
+        await view.drainOld();
         // members rebuilt along with the reshape get the whole new stripes of the region
         const rows = rowEnd(p + len, g.newD, g.newC, g.newH);
         view.rebuildRows = rows;
         await this.copy(view, p, len, oldSize, g.bulk ? g.newD * g.newC : g.unit, g.bulk);
+        view.markCopied(p + len);
         await settle();
         durable = p;
         ck.pending = this.checkpoint(view, p + len, rows);
@@ -766,7 +768,7 @@ export class ReshapeEngine {
       try {
         // reads that started before the frontier last moved may still be reading rows this
         // step overwrites: they finish first (all of them for a critical section)
-        await view.drainOldReads(critical);
+        await view.drainOld(critical);
         if (critical) await this.copyCritical(view, lo, hi, oldSize);
         else await this.copy(view, lo, hi - lo, oldSize, g.bulk ? g.newD * g.newC : g.unit, g.bulk);
         // md: the data the checkpoint vouches for is on stable storage before it
@@ -1092,7 +1094,7 @@ export class ReshapeEngine {
     const allSet = host.resyncOwed;
     await host.quiesced(async () => {
       await view.hold(0, Number.MAX_SAFE_INTEGER);
-      await view.drainOldReads();
+      await view.drainOld();
       await host.update(() => {
         // raid5.c end_reshape: a member rebuilt along with the reshape is complete
         for (const m of this.rebuilding()) m.recoveryOffset = null;

@@ -5,17 +5,23 @@
  * writes across both; the reshape engine (md/reshape.ts) moves the frontier.
  *
  * Like raid5.c's make_request during a reshape: a request below the frontier goes to the new
- * geometry, one above it to the old, and one that touches the region being moved (md's
- * reshape_safe..reshape_progress) waits until the engine has moved it and recorded that in
- * the superblocks. The engine holds a region with hold(): writes already in flight there are
- * waited for; new ones wait. Reads are never held (the old copy stays intact until the
- * region is checkpointed), but the engine waits for old-geometry reads that started before
- * the frontier moved before it overwrites member rows (drainOldReads).
+ * geometry, one above it to the old, and one that touches the region being copied waits until
+ * the engine has copied it. The engine holds a region with hold(): writes already in flight
+ * there are waited for; new ones wait. Reads are never held (the old copy stays intact until
+ * the region is checkpointed), but the engine waits for old-geometry requests that started
+ * before the frontier moved before it overwrites member rows (drainOld).
+ *
+ * Unlike md, a write to a region copied but not yet checkpointed (md's reshape_safe ..
+ * reshape_progress, where raid5.c makes writes wait for the next superblock update) does not
+ * wait: it goes to both geometries (markCopied()). The old rows there stay intact until the
+ * checkpoint, so a crash before it resumes from the old copy, which has the write; after it
+ * the new copy has it too. With the reshape capped under client writes, md's wait put half of
+ * a QD32 random-write load's queue on the checkpoint's flush (bench/reshape.ts).
  *
  * When the reshape finishes the array installs a plain personality and retires this view
  * with a successor: requests that reach it afterwards are passed on.
  */
-import { TsmdError } from '../errors.js';
+import { assert, TsmdError } from '../errors.js';
 import { Feature, type Superblock1 } from '../format/superblock.js';
 import type { MemberIo, Personality } from './personality.js';
 
@@ -59,10 +65,12 @@ export class ReshapeView implements Personality {
   /** writes in flight: their array ranges */
   private readonly writing = new Set<[number, number]>();
   private writeDone: Array<() => void> = [];
-  /** old-geometry reads in flight per frontier epoch */
+  /** forwards: the end of the region copied to the new geometry ([position, copiedTo) is written to both) */
+  private copiedTo: number;
+  /** old-geometry reads and writes in flight per frontier epoch */
   private epoch = 0;
-  private readonly oldReads = new Map<number, number>();
-  private oldReadDone: Array<() => void> = [];
+  private readonly oldInFlight = new Map<number, number>();
+  private oldDone: Array<() => void> = [];
   /** set when the reshape is finished and a plain personality took over */
   private successor: Personality | null = null;
   /**
@@ -111,6 +119,7 @@ export class ReshapeView implements Personality {
     this.newGeo = make(sb.newLevel, sb.newLayout, sb.newChunk, sb.raidDisks, this.newIo);
     this.level = sb.level;
     this.position = Number(sb.reshapePosition);
+    this.copiedTo = this.position;
     this.backwards = (sb.featureMap & Feature.RESHAPE_BACKWARDS) !== 0 || sb.deltaDisks < 0;
     // until the reshape completes the array keeps the smaller of the two sizes
     this.arraySectors = Math.min(this.oldGeo.arraySectors, this.newGeo.arraySectors);
@@ -148,24 +157,19 @@ export class ReshapeView implements Personality {
     while (!this.successor && this.heldReads && this.overlapsHeld(arraySector, hi)) await new Promise<void>((r) => this.heldWaiters.push(r));
     if (this.successor) return this.successor.read(buf, arraySector);
     this.bounds(arraySector, buf.length / 512);
-    const jobs: Promise<void>[] = [];
-    for (const [geo, part, at, old] of this.parts(buf, arraySector)) {
-      if (!old) {
-        jobs.push(geo.read(part, at));
-        continue;
-      }
-      const e = this.epoch;
-      this.oldReads.set(e, (this.oldReads.get(e) ?? 0) + 1);
-      jobs.push(
-        geo.read(part, at).finally(() => {
-          const left = this.oldReads.get(e)! - 1;
-          if (left === 0) this.oldReads.delete(e);
-          else this.oldReads.set(e, left);
-          for (const w of this.oldReadDone.splice(0)) w();
-        }),
-      );
-    }
-    await Promise.all(jobs);
+    await Promise.all(this.parts(buf, arraySector).map(([geo, part, at, old]) => (old ? this.onOld(geo.read(part, at)) : geo.read(part, at))));
+  }
+
+  /** An old-geometry request, counted in the current frontier epoch until it settles (drainOld). */
+  private onOld(io: Promise<void>): Promise<void> {
+    const e = this.epoch;
+    this.oldInFlight.set(e, (this.oldInFlight.get(e) ?? 0) + 1);
+    return io.finally(() => {
+      const left = this.oldInFlight.get(e)! - 1;
+      if (left === 0) this.oldInFlight.delete(e);
+      else this.oldInFlight.set(e, left);
+      for (const w of this.oldDone.splice(0)) w();
+    });
   }
 
   private overlapsHeld(lo: number, hi: number): boolean {
@@ -180,7 +184,19 @@ export class ReshapeView implements Personality {
     this.bounds(arraySector, sectors);
     this.writing.add(range);
     try {
-      await Promise.all(this.parts(buf, arraySector).map(([geo, part, at]) => geo.write(part, at)));
+      const jobs: Promise<void>[] = [];
+      for (const [geo, part, at, old] of this.parts(buf, arraySector)) {
+        if (!old) {
+          jobs.push(geo.write(part, at));
+          continue;
+        }
+        jobs.push(this.onOld(geo.write(part, at)));
+        // copied, not yet checkpointed: the new copy gets it too (the old one is what a crash
+        // before the checkpoint resumes from)
+        const both = this.backwards ? 0 : Math.min(part.length / 512, this.copiedTo - at);
+        if (both > 0) jobs.push(this.newGeo.write(part.subarray(0, both * 512), at));
+      }
+      await Promise.all(jobs);
     } finally {
       this.writing.delete(range);
       for (const w of this.writeDone.splice(0)) w();
@@ -204,8 +220,27 @@ export class ReshapeView implements Personality {
     while (busy()) await new Promise<void>((r) => this.writeDone.push(r));
   }
 
+  /** Forwards: the end of the region copied to the new geometry and not yet checkpointed (position when none). */
+  get copiedEnd(): number {
+    return this.copiedTo;
+  }
+
+  /**
+   * Forwards: [position, hi) is copied to the new geometry (whole new stripes, the old rows
+   * intact until its checkpoint): the hold lifts, and writes there go to both geometries.
+   */
+  markCopied(hi: number): void {
+    assert(!this.backwards && !this.successor, 'reshape view: a copied region is forwards, before the end');
+    assert(hi >= this.copiedTo, 'reshape view: a copied region grows from the frontier');
+    this.copiedTo = hi;
+    this.held = null;
+    for (const w of this.heldWaiters.splice(0)) w();
+  }
+
   /** The region is moved and checkpointed (or given up): the writes waiting for it go on. */
   release(): void {
+    // a step given up is copied again from its old rows when the reshape goes on
+    this.copiedTo = this.position;
     this.held = null;
     this.heldReads = false;
     for (const w of this.heldWaiters.splice(0)) w();
@@ -222,16 +257,20 @@ export class ReshapeView implements Personality {
   /** Move the frontier (after the superblocks record it). */
   advance(position: number): void {
     this.position = position;
+    this.copiedTo = Math.max(this.copiedTo, position);
     this.epoch++;
   }
 
-  /** Wait for old-geometry reads that started before the frontier last moved (all: every one). */
-  async drainOldReads(all = false): Promise<void> {
+  /**
+   * Wait for old-geometry reads and writes that started before the frontier last moved (all:
+   * every one): the rows they touch may be about to be overwritten by new ones.
+   */
+  async drainOld(all = false): Promise<void> {
     const older = (): boolean => {
-      for (const e of this.oldReads.keys()) if (all || e < this.epoch) return true;
+      for (const e of this.oldInFlight.keys()) if (all || e < this.epoch) return true;
       return false;
     };
-    while (older()) await new Promise<void>((r) => this.oldReadDone.push(r));
+    while (older()) await new Promise<void>((r) => this.oldDone.push(r));
   }
 
   /** The reshape is done: requests that still reach this view go to `next`. */

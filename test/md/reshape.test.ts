@@ -10,10 +10,11 @@ import { countDirty } from '../../src/format/bitmap.js';
 import { Feature } from '../../src/format/superblock.js';
 import type { MemoryBlockDevice } from '../../src/io/memory-device.js';
 import { MdArray } from '../../src/md/array.js';
+import { ReshapeView } from '../../src/raid/reshape-view.js';
 import { loadBitmaps, loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
-import { checkMismatches as checkZero, fillBlocks as fill, verifyModel as verify } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, fillBlocks as fill, fillModel, image, resumeToEnd, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -136,6 +137,82 @@ describe('reshape engine', () => {
       await arr.close();
     }
     for (const d of devs) assert.equal(await dirtyOnDisk(d), 0, `${d.name}: no bit left set after the stop`);
+  });
+
+  test('a write to a region copied but not yet checkpointed does not wait for the checkpoint, and a crash before it keeps it', async () => {
+    const devs = await memoryArray({ level: 5, sizesMiB: [8, 8, 8, 8, 8], raidDisks: 4, chunkKiB: 64 });
+    let arr = await open(devs);
+    const model = new Map<number, number>();
+    const before = arr.sizeBytes;
+    await fillModel(arr, model);
+    await arr.close();
+    // the first checkpoint's member flush, once a step is copied, waits for the test
+    let gate: Promise<void> | null = null;
+    let openGate = (): void => {};
+    let atCheckpoint = (_: [number, number]): void => {};
+    const reached = new Promise<[number, number]>((r) => (atCheckpoint = r));
+    const stepCopied = (): [number, number] | null => {
+      const v = arr.personality;
+      return v instanceof ReshapeView && v.copiedEnd > v.position ? [v.position, v.copiedEnd] : null;
+    };
+    const members = devs.map((d) => {
+      const dev = d.reopen();
+      return {
+        name: dev.name,
+        sizeBytes: dev.sizeBytes,
+        readOnly: false,
+        read: (b: Uint8Array, o: number) => dev.read(b, o),
+        write: (b: Uint8Array, o: number) => dev.write(b, o),
+        flush: async () => {
+          const step = stepCopied();
+          if (step && !gate) {
+            gate = new Promise<void>((r) => (openGate = r));
+            atCheckpoint(step);
+          }
+          if (gate) await gate;
+          return dev.flush();
+        },
+        close: () => dev.close(),
+      };
+    });
+    arr = await MdArray.assemble(members, { clock: new SystemClock() });
+    let crash: MemoryBlockDevice[];
+    try {
+      // the array is marked active now (a first write records it, and that flush is not gated)
+      const first = new Uint8Array(4096);
+      fill(first, 0, 1);
+      await arr.write(first, 0);
+      assert.equal(await arr.grow({ raidDisks: 5, devName: '/dev/md0' }), true);
+      arr.startBackground();
+      const [lo, hi] = await reached;
+      // md would hold this write until the superblocks record the step; here the checkpoint
+      // cannot finish until the write has
+      const at = Math.floor(((lo + hi) / 2) * 512 / 4096) * 4096;
+      const b = new Uint8Array(16 * KiB);
+      for (let i = 0; i < 4; i++) fill(b.subarray(i * 4096, (i + 1) * 4096), at + i * 4096, 77);
+      const done = await Promise.race([arr.write(b, at).then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]);
+      assert.ok(done, `a write in [${lo}, ${hi}) completes while that step's checkpoint waits`);
+      for (let i = 0; i < 4; i++) model.set(at / 4096 + i, 77);
+      assert.equal(arr.sb.reshapePosition, BigInt(lo), 'the superblocks do not record the step yet');
+      crash = devs.map(image);
+      openGate();
+      await arr.reshape.wait();
+      assert.equal(arr.reshape.lastError, null);
+      // no crash: the new geometry has the write
+      await verify(arr, model, before, 'after the reshape');
+    } finally {
+      openGate();
+      await arr.close();
+    }
+    // a crash before the checkpoint: the step is copied again from the old geometry, which has it
+    const again = await open(crash);
+    try {
+      assert.equal(again.sb.reshapePosition, 0n);
+      await verify(again, model, before, 'crash image, before the reshape resumes');
+      await resumeToEnd(again, model, before);
+    } finally {
+      await again.close();
+    }
   });
 
   test('refusals write nothing', async () => {
