@@ -35,6 +35,7 @@
  *   TSMD_BENCH_CASES=REGEX                   io: only the cases whose label matches
  *   TSMD_BENCH_REPS=N                        repetitions (io, resync: full 3, quick 1; kill: full 5, quick 2)
  *   TSMD_BENCH_SECONDS=S                     seconds per fio run (full 3, quick 1.5)
+ *   TSMD_BENCH_RESYNC_MIB=N                  resync: the members' size (full 256, quick 128)
  *   TSMD_BENCH_TTL=SEC[,SEC]                 the lease TTLs of the kill part (full 5,10; quick 5)
  *   TSMD_BENCH_PROF=DIR                      node 1's daemon profiles itself (inspector), one .cpuprofile in DIR
  *                                            per timed resync / io mode (bench/direct-members.ts)
@@ -338,7 +339,7 @@ async function timedResync(e: Env, mode: Mode): Promise<{ mbs: number; sectors: 
 }
 
 async function benchResync(quick: boolean): Promise<void> {
-  const arrayMiB = quick ? 128 : 256;
+  const arrayMiB = Number(process.env.TSMD_BENCH_RESYNC_MIB ?? (quick ? 128 : 256));
   const reps = Number(process.env.TSMD_BENCH_REPS ?? (quick ? 1 : 3));
   console.log('\nmd-cluster resync: node 1 resyncs a fresh clustered raid1 (nodes 2, 3 joined, PENDING) vs the standalone resync of the same disks (members O_DIRECT on both); ' +
     `2 x ${arrayMiB} MiB, ${reps} rounds (load ${load()})`);

@@ -18,11 +18,47 @@
  * beyond an acknowledged high. One announcement at a time (the LVB is written by each).
  */
 import type { Clock } from '../env/clock.js';
+import { assert } from '../errors.js';
 import type { ClusterOps, SyncWindow } from './cluster-ops.js';
+
+/**
+ * The window's size (spec §7, "every 32 MiB of resync is a synchronous all-node DLM round":
+ * window tuning). md's window is fixed in bytes (32 MiB for raid1), so the share of a resync
+ * spent in rounds depends on how fast the disks are next to the DLM: 40-45 % here with etcd on
+ * the same two cores (docs/perf.md), and how long another node's write into the window waits
+ * depends on the disks too (a 32 MiB window is 0.3 s of a 100 MB/s disk's copy). tsmd sizes it
+ * in time instead, from the measured round time R and the sync's pace: about
+ * WINDOW_ROUNDS rounds of copy (rounds then cost at most about 1/(WINDOW_ROUNDS+1) of the
+ * sync), never more than WINDOW_MAX_MS of copy (the longest another node's write waits in it,
+ * as long as md's window makes it wait on a 128 MB/s disk), never less than md's window.
+ * Receivers take any range (the kernel's only stores low and high), so nothing on the wire
+ * or on disk changes.
+ */
+export const WINDOW_ROUNDS = 8;
+export const WINDOW_MAX_MS = 250;
+/** and at most this many of md's windows (1 GiB for raid1), whatever the pace */
+export const WINDOW_MAX_FACTOR = 32;
 
 /** An exponentially weighted mean (the first sample taken as it is). */
 function ewma(mean: number, sample: number): number {
   return mean <= 0 ? sample : mean * 0.7 + sample * 0.3;
+}
+
+/**
+ * ClusterSyncWindow's sizing rule, pure: WINDOW_ROUNDS rounds of copy at `sectorsPerMs`, at
+ * most WINDOW_MAX_MS of copy, WINDOW_MAX_FACTOR md windows and twice `prevSectors`, in whole
+ * sync windows (`stepSectors`); never less than md's window, which is also the first (no
+ * previous window, or nothing measured yet).
+ */
+export function windowSize(o: { mdSectors: number; stepSectors: number; prevSectors: number; roundMs: number; sectorsPerMs: number }): number {
+  const md = o.mdSectors;
+  assert(md > 0 && o.stepSectors > 0 && o.stepSectors <= md, 'cluster window: md window and sync window sizes');
+  if (o.roundMs <= 0 || o.sectorsPerMs <= 0 || o.prevSectors <= 0) return md;
+  const byTime = o.sectorsPerMs * Math.min(o.roundMs * WINDOW_ROUNDS, WINDOW_MAX_MS);
+  const whole = (n: number): number => Math.floor(n / o.stepSectors) * o.stepSectors;
+  const w = Math.max(md, Math.min(whole(byTime), md * WINDOW_MAX_FACTOR, whole(2 * o.prevSectors)));
+  assert(w >= md && w <= md * WINDOW_MAX_FACTOR, "cluster window: between md's window and its cap");
+  return w;
 }
 
 export class ClusterSyncWindow {
@@ -37,7 +73,7 @@ export class ClusterSyncWindow {
 
   constructor(
     private readonly ops: Pick<ClusterOps, 'resyncInfoUpdate'>,
-    /** md's CLUSTER_RESYNC_WINDOW (raid1) or raid10's stripe-sized rule */
+    /** md's CLUSTER_RESYNC_WINDOW (raid1) or raid10's stripe-sized rule: the smallest window */
     readonly windowSectors: number,
     private readonly clock: Clock,
   ) {}
@@ -60,19 +96,20 @@ export class ClusterSyncWindow {
     // the sync's own pace, from the end of the last call (waits excluded) to this one; not over a
     // bitmap-guided skip
     const now = this.clock.nowMs();
-    if (pace.lastMs >= 0 && lo > pace.lastLo && lo - pace.lastLo <= this.windowSectors && now > pace.lastMs) {
+    if (pace.lastMs >= 0 && lo > pace.lastLo && lo - pace.lastLo <= this.acked.hi - this.acked.lo && now > pace.lastMs) {
       pace.sectorsPerMs = ewma(pace.sectorsPerMs, (lo - pace.lastLo) / (now - pace.lastMs));
     }
     const inside = (w: SyncWindow): boolean => w.hi > 0 && lo >= w.lo && hi <= w.hi;
     if (!inside(this.acked)) await this.settle();
     else this.raise();
     const end = Math.max(hi, syncSectors);
-    if (!inside(this.acked)) await this.announce({ lo, hi: Math.min(Math.max(hi, lo + this.windowSectors), end) });
+    const size = this.size(this.acked.hi - this.acked.lo);
+    if (!inside(this.acked)) await this.announce({ lo, hi: Math.min(Math.max(hi, lo + size), end) });
     pace.lastMs = this.clock.nowMs();
     pace.lastLo = lo;
     const w = this.acked;
-    if (this.ahead || w.hi >= end || lo - w.lo < this.aheadAfter()) return;
-    const p: Promise<void> = this.announce({ lo, hi: Math.max(w.hi, Math.min(lo + this.windowSectors, end)) })
+    if (this.ahead || w.hi >= end || lo - w.lo < this.aheadAfter(w.hi - w.lo)) return;
+    const p: Promise<void> = this.announce({ lo, hi: Math.max(w.hi, Math.min(lo + size, end)) })
       .catch((e: unknown) => {
         this.aheadError = e;
       })
@@ -104,6 +141,17 @@ export class ClusterSyncWindow {
     return w > 0 ? Math.max(128, 2 ** Math.floor(Math.log2(w / 4))) : 0;
   }
 
+  /**
+   * The next window's size (sectors, whole sync windows) after one of `prev` sectors (0: the
+   * job's first): WINDOW_ROUNDS rounds of copy at the measured pace, capped at WINDOW_MAX_MS of
+   * copy and WINDOW_MAX_FACTOR md windows, at most twice the previous one (a pace measured on
+   * the job's first windows, before its throttle settles, does not open a huge window at once);
+   * never less than md's window, which is also the first.
+   */
+  size(prev: number): number {
+    return windowSize({ mdSectors: this.windowSectors, stepSectors: this.stepSectors, prevSectors: prev, ...this.pace });
+  }
+
   /** One round (LVB and RESYNCING to every node); the window counts once it is done. */
   private async announce(next: SyncWindow): Promise<void> {
     const t0 = this.clock.nowMs();
@@ -128,15 +176,14 @@ export class ClusterSyncWindow {
    * longer than a whole window's copy (a loaded machine where the nodes share the CPU with the
    * copy): at the high, md's way, since overlapping then only adds rounds (docs/perf.md).
    */
-  private aheadAfter(): number {
-    const w = this.windowSectors;
+  private aheadAfter(w: number): number {
     const { roundMs, sectorsPerMs } = this.pace;
     if (roundMs <= 0 || sectorsPerMs <= 0) return w / 2;
     // the sectors the sync covers during one round, with a margin
     const lead = roundMs * sectorsPerMs * 1.25;
     if (lead >= w) return Infinity;
     if (lead >= w / 2) return w / 2;
-    const step = Math.max(128, 2 ** Math.floor(Math.log2(w / 4)));
+    const step = this.stepSectors;
     return Math.max(w / 2, w - Math.ceil(lead / step) * step);
   }
 }
