@@ -4,7 +4,7 @@
  * arrays live) and its output is printed here; otherwise it runs in this process.
  */
 import { existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import type cliProgress from 'cli-progress';
 import { deliver, MonitorState } from './monitor.js';
@@ -354,6 +354,7 @@ async function runMonitor(a: ReturnType<typeof parseArgs>, path: string, io: Ret
   const program = typeof a.opts.get('program') === 'string' ? (a.opts.get('program') as string) : (typeof a.opts.get('alert') === 'string' ? (a.opts.get('alert') as string) : undefined);
   const syslog = a.opts.has('syslog');
   const oneshot = a.opts.has('oneshot');
+  const mail = typeof a.opts.get('mail') === 'string' ? (a.opts.get('mail') as string) : undefined;
   const test = a.opts.has('test');
   const delayText = a.opts.get('delay');
   const delaySec = typeof delayText === 'string' ? Number(delayText) : 60;
@@ -361,11 +362,9 @@ async function runMonitor(a: ReturnType<typeof parseArgs>, path: string, io: Ret
   const incText = a.opts.get('increment');
   const increment = typeof incText === 'string' ? Number(incText) : 20;
   if (!Number.isInteger(increment) || increment < 1 || increment > 99) throw new UsageError(`--increment wants 1..99, got ${String(incText)}`);
+  // (Monitor.c refuses only --scan with nowhere to send events; given devices, events with
+  // nowhere to go are printed on stdout)
   checkMonitor(a);
-  if (!program && !syslog && !a.opts.has('mail') && !oneshot && !test) {
-    io.err('tsmd: No mail address or alert command - not monitoring.\n');
-    return 1;
-  }
   const wanted = a.devices.length > 0 && !a.opts.has('scan') ? a.devices : null;
   const state = new MonitorState({ increment, test });
   for (;;) {
@@ -377,8 +376,14 @@ async function runMonitor(a: ReturnType<typeof parseArgs>, path: string, io: Ret
       return 1;
     }
     if (wanted) list = list.filter((x) => wanted.some((w) => findArray([x], w)));
-    for (const ev of state.update(list)) await deliver(ev, { program, syslog, out: io.out, err: io.err });
-    if (oneshot || test) return 0;
+    for (const ev of state.update(list)) await deliver(ev, { program, syslog, mail, mdstatPath: join(dirname(path), 'mdstat'), out: io.out, err: io.err });
+    // --test only adds TestMessage to the first pass (Monitor.c clears c->test after it)
+    if (oneshot) return 0;
+    // Monitor.c: no array left that a member failure could change
+    if (!list.some((x) => x.level !== 0 && x.level !== -1)) {
+      io.err('tsmd: No array with redundancy detected, stopping\n');
+      return 0;
+    }
     await new Promise((r) => setTimeout(r, delaySec * 1000));
   }
 }

@@ -3,10 +3,13 @@
  * mdadm's order and with its names (Monitor.c): Fail, FailSpare, DegradedArray, SpareActive,
  * RebuildStarted, RebuildNN (every --increment percent, default 20), RebuildFinished,
  * SparesMissing, DeviceDisappeared, NewArray, TestMessage. Each event goes to the --program
- * (called as `program EVENT MD-DEVICE [COMPONENT]`), to stdout, and with --syslog to the
- * system log through logger(1) when it is there (stderr otherwise).
+ * (called as `program EVENT MD-DEVICE [COMPONENT]`), to --mail through sendmail (Fail*, Test*,
+ * Spares*, Degrade*), and with --syslog to the system log through logger(1) when it is there
+ * (stderr otherwise); with none of them, to stdout as mdadm prints it.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import type { ArrayState } from '../daemon/control.js';
 
 export interface MonitorEvent {
@@ -57,7 +60,7 @@ export class MonitorState {
       const dev = a.devPath;
       if (!prev) {
         if (!this.first) out.push({ event: 'NewArray', dev });
-        if (this.opts.test) out.push({ event: 'TestMessage', dev });
+        if (this.opts.test && this.first) out.push({ event: 'TestMessage', dev });
         if (a.missing > 0) out.push({ event: 'DegradedArray', dev });
         const want = this.opts.spares?.get(dev);
         const spares = a.members.filter((m) => m.slot === null && !m.faulty).length;
@@ -115,16 +118,74 @@ export function eventLine(e: MonitorEvent): string {
 
 let haveLogger: boolean | null = null;
 
-/** Deliver one event: program (waited for, like mdadm), stdout, syslog. */
+/** Deliver one event: program (waited for, like mdadm), mail, syslog; stdout when none of them. */
 export interface DeliverOptions {
   program?: string;
   syslog?: boolean;
+  /** --mail: the address (Fail*, Test*, Spares*, Degrade* events are mailed, as mdadm's) */
+  mail?: string;
+  /** the node's mdstat file, quoted in the mail as mdadm quotes /proc/mdstat */
+  mdstatPath?: string;
   out: (s: string) => void;
   err: (s: string) => void;
 }
 
+/**
+ * The mail transfer agent, as mdadm's compiled-in SENDMAIL ("/usr/sbin/sendmail -t"), run
+ * through the shell; TSMD_SENDMAIL replaces it (tests, or a system whose sendmail lives
+ * elsewhere).
+ */
+function sendmailCommand(): string {
+  return process.env.TSMD_SENDMAIL ?? '/usr/sbin/sendmail -t';
+}
+
+/** Monitor.c alert()'s mail: headers, its text, then the mdstat file as it is now. */
+export function mailText(e: MonitorEvent, to: string, host: string, mdstat: string | null): string {
+  let t = `From: mdadm monitoring <root>\nTo: ${to}\nSubject: ${e.event} event on ${e.dev}:${host}\n\n`;
+  t += `This is an automatically generated mail message from mdadm\nrunning on ${host}\n\n`;
+  t += `A ${e.event} event had been detected on md device ${e.dev}.\n\n`;
+  if (e.component) t += `It could be related to component device ${e.component}.\n\n`;
+  t += 'Faithfully yours, etc.\n';
+  if (mdstat !== null) t += `\nP.S. The /proc/mdstat file currently contains the following:\n\n${mdstat}`;
+  return t;
+}
+
+async function sendMail(e: MonitorEvent, opts: DeliverOptions): Promise<void> {
+  if (!/^(Fail|Test|Spares|Degrade)/.test(e.event)) return;
+  let mdstat: string | null;
+  try {
+    mdstat = opts.mdstatPath ? readFileSync(opts.mdstatPath, 'utf8') : null;
+  } catch {
+    mdstat = null;
+  }
+  const text = mailText(e, opts.mail!, hostname(), mdstat);
+  await new Promise<void>((resolve) => {
+    const child = spawn('sh', ['-c', sendmailCommand()], { stdio: ['pipe', 'ignore', 'inherit'] });
+    child.on('error', (err) => {
+      opts.err(`tsmd: cannot run ${sendmailCommand()}: ${err.message}\n`);
+      resolve();
+    });
+    child.on('exit', (code) => {
+      if (code !== 0) opts.err(`tsmd: ${sendmailCommand()} exited with ${code}: the ${e.event} mail for ${e.dev} was not sent\n`);
+      resolve();
+    });
+    child.stdin.on('error', () => {});
+    child.stdin.end(text);
+  });
+}
+
+/** Monitor.c alert()'s line on stdout, for an event with nowhere else to go. */
+export function stdoutLine(e: MonitorEvent, now: Date): string {
+  // ctime(3) from its 5th character, 15 of them: "Dec  4 19:05:01"
+  const mon = now.toLocaleString('en-US', { month: 'short' });
+  const pad = (n: number): string => String(n).padStart(2, '0');
+  const when = `${mon} ${String(now.getDate()).padStart(2, ' ')} ${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}`;
+  return `${when}: ${e.event} on ${e.dev} ${e.component ?? 'unknown device'}\n`;
+}
+
 export async function deliver(e: MonitorEvent, opts: DeliverOptions): Promise<void> {
-  opts.out(`tsmd: ${eventLine(e)}\n`);
+  if (!opts.program && !opts.mail && !opts.syslog) opts.out(stdoutLine(e, new Date()));
+  if (opts.mail) await sendMail(e, opts);
   if (opts.syslog) {
     haveLogger ??= spawnSync('sh', ['-c', 'command -v logger'], { stdio: 'ignore' }).status === 0;
     const prio = /^(Fail|FailSpare|DegradedArray|SparesMissing|DeviceDisappeared)$/.test(e.event) ? 'daemon.crit' : e.event === 'TestMessage' ? 'daemon.warning' : 'daemon.info';

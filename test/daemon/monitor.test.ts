@@ -1,0 +1,106 @@
+/**
+ * tsmd --monitor as mdadm 4.2's Monitor.c runs: --test adds a TestMessage to the first pass and
+ * the monitor goes on (only --oneshot ends it); --mail sends Fail/Test/Spares/Degrade events
+ * through sendmail (TSMD_SENDMAIL here: a script that keeps each mail) with the node's mdstat
+ * quoted; events with nowhere to go are printed on stdout in mdadm's words; with no redundant
+ * array to watch it stops ("No array with redundancy detected, stopping").
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { startDaemon, type TestDaemon, untilAsync } from '../helpers/daemon.js';
+import { run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
+
+const MiB = 1024 * 1024;
+
+describe('--monitor', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let d: TestDaemon;
+  before(async () => {
+    dir = tempDir('monitor');
+    d = await startDaemon(join(dir.path, 'run'));
+  });
+  after(async () => {
+    await d?.stop();
+    dir?.cleanup();
+  });
+
+  test('--test: a TestMessage in the first pass only, then it goes on monitoring; --mail mails Test and Fail with the mdstat', async () => {
+    const files = [0, 1].map((k) => sparseFile(join(dir.path, `m${k}.img`), 16 * MiB));
+    let r = d.tsmd(['--create', '/dev/md1', '-l1', '-n2', '--run', '--assume-clean', ...files]);
+    assert.equal(r.status, 0, r.stderr);
+    const events = join(dir.path, 'events.txt');
+    const program = join(dir.path, 'handler.sh');
+    writeFileSync(program, `#!/bin/sh\necho "$1 $2 $3" >> ${events}\n`);
+    chmodSync(program, 0o755);
+    writeFileSync(events, '');
+    const mails = join(dir.path, 'mails');
+    const sendmail = join(dir.path, 'sendmail.sh');
+    // a stand-in MTA: one file per mail, its argv first
+    writeFileSync(sendmail, `#!/bin/sh\nmkdir -p ${mails}\nf=$(mktemp ${mails}/mail.XXXXXX)\necho "argv: $*" > "$f"\ncat >> "$f"\n`);
+    chmodSync(sendmail, 0o755);
+    const mon = spawn(process.execPath, [tsmdBin, '--run-dir', d.runDir, '--monitor', '--test', '--delay=0.2', `--program=${program}`, '--mail=ops@example.org', '/dev/md1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TSMD_SENDMAIL: `${sendmail} -t` },
+    });
+    let out = '';
+    mon.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+    mon.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
+    try {
+      await untilAsync('TestMessage', async () => /^TestMessage \/dev\/md1 $/m.test(readFileSync(events, 'utf8')));
+      // several more passes: still running, no second TestMessage
+      await new Promise((res) => setTimeout(res, 1000));
+      assert.equal(mon.exitCode, null, `the monitor goes on after --test's first pass: ${out}`);
+      r = d.tsmd(['/dev/md1', '--fail', files[1]!]);
+      assert.equal(r.status, 0, r.stderr);
+      await untilAsync('Fail', async () => /^Fail \/dev\/md1 /m.test(readFileSync(events, 'utf8')));
+      const seen = readFileSync(events, 'utf8').trim().split('\n');
+      assert.equal(seen.filter((l) => l.startsWith('TestMessage')).length, 1, seen.join('\n'));
+      await untilAsync('two mails', async () => existsSync(mails) && readdirSync(mails).length >= 2);
+      const texts = readdirSync(mails).map((f) => readFileSync(join(mails, f), 'utf8'));
+      const test = texts.find((t) => /^Subject: TestMessage event on \/dev\/md1:/m.test(t));
+      assert.ok(test, texts.join('\n----\n'));
+      assert.match(test, /^argv: -t$/m);
+      assert.match(test, /^To: ops@example\.org$/m);
+      assert.match(test, new RegExp(`^Subject: TestMessage event on /dev/md1:${hostname()}$`, 'm'));
+      assert.match(test, /^A TestMessage event had been detected on md device \/dev\/md1\.$/m);
+      // the node's mdstat as it was, quoted after mdadm's P.S.
+      assert.match(test, /P\.S\. The \/proc\/mdstat file currently contains the following:\n\nPersonalities : [^\n]*\nmd1 : active raid1 /);
+      const fail = texts.find((t) => /^Subject: Fail event on \/dev\/md1:/m.test(t));
+      assert.ok(fail, texts.join('\n----\n'));
+      assert.match(fail, new RegExp(`^It could be related to component device ${files[1]!.replace(/[.]/g, '\\.')}\\.$`, 'm'));
+      // with a program and a mail address, nothing on stdout (Monitor.c prints only when an
+      // event has nowhere else to go)
+      assert.doesNotMatch(out, /TestMessage|Fail/);
+    } finally {
+      mon.kill();
+    }
+    r = d.tsmd(['--stop', '/dev/md1']);
+    assert.equal(r.status, 0, r.stderr);
+  });
+
+  test('events with nowhere to go are printed in mdadm\'s words; with only raid0 to watch it stops', () => {
+    const files = [0, 1].map((k) => sparseFile(join(dir.path, `z${k}.img`), 16 * MiB));
+    let r = d.tsmd(['--create', '/dev/md2', '-l1', '-n2', '--run', '--assume-clean', ...files]);
+    assert.equal(r.status, 0, r.stderr);
+    r = d.tsmd(['--monitor', '--oneshot', '--test', '/dev/md2']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d: TestMessage on \/dev\/md2 unknown device$/m);
+    r = d.tsmd(['--stop', '/dev/md2']);
+    assert.equal(r.status, 0, r.stderr);
+    const striped = [0, 1].map((k) => sparseFile(join(dir.path, `s${k}.img`), 16 * MiB));
+    r = d.tsmd(['--create', '/dev/md3', '-l0', '-n2', '--run', ...striped]);
+    assert.equal(r.status, 0, r.stderr);
+    // not --oneshot: Monitor.c's loop ends by itself when nothing it watches is redundant
+    const t0 = Date.now();
+    const m = run(process.execPath, [tsmdBin, '--run-dir', d.runDir, '--monitor', '--delay=30', '/dev/md3'], { timeoutMs: 20_000 });
+    assert.equal(m.status, 0, m.stderr);
+    assert.match(m.stderr, /^tsmd: No array with redundancy detected, stopping$/m);
+    assert.ok(Date.now() - t0 < 15_000, 'it did not wait for the next pass');
+    r = d.tsmd(['--stop', '/dev/md3']);
+    assert.equal(r.status, 0, r.stderr);
+  });
+});
