@@ -12,7 +12,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type TestDaemon, untilAsync } from '../helpers/daemon.js';
-import { run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
+import { alertProgram, run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
 
@@ -32,11 +32,7 @@ describe('--monitor', () => {
     const files = [0, 1].map((k) => sparseFile(join(dir.path, `m${k}.img`), 16 * MiB));
     let r = d.tsmd(['--create', '/dev/md1', '-l1', '-n2', '--run', '--assume-clean', ...files]);
     assert.equal(r.status, 0, r.stderr);
-    const events = join(dir.path, 'events.txt');
-    const program = join(dir.path, 'handler.sh');
-    writeFileSync(program, `#!/bin/sh\necho "$1 $2 $3" >> ${events}\n`);
-    chmodSync(program, 0o755);
-    writeFileSync(events, '');
+    const { program, events } = alertProgram(dir.path, 'handler');
     const mails = join(dir.path, 'mails');
     const sendmail = join(dir.path, 'sendmail.sh');
     // a stand-in MTA: one file per mail, its argv first
@@ -50,14 +46,14 @@ describe('--monitor', () => {
     mon.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
     mon.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
     try {
-      await untilAsync('TestMessage', async () => /^TestMessage \/dev\/md1 $/m.test(readFileSync(events, 'utf8')));
+      await untilAsync('TestMessage', async () => /^TestMessage \/dev\/md1 $/m.test(events()));
       // several more passes: still running, no second TestMessage
       await new Promise((res) => setTimeout(res, 1000));
       assert.equal(mon.exitCode, null, `the monitor goes on after --test's first pass: ${out}`);
       r = d.tsmd(['/dev/md1', '--fail', files[1]!]);
       assert.equal(r.status, 0, r.stderr);
-      await untilAsync('Fail', async () => /^Fail \/dev\/md1 /m.test(readFileSync(events, 'utf8')));
-      const seen = readFileSync(events, 'utf8').trim().split('\n');
+      await untilAsync('Fail', async () => /^Fail \/dev\/md1 /m.test(events()));
+      const seen = events().trim().split('\n');
       assert.equal(seen.filter((l) => l.startsWith('TestMessage')).length, 1, seen.join('\n'));
       await untilAsync('two mails', async () => existsSync(mails) && readdirSync(mails).length >= 2);
       const texts = readdirSync(mails).map((f) => readFileSync(join(mails, f), 'utf8'));

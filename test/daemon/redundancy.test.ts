@@ -12,14 +12,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type ArrayState, controlCall } from '../../src/daemon/control.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { NbdTestClient } from '../helpers/nbd-client.js';
 import { prng } from '../helpers/prng.js';
-import { fields, requireTool, run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
+import { alertProgram, fields, requireTool, run, sparseFile, tempDir, tsmdBin } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
 
@@ -302,16 +302,12 @@ describe('stale member and --re-add; monitoring', () => {
     // a recovery slow enough to be watched: about 3 s
     r = d.tsmd(['--speed-limit-max=8000', '--speed-limit-min=1000', '/dev/md5']);
     assert.equal(r.status, 0, r.stderr);
-    const events = join(dir.path, 'events.txt');
-    const script = join(dir.path, 'handler.sh');
-    writeFileSync(script, `#!/bin/sh\necho "$1 $2 $3" >> ${events}\n`);
-    chmodSync(script, 0o755);
-    writeFileSync(events, '');
+    const { program: script, events: seen, clear } = alertProgram(dir.path, 'handler');
     // one-shot test mode first: a TestMessage per array
     r = d.tsmd(['--monitor', '--scan', '--oneshot', '--test', `--program=${script}`]);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(readFileSync(events, 'utf8'), /^TestMessage \/dev\/md5 $/m);
-    writeFileSync(events, '');
+    assert.match(seen(), /^TestMessage \/dev\/md5 $/m);
+    clear();
     const mon = spawn(process.execPath, [tsmdBin, '--run-dir', d.runDir, '--monitor', '--delay=0.1', `--program=${script}`, '/dev/md5'], { stdio: 'ignore' });
     try {
       await new Promise((res) => setTimeout(res, 500));
@@ -324,11 +320,11 @@ describe('stale member and --re-add; monitoring', () => {
       await new Promise((res) => setTimeout(res, 500));
       r = d.tsmd(['--stop', '/dev/md5']);
       assert.equal(r.status, 0, r.stderr);
-      await until('DeviceDisappeared', async () => /DeviceDisappeared/.test(readFileSync(events, 'utf8')), 10_000);
+      await until('DeviceDisappeared', async () => /DeviceDisappeared/.test(seen()), 10_000);
     } finally {
       mon.kill();
     }
-    const lines = readFileSync(events, 'utf8').trim().split('\n');
+    const lines = seen().trim().split('\n');
     const names = lines.map((l) => l.split(' ')[0]!);
     const steps = names.filter((n) => /^Rebuild\d\d$/.test(n));
     assert.ok(steps.length >= 2, `rebuild progress steps seen: ${lines.join(' | ')}`);
@@ -349,23 +345,19 @@ describe('stale member and --re-add; monitoring', () => {
     // a reshape slow enough to be watched: about 3 s
     r = d.tsmd(['--speed-limit-max=5000', '--speed-limit-min=1000', '/dev/md6']);
     assert.equal(r.status, 0, r.stderr);
-    const events = join(dir.path, 'events-reshape.txt');
-    const script = join(dir.path, 'handler-reshape.sh');
-    writeFileSync(script, `#!/bin/sh\necho "$1 $2 $3" >> ${events}\n`);
-    chmodSync(script, 0o755);
-    writeFileSync(events, '');
+    const { program: script, events: seen } = alertProgram(dir.path, 'handler-reshape');
     const mon = spawn(process.execPath, [tsmdBin, '--run-dir', d.runDir, '--monitor', '--delay=0.1', `--program=${script}`, '/dev/md6'], { stdio: 'ignore' });
     try {
       await new Promise((res) => setTimeout(res, 500));
       r = d.tsmd(['--grow', '/dev/md6', '--raid-devices=5']);
       assert.equal(r.status, 0, r.stderr);
       await until('reshape done', async () => (await state(d, 'md6')).reshape === null, 30_000);
-      await until('RebuildFinished', async () => /RebuildFinished/.test(readFileSync(events, 'utf8')), 10_000);
+      await until('RebuildFinished', async () => /RebuildFinished/.test(seen()), 10_000);
     } finally {
       mon.kill();
       d.tsmd(['--stop', '/dev/md6']);
     }
-    const lines = readFileSync(events, 'utf8').trim().split('\n');
+    const lines = seen().trim().split('\n');
     const names = lines.map((l) => l.split(' ')[0]!);
     const steps = names.filter((n) => /^Rebuild\d\d$/.test(n));
     assert.ok(steps.length >= 2, `reshape progress steps seen: ${lines.join(' | ')}`);

@@ -4,7 +4,7 @@
  */
 import './isolate.js'; // first: TSMD_RUN_DIR of this process, never the user's daemon
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -123,4 +123,18 @@ export function sparseFile(path: string, bytes: number): string {
   writeFileSync(path, '', { flag: 'a' });
   truncateSync(path, bytes);
   return path;
+}
+
+/**
+ * An alert program for tsmd --monitor --program (mdadm's: called as `program EVENT MD-DEVICE
+ * [COMPONENT]`) that appends "EVENT MD-DEVICE COMPONENT" to a file; `events()` reads it back,
+ * `clear()` empties it.
+ */
+export function alertProgram(dir: string, name: string): { program: string; events: () => string; clear: () => void } {
+  const file = join(dir, `${name}.events`);
+  const program = join(dir, `${name}.sh`);
+  writeFileSync(program, `#!/bin/sh\necho "$1 $2 $3" >> ${file}\n`);
+  chmodSync(program, 0o755);
+  writeFileSync(file, '');
+  return { program, events: () => readFileSync(file, 'utf8'), clear: () => writeFileSync(file, '') };
 }
