@@ -182,9 +182,13 @@ describe('direct device on a file', () => {
               assert.deepEqual(Buffer.from(buf), Buffer.from(model.subarray(at, at + len)), `read of ${len} at ${at} (${o.kind})`);
             }
           });
-          await Promise.all(jobs);
+          // every operation settles before the run ends: one that failed must not leave the
+          // others in flight over the next run's buffers and model (a failure would cascade
+          // through the shrinking and hide the first)
+          const failed = (await Promise.allSettled(jobs)).find((r) => r.status === 'rejected');
+          if (failed) throw failed.reason;
         }),
-        { numRuns: 60 },
+        { numRuns: 60, includeErrorInReport: true },
       );
       await dev.flush();
       // both direct paths ran, and nothing ran inline or through the buffered paths
