@@ -2,14 +2,14 @@
  * The md-cluster simulator in CI: a sweep of seeds (each a whole randomized run: nodes crashing,
  * partitioned, stopped and rejoining under client I/O, then a quiescence, check = 0 and every
  * written sector read back), the replay guarantee (one seed, one trace), and a deliberate
- * fencing bug it must catch. TSMD_SIM_SEEDS widens the sweep (e.g. 2000 for a long run);
+ * fencing bug it must catch. TSMD_SIM_SEEDS widens the sweep (10000 for the long mode);
  * a failure prints the trace tail and the command that replays it.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runSim, type SimResult } from '../../src/sim/sim.js';
 
-const SEEDS = Number(process.env.TSMD_SIM_SEEDS ?? 150);
+const SEEDS = Number(process.env.TSMD_SIM_SEEDS ?? 500);
 const STEPS = 60;
 const CHUNK = 30;
 
