@@ -81,6 +81,13 @@ export class Metadata {
   /** md's MD_SB_CHANGE_DEVS: a member changed state and the superblocks must say so */
   changePending = false;
   private readonly lock = new KeyedLocks();
+  /**
+   * Clustered: the token before the local lock ('token-first'), so that a receiver, which only
+   * runs while another node holds the token, can always take the lock to reload the superblock
+   * (spec §5 #9, #16). 'lock-first' is md's historical order, kept only so that the regression
+   * test can show it deadlocking (the way comm.ts keeps the CR->EX receivers of #1).
+   */
+  lockOrder: 'token-first' | 'lock-first' = 'token-first';
 
   constructor(
     sb: Superblock1,
@@ -97,30 +104,41 @@ export class Metadata {
   async update(mutate: () => unknown, opts: UpdateOptions = {}): Promise<void> {
     assert(!this.host.readOnly, 'superblock update on a read-only array');
     const cluster = this.host.cluster;
-    if (cluster) await cluster.metadataUpdateStart();
+    const transact = (): Promise<boolean> => this.transact(mutate, opts);
+    if (!cluster) await this.locked(transact);
+    else if (this.lockOrder === 'lock-first') await this.locked(() => this.underToken(cluster, transact));
+    else await this.underToken(cluster, () => this.locked(transact));
+  }
+
+  /** metadata_update_start .. finish (or cancel when nothing was written) around `fn`. */
+  private async underToken(cluster: NonNullable<MetadataHost['cluster']>, fn: () => Promise<boolean>): Promise<void> {
+    await cluster.metadataUpdateStart();
     let written = false;
     try {
-      written = await this.locked(async () => {
-        if (cluster) await this.catchUpEvents();
-        const bump = opts.bump ?? true;
-        if (bump) this.sb.events += 1n;
-        let r: unknown;
-        try {
-          r = await mutate();
-        } catch (e) {
-          if (bump) this.sb.events -= 1n;
-          throw e;
-        }
-        if (r === UNCHANGED) {
-          if (bump) this.sb.events -= 1n;
-          return false;
-        }
-        await this.writeLocked(opts.bitmapBits);
-        return true;
-      });
+      written = await fn();
     } finally {
-      if (cluster) await (written ? cluster.metadataUpdateFinish() : cluster.metadataUpdateCancel());
+      await (written ? cluster.metadataUpdateFinish() : cluster.metadataUpdateCancel());
     }
+  }
+
+  /** Under the lock (and the token): events + 1, the change, every member written; false if none. */
+  private async transact(mutate: () => unknown, opts: UpdateOptions): Promise<boolean> {
+    if (this.host.cluster) await this.catchUpEvents();
+    const bump = opts.bump ?? true;
+    if (bump) this.sb.events += 1n;
+    let r: unknown;
+    try {
+      r = await mutate();
+    } catch (e) {
+      if (bump) this.sb.events -= 1n;
+      throw e;
+    }
+    if (r === UNCHANGED) {
+      if (bump) this.sb.events -= 1n;
+      return false;
+    }
+    await this.writeLocked(opts.bitmapBits);
+    return true;
   }
 
   /**

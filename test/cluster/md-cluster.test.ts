@@ -346,42 +346,61 @@ test('md-cluster: stopping the recovering node hands the recovery over (03r1_swi
   await other.close();
 });
 
-test('md-cluster: metadata updates started on every node at once, while a resync sends its windows: no deadlock, every node applies every change (spec §5 #9, #16)', async () => {
-  // md's deadlocks here came from a task holding the local metadata lock (reconfig_mutex)
-  // while it waited for the token, whose holder waited for this node's ack, whose receive
-  // needed that lock. tsmd takes the token before the local lock (metadata.ts update), so a
-  // receiver can always take it; a regression would show as a 5 s DLM timeout here.
+/**
+ * Three nodes each fail another member at the same moment (three METADATA_UPDATED rounds at
+ * once) while a resync sends its windows and every node writes. md's deadlocks here came from
+ * a task holding the local metadata lock (reconfig_mutex) while it waited for the token, whose
+ * holder waited for this node's ack, whose receive needed that lock. `lockOrder` is the order
+ * every node's Metadata takes them in.
+ */
+async function threeUpdatesAtOnce(lockOrder: 'token-first' | 'lock-first') {
   const devs = await clusteredDisks(4, 48);
   const dlm = new MemoryDlmCluster({ clock });
   const logs: string[] = [];
   const nodes = [await assembleNode(devs, dlm, 'n1', logs, 20_000), await assembleNode(devs, dlm, 'n2', logs, 20_000), await assembleNode(devs, dlm, 'n3', logs, 20_000)];
+  for (const n of nodes) n.meta.lockOrder = lockOrder;
   try {
     for (const n of nodes) n.startBackground();
     await until('a resync under way', () => nodes.some((n) => n.sync.current !== null));
     const t0 = Date.now();
-    // three updates at once (each node fails another member: METADATA_UPDATED from each), and
-    // writes on every node meanwhile (their bitmap bits, the resync window's suspension)
     const writes = nodes.map(async (n, i) => {
-      for (let k = 0; k < 16; k++) await n.write(randomBytes(65536), ((i * 16 + k) * 2 + 1) << 16);
+      for (let k = 0; k < 16; k++) await n.write(randomBytes(65536), ((i * 16 + k) * 2 + 1) << 16).catch(() => {});
     });
-    const outcomes = await Promise.all([
-      ...nodes.map((n, i) => n.failMember(`shared${i + 1}`).then(() => 'done', (e: Error & { code?: string }) => `${e.code ?? ''} ${e.message}`)),
-      ...writes,
-    ]);
+    const rounds = nodes.map((n, i) => n.failMember(`shared${i + 1}`).then(() => 'done', (e: Error & { code?: string }) => `${e.code ?? ''} ${e.message}`));
+    // a deadlock between local locks has no timer of its own: a watchdog ends the wait
+    let watchdog: NodeJS.Timeout | undefined;
+    const hung = new Promise<string[]>((r) => (watchdog = setTimeout(() => r(['hung', 'hung', 'hung']), 8000)));
+    const outcomes = await Promise.race([Promise.all([...rounds, ...writes]), hung]);
+    clearTimeout(watchdog);
     const ms = Date.now() - t0;
-    assert.deepEqual(outcomes.slice(0, 3), ['done', 'done', 'done'], logs.join('\n'));
-    assert.ok(ms < 4000, `the three rounds took ${ms} ms (a deadlock waits for the 5 s DLM timeout)`);
-    for (const n of nodes) {
-      for (const name of ['shared1', 'shared2', 'shared3']) assert.equal(n.members.find((m) => m.dev.name === name)!.faulty, true, `${name} is failed on every node`);
-      assert.equal(n.events, nodes[0]!.events, 'events agree');
-    }
+    const failed = nodes.map((n) => ['shared1', 'shared2', 'shared3'].filter((name) => n.members.find((m) => m.dev.name === name)!.faulty));
+    const events = nodes.map((n) => n.events);
     // one good member left: every node still reads what each wrote
     const got = new Uint8Array(65536);
-    await nodes[2]!.read(got, 1 << 16);
-    await nodes[0]!.read(got, 1 << 16);
+    if (lockOrder === 'token-first') {
+      await nodes[2]!.read(got, 1 << 16);
+      await nodes[0]!.read(got, 1 << 16);
+    }
+    return { outcomes: outcomes.slice(0, 3), ms, failed, events, logs };
   } finally {
-    for (const n of nodes) await n.close().catch(() => {});
+    // (a deadlocked node's close waits on the lock too: not for long)
+    for (const n of nodes) await Promise.race([n.close().catch(() => {}), new Promise((r) => setTimeout(r, 500))]);
   }
+}
+
+test('md-cluster: metadata updates started on every node at once, while a resync sends its windows: no deadlock, every node applies every change (spec §5 #9, #16)', async () => {
+  // tsmd takes the token before the local lock (metadata.ts update), so a receiver can always
+  // take it; a regression shows as the 5 s DLM timeout
+  const ours = await threeUpdatesAtOnce('token-first');
+  assert.deepEqual(ours.outcomes, ['done', 'done', 'done'], ours.logs.join('\n'));
+  assert.ok(ours.ms < 4000, `the three rounds took ${ours.ms} ms (a deadlock waits for the 5 s DLM timeout)`);
+  for (const f of ours.failed) assert.deepEqual(f, ['shared1', 'shared2', 'shared3'], 'every member failed on every node');
+  assert.ok(ours.events.every((e) => e === ours.events[0]), `events agree: ${ours.events.join(' ')}`);
+  // md's historical order (the lock, then the token) on the same scenario: a node holds its
+  // lock while it waits for the token, and the token holder waits for that node's ack, whose
+  // receive waits for the lock
+  const broken = await threeUpdatesAtOnce('lock-first');
+  assert.ok(broken.ms >= 4000 && broken.outcomes.some((o) => o !== 'done'), `lock-first: ${broken.ms} ms, ${broken.outcomes.join(' | ')}`);
 });
 
 /**
