@@ -305,6 +305,7 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
     this.clusterWindow = new ClusterSyncWindow(cluster, windowSectors, this.clock);
     try {
       await cluster.join(nodes);
+      this.refuseMissingActive(cluster.peers());
       this.bitmapSlot = cluster.slotNumber();
       this.bitmap = this.makeBitmap();
       await cluster.loadBitmaps(nodes);
@@ -315,6 +316,28 @@ export class MdArray implements MemberIoHost, ManageHost, RecoveryHost, Metadata
       this.cluster = null;
       throw e;
     }
+  }
+
+  /**
+   * A member the superblocks record as active but this node could not open, while other nodes
+   * run the array: started without it, this node's first superblock write would record it as
+   * gone and every node would drop it (md-cluster's check_sb_changes), a disk failed for a
+   * path that is missing on one host. Refused before anything is written; the first node of
+   * the cluster assembles degraded as a local array does (--run), since nobody else has it.
+   */
+  private refuseMissingActive(peers: number): void {
+    if (peers === 0) return;
+    const present = new Set(this.members.filter((m) => !m.faulty).map((m) => m.devNumber));
+    const missing: string[] = [];
+    this.sb.devRoles.forEach((role, dev) => {
+      if (role < Role.MAX_ACTIVE && !present.has(dev)) missing.push(`device ${dev} (role ${role})`);
+    });
+    if (missing.length === 0) return;
+    throw new TsmdError(
+      'ENODEV',
+      `${this.arrayName}: ${missing.join(', ')} is active on the ${peers} other node${peers > 1 ? 's' : ''} of the cluster but was not found here: ` +
+        'not started, nothing written (starting without it would fail it on every node); make the shared disk visible on this host and assemble again',
+    );
   }
 
   /** the resync window this node announces to the others (md's cluster_sync_low/high) */

@@ -35,6 +35,12 @@ export interface ClusterOps {
   leave(): Promise<void>;
   /** slot_number(): this node's bitmap slot, from 0: its DLM lockspace slot − 1 (§2.1) */
   slotNumber(): number;
+  /**
+   * The other nodes in the lockspace now (DLM membership; 0: this node is alone). No md
+   * counterpart: tsmd's assembly asks it before a node that cannot open an active member
+   * writes anything (MdArray.joinCluster).
+   */
+  peers(): number;
   /** resync_info_update(): publish the window this node resyncs (bitmap LVB + RESYNCING) */
   resyncInfoUpdate(window: SyncWindow): Promise<void>;
   /**

@@ -15,6 +15,7 @@ import { MdArray } from '../../src/md/array.js';
 import type { ClusterSetup } from '../../src/md/cluster-ops.js';
 import { createArray } from '../../src/md/create.js';
 import { loadBitmaps, loadSuperblock } from '../../src/md/sb-io.js';
+import { dump } from '../helpers/reshape-model.js';
 
 const clock = new SystemClock();
 
@@ -583,5 +584,37 @@ test('md-cluster: a recovery checkpoint runs beside the sync and records no more
     assert.ok(s.checkpoints.some((c) => c.liveAfter > c.recorded), 'the in-memory frontier moved on while the checkpoint recorded its cap');
   } finally {
     for (const n of nodes) await n.close();
+  }
+});
+
+test('md-cluster: a member another node runs but this one cannot open: refused, nothing written; the first node alone starts degraded', async () => {
+  const devs = await clusteredDisks(2, 24, { assumeClean: true });
+  const dlm = new MemoryDlmCluster({ clock });
+  const logs: string[] = [];
+  const n1 = await assembleNode(devs, dlm, 'n1', logs);
+  try {
+    const before = devs.map((d) => Buffer.from(dump(d)));
+    // node 2 sees only shared0 (its path to shared1 is missing), and asks to run degraded
+    await assert.rejects(
+      MdArray.assemble([devs[0]!.reopen()], { run: true, clock, cluster: setup(dlm, 'n2'), log: (m) => logs.push(`n2: ${m}`) }),
+      (e: Error & { code?: string }) => e.code === 'ENODEV' && /device 1 \(role 1\) is active on the 1 other node of the cluster but was not found here: not started, nothing written/.test(e.message),
+    );
+    devs.forEach((d, i) => assert.ok(Buffer.from(dump(d)).equals(before[i]!), `${d.name}: nothing written`));
+    // node 1 goes on with both members, and node 2 joins once it sees both
+    assert.equal(n1.degraded, false);
+    await n1.write(randomBytes(65536), 0);
+    const n2 = await assembleNode(devs, dlm, 'n2', logs);
+    assert.equal(n2.degraded, false);
+    await n2.close();
+  } finally {
+    await n1.close();
+  }
+  // alone in the cluster, a node that finds one member assembles degraded with --run, as a
+  // local array does (nobody else has the missing one running)
+  const alone = await MdArray.assemble([devs[0]!.reopen()], { run: true, clock, cluster: setup(dlm, 'n3'), log: (m) => logs.push(`n3: ${m}`) });
+  try {
+    assert.equal(alone.degraded, true);
+  } finally {
+    await alone.close();
   }
 });

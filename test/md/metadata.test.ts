@@ -23,6 +23,7 @@ function recordingCluster(calls: string[]): ClusterOps {
     loadBitmaps: no,
     leave: no,
     slotNumber: () => 0,
+    peers: () => 0,
     resyncInfoUpdate: no,
     resyncStart: no,
     resyncFinish: no,

@@ -228,6 +228,10 @@ export class MdCluster implements ClusterOps {
     if (ls && !ls.fenced) await ls.leave().catch(() => {});
   }
 
+  peers(): number {
+    return this.need().members().length - 1;
+  }
+
   slotNumber(): number {
     assert(this.slot >= 0, 'md-cluster: slot known after join');
     return this.slot;
