@@ -18,7 +18,7 @@ import { openDevice } from '../io/file-device.js';
 import { detectUse } from '../md/create.js';
 import { parseArgs, UsageError } from '../mdadm/args.js';
 import { SystemClock } from '../env/clock.js';
-import { checkMonitor, exitCodeOf, type Io, main, VERSION } from '../mdadm/main.js';
+import { checkMonitor, exitCodeOf, type Io, main, monitorConf, VERSION } from '../mdadm/main.js';
 import { MIN_ABOVE_MAX, parseSpeedLimit, speedLimitsText } from '../mdadm/live.js';
 
 /** The terminal's Io for the mdadm operations: stdout, stderr, questions on stdin. */
@@ -351,22 +351,36 @@ async function runSpeedLimits(a: ReturnType<typeof parseArgs>, path: string, io:
 
 /** mdadm --monitor against the node daemon (see ./monitor.ts). */
 async function runMonitor(a: ReturnType<typeof parseArgs>, path: string, io: ReturnType<typeof processIo>): Promise<number> {
-  const program = typeof a.opts.get('program') === 'string' ? (a.opts.get('program') as string) : (typeof a.opts.get('alert') === 'string' ? (a.opts.get('alert') as string) : undefined);
+  const str = (k: string): string | undefined => (typeof a.opts.get(k) === 'string' ? (a.opts.get(k) as string) : undefined);
+  // mdadm.conf's MAILADDR, MAILFROM, PROGRAM, MONITORDELAY and ARRAY spares=, where the
+  // command line says nothing (Monitor.c, mdadm.c)
+  const conf = monitorConf(a, process.env);
+  const scan = a.opts.has('scan');
+  let program = str('program') ?? str('alert');
+  if (!program && conf?.program) {
+    program = conf.program;
+    if (!scan) io.err(`tsmd: Monitor using program "${program}" from config file\n`);
+  }
+  let mail = str('mail');
+  if (!mail && conf?.mailAddr) {
+    mail = conf.mailAddr;
+    if (!scan) io.err(`tsmd: Monitor using email address "${mail}" from config file\n`);
+  }
   const syslog = a.opts.has('syslog');
   const oneshot = a.opts.has('oneshot');
-  const mail = typeof a.opts.get('mail') === 'string' ? (a.opts.get('mail') as string) : undefined;
   const test = a.opts.has('test');
   const delayText = a.opts.get('delay');
-  const delaySec = typeof delayText === 'string' ? Number(delayText) : 60;
+  const delaySec = typeof delayText === 'string' ? Number(delayText) : (conf?.monitorDelay ?? 60);
   if (!Number.isFinite(delaySec) || delaySec <= 0) throw new UsageError(`--delay wants a positive number of seconds, got ${String(delayText)}`);
   const incText = a.opts.get('increment');
   const increment = typeof incText === 'string' ? Number(incText) : 20;
   if (!Number.isInteger(increment) || increment < 1 || increment > 99) throw new UsageError(`--increment wants 1..99, got ${String(incText)}`);
   // (Monitor.c refuses only --scan with nowhere to send events; given devices, events with
   // nowhere to go are printed on stdout)
-  checkMonitor(a);
-  const wanted = a.devices.length > 0 && !a.opts.has('scan') ? a.devices : null;
-  const state = new MonitorState({ increment, test });
+  checkMonitor(a, conf);
+  const wanted = a.devices.length > 0 && !scan ? a.devices : null;
+  const spares = new Map<string, number>();
+  const state = new MonitorState({ increment, test, spares });
   for (;;) {
     let list: ArrayState[];
     try {
@@ -376,7 +390,12 @@ async function runMonitor(a: ReturnType<typeof parseArgs>, path: string, io: Ret
       return 1;
     }
     if (wanted) list = list.filter((x) => wanted.some((w) => findArray([x], w)));
-    for (const ev of state.update(list)) await deliver(ev, { program, syslog, mail, mdstatPath: join(dirname(path), 'mdstat'), out: io.out, err: io.err });
+    // ARRAY lines with spares=N, by the device each names now
+    for (const c of conf?.arrays ?? []) {
+      const x = c.spares === undefined ? undefined : findArray(list, c.dev);
+      if (x) spares.set(x.devPath, c.spares!);
+    }
+    for (const ev of state.update(list)) await deliver(ev, { program, syslog, mail, mailFrom: conf?.mailFrom, mdstatPath: join(dirname(path), 'mdstat'), out: io.out, err: io.err });
     // --test only adds TestMessage to the first pass (Monitor.c clears c->test after it)
     if (oneshot) return 0;
     // Monitor.c: no array left that a member failure could change

@@ -124,6 +124,8 @@ export interface DeliverOptions {
   syslog?: boolean;
   /** --mail: the address (Fail*, Test*, Spares*, Degrade* events are mailed, as mdadm's) */
   mail?: string;
+  /** mdadm.conf's MAILFROM (default "mdadm monitoring <root>") */
+  mailFrom?: string;
   /** the node's mdstat file, quoted in the mail as mdadm quotes /proc/mdstat */
   mdstatPath?: string;
   out: (s: string) => void;
@@ -140,8 +142,8 @@ function sendmailCommand(): string {
 }
 
 /** Monitor.c alert()'s mail: headers, its text, then the mdstat file as it is now. */
-export function mailText(e: MonitorEvent, to: string, host: string, mdstat: string | null): string {
-  let t = `From: mdadm monitoring <root>\nTo: ${to}\nSubject: ${e.event} event on ${e.dev}:${host}\n\n`;
+export function mailText(e: MonitorEvent, to: string, host: string, mdstat: string | null, from = 'mdadm monitoring <root>'): string {
+  let t = `From: ${from}\nTo: ${to}\nSubject: ${e.event} event on ${e.dev}:${host}\n\n`;
   t += `This is an automatically generated mail message from mdadm\nrunning on ${host}\n\n`;
   t += `A ${e.event} event had been detected on md device ${e.dev}.\n\n`;
   if (e.component) t += `It could be related to component device ${e.component}.\n\n`;
@@ -158,7 +160,7 @@ async function sendMail(e: MonitorEvent, opts: DeliverOptions): Promise<void> {
   } catch {
     mdstat = null;
   }
-  const text = mailText(e, opts.mail!, hostname(), mdstat);
+  const text = mailText(e, opts.mail!, hostname(), mdstat, opts.mailFrom);
   await new Promise<void>((resolve) => {
     const child = spawn('sh', ['-c', sendmailCommand()], { stdio: ['pipe', 'ignore', 'inherit'] });
     child.on('error', (err) => {

@@ -83,12 +83,22 @@ export interface ConfArray {
   uuid?: string;
   name?: string;
   devices?: string[];
+  /** spares=N: the spares --monitor expects (SparesMissing below it) */
+  spares?: number;
 }
 
 export interface MdadmConf {
   deviceGlobs: string[];
   arrays: ConfArray[];
   homehost?: string;
+  /** MAILADDR: the first address (config.c mailline keeps the first word of all such lines) */
+  mailAddr?: string;
+  /** MAILFROM: every word, joined by spaces */
+  mailFrom?: string;
+  /** PROGRAM: the first word */
+  program?: string;
+  /** MONITORDELAY: seconds (the first such line) */
+  monitorDelay?: number;
 }
 
 /** mdadm.conf's keywords, in mdadm's order (config.c keywords[]). */
@@ -124,7 +134,15 @@ export function parseMdadmConf(text: string, warn: (msg: string) => void = () =>
     if (kw === null) warn(`Unknown keyword ${words[0]!}`);
     else if (kw === 'devices') conf.deviceGlobs.push(...words.slice(1));
     else if (kw === 'homehost') conf.homehost = words[1];
-    else if (kw === 'array') {
+    else if (kw === 'mailaddr') conf.mailAddr ??= words[1];
+    else if (kw === 'mailfrom') {
+      const rest = words.slice(1).join(' ');
+      if (rest) conf.mailFrom = conf.mailFrom ? `${conf.mailFrom} ${rest}` : rest;
+    } else if (kw === 'program') conf.program ??= words[1];
+    else if (kw === 'monitordelay') {
+      const n = Number.parseInt(words[1] ?? '', 10);
+      if (conf.monitorDelay === undefined && n > 0) conf.monitorDelay = n;
+    } else if (kw === 'array') {
       const a: ConfArray = { dev: '' };
       for (const w of words.slice(1)) {
         const eq = w.indexOf('=');
@@ -137,6 +155,7 @@ export function parseMdadmConf(text: string, warn: (msg: string) => void = () =>
         if (k === 'uuid') a.uuid = v;
         else if (k === 'name') a.name = v;
         else if (k === 'devices') a.devices = v.split(',');
+        else if (k === 'spares') a.spares = Number.parseInt(v, 10) || 0;
       }
       if (!a.dev) throw new TsmdError('EINVAL', `mdadm.conf: ARRAY line without a device: ${l}`);
       conf.arrays.push(a);

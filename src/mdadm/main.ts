@@ -16,7 +16,7 @@ import { FileBlockDevice, openDevice } from '../io/file-device.js';
 import { ArrayRegistry } from './registry.js';
 import type { MdArray } from '../md/array.js';
 import { FenceableDevice } from '../md/cluster-glue.js';
-import { candidateDevices, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, readConfOrDefault, startArray } from './live.js';
+import { candidateDevices, cmdAssembleLive, cmdGrowLive, cmdManageLive, cmdMiscLive, type Ctx, type MdadmConf, readConfOrDefault, startArray } from './live.js';
 import { createArray, zeroSuperblock } from '../md/create.js';
 import { DEFAULT_CLUSTER_NODES, type Level, planCreate } from '../md/create-plan.js';
 import { loadBitmaps, loadSuperblock } from '../md/sb-io.js';
@@ -598,11 +598,20 @@ function resolvePaths(a: ParsedArgs, cwd: string): void {
  * nowhere to send events (no --mail, --program/--alert or --syslog), also with --oneshot or
  * --test.
  */
-export function checkMonitor(a: ParsedArgs): void {
+export function checkMonitor(a: ParsedArgs, conf?: MdadmConf): void {
   if (a.devices.length === 0 && a.mdDevice === null && !flag(a, 'scan'))
     throw new TsmdError('EINVAL', 'Cannot monitor: need --scan or at least one device');
-  if (flag(a, 'scan') && !flag(a, 'mail') && !flag(a, 'program') && !flag(a, 'alert') && !flag(a, 'syslog'))
-    throw new TsmdError('EINVAL', 'No mail address or alert command - not monitoring.');
+  const somewhere = flag(a, 'mail') || flag(a, 'program') || flag(a, 'alert') || flag(a, 'syslog') || !!conf?.mailAddr || !!conf?.program;
+  if (flag(a, 'scan') && !somewhere) throw new TsmdError('EINVAL', 'No mail address or alert command - not monitoring.');
+}
+
+/** mdadm.conf for --monitor (MAILADDR, MAILFROM, PROGRAM, MONITORDELAY, ARRAY spares=): none when unreadable. */
+export function monitorConf(a: ParsedArgs, env: NodeJS.ProcessEnv): MdadmConf | undefined {
+  try {
+    return readConfOrDefault(a, env);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -674,7 +683,7 @@ export async function main(argv: string[], io: Io, ctx: Ctx = defaultCtx()): Pro
             return await cmdMiscLive(a, io, ctx);
         }
       case 'monitor':
-        checkMonitor(a);
+        checkMonitor(a, monitorConf(a, io.env));
         throw new TsmdError('ENODEV', 'no node daemon is reachable: --monitor watches the arrays of "tsmd daemon"');
       case null:
         throw new UsageError(

@@ -78,6 +78,40 @@ describe('--monitor', () => {
     assert.equal(r.status, 0, r.stderr);
   });
 
+  test("mdadm.conf's MAILADDR, MAILFROM, PROGRAM and ARRAY spares= stand in for the command line", async () => {
+    const files = [0, 1].map((k) => sparseFile(join(dir.path, `c${k}.img`), 16 * MiB));
+    let r = d.tsmd(['--create', '/dev/md4', '-l1', '-n2', '--run', '--assume-clean', ...files]);
+    assert.equal(r.status, 0, r.stderr);
+    const { program, events } = alertProgram(dir.path, 'conf-handler');
+    const mails = join(dir.path, 'conf-mails');
+    const sendmail = join(dir.path, 'conf-sendmail.sh');
+    writeFileSync(sendmail, `#!/bin/sh\nmkdir -p ${mails}\nf=$(mktemp ${mails}/mail.XXXXXX)\ncat > "$f"\n`);
+    chmodSync(sendmail, 0o755);
+    const conf = join(dir.path, 'monitor.conf');
+    // config.c: the first MAILADDR word, every MAILFROM word, the first PROGRAM word
+    writeFileSync(conf, `MAILADDR ops@example.org second@example.org\nMAILFROM tsmd monitor\n  <monitor@example.org>\nPROGRAM ${program}\nARRAY /dev/md4 spares=1\n`);
+    // --scan with nowhere to send events on the command line: the config's are enough
+    r = run(process.execPath, [tsmdBin, '--run-dir', d.runDir, '--monitor', '--scan', '--oneshot', '--test', `--config=${conf}`], { env: { ...process.env, TSMD_SENDMAIL: sendmail } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /from config file/, 'with --scan mdadm does not say where the program came from');
+    assert.match(events(), /^TestMessage \/dev\/md4 $/m);
+    assert.match(events(), /^SparesMissing \/dev\/md4 $/m, 'spares=1 on an array with none');
+    const texts = readdirSync(mails).map((f) => readFileSync(join(mails, f), 'utf8'));
+    assert.equal(texts.length, 2, 'TestMessage and SparesMissing are mailed');
+    for (const t of texts) {
+      assert.match(t, /^From: tsmd monitor <monitor@example\.org>$/m);
+      assert.match(t, /^To: ops@example\.org$/m);
+    }
+    assert.ok(texts.some((t) => /^Subject: SparesMissing event on \/dev\/md4:/m.test(t)));
+    // given the device instead of --scan, mdadm says where they came from
+    r = run(process.execPath, [tsmdBin, '--run-dir', d.runDir, '--monitor', '--oneshot', `--config=${conf}`, '/dev/md4'], { env: { ...process.env, TSMD_SENDMAIL: sendmail } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`^tsmd: Monitor using program "${program.replace(/[.]/g, '\\.')}" from config file$`, 'm'));
+    assert.match(r.stderr, /^tsmd: Monitor using email address "ops@example\.org" from config file$/m);
+    r = d.tsmd(['--stop', '/dev/md4']);
+    assert.equal(r.status, 0, r.stderr);
+  });
+
   test('events with nowhere to go are printed in mdadm\'s words; with only raid0 to watch it stops', () => {
     const files = [0, 1].map((k) => sparseFile(join(dir.path, `z${k}.img`), 16 * MiB));
     let r = d.tsmd(['--create', '/dev/md2', '-l1', '-n2', '--run', '--assume-clean', ...files]);
