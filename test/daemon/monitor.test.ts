@@ -16,6 +16,15 @@ import { alertProgram, run, sparseFile, tempDir, tsmdBin } from '../helpers/tool
 
 const MiB = 1024 * 1024;
 
+/** A stand-in MTA for TSMD_SENDMAIL: each mail in its own file under `mails`, its argv first. */
+function standInMta(dir: string, name: string): { sendmail: string; mails: string } {
+  const mails = join(dir, `${name}-mails`);
+  const sendmail = join(dir, `${name}.sh`);
+  writeFileSync(sendmail, `#!/bin/sh\nmkdir -p ${mails}\nf=$(mktemp ${mails}/mail.XXXXXX)\necho "argv: $*" > "$f"\ncat >> "$f"\n`);
+  chmodSync(sendmail, 0o755);
+  return { sendmail, mails };
+}
+
 describe('--monitor', () => {
   let dir: ReturnType<typeof tempDir>;
   let d: TestDaemon;
@@ -33,11 +42,7 @@ describe('--monitor', () => {
     let r = d.tsmd(['--create', '/dev/md1', '-l1', '-n2', '--run', '--assume-clean', ...files]);
     assert.equal(r.status, 0, r.stderr);
     const { program, events } = alertProgram(dir.path, 'handler');
-    const mails = join(dir.path, 'mails');
-    const sendmail = join(dir.path, 'sendmail.sh');
-    // a stand-in MTA: one file per mail, its argv first
-    writeFileSync(sendmail, `#!/bin/sh\nmkdir -p ${mails}\nf=$(mktemp ${mails}/mail.XXXXXX)\necho "argv: $*" > "$f"\ncat >> "$f"\n`);
-    chmodSync(sendmail, 0o755);
+    const { sendmail, mails } = standInMta(dir.path, 'mta');
     const mon = spawn(process.execPath, [tsmdBin, '--run-dir', d.runDir, '--monitor', '--test', '--delay=0.2', `--program=${program}`, '--mail=ops@example.org', '/dev/md1'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, TSMD_SENDMAIL: `${sendmail} -t` },
@@ -83,10 +88,7 @@ describe('--monitor', () => {
     let r = d.tsmd(['--create', '/dev/md4', '-l1', '-n2', '--run', '--assume-clean', ...files]);
     assert.equal(r.status, 0, r.stderr);
     const { program, events } = alertProgram(dir.path, 'conf-handler');
-    const mails = join(dir.path, 'conf-mails');
-    const sendmail = join(dir.path, 'conf-sendmail.sh');
-    writeFileSync(sendmail, `#!/bin/sh\nmkdir -p ${mails}\nf=$(mktemp ${mails}/mail.XXXXXX)\ncat > "$f"\n`);
-    chmodSync(sendmail, 0o755);
+    const { sendmail, mails } = standInMta(dir.path, 'conf-mta');
     const conf = join(dir.path, 'monitor.conf');
     // config.c: the first MAILADDR word, every MAILFROM word, the first PROGRAM word
     writeFileSync(conf, `MAILADDR ops@example.org second@example.org\nMAILFROM tsmd monitor\n  <monitor@example.org>\nPROGRAM ${program}\nARRAY /dev/md4 spares=1\n`);
