@@ -9,7 +9,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BlockDevice } from '../../src/io/block-device.js';
 import { MemoryBlockDevice } from '../../src/io/memory-device.js';
-import type { MdArray } from '../../src/md/array.js';
+import { SystemClock } from '../../src/env/clock.js';
+import { MdArray } from '../../src/md/array.js';
 import { prng } from './prng.js';
 import { run, tempDir, tsmdBin } from './tools.js';
 
@@ -166,4 +167,32 @@ export async function resumeToEnd(arr: MdArray, model: ReadonlyMap<number, numbe
   assert.equal(arr.reshapeActive, false);
   await verifyModel(arr, model, bytes, 'finished');
   assert.equal(await checkMismatches(arr), 0);
+}
+
+/**
+ * A crash image inside a critical section, assembled again (with the backup file, when the
+ * backup is not on a member): mdadm's "restoring critical section" is logged, reshape_position
+ * moved past the section (`moved` says which way), every block reads back, and the reshape
+ * finishes with check 0.
+ */
+export async function restoreAndFinish(
+  members: MemoryBlockDevice[],
+  model: ReadonlyMap<number, number>,
+  bytes: number,
+  o: { backupFile?: MemoryBlockDevice; moved: (position: number) => boolean },
+): Promise<void> {
+  const log: string[] = [];
+  const again = await MdArray.assemble(members.map((d) => d.reopen()), {
+    clock: new SystemClock(),
+    log: (m) => log.push(m),
+    ...(o.backupFile ? { backupFile: { dev: o.backupFile.reopen() } } : {}),
+  });
+  try {
+    assert.ok(log.some((l) => /restoring critical section/.test(l)), log.join('\n'));
+    assert.ok(o.moved(Number(again.sb.reshapePosition)), `reshape_position (${again.sb.reshapePosition}) moved past the restored section`);
+    await verifyModel(again, model, bytes, 'restored');
+    await resumeToEnd(again, model, bytes);
+  } finally {
+    await again.close();
+  }
 }

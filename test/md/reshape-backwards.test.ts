@@ -19,7 +19,7 @@ import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { prng } from '../helpers/prng.js';
 import { requireTool } from '../helpers/tools.js';
-import { checkMismatches as checkZero, damagedBlocks, resumeToEnd, dump, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, damagedBlocks, restoreAndFinish, dump, examineLikeMdadm, fillBlocks as fill, image, tap, verifyModel as verify } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -221,19 +221,7 @@ describe('backwards reshapes: crashes and refusals', () => {
     }
     assert.ok(bad > 0, 'the crash image has a half-written critical section');
     // with the backup file: restored, resumed, finished
-    const log: string[] = [];
-    const again = await MdArray.assemble(
-      c.members.map((d) => d.reopen()),
-      { clock: new SystemClock(), backupFile: { dev: c.backup.reopen() }, log: (m) => log.push(m) },
-    );
-    try {
-      assert.ok(log.some((l) => /restoring critical section/.test(l)), log.join('\n'));
-      assert.ok(Number(again.sb.reshapePosition) < c.section, 'reshape_position moved past the restored section');
-      await verify(again, model, newBytes);
-      await resumeToEnd(again, model, newBytes);
-    } finally {
-      await again.close();
-    }
+    await restoreAndFinish(c.members, model, newBytes, { backupFile: c.backup, moved: (pos) => pos < c.section });
   });
 
   test('refusals write nothing: a shrink before --array-size, in place without a backup file', async () => {

@@ -20,7 +20,7 @@ import { growCriticalSectors } from '../../src/md/reshape.js';
 import { loadSuperblock } from '../../src/md/sb-io.js';
 import { memoryArray } from '../helpers/arrays.js';
 import { requireTool } from '../helpers/tools.js';
-import { checkMismatches as checkZero, damagedBlocks, resumeToEnd, dump, examineLikeMdadm, fillModel, image, tap, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
+import { checkMismatches as checkZero, damagedBlocks, restoreAndFinish, dump, examineLikeMdadm, fillModel, image, tap, verifyModel as verify, writersDuring } from '../helpers/reshape-model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -166,16 +166,7 @@ describe('grows in place (the data offset stays)', () => {
     }
     assert.ok(bad > 0, 'without the backup the critical section is damaged');
     // the image as the crash left it: the backup on the spare restores the section
-    const log: string[] = [];
-    const again = await MdArray.assemble(img.map((d) => d.reopen()), { clock: new SystemClock(), log: (m) => log.push(m) });
-    try {
-      assert.ok(log.some((l) => /restoring critical section/.test(l)), log.join('\n'));
-      assert.ok(Number(again.sb.reshapePosition) > 0, 'reshape_position moved past the restored section');
-      await verify(again, model, before, 'restored');
-      await resumeToEnd(again, model, before);
-    } finally {
-      await again.close();
-    }
+    await restoreAndFinish(img, model, before, { moved: (pos) => pos > 0 });
   });
 
   test('raid5 chunk 64K->128K in place (superblock 1.0, no room either side): refused without a backup file; with one, every step through it', async (t) => {
@@ -277,18 +268,6 @@ describe('grows in place (the data offset stays)', () => {
     } finally {
       await allowed.close();
     }
-    const log: string[] = [];
-    const again = await MdArray.assemble(
-      c.members.map((d) => d.reopen()),
-      { clock: new SystemClock(), backupFile: { dev: c.backup.reopen() }, log: (m) => log.push(m) },
-    );
-    try {
-      assert.ok(log.some((l) => /restoring critical section/.test(l)), log.join('\n'));
-      assert.ok(Number(again.sb.reshapePosition) > c.at, 'reshape_position moved past the restored section');
-      await verify(again, model, size, 'restored');
-      await resumeToEnd(again, model, size);
-    } finally {
-      await again.close();
-    }
+    await restoreAndFinish(c.members, model, size, { backupFile: c.backup, moved: (pos) => pos > c.at });
   });
 });
