@@ -707,7 +707,7 @@ export class ReshapeEngine {
           const hi = this.stepCritical(p, total, g);
           await view.hold(p, hi, true);
           await view.drainOld(true);
-          const rows = rowEnd(hi, g.newD, g.newC);
+          const rows = rowEnd(hi, g.newD, g.newC, g.newH);
           view.rebuildRows = rows;
           await this.copyCritical(view, p, hi, oldSize);
           await this.checkpoint(view, hi, rows);
@@ -946,7 +946,7 @@ export class ReshapeEngine {
     const room = Math.floor(Math.min(backup.capacitySectors, MAX_CRITICAL_SECTORS) / S) * S;
     if (room < S) throw new TsmdError('EIO', `the backup file ${backup.name} holds ${backup.capacitySectors} sectors: less than one section (${S})`);
     const hi = Math.min(p + room, total);
-    if (hi < total && rowEnd(hi, g.newD, g.newC) + g.shift > rowOf(hi, g.oldD, g.oldC))
+    if (hi < total && rowEnd(hi, g.newD, g.newC, g.newH) + g.shift > rowOf(hi, g.oldD, g.oldC, g.oldH))
       throw new TsmdError('EIO', `reshape step [${p}, ${hi}) would overwrite data not yet moved, even with the backup file`);
     return hi;
   }

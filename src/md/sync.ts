@@ -435,7 +435,7 @@ export class SyncEngine {
           const waited = this.host.clock.nowMs() - run.lastCheckpointMs >= floorMs;
           const due = run.sinceCheckpoint >= MAX_CHECKPOINT_SECTORS || (run.sinceCheckpoint >= every && waited);
           const left = total - run.pos;
-          const endsSoon = this.checkpointSectors === null && left / 2 < (this.instantSpeed().speedKiBs * END_SOON_MS) / 1000;
+          const endsSoon = due && this.checkpointSectors === null && left / 2 < (this.instantSpeed().speedKiBs * END_SOON_MS) / 1000;
           if (due && left >= every / 4 && !endsSoon && (kind === 'resync' || recovery) && cp.running === null) {
             run.sinceCheckpoint = 0;
             run.lastCheckpointMs = this.host.clock.nowMs();
